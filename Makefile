@@ -1,0 +1,45 @@
+# Thin wrappers; meson does the building. See README.md.
+BUILD      ?= build
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 60
+MESON_OPTS ?= -Dwerror=true
+
+.PHONY: setup build test unit oracle fuzz-build fuzz-smoke bench format check-format clean
+
+setup:
+	./scripts/setup
+
+$(BUILD)/build.ninja:
+	meson setup $(BUILD) $(MESON_OPTS)
+
+build: setup $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+unit: build
+	meson test -C $(BUILD) --print-errorlogs
+
+oracle: build
+	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh
+
+check-format: setup
+	scripts/check-format
+
+test: check-format unit oracle fuzz-smoke
+
+$(FUZZ_BUILD)/build.ninja:
+	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true -Dbench=false -Dbuildtype=debugoptimized
+
+fuzz-build: setup $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD)
+
+fuzz-smoke: fuzz-build
+	FUZZ_BUILD=$(FUZZ_BUILD) FUZZ_SECONDS=$(FUZZ_SECONDS) tests/fuzz/smoke.sh
+
+bench: build
+	bench/run.sh $(BUILD)
+
+format:
+	clang-format -i $$(git ls-files '*.cpp' '*.hpp')
+
+clean:
+	rm -rf $(BUILD) $(FUZZ_BUILD)

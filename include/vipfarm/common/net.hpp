@@ -1,0 +1,37 @@
+// Address value types shared by config and packet: plain values, no sockets.
+#pragma once
+
+#include <array>
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+
+namespace vipfarm {
+
+// An IP address as 128 bits; IPv4 a.b.c.d is held as ::ffff:a.b.c.d so one key layout
+// serves both families (docs/classifier.md §5).
+struct IpAddr {
+  std::uint64_t hi = 0;
+  std::uint64_t lo = 0;
+
+  static constexpr std::uint64_t kV4MappedTag = 0x0000ffff00000000ULL;
+
+  static constexpr IpAddr v4(std::uint32_t addr) noexcept { return {0, kV4MappedTag | addr}; }
+  constexpr bool is_v4() const noexcept { return hi == 0 && (lo >> 32) == 0xffff; }
+  constexpr std::uint32_t v4_value() const noexcept { return static_cast<std::uint32_t>(lo); }
+  friend constexpr bool operator==(const IpAddr&, const IpAddr&) = default;
+  friend constexpr auto operator<=>(const IpAddr&, const IpAddr&) = default;
+
+  // Keeps the first `bits` bits of the address within its family (32 for IPv4).
+  IpAddr masked(unsigned bits) const noexcept;
+  static std::optional<IpAddr> parse(std::string_view text);
+  std::string to_string() const;
+};
+
+using MacAddr = std::array<std::uint8_t, 6>;
+
+std::optional<MacAddr> parse_mac(std::string_view text);
+std::string to_string(const MacAddr& mac);
+
+}  // namespace vipfarm

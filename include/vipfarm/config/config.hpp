@@ -1,0 +1,120 @@
+// The validated configuration of one node and its farm, and how to load it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "vipfarm/assignment/assignment.hpp"
+#include "vipfarm/common/net.hpp"
+#include "vipfarm/common/types.hpp"
+
+namespace vipfarm::config {
+
+enum class Proto : std::uint8_t { kAny, kTcp, kUdp, kIcmp };
+enum class KeyKind : std::uint8_t { kOnAddr, kOnPort, kOnIpid, kFiveTuple, kClientNet };
+enum class Unmatched : std::uint8_t { kDrop, kPass };
+enum class IcmpEcho : std::uint8_t { kOne, kNone };
+
+struct PortRange {
+  std::uint16_t first;
+  std::uint16_t last;
+  friend bool operator==(const PortRange&, const PortRange&) = default;
+};
+
+struct Rule {
+  std::optional<std::size_t> vip;  // index into Config::vips; nullopt: every VIP ("*")
+  Proto proto = Proto::kAny;
+  std::vector<PortRange> ports;  // empty: every port ("*")
+  KeyKind key = KeyKind::kOnAddr;
+  std::uint8_t prefix = 24;   // client_net, IPv4
+  std::uint8_t prefix6 = 64;  // client_net, IPv6
+};
+
+struct Member {
+  NodeId node;
+  std::uint32_t weight = 1;
+  std::int32_t priority = 0;
+};
+
+struct Group {
+  std::string name;
+  assignment::Mode mode = assignment::Mode::kBalance;
+  std::vector<Member> members;
+  std::vector<Rule> rules;
+};
+
+struct Vip {
+  IpAddr address;
+  MacAddr mac;
+};
+
+struct ClusterNode {
+  NodeId id;
+  std::string name;
+  IpAddr address;
+};
+
+struct Config {
+  std::string source;  // the file it came from, for messages
+  NodeId node_id = kNoNode;
+  std::string node_name;
+  std::string cluster_name;
+  std::uint32_t buckets = kDefaultBuckets;
+  std::uint64_t seed = 0;
+  Unmatched unmatched = Unmatched::kDrop;
+  IcmpEcho icmp_echo = IcmpEcho::kOne;
+  std::vector<ClusterNode> nodes;
+  std::vector<Vip> vips;
+  std::vector<Group> groups;
+
+  const ClusterNode* find_node(NodeId id) const noexcept;
+};
+
+// One validation problem, located in the file.
+struct Error {
+  std::string file;
+  std::uint32_t line = 0;
+  std::uint32_t column = 0;
+  std::string key;  // dotted path, e.g. group[1].rule[0].ports
+  std::string message;
+
+  // "file:line:col: key: message"
+  std::string to_string() const;
+};
+
+struct LoadResult {
+  std::optional<Config> config;  // set exactly when errors is empty
+  std::vector<Error> errors;
+};
+
+LoadResult parse(std::string_view text, std::string_view source_name);
+LoadResult load_file(const std::string& path);
+
+// The default virtual MAC of a VIP: 5A:FE:<IPv4 in hex> (SafeKit's convention); for IPv6
+// 5A:F6 followed by 32 bits of a hash of the address: stable and locally administered.
+MacAddr default_vip_mac(const IpAddr& address);
+
+// A view: the set of eligible nodes, bit (id - 1) set for each.
+using ViewMask = std::uint64_t;
+constexpr ViewMask view_bit(NodeId id) noexcept { return ViewMask{1} << (to_int(id) - 1); }
+ViewMask all_nodes(const Config& config) noexcept;
+
+// The assignment input of group `group` when exactly the nodes of `view` are eligible.
+assignment::Input assignment_input(const Config& config, std::size_t group, ViewMask view);
+
+// SHA-256 (hex) over exactly what every node of the farm must agree on: cluster name and
+// nodes, buckets, seed, policies, VIPs, groups (members and priorities, not weights, which
+// travel in heartbeats) and rules.
+std::string fingerprint(const Config& config);
+
+// A short human-readable description: nodes, VIPs, groups and rules.
+std::string summary(const Config& config);
+
+std::string_view to_string(Proto proto);
+std::string_view to_string(KeyKind key);
+std::string format_ports(const std::vector<PortRange>& ports);
+
+}  // namespace vipfarm::config

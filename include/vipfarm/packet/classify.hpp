@@ -1,0 +1,121 @@
+// Frame → verdict, group and bucket (docs/classifier.md): a pure function over bytes,
+// compiled once per configuration into an immutable Classifier.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string_view>
+#include <vector>
+
+#include "vipfarm/common/net.hpp"
+#include "vipfarm/common/types.hpp"
+#include "vipfarm/config/config.hpp"
+#include "vipfarm/packet/hash.hpp"
+
+namespace vipfarm::packet {
+
+enum class Verdict : std::uint8_t {
+  kPass,      // not farm traffic: to the host unfiltered
+  kFarm,      // farm traffic of `group`/`bucket`; Ownership turns it into accept/not_owner
+  kAccept,    // farm traffic this node owns
+  kNotOwner,  // farm traffic another node owns
+  kNoRule,    // sent to a VIP, no rule matches
+  kArpVip,    // ARP request for a VIP
+  kNdVip,     // IPv6 neighbour solicitation for a VIP
+  kMalformed,
+};
+inline constexpr std::size_t kVerdictCount = 8;
+
+enum class Malformed : std::uint8_t {
+  kNone,
+  kRunt,
+  kVlanTruncated,
+  kVlanDepth,
+  kArpTruncated,
+  kL3Truncated,
+  kIpVersion,
+  kIpv4Ihl,
+  kIpv4TotalLength,
+  kIpv6PayloadLength,
+  kExtTruncated,
+  kExtChain,
+  kL4Truncated,
+  kTcpDataOffset,
+  kUdpLength,
+  kIcmpQuote,
+};
+inline constexpr std::size_t kMalformedCount = 16;
+
+std::string_view to_string(Verdict verdict) noexcept;
+std::string_view to_string(Malformed reason) noexcept;
+
+struct Result {
+  Verdict verdict = Verdict::kPass;
+  Malformed reason = Malformed::kNone;
+  std::uint16_t group = 0;  // valid for kFarm, kAccept, kNotOwner
+  std::uint16_t vip = 0;    // index of the VIP (farm, no_rule, arp_vip, nd_vip)
+  BucketId bucket = 0;      // valid for kFarm, kAccept, kNotOwner
+};
+
+// This node's buckets: one bitmap per group, indexed with a mask.
+class Ownership {
+ public:
+  Ownership() = default;
+  Ownership(std::size_t groups, std::uint32_t buckets);
+  // What `self` owns in every group of `config` when `view` is the set of eligible nodes.
+  static Ownership compute(const config::Config& config, NodeId self, config::ViewMask view);
+
+  void set(std::uint16_t group, BucketId bucket, bool owned) noexcept;
+  bool owns(std::uint16_t group, BucketId bucket) const noexcept {
+    const std::uint64_t word = bits_[group * words_per_group_ + (bucket >> 6)];
+    return (word >> (bucket & 63)) & 1;
+  }
+  // kFarm → kAccept or kNotOwner; other verdicts unchanged.
+  void apply(Result& result) const noexcept {
+    if (result.verdict == Verdict::kFarm) {
+      result.verdict = owns(result.group, result.bucket) ? Verdict::kAccept : Verdict::kNotOwner;
+    }
+  }
+
+ private:
+  std::uint32_t words_per_group_ = 0;
+  std::vector<std::uint64_t> bits_;
+};
+
+class Classifier {
+ public:
+  explicit Classifier(const config::Config& config);
+
+  // Never reads past frame.size(); never allocates or throws.
+  Result classify(std::span<const std::byte> frame) const noexcept;
+
+  std::uint32_t buckets() const noexcept { return bucket_mask_ + 1; }
+  std::size_t vip_count() const noexcept { return vips_.size(); }
+
+  struct CompiledRule {
+    std::uint16_t group;
+    config::Proto proto;
+    config::KeyKind key;
+    std::uint8_t prefix;
+    std::uint8_t prefix6;
+    std::uint32_t ports_begin;  // into ports_; begin == end: every port
+    std::uint32_t ports_end;
+  };
+
+ private:
+  struct VipEntry {
+    IpAddr address;
+    std::uint32_t rules_begin;  // into rules_
+    std::uint32_t rules_end;
+    std::int32_t echo_group;  // -1: echo requests get no_rule
+  };
+
+  HashSeeds seeds_;
+  std::uint32_t bucket_mask_;
+  std::vector<VipEntry> vips_;
+  std::vector<CompiledRule> rules_;
+  std::vector<config::PortRange> ports_;
+};
+
+}  // namespace vipfarm::packet

@@ -1,0 +1,263 @@
+// vipfarmctl: offline tools over the core library (config check, owner query, pcap
+// verdicts, config reference). Talks to no daemon and links no DPDK.
+#include <boost/program_options.hpp>
+#include <fstream>
+#include <iostream>
+#include <iterator>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "vipfarm/assignment/assignment.hpp"
+#include "vipfarm/config/config.hpp"
+#include "vipfarm/config/schema.hpp"
+#include "vipfarm/packet/build.hpp"
+#include "vipfarm/packet/classify.hpp"
+#include "vipfarm/packet/pcap.hpp"
+
+namespace po = boost::program_options;
+using namespace vipfarm;
+
+namespace {
+
+constexpr const char* kUsage =
+    "usage: vipfarmctl COMMAND [options]\n"
+    "\n"
+    "commands:\n"
+    "  check-config FILE            validate a config; print a summary or every error\n"
+    "  owner --config FILE [--view 1,2,3] [--json] PROTO CLIENT SERVER\n"
+    "                               which group, bucket and node take this flow\n"
+    "                               PROTO: tcp|udp|icmp; CLIENT/SERVER: 192.0.2.7:40000,\n"
+    "                               [2001:db8::7]:40000 (no port for icmp)\n"
+    "  owner --config FILE [--view 1,2,3] [--json] --pcap FILE\n"
+    "                               the verdict of every frame of a pcap\n"
+    "  config-reference             the configuration keys as a Markdown table\n"
+    "  --version\n"
+    "\n"
+    "exit status: 0 success, 1 invalid config or input, 2 usage error\n";
+
+struct UsageError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
+std::optional<config::Config> load_or_report(const std::string& path) {
+  config::LoadResult loaded = config::load_file(path);
+  for (const config::Error& e : loaded.errors) std::cerr << e.to_string() << "\n";
+  if (!loaded.errors.empty()) {
+    std::cerr << path << ": " << loaded.errors.size() << " error"
+              << (loaded.errors.size() == 1 ? "" : "s") << "\n";
+  }
+  return std::move(loaded.config);
+}
+
+config::ViewMask parse_view(const config::Config& config, const std::string& text) {
+  if (text.empty()) return config::all_nodes(config);
+  config::ViewMask view = 0;
+  std::stringstream in(text);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    unsigned id = 0;
+    try {
+      id = static_cast<unsigned>(std::stoul(item));
+    } catch (const std::exception&) {
+      throw UsageError("--view: not a node id: \"" + item + "\"");
+    }
+    if (id < 1 || id > kMaxNodes || config.find_node(NodeId{static_cast<std::uint8_t>(id)}) == nullptr) {
+      throw UsageError("--view: node " + item + " is not in the config");
+    }
+    view |= config::view_bit(NodeId{static_cast<std::uint8_t>(id)});
+  }
+  return view;
+}
+
+struct Endpoint {
+  IpAddr address;
+  std::uint16_t port = 0;
+};
+
+Endpoint parse_endpoint(const std::string& text, bool want_port) {
+  std::string host = text;
+  std::string port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos) throw UsageError("bad endpoint \"" + text + "\"");
+    host = text.substr(1, close - 1);
+    if (close + 1 < text.size()) {
+      if (text[close + 1] != ':') throw UsageError("bad endpoint \"" + text + "\"");
+      port = text.substr(close + 2);
+    }
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    host = text.substr(0, text.find(':'));
+    port = text.substr(text.find(':') + 1);
+  }
+  const auto address = IpAddr::parse(host);
+  if (!address) throw UsageError("not an IP address: \"" + host + "\"");
+  Endpoint out{*address, 0};
+  if (want_port) {
+    if (port.empty()) throw UsageError("\"" + text + "\" needs a port");
+    try {
+      const unsigned long value = std::stoul(port);
+      if (value > 65535) throw std::out_of_range("port");
+      out.port = static_cast<std::uint16_t>(value);
+    } catch (const std::exception&) {
+      throw UsageError("bad port in \"" + text + "\"");
+    }
+  }
+  return out;
+}
+
+// Owner of every bucket of every group, for the view.
+std::vector<std::vector<NodeId>> all_owners(const config::Config& config, config::ViewMask view) {
+  std::vector<std::vector<NodeId>> owners;
+  for (std::size_t g = 0; g < config.groups.size(); ++g) {
+    owners.push_back(assignment::assign(config::assignment_input(config, g, view)));
+  }
+  return owners;
+}
+
+nlohmann::json describe(const config::Config& config,
+                        const std::vector<std::vector<NodeId>>& owners,
+                        const packet::Result& r) {
+  nlohmann::json out;
+  out["verdict"] = std::string(packet::to_string(r.verdict));
+  out["reason"] = std::string(packet::to_string(r.reason));
+  if (r.verdict == packet::Verdict::kFarm) {
+    const NodeId owner = owners[r.group][r.bucket];
+    out["group"] = config.groups[r.group].name;
+    out["bucket"] = r.bucket;
+    out["owner"] = to_int(owner);
+    const config::ClusterNode* node = config.find_node(owner);
+    out["owner_name"] = node != nullptr ? node->name : "";
+  } else {
+    out["group"] = "";
+    out["bucket"] = -1;
+    out["owner"] = 0;
+    out["owner_name"] = "";
+  }
+  return out;
+}
+
+std::string human(const nlohmann::json& d) {
+  std::string line = d["verdict"].get<std::string>();
+  if (!d["reason"].get<std::string>().empty()) line += "/" + d["reason"].get<std::string>();
+  if (d["bucket"].get<long>() >= 0) {
+    line += "  group " + d["group"].get<std::string>() + "  bucket " +
+            std::to_string(d["bucket"].get<long>()) + "  owner ";
+    line += d["owner"].get<unsigned>() == 0
+                ? std::string("none (no eligible member)")
+                : std::to_string(d["owner"].get<unsigned>()) + " (" +
+                      d["owner_name"].get<std::string>() + ")";
+  }
+  return line;
+}
+
+int cmd_check_config(const std::vector<std::string>& args) {
+  if (args.size() != 1) throw UsageError("check-config takes one FILE");
+  const auto config = load_or_report(args[0]);
+  if (!config) return 1;
+  std::cout << args[0] << ": OK\n" << config::summary(*config);
+  return 0;
+}
+
+int cmd_owner(const std::vector<std::string>& args) {
+  po::options_description options("owner");
+  std::string config_path, view_text, pcap_path;
+  bool json = false;
+  options.add_options()("config", po::value(&config_path)->required(), "config file")(
+      "view", po::value(&view_text), "eligible node ids, comma-separated (default: all)")(
+      "pcap", po::value(&pcap_path), "classify every frame of this pcap")(
+      "json", po::bool_switch(&json), "one JSON object per line")(
+      "flow", po::value<std::vector<std::string>>(), "PROTO CLIENT SERVER");
+  po::positional_options_description positional;
+  positional.add("flow", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
+  po::notify(vm);
+
+  const auto config = load_or_report(config_path);
+  if (!config) return 1;
+  const config::ViewMask view = parse_view(*config, view_text);
+  const auto owners = all_owners(*config, view);
+  const packet::Classifier classifier(*config);
+
+  if (!pcap_path.empty()) {
+    if (vm.count("flow")) throw UsageError("give either --pcap or PROTO CLIENT SERVER");
+    std::ifstream in(pcap_path, std::ios::binary);
+    if (!in) {
+      std::cerr << pcap_path << ": cannot open\n";
+      return 1;
+    }
+    const std::string bytes{std::istreambuf_iterator<char>(in), {}};
+    std::size_t index = 0;
+    const std::string error = packet::read_pcap(
+        std::as_bytes(std::span(bytes.data(), bytes.size())), [&](std::span<const std::byte> f) {
+          nlohmann::json d = describe(*config, owners, classifier.classify(f));
+          d["index"] = index;
+          if (json) {
+            std::cout << d.dump() << "\n";
+          } else {
+            std::cout << index << "  " << human(d) << "\n";
+          }
+          ++index;
+        });
+    if (!error.empty()) {
+      std::cerr << pcap_path << ": " << error << "\n";
+      return 1;
+    }
+    return 0;
+  }
+
+  const auto flow = vm.count("flow") ? vm["flow"].as<std::vector<std::string>>()
+                                     : std::vector<std::string>{};
+  if (flow.size() != 3) throw UsageError("owner needs PROTO CLIENT SERVER or --pcap FILE");
+  packet::FrameSpec spec;
+  const std::string& proto = flow[0];
+  const bool ports = proto == "tcp" || proto == "udp";
+  if (!ports && proto != "icmp") throw UsageError("PROTO must be tcp, udp or icmp");
+  const Endpoint client = parse_endpoint(flow[1], ports);
+  const Endpoint server = parse_endpoint(flow[2], ports);
+  if (client.address.is_v4() != server.address.is_v4()) {
+    throw UsageError("CLIENT and SERVER must be of one address family");
+  }
+  spec.src = client.address;
+  spec.dst = server.address;
+  spec.src_port = client.port;
+  spec.dst_port = server.port;
+  const bool v6 = !client.address.is_v4();
+  spec.proto = proto == "tcp" ? 6 : proto == "udp" ? 17 : (v6 ? 58 : 1);
+  spec.icmp_type = v6 ? 128 : 8;
+  const auto frame = packet::build_frame(spec);
+  const nlohmann::json d = describe(*config, owners, classifier.classify(frame));
+  std::cout << (json ? d.dump() : human(d)) << "\n";
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::vector<std::string> args(argv + 1, argv + argc);
+  if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
+    std::cout << kUsage;
+    return args.empty() ? 2 : 0;
+  }
+  const std::string command = args[0];
+  args.erase(args.begin());
+  try {
+    if (command == "--version") {
+      std::cout << "vipfarmctl " << VIPFARM_VERSION << "\n";
+      return 0;
+    }
+    if (command == "check-config") return cmd_check_config(args);
+    if (command == "owner") return cmd_owner(args);
+    if (command == "config-reference") {
+      std::cout << config::reference_markdown();
+      return 0;
+    }
+    throw UsageError("unknown command \"" + command + "\"");
+  } catch (const UsageError& e) {
+    std::cerr << "vipfarmctl: " << e.what() << "\n" << kUsage;
+    return 2;
+  } catch (const po::error& e) {
+    std::cerr << "vipfarmctl: " << e.what() << "\n" << kUsage;
+    return 2;
+  }
+}

@@ -1,0 +1,673 @@
+// TOML into a validated Config: every problem is collected as file:line:col: key: reason.
+#include "vipfarm/config/config.hpp"
+
+#include <openssl/evp.h>
+
+#include <algorithm>
+#include <bit>
+#include <charconv>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <toml++/toml.h>
+
+#include "vipfarm/config/schema.hpp"
+
+namespace vipfarm::config {
+
+namespace {
+
+// Walks the TOML tree, records every error with its position, and reads typed values.
+class Loader {
+ public:
+  explicit Loader(std::string file) : file_(std::move(file)) {}
+
+  std::vector<Error>& errors() { return errors_; }
+
+  void error(const toml::source_region& where, std::string key, std::string message) {
+    errors_.push_back({file_, where.begin.line, where.begin.column, std::move(key),
+                       std::move(message)});
+  }
+
+  // Flags keys of `table` that the schema does not know under `schema_prefix`.
+  void check_unknown(const toml::table& table, const std::string& schema_prefix,
+                     const std::string& path) {
+    for (const auto& [key, node] : table) {
+      const std::string spath = join(schema_prefix, key.str());
+      if (find_key(spath) == nullptr) {
+        error(key.source(), join(path, key.str()), "unknown key");
+      }
+    }
+  }
+
+  std::optional<std::int64_t> integer(const toml::table& table, std::string_view name,
+                                      const std::string& path, std::int64_t lo, std::int64_t hi,
+                                      std::optional<std::int64_t> fallback) {
+    const toml::node* node = table.get(name);
+    const std::string key = join(path, name);
+    if (node == nullptr) {
+      if (!fallback) error(table.source(), key, "missing required key");
+      return fallback;
+    }
+    const auto value = node->value_exact<std::int64_t>();
+    if (!value) {
+      error(node->source(), key, "expected an integer");
+      return std::nullopt;
+    }
+    if (*value < lo || *value > hi) {
+      error(node->source(), key,
+            "out of range: " + std::to_string(*value) + " not in " + std::to_string(lo) + ".." +
+                std::to_string(hi));
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  std::optional<std::string> string(const toml::table& table, std::string_view name,
+                                    const std::string& path,
+                                    std::optional<std::string_view> fallback) {
+    const toml::node* node = table.get(name);
+    const std::string key = join(path, name);
+    if (node == nullptr) {
+      if (!fallback) error(table.source(), key, "missing required key");
+      return fallback ? std::optional<std::string>(*fallback) : std::nullopt;
+    }
+    const auto value = node->value_exact<std::string>();
+    if (!value) {
+      error(node->source(), key, "expected a string");
+      return std::nullopt;
+    }
+    return value;
+  }
+
+  // A string that must be one of `choices`; returns its index.
+  template <std::size_t N>
+  std::optional<std::size_t> choice(const toml::table& table, std::string_view name,
+                                    const std::string& path,
+                                    const std::array<std::string_view, N>& choices,
+                                    std::size_t fallback) {
+    const auto text = string(table, name, path, choices[fallback]);
+    if (!text) return std::nullopt;
+    for (std::size_t i = 0; i < N; ++i) {
+      if (*text == choices[i]) return i;
+    }
+    std::string allowed;
+    for (const auto c : choices) allowed += (allowed.empty() ? "" : ", ") + std::string(c);
+    error(table.get(name)->source(), join(path, name),
+          "unknown value \"" + *text + "\" (expected one of: " + allowed + ")");
+    return std::nullopt;
+  }
+
+  // An optional array of tables; a wrong type is an error.
+  const toml::array* table_array(const toml::table& table, std::string_view name,
+                                 const std::string& path, bool required) {
+    const toml::node* node = table.get(name);
+    if (node == nullptr) {
+      if (required) error(table.source(), join(path, name), "missing required key");
+      return nullptr;
+    }
+    if (!node->is_array_of_tables() || node->as_array()->empty()) {
+      error(node->source(), join(path, name), "expected an array of tables ([[" +
+                                                  join(path, name) + "]])");
+      return nullptr;
+    }
+    return node->as_array();
+  }
+
+  const toml::table* table(const toml::table& parent, std::string_view name) {
+    const toml::node* node = parent.get(name);
+    if (node == nullptr) {
+      error(parent.source(), std::string(name), "missing required table [" + std::string(name) + "]");
+      return nullptr;
+    }
+    if (!node->is_table()) {
+      error(node->source(), std::string(name), "expected a table");
+      return nullptr;
+    }
+    return node->as_table();
+  }
+
+  static std::string join(std::string_view prefix, std::string_view name) {
+    return prefix.empty() ? std::string(name) : std::string(prefix) + "." + std::string(name);
+  }
+
+ private:
+  std::string file_;
+  std::vector<Error> errors_;
+};
+
+std::optional<std::uint16_t> parse_port(std::string_view text) {
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || end != text.data() + text.size() || value > 65535) return std::nullopt;
+  return static_cast<std::uint16_t>(value);
+}
+
+std::string_view trim(std::string_view s) {
+  while (!s.empty() && s.front() == ' ') s.remove_prefix(1);
+  while (!s.empty() && s.back() == ' ') s.remove_suffix(1);
+  return s;
+}
+
+// "80", "8000-8099", comma-separated lists of them. Returns false on a bad item.
+bool parse_port_items(std::string_view text, std::vector<PortRange>& out, std::string& bad) {
+  while (true) {
+    const auto comma = text.find(',');
+    const std::string_view item = trim(text.substr(0, comma));
+    const auto dash = item.find('-');
+    const auto first = parse_port(trim(item.substr(0, dash)));
+    const auto last = dash == std::string_view::npos ? first : parse_port(trim(item.substr(dash + 1)));
+    if (!first || !last || *first > *last) {
+      bad = std::string(item);
+      return false;
+    }
+    out.push_back({*first, *last});
+    if (comma == std::string_view::npos) return true;
+    text.remove_prefix(comma + 1);
+  }
+}
+
+// Sorted, merged ranges: the canonical form (fingerprint, fast lookup).
+std::vector<PortRange> normalise(std::vector<PortRange> ranges) {
+  std::sort(ranges.begin(), ranges.end(),
+            [](const PortRange& a, const PortRange& b) { return a.first < b.first; });
+  std::vector<PortRange> out;
+  for (const PortRange& r : ranges) {
+    if (!out.empty() && r.first <= static_cast<unsigned>(out.back().last) + 1) {
+      out.back().last = std::max(out.back().last, r.last);
+    } else {
+      out.push_back(r);
+    }
+  }
+  return out;
+}
+
+struct PortsResult {
+  bool ok = true;
+  std::vector<PortRange> ranges;  // empty: "*"
+};
+
+PortsResult read_ports(Loader& loader, const toml::table& table, const std::string& path) {
+  const toml::node* node = table.get("ports");
+  const std::string key = Loader::join(path, "ports");
+  PortsResult result;
+  if (node == nullptr) return result;
+  std::vector<PortRange> ranges;
+  bool any = false;
+  auto take = [&](const toml::node& item) {
+    std::string bad;
+    if (const auto number = item.value_exact<std::int64_t>()) {
+      if (*number < 0 || *number > 65535) {
+        loader.error(item.source(), key, "port out of range: " + std::to_string(*number));
+        result.ok = false;
+      } else {
+        const auto port = static_cast<std::uint16_t>(*number);
+        ranges.push_back({port, port});
+      }
+    } else if (const auto text = item.value_exact<std::string>()) {
+      if (trim(*text) == "*") {
+        any = true;
+      } else if (!parse_port_items(*text, ranges, bad)) {
+        loader.error(item.source(), key,
+                     "bad port or range \"" + bad + "\" (expected 80, 8000-8099, lists, or *)");
+        result.ok = false;
+      }
+    } else {
+      loader.error(item.source(), key, "expected a port number, a string of ports, or *");
+      result.ok = false;
+    }
+  };
+  if (const toml::array* list = node->as_array()) {
+    if (list->empty()) {
+      loader.error(node->source(), key, "empty port list (use \"*\" for every port)");
+      result.ok = false;
+    }
+    for (const toml::node& item : *list) take(item);
+  } else {
+    take(*node);
+  }
+  if (!any) result.ranges = normalise(std::move(ranges));
+  return result;
+}
+
+constexpr std::array<std::string_view, 2> kUnmatched = {"drop", "pass"};
+constexpr std::array<std::string_view, 2> kIcmpEcho = {"one", "none"};
+constexpr std::array<std::string_view, 2> kModes = {"balance", "failover"};
+constexpr std::array<std::string_view, 4> kProtos = {"any", "tcp", "udp", "icmp"};
+constexpr std::array<std::string_view, 5> kKeys = {"on_addr", "on_port", "on_ipid",
+                                                   "five_tuple", "client_net"};
+
+void load_cluster(Loader& loader, const toml::table& root, Config& config) {
+  const toml::table* cluster = loader.table(root, "cluster");
+  if (cluster == nullptr) return;
+  loader.check_unknown(*cluster, "cluster", "cluster");
+  if (auto name = loader.string(*cluster, "name", "cluster", std::nullopt)) {
+    if (name->empty()) loader.error(cluster->get("name")->source(), "cluster.name", "must not be empty");
+    config.cluster_name = std::move(*name);
+  }
+  if (auto buckets = loader.integer(*cluster, "buckets", "cluster", 2, kMaxBuckets, kDefaultBuckets)) {
+    if (!std::has_single_bit(static_cast<std::uint64_t>(*buckets))) {
+      loader.error(cluster->get("buckets")->source(), "cluster.buckets",
+                   "must be a power of two, got " + std::to_string(*buckets));
+    }
+    config.buckets = static_cast<std::uint32_t>(*buckets);
+  }
+  if (auto seed = loader.integer(*cluster, "seed", "cluster", 0, INT64_MAX, 0)) {
+    config.seed = static_cast<std::uint64_t>(*seed);
+  }
+  if (auto u = loader.choice(*cluster, "unmatched", "cluster", kUnmatched, 0)) {
+    config.unmatched = static_cast<Unmatched>(*u);
+  }
+  if (auto e = loader.choice(*cluster, "icmp_echo", "cluster", kIcmpEcho, 0)) {
+    config.icmp_echo = static_cast<IcmpEcho>(*e);
+  }
+  const toml::array* nodes = loader.table_array(*cluster, "node", "cluster", true);
+  if (nodes == nullptr) return;
+  if (nodes->size() > kMaxNodes) {
+    loader.error(cluster->get("node")->source(), "cluster.node",
+                 "at most " + std::to_string(kMaxNodes) + " nodes");
+  }
+  std::set<unsigned> ids;
+  std::set<std::string> names;
+  std::set<IpAddr> addresses;
+  for (std::size_t i = 0; i < nodes->size(); ++i) {
+    const toml::table& entry = *(*nodes)[i].as_table();
+    const std::string path = "cluster.node[" + std::to_string(i) + "]";
+    loader.check_unknown(entry, "cluster.node[]", path);
+    const auto id = loader.integer(entry, "id", path, 1, kMaxNodes, std::nullopt);
+    const auto name = loader.string(entry, "name", path, std::nullopt);
+    const auto address = loader.string(entry, "address", path, std::nullopt);
+    ClusterNode node{kNoNode, name.value_or(""), {}};
+    if (id) {
+      node.id = NodeId{static_cast<std::uint8_t>(*id)};
+      if (!ids.insert(static_cast<unsigned>(*id)).second) {
+        loader.error(entry.get("id")->source(), path + ".id", "duplicate node id " + std::to_string(*id));
+      }
+    }
+    if (name) {
+      if (name->empty()) {
+        loader.error(entry.get("name")->source(), path + ".name", "must not be empty");
+      } else if (!names.insert(*name).second) {
+        loader.error(entry.get("name")->source(), path + ".name", "duplicate node name \"" + *name + "\"");
+      }
+    }
+    if (address) {
+      if (const auto ip = IpAddr::parse(*address)) {
+        node.address = *ip;
+        if (!addresses.insert(*ip).second) {
+          loader.error(entry.get("address")->source(), path + ".address",
+                       "duplicate node address " + *address);
+        }
+      } else {
+        loader.error(entry.get("address")->source(), path + ".address",
+                     "not an IPv4 or IPv6 address: \"" + *address + "\"");
+      }
+    }
+    config.nodes.push_back(std::move(node));
+  }
+}
+
+void load_node(Loader& loader, const toml::table& root, Config& config) {
+  const toml::table* node = loader.table(root, "node");
+  if (node == nullptr) return;
+  loader.check_unknown(*node, "node", "node");
+  const auto id = loader.integer(*node, "id", "node", 1, kMaxNodes, std::nullopt);
+  const auto name = loader.string(*node, "name", "node", "");
+  if (!id) return;
+  config.node_id = NodeId{static_cast<std::uint8_t>(*id)};
+  const ClusterNode* self = config.find_node(config.node_id);
+  if (self == nullptr) {
+    if (!config.nodes.empty()) {
+      loader.error(node->get("id")->source(), "node.id",
+                   "node " + std::to_string(*id) + " is not listed in [[cluster.node]]");
+    }
+    return;
+  }
+  config.node_name = name && !name->empty() ? *name : self->name;
+  if (name && !name->empty() && *name != self->name) {
+    loader.error(node->get("name")->source(), "node.name",
+                 "\"" + *name + "\" differs from the cluster.node entry's name \"" + self->name + "\"");
+  }
+}
+
+void load_vips(Loader& loader, const toml::table& root, Config& config) {
+  const toml::array* vips = loader.table_array(root, "vip", "", true);
+  if (vips == nullptr) return;
+  std::set<IpAddr> addresses;
+  std::set<MacAddr> macs;
+  for (std::size_t i = 0; i < vips->size(); ++i) {
+    const toml::table& entry = *(*vips)[i].as_table();
+    const std::string path = "vip[" + std::to_string(i) + "]";
+    loader.check_unknown(entry, "vip[]", path);
+    Vip vip{};
+    const auto address = loader.string(entry, "address", path, std::nullopt);
+    if (address) {
+      if (const auto ip = IpAddr::parse(*address)) {
+        vip.address = *ip;
+        if (!addresses.insert(*ip).second) {
+          loader.error(entry.get("address")->source(), path + ".address", "duplicate VIP " + *address);
+        }
+        if (std::any_of(config.nodes.begin(), config.nodes.end(),
+                        [&](const ClusterNode& n) { return n.address == *ip; })) {
+          loader.error(entry.get("address")->source(), path + ".address",
+                       *address + " is also a node address");
+        }
+      } else {
+        loader.error(entry.get("address")->source(), path + ".address",
+                     "not an IPv4 or IPv6 address: \"" + *address + "\"");
+      }
+    }
+    vip.mac = default_vip_mac(vip.address);
+    if (const auto mac_text = loader.string(entry, "mac", path, "")) {
+      if (!mac_text->empty()) {
+        const auto mac = parse_mac(*mac_text);
+        if (!mac) {
+          loader.error(entry.get("mac")->source(), path + ".mac",
+                       "not a MAC address (expected 5A:FE:0A:00:00:32): \"" + *mac_text + "\"");
+        } else if (((*mac)[0] & 1) != 0) {
+          loader.error(entry.get("mac")->source(), path + ".mac",
+                       "multicast MAC " + *mac_text + ": a virtual MAC must be unicast");
+        } else {
+          vip.mac = *mac;
+        }
+      }
+    }
+    if (address && !macs.insert(vip.mac).second) {
+      loader.error(entry.source(), path + ".mac", "duplicate virtual MAC " + vipfarm::to_string(vip.mac));
+    }
+    config.vips.push_back(vip);
+  }
+}
+
+void load_rule(Loader& loader, const toml::table& entry, const std::string& path, Config& config,
+               Rule& rule) {
+  loader.check_unknown(entry, "group[].rule[]", path);
+  if (const auto vip = loader.string(entry, "vip", path, "*")) {
+    if (*vip != "*") {
+      const auto ip = IpAddr::parse(*vip);
+      const auto it = ip ? std::find_if(config.vips.begin(), config.vips.end(),
+                                        [&](const Vip& v) { return v.address == *ip; })
+                         : config.vips.end();
+      if (it == config.vips.end()) {
+        loader.error(entry.get("vip")->source(), path + ".vip",
+                     "\"" + *vip + "\" is not a configured [[vip]] address (or \"*\")");
+      } else {
+        rule.vip = static_cast<std::size_t>(it - config.vips.begin());
+      }
+    }
+  }
+  if (const auto proto = loader.choice(entry, "proto", path, kProtos, 0)) {
+    rule.proto = static_cast<Proto>(*proto);
+  }
+  rule.ports = read_ports(loader, entry, path).ranges;
+  if (const auto key = loader.choice(entry, "key", path, kKeys, 0)) {
+    rule.key = static_cast<KeyKind>(*key);
+  }
+  const auto prefix = loader.integer(entry, "prefix", path, 0, 32, 24);
+  const auto prefix6 = loader.integer(entry, "prefix6", path, 0, 128, 64);
+  if (rule.key != KeyKind::kClientNet) {
+    for (const char* k : {"prefix", "prefix6"}) {
+      if (entry.get(k) != nullptr) {
+        loader.error(entry.get(k)->source(), path + "." + k, "only meaningful with key = \"client_net\"");
+      }
+    }
+  }
+  rule.prefix = static_cast<std::uint8_t>(prefix.value_or(24));
+  rule.prefix6 = static_cast<std::uint8_t>(prefix6.value_or(64));
+  if ((rule.proto == Proto::kIcmp) && !rule.ports.empty()) {
+    loader.error(entry.get("ports")->source(), path + ".ports", "ICMP has no ports: use \"*\"");
+  }
+  if ((rule.proto == Proto::kIcmp) && (rule.key == KeyKind::kOnPort)) {
+    loader.error(entry.get("key")->source(), path + ".key", "ICMP has no ports: on_port cannot apply");
+  }
+}
+
+void load_groups(Loader& loader, const toml::table& root, Config& config) {
+  const toml::array* groups = loader.table_array(root, "group", "", true);
+  if (groups == nullptr) return;
+  std::set<std::string> names;
+  for (std::size_t g = 0; g < groups->size(); ++g) {
+    const toml::table& entry = *(*groups)[g].as_table();
+    const std::string path = "group[" + std::to_string(g) + "]";
+    loader.check_unknown(entry, "group[]", path);
+    Group group;
+    if (auto name = loader.string(entry, "name", path, std::nullopt)) {
+      if (name->empty()) {
+        loader.error(entry.get("name")->source(), path + ".name", "must not be empty");
+      } else if (!names.insert(*name).second) {
+        loader.error(entry.get("name")->source(), path + ".name", "duplicate group name \"" + *name + "\"");
+      }
+      group.name = std::move(*name);
+    }
+    if (const auto mode = loader.choice(entry, "mode", path, kModes, 0)) {
+      group.mode = static_cast<assignment::Mode>(*mode);
+    }
+    if (const toml::array* members = loader.table_array(entry, "member", path, false)) {
+      std::set<unsigned> seen;
+      for (std::size_t m = 0; m < members->size(); ++m) {
+        const toml::table& me = *(*members)[m].as_table();
+        const std::string mpath = path + ".member[" + std::to_string(m) + "]";
+        loader.check_unknown(me, "group[].member[]", mpath);
+        const auto node = loader.integer(me, "node", mpath, 1, kMaxNodes, std::nullopt);
+        const auto weight = loader.integer(me, "weight", mpath, 0, 1000, 1);
+        const auto priority = loader.integer(me, "priority", mpath, -1000000, 1000000, 0);
+        if (!node) continue;
+        const NodeId id{static_cast<std::uint8_t>(*node)};
+        if (config.find_node(id) == nullptr && !config.nodes.empty()) {
+          loader.error(me.get("node")->source(), mpath + ".node",
+                       "node " + std::to_string(*node) + " is not listed in [[cluster.node]]");
+        }
+        if (!seen.insert(static_cast<unsigned>(*node)).second) {
+          loader.error(me.get("node")->source(), mpath + ".node",
+                       "node " + std::to_string(*node) + " is a member twice");
+        }
+        group.members.push_back({id, static_cast<std::uint32_t>(weight.value_or(1)),
+                                 static_cast<std::int32_t>(priority.value_or(0))});
+      }
+    } else if (entry.get("member") == nullptr) {
+      for (const ClusterNode& n : config.nodes) group.members.push_back({n.id, 1, 0});
+    }
+    const bool any_weight = std::any_of(group.members.begin(), group.members.end(),
+                                        [](const Member& m) { return m.weight > 0; });
+    if (!any_weight && !group.members.empty()) {
+      loader.error(entry.source(), path + ".member", "no eligible member: every weight is 0");
+    }
+    if (const toml::array* rules = loader.table_array(entry, "rule", path, true)) {
+      for (std::size_t r = 0; r < rules->size(); ++r) {
+        Rule rule;
+        load_rule(loader, *(*rules)[r].as_table(), path + ".rule[" + std::to_string(r) + "]",
+                  config, rule);
+        group.rules.push_back(std::move(rule));
+      }
+    }
+    config.groups.push_back(std::move(group));
+  }
+}
+
+std::string hex(const unsigned char* data, std::size_t size) {
+  static constexpr char kDigits[] = "0123456789abcdef";
+  std::string out;
+  for (std::size_t i = 0; i < size; ++i) {
+    out += kDigits[data[i] >> 4];
+    out += kDigits[data[i] & 15];
+  }
+  return out;
+}
+
+std::uint64_t mix64(std::uint64_t z) {
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
+  return z ^ (z >> 31);
+}
+
+}  // namespace
+
+const ClusterNode* Config::find_node(NodeId id) const noexcept {
+  for (const ClusterNode& n : nodes) {
+    if (n.id == id) return &n;
+  }
+  return nullptr;
+}
+
+ViewMask all_nodes(const Config& config) noexcept {
+  ViewMask mask = 0;
+  for (const ClusterNode& n : config.nodes) mask |= view_bit(n.id);
+  return mask;
+}
+
+assignment::Input assignment_input(const Config& config, std::size_t group, ViewMask view) {
+  const Group& g = config.groups[group];
+  assignment::Input input;
+  input.mode = g.mode;
+  input.buckets = config.buckets;
+  input.seed = config.seed;
+  for (const Member& m : g.members) {
+    input.members.push_back({m.node, m.weight, m.priority, (view & view_bit(m.node)) != 0});
+  }
+  return input;
+}
+
+std::string Error::to_string() const {
+  return file + ":" + std::to_string(line) + ":" + std::to_string(column) + ": " + key + ": " +
+         message;
+}
+
+MacAddr default_vip_mac(const IpAddr& address) {
+  if (address.is_v4()) {
+    const std::uint32_t v = address.v4_value();
+    return {0x5A, 0xFE, static_cast<std::uint8_t>(v >> 24), static_cast<std::uint8_t>(v >> 16),
+            static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)};
+  }
+  const std::uint64_t h = mix64(address.hi ^ mix64(address.lo));
+  return {0x5A, 0xF6, static_cast<std::uint8_t>(h >> 56), static_cast<std::uint8_t>(h >> 48),
+          static_cast<std::uint8_t>(h >> 40), static_cast<std::uint8_t>(h >> 32)};
+}
+
+LoadResult parse(std::string_view text, std::string_view source_name) {
+  Loader loader{std::string(source_name)};
+  LoadResult result;
+  toml::table root;
+  try {
+    root = toml::parse(text, source_name);
+  } catch (const toml::parse_error& e) {
+    loader.error(e.source(), "(syntax)", std::string(e.description()));
+    result.errors = std::move(loader.errors());
+    return result;
+  }
+  Config config;
+  config.source = std::string(source_name);
+  loader.check_unknown(root, "", "");
+  load_cluster(loader, root, config);
+  load_node(loader, root, config);
+  load_vips(loader, root, config);
+  load_groups(loader, root, config);
+  if (loader.errors().empty()) {
+    result.config = std::move(config);
+  } else {
+    std::stable_sort(loader.errors().begin(), loader.errors().end(),
+                     [](const Error& a, const Error& b) {
+                       return std::tie(a.line, a.column) < std::tie(b.line, b.column);
+                     });
+    result.errors = std::move(loader.errors());
+  }
+  return result;
+}
+
+LoadResult load_file(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) {
+    LoadResult result;
+    result.errors.push_back({path, 0, 0, "(file)", "cannot open: " + std::string(std::strerror(errno))});
+    return result;
+  }
+  std::ostringstream text;
+  text << in.rdbuf();
+  return parse(text.str(), path);
+}
+
+std::string_view to_string(Proto proto) { return kProtos[static_cast<std::size_t>(proto)]; }
+std::string_view to_string(KeyKind key) { return kKeys[static_cast<std::size_t>(key)]; }
+
+std::string format_ports(const std::vector<PortRange>& ports) {
+  if (ports.empty()) return "*";
+  std::string out;
+  for (const PortRange& r : ports) {
+    if (!out.empty()) out += ",";
+    out += std::to_string(r.first);
+    if (r.last != r.first) out += "-" + std::to_string(r.last);
+  }
+  return out;
+}
+
+namespace {
+
+std::string describe_rule(const Config& config, const Rule& rule) {
+  std::string out = "vip=" + (rule.vip ? config.vips[*rule.vip].address.to_string() : "*");
+  out += " proto=" + std::string(to_string(rule.proto));
+  out += " ports=" + format_ports(rule.ports);
+  out += " key=" + std::string(to_string(rule.key));
+  if (rule.key == KeyKind::kClientNet) {
+    out += "/" + std::to_string(rule.prefix) + "/" + std::to_string(rule.prefix6);
+  }
+  return out;
+}
+
+}  // namespace
+
+std::string fingerprint(const Config& config) {
+  std::string canon = "vipfarm-fingerprint-v1\n";
+  canon += "cluster " + config.cluster_name + "\n";
+  canon += "buckets " + std::to_string(config.buckets) + "\n";
+  canon += "seed " + std::to_string(config.seed) + "\n";
+  canon += "unmatched " + std::string(kUnmatched[static_cast<std::size_t>(config.unmatched)]) + "\n";
+  canon += "icmp_echo " + std::string(kIcmpEcho[static_cast<std::size_t>(config.icmp_echo)]) + "\n";
+  std::vector<unsigned> ids;
+  for (const ClusterNode& n : config.nodes) ids.push_back(to_int(n.id));
+  std::sort(ids.begin(), ids.end());
+  for (const unsigned id : ids) canon += "node " + std::to_string(id) + "\n";
+  for (const Vip& vip : config.vips) {
+    canon += "vip " + vip.address.to_string() + " " + vipfarm::to_string(vip.mac) + "\n";
+  }
+  for (const Group& group : config.groups) {
+    canon += "group " + group.name + " " + std::string(kModes[static_cast<std::size_t>(group.mode)]) + "\n";
+    std::vector<std::pair<unsigned, std::int32_t>> members;
+    for (const Member& m : group.members) members.emplace_back(to_int(m.node), m.priority);
+    std::sort(members.begin(), members.end());
+    for (const auto& [id, priority] : members) {
+      canon += " member " + std::to_string(id) + " priority " + std::to_string(priority) + "\n";
+    }
+    for (const Rule& rule : group.rules) canon += " rule " + describe_rule(config, rule) + "\n";
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int size = 0;
+  EVP_Digest(canon.data(), canon.size(), digest, &size, EVP_sha256(), nullptr);
+  return hex(digest, size);
+}
+
+std::string summary(const Config& config) {
+  std::ostringstream out;
+  const std::string fp = fingerprint(config);
+  out << "cluster " << config.cluster_name << ": " << config.nodes.size() << " nodes, "
+      << config.vips.size() << " VIPs, " << config.groups.size() << " groups, "
+      << config.buckets << " buckets, seed " << config.seed << "\n";
+  out << "this node: " << to_int(config.node_id) << " (" << config.node_name << ")\n";
+  out << "fingerprint: " << fp << "\n";
+  for (const ClusterNode& n : config.nodes) {
+    out << "  node " << to_int(n.id) << " " << n.name << " " << n.address.to_string() << "\n";
+  }
+  for (const Vip& vip : config.vips) {
+    out << "  vip " << vip.address.to_string() << " mac " << vipfarm::to_string(vip.mac) << "\n";
+  }
+  for (const Group& group : config.groups) {
+    out << "  group " << group.name << " (" << kModes[static_cast<std::size_t>(group.mode)]
+        << "):";
+    for (const Member& m : group.members) {
+      out << " " << to_int(m.node) << "(w" << m.weight << ",p" << m.priority << ")";
+    }
+    out << "\n";
+    for (const Rule& rule : group.rules) out << "    rule " << describe_rule(config, rule) << "\n";
+  }
+  return out.str();
+}
+
+}  // namespace vipfarm::config

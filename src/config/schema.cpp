@@ -1,0 +1,121 @@
+// The schema table: one row per key. Reloadable keys are applied by hot reload (issue 5);
+// restart-only keys need a restart of the daemon.
+#include "vipfarm/config/schema.hpp"
+
+#include <array>
+
+namespace vipfarm::config {
+
+namespace {
+
+using enum ValueType;
+using enum Reload;
+
+constexpr std::array kSchema = std::to_array<KeySpec>({
+    {"node", kTable, "required", "", kRestart, "This node."},
+    {"node.id", kInteger, "required", "1-64, listed in [[cluster.node]]", kRestart,
+     "This node's id."},
+    {"node.name", kString, "the cluster.node entry's name", "", kRestart, "This node's name."},
+    {"cluster", kTable, "required", "", kRestart, "The farm every node must agree on."},
+    {"cluster.name", kString, "required", "non-empty", kRestart, "The farm's name."},
+    {"cluster.buckets", kInteger, "256", "power of two, 2-65536", kRestart,
+     "Buckets per group: the granularity of load sharing."},
+    {"cluster.seed", kInteger, "0", "0 - 2^63-1", kRestart,
+     "Seed of the bucket hash (docs/classifier.md §5)."},
+    {"cluster.unmatched", kString, "\"drop\"", "drop, pass", kReloadable,
+     "VIP traffic no rule matches: dropped, or passed to the host on every node."},
+    {"cluster.icmp_echo", kString, "\"one\"", "one, none", kReloadable,
+     "Echo requests to a VIP that no rule matches: one node answers (keyed on the client "
+     "address in the VIP's first group), or none."},
+    {"cluster.node", kTableArray, "required", "1-64 entries", kReloadable,
+     "Every node of the farm."},
+    {"cluster.node[].id", kInteger, "required", "1-64, unique", kReloadable, "Node id."},
+    {"cluster.node[].name", kString, "required", "non-empty, unique", kReloadable, "Node name."},
+    {"cluster.node[].address", kString, "required", "IPv4 or IPv6, unique", kReloadable,
+     "The node's own address (heartbeats, management)."},
+    {"vip", kTableArray, "required", "1 or more entries", kReloadable, "Virtual IP addresses."},
+    {"vip[].address", kString, "required", "IPv4 or IPv6, unique", kReloadable,
+     "The virtual address clients use."},
+    {"vip[].mac", kString, "5A:FE:<IPv4 in hex>; IPv6: 5A:F6:<hash of the address>",
+     "unicast MAC, unique", kReloadable,
+     "Virtual MAC answered for the VIP; never used as a source address."},
+    {"group", kTableArray, "required", "1 or more entries", kReloadable,
+     "Load-balancing groups: members, mode and rules."},
+    {"group[].name", kString, "required", "non-empty, unique", kReloadable, "Group name."},
+    {"group[].mode", kString, "\"balance\"", "balance, failover", kReloadable,
+     "balance: buckets shared by weight; failover: the highest-priority member owns all."},
+    {"group[].member", kTableArray, "every cluster node, weight 1", "", kReloadable,
+     "The group's members."},
+    {"group[].member[].node", kInteger, "required", "a cluster.node id, unique in the group",
+     kReloadable, "Member node id."},
+    {"group[].member[].weight", kInteger, "1", "0-1000", kReloadable,
+     "Share of the buckets (SafeKit's power); 0 takes no traffic."},
+    {"group[].member[].priority", kInteger, "0", "-1000000-1000000", kReloadable,
+     "failover mode: the highest eligible priority owns every bucket."},
+    {"group[].rule", kTableArray, "required", "1 or more entries", kReloadable,
+     "Which traffic the group takes and how it is keyed; first match wins."},
+    {"group[].rule[].vip", kString, "\"*\"", "a [[vip]] address, or *", kReloadable,
+     "The VIP the rule applies to."},
+    {"group[].rule[].proto", kString, "\"any\"", "tcp, udp, icmp, any", kReloadable,
+     "Transport protocol."},
+    {"group[].rule[].ports", kPorts, "\"*\"", "*, a port, a range a-b, or a list of them",
+     kReloadable, "Server (VIP-side) ports: \"80,443,8000-8099\" or [80, \"8000-8099\"]."},
+    {"group[].rule[].key", kString, "\"on_addr\"",
+     "on_addr, on_port, on_ipid, five_tuple, client_net", kReloadable,
+     "What is hashed into a bucket (docs/classifier.md §5)."},
+    {"group[].rule[].prefix", kInteger, "24", "0-32", kReloadable,
+     "client_net: IPv4 prefix length clients are grouped by."},
+    {"group[].rule[].prefix6", kInteger, "64", "0-128", kReloadable,
+     "client_net: IPv6 prefix length clients are grouped by."},
+});
+
+std::string_view type_name(ValueType type) {
+  switch (type) {
+    case kTable:
+      return "table";
+    case kTableArray:
+      return "array of tables";
+    case kInteger:
+      return "integer";
+    case kString:
+      return "string";
+    case kPorts:
+      return "string, integer or array";
+  }
+  return "";
+}
+
+}  // namespace
+
+std::span<const KeySpec> schema() noexcept { return kSchema; }
+
+const KeySpec* find_key(std::string_view path) noexcept {
+  for (const KeySpec& spec : kSchema) {
+    if (spec.path == path) return &spec;
+  }
+  return nullptr;
+}
+
+std::string reference_markdown() {
+  std::string out =
+      "| key | type | default | range | reload | meaning |\n"
+      "| --- | --- | --- | --- | --- | --- |\n";
+  for (const KeySpec& spec : kSchema) {
+    out += "| `";
+    out += spec.path;
+    out += "` | ";
+    out += type_name(spec.type);
+    out += " | ";
+    out += spec.default_value;
+    out += " | ";
+    out += spec.range;
+    out += " | ";
+    out += spec.reload == kRestart ? "restart" : "reload";
+    out += " | ";
+    out += spec.help;
+    out += " |\n";
+  }
+  return out;
+}
+
+}  // namespace vipfarm::config
