@@ -4,7 +4,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: setup build test unit oracle fuzz-build fuzz-smoke bench format check-format clean
+.PHONY: setup build demo test unit oracle fuzz-build fuzz-smoke bench format check-format clean
 
 setup:
 	./scripts/setup
@@ -20,6 +20,9 @@ unit: build
 
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh
+
+demo: build
+	VIPFARMCTL=$(BUILD)/vipfarmctl scripts/demo-offline
 
 check-format: setup
 	scripts/check-format

@@ -4,6 +4,7 @@
 #include <fstream>
 #include <iostream>
 #include <iterator>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <sstream>
 
@@ -30,6 +31,9 @@ constexpr const char* kUsage =
     "                               [2001:db8::7]:40000 (no port for icmp)\n"
     "  owner --config FILE [--view 1,2,3] [--json] --pcap FILE\n"
     "                               the verdict of every frame of a pcap\n"
+    "  buckets --config FILE [--view 1,2,3] [--from-view 1,2,3] [--json]\n"
+    "                               buckets per node and group; with --from-view, how many\n"
+    "                               moved going from that view to --view\n"
     "  config-reference             the configuration keys as a Markdown table\n"
     "  --version\n"
     "\n"
@@ -231,6 +235,56 @@ int cmd_owner(const std::vector<std::string>& args) {
   return 0;
 }
 
+int cmd_buckets(const std::vector<std::string>& args) {
+  po::options_description options("buckets");
+  std::string config_path, view_text, from_text;
+  bool json = false;
+  options.add_options()("config", po::value(&config_path)->required(), "config file")(
+      "view", po::value(&view_text), "eligible node ids (default: all)")(
+      "from-view", po::value(&from_text), "compare with this earlier view")(
+      "json", po::bool_switch(&json), "JSON output");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(options).run(), vm);
+  po::notify(vm);
+  const auto config = load_or_report(config_path);
+  if (!config) return 1;
+  const auto now = all_owners(*config, parse_view(*config, view_text));
+  const auto before = from_text.empty() ? now : all_owners(*config, parse_view(*config, from_text));
+  nlohmann::json out = nlohmann::json::array();
+  for (std::size_t g = 0; g < config->groups.size(); ++g) {
+    nlohmann::json group{{"group", config->groups[g].name}, {"buckets", config->buckets}};
+    std::map<unsigned, unsigned> counts;
+    unsigned moved = 0;
+    for (BucketId b = 0; b < config->buckets; ++b) {
+      ++counts[to_int(now[g][b])];
+      moved += now[g][b] != before[g][b];
+    }
+    for (const auto& [node, count] : counts) {
+      group["owners"].push_back({{"node", node}, {"owned", count}});
+    }
+    if (!from_text.empty()) group["moved"] = moved;
+    out.push_back(group);
+  }
+  if (json) {
+    std::cout << out.dump() << "\n";
+    return 0;
+  }
+  for (const auto& group : out) {
+    std::cout << "group " << group["group"].get<std::string>() << " (" << config->buckets
+              << " buckets)";
+    if (group.contains("moved")) std::cout << ": " << group["moved"].get<unsigned>() << " moved";
+    std::cout << "\n";
+    for (const auto& o : group["owners"]) {
+      const unsigned node = o["node"].get<unsigned>();
+      const config::ClusterNode* n = config->find_node(NodeId{static_cast<std::uint8_t>(node)});
+      std::cout << "  " << (node == 0 ? std::string("no owner") : "node " + std::to_string(node) +
+                                                                      " (" + n->name + ")")
+                << "  " << o["owned"].get<unsigned>() << "\n";
+    }
+  }
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -248,6 +302,7 @@ int main(int argc, char** argv) {
     }
     if (command == "check-config") return cmd_check_config(args);
     if (command == "owner") return cmd_owner(args);
+    if (command == "buckets") return cmd_buckets(args);
     if (command == "config-reference") {
       std::cout << config::reference_markdown();
       return 0;

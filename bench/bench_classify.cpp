@@ -1,0 +1,96 @@
+// classify + hash + bucket + ownership on the fixture frames, one packet at a time and in
+// bursts of 32 (the dataplane's unit of work). Reports ns/packet.
+#include <benchmark/benchmark.h>
+
+#include "fixtures/frames.hpp"
+
+namespace vipfarm::packet {
+namespace {
+
+struct Setup {
+  config::Config config = fixtures::load_fixture_config();
+  Classifier classifier{config};
+  Ownership ownership = Ownership::compute(config, NodeId{1}, config::all_nodes(config));
+};
+
+const Setup& setup() {
+  static const Setup s;
+  return s;
+}
+
+// 1024 frames of one shape with varied clients, so buckets and branches are not constant.
+std::vector<std::vector<std::byte>> varied(const fixtures::FrameSpec& shape) {
+  std::vector<std::vector<std::byte>> frames;
+  for (std::uint32_t i = 0; i < 1024; ++i) {
+    fixtures::FrameSpec s = shape;
+    if (s.src.is_v4()) {
+      s.src = IpAddr::v4(0xcb007100 + (i * 2654435761U >> 24));
+    } else {
+      s.src.lo += i * 0x9e3779b9U;
+    }
+    s.src_port = static_cast<std::uint16_t>(1024 + i * 37);
+    frames.push_back(fixtures::frame(s));
+  }
+  return frames;
+}
+
+void run(benchmark::State& state, const std::vector<std::vector<std::byte>>& frames,
+         std::size_t burst) {
+  const Setup& s = setup();
+  std::size_t next = 0;
+  std::uint64_t accepted = 0;
+  for (auto _ : state) {
+    for (std::size_t i = 0; i < burst; ++i) {
+      Result r = s.classifier.classify(frames[next]);
+      s.ownership.apply(r);
+      accepted += r.verdict == Verdict::kAccept;
+      next = (next + 1) & (frames.size() - 1);
+    }
+  }
+  benchmark::DoNotOptimize(accepted);
+  state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * burst));
+  state.counters["ns_per_packet"] = benchmark::Counter(
+      static_cast<double>(state.iterations() * burst),
+      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+}
+
+void BM_Ipv4TcpOnPort(benchmark::State& state) {
+  static const auto frames = varied(fixtures::tcp("203.0.113.7", 40000, "198.51.100.10", 80));
+  run(state, frames, static_cast<std::size_t>(state.range(0)));
+}
+BENCHMARK(BM_Ipv4TcpOnPort)->Arg(1)->Arg(32);
+
+void BM_Ipv4TcpFiveTuple(benchmark::State& state) {
+  static const auto frames = varied(fixtures::tcp("203.0.113.7", 40000, "198.51.100.10", 8080));
+  run(state, frames, static_cast<std::size_t>(state.range(0)));
+}
+BENCHMARK(BM_Ipv4TcpFiveTuple)->Arg(1)->Arg(32);
+
+void BM_Ipv6TcpOnPort(benchmark::State& state) {
+  static const auto frames = varied(fixtures::tcp("2001:db8:1::7", 40000, "2001:db8::10", 443));
+  run(state, frames, static_cast<std::size_t>(state.range(0)));
+}
+BENCHMARK(BM_Ipv6TcpOnPort)->Arg(1)->Arg(32);
+
+void BM_PassNotVip(benchmark::State& state) {
+  static const auto frames = varied(fixtures::tcp("203.0.113.7", 40000, "192.0.2.1", 22));
+  run(state, frames, static_cast<std::size_t>(state.range(0)));
+}
+BENCHMARK(BM_PassNotVip)->Arg(32);
+
+// Every fixture of the unit-test table in turn (malformed, ICMP errors, IPv6 chains ...).
+void BM_FixtureMix(benchmark::State& state) {
+  static const auto frames = [] {
+    std::vector<std::vector<std::byte>> all;
+    const auto cases = fixtures::cases();
+    while (all.size() < 1024) all.push_back(cases[all.size() % cases.size()].frame);
+    return all;
+  }();
+  run(state, frames, static_cast<std::size_t>(state.range(0)));
+}
+BENCHMARK(BM_FixtureMix)->Arg(32);
+
+}  // namespace
+}  // namespace vipfarm::packet
+
+BENCHMARK_MAIN();
