@@ -49,9 +49,9 @@ void run(benchmark::State& state, const std::vector<std::vector<std::byte>>& fra
   }
   benchmark::DoNotOptimize(accepted);
   state.SetItemsProcessed(static_cast<std::int64_t>(state.iterations() * burst));
-  state.counters["ns_per_packet"] = benchmark::Counter(
-      static_cast<double>(state.iterations() * burst),
-      benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
+  state.counters["ns_per_packet"] =
+      benchmark::Counter(static_cast<double>(state.iterations() * burst),
+                         benchmark::Counter::kIsRate | benchmark::Counter::kInvert);
 }
 
 void BM_Ipv4TcpOnPort(benchmark::State& state) {

@@ -65,7 +65,8 @@ config::ViewMask parse_view(const config::Config& config, const std::string& tex
     } catch (const std::exception&) {
       throw UsageError("--view: not a node id: \"" + item + "\"");
     }
-    if (id < 1 || id > kMaxNodes || config.find_node(NodeId{static_cast<std::uint8_t>(id)}) == nullptr) {
+    if (id < 1 || id > kMaxNodes ||
+        config.find_node(NodeId{static_cast<std::uint8_t>(id)}) == nullptr) {
       throw UsageError("--view: node " + item + " is not in the config");
     }
     view |= config::view_bit(NodeId{static_cast<std::uint8_t>(id)});
@@ -119,8 +120,7 @@ std::vector<std::vector<NodeId>> all_owners(const config::Config& config, config
 }
 
 nlohmann::json describe(const config::Config& config,
-                        const std::vector<std::vector<NodeId>>& owners,
-                        const packet::Result& r) {
+                        const std::vector<std::vector<NodeId>>& owners, const packet::Result& r) {
   nlohmann::json out;
   out["verdict"] = std::string(packet::to_string(r.verdict));
   out["reason"] = std::string(packet::to_string(r.reason));
@@ -146,10 +146,9 @@ std::string human(const nlohmann::json& d) {
   if (d["bucket"].get<long>() >= 0) {
     line += "  group " + d["group"].get<std::string>() + "  bucket " +
             std::to_string(d["bucket"].get<long>()) + "  owner ";
-    line += d["owner"].get<unsigned>() == 0
-                ? std::string("none (no eligible member)")
-                : std::to_string(d["owner"].get<unsigned>()) + " (" +
-                      d["owner_name"].get<std::string>() + ")";
+    line += d["owner"].get<unsigned>() == 0 ? std::string("none (no eligible member)")
+                                            : std::to_string(d["owner"].get<unsigned>()) + " (" +
+                                                  d["owner_name"].get<std::string>() + ")";
   }
   return line;
 }
@@ -210,8 +209,8 @@ int cmd_owner(const std::vector<std::string>& args) {
     return 0;
   }
 
-  const auto flow = vm.count("flow") ? vm["flow"].as<std::vector<std::string>>()
-                                     : std::vector<std::string>{};
+  const auto flow =
+      vm.count("flow") ? vm["flow"].as<std::vector<std::string>>() : std::vector<std::string>{};
   if (flow.size() != 3) throw UsageError("owner needs PROTO CLIENT SERVER or --pcap FILE");
   packet::FrameSpec spec;
   const std::string& proto = flow[0];
@@ -277,8 +276,9 @@ int cmd_buckets(const std::vector<std::string>& args) {
     for (const auto& o : group["owners"]) {
       const unsigned node = o["node"].get<unsigned>();
       const config::ClusterNode* n = config->find_node(NodeId{static_cast<std::uint8_t>(node)});
-      std::cout << "  " << (node == 0 ? std::string("no owner") : "node " + std::to_string(node) +
-                                                                      " (" + n->name + ")")
+      std::cout << "  "
+                << (node == 0 ? std::string("no owner")
+                              : "node " + std::to_string(node) + " (" + n->name + ")")
                 << "  " << o["owned"].get<unsigned>() << "\n";
     }
   }

@@ -25,7 +25,9 @@ std::uint64_t keep_high_bits(std::uint64_t word, unsigned bits) {
 
 IpAddr IpAddr::masked(unsigned bits) const noexcept {
   if (is_v4()) {
-    const std::uint32_t mask = bits >= 32 ? 0xffffffffU : bits == 0 ? 0 : ~((1U << (32 - bits)) - 1);
+    const std::uint32_t mask = bits >= 32  ? 0xffffffffU
+                               : bits == 0 ? 0
+                                           : ~((1U << (32 - bits)) - 1);
     return v4(v4_value() & mask);
   }
   return {keep_high_bits(hi, bits), keep_high_bits(lo, bits > 64 ? bits - 64 : 0)};

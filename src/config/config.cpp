@@ -3,13 +3,13 @@
 
 #include <openssl/evp.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <bit>
 #include <charconv>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <toml++/toml.h>
 
 #include "vipfarm/config/schema.hpp"
 
@@ -25,8 +25,8 @@ class Loader {
   std::vector<Error>& errors() { return errors_; }
 
   void error(const toml::source_region& where, std::string key, std::string message) {
-    errors_.push_back({file_, where.begin.line, where.begin.column, std::move(key),
-                       std::move(message)});
+    errors_.push_back(
+        {file_, where.begin.line, where.begin.column, std::move(key), std::move(message)});
   }
 
   // Flags keys of `table` that the schema does not know under `schema_prefix`.
@@ -107,8 +107,8 @@ class Loader {
       return nullptr;
     }
     if (!node->is_array_of_tables() || node->as_array()->empty()) {
-      error(node->source(), join(path, name), "expected an array of tables ([[" +
-                                                  join(path, name) + "]])");
+      error(node->source(), join(path, name),
+            "expected an array of tables ([[" + join(path, name) + "]])");
       return nullptr;
     }
     return node->as_array();
@@ -117,7 +117,8 @@ class Loader {
   const toml::table* table(const toml::table& parent, std::string_view name) {
     const toml::node* node = parent.get(name);
     if (node == nullptr) {
-      error(parent.source(), std::string(name), "missing required table [" + std::string(name) + "]");
+      error(parent.source(), std::string(name),
+            "missing required table [" + std::string(name) + "]");
       return nullptr;
     }
     if (!node->is_table()) {
@@ -156,7 +157,8 @@ bool parse_port_items(std::string_view text, std::vector<PortRange>& out, std::s
     const std::string_view item = trim(text.substr(0, comma));
     const auto dash = item.find('-');
     const auto first = parse_port(trim(item.substr(0, dash)));
-    const auto last = dash == std::string_view::npos ? first : parse_port(trim(item.substr(dash + 1)));
+    const auto last =
+        dash == std::string_view::npos ? first : parse_port(trim(item.substr(dash + 1)));
     if (!first || !last || *first > *last) {
       bad = std::string(item);
       return false;
@@ -234,18 +236,20 @@ constexpr std::array<std::string_view, 2> kUnmatched = {"drop", "pass"};
 constexpr std::array<std::string_view, 2> kIcmpEcho = {"one", "none"};
 constexpr std::array<std::string_view, 2> kModes = {"balance", "failover"};
 constexpr std::array<std::string_view, 4> kProtos = {"any", "tcp", "udp", "icmp"};
-constexpr std::array<std::string_view, 5> kKeys = {"on_addr", "on_port", "on_ipid",
-                                                   "five_tuple", "client_net"};
+constexpr std::array<std::string_view, 5> kKeys = {"on_addr", "on_port", "on_ipid", "five_tuple",
+                                                   "client_net"};
 
 void load_cluster(Loader& loader, const toml::table& root, Config& config) {
   const toml::table* cluster = loader.table(root, "cluster");
   if (cluster == nullptr) return;
   loader.check_unknown(*cluster, "cluster", "cluster");
   if (auto name = loader.string(*cluster, "name", "cluster", std::nullopt)) {
-    if (name->empty()) loader.error(cluster->get("name")->source(), "cluster.name", "must not be empty");
+    if (name->empty())
+      loader.error(cluster->get("name")->source(), "cluster.name", "must not be empty");
     config.cluster_name = std::move(*name);
   }
-  if (auto buckets = loader.integer(*cluster, "buckets", "cluster", 2, kMaxBuckets, kDefaultBuckets)) {
+  if (auto buckets =
+          loader.integer(*cluster, "buckets", "cluster", 2, kMaxBuckets, kDefaultBuckets)) {
     if (!std::has_single_bit(static_cast<std::uint64_t>(*buckets))) {
       loader.error(cluster->get("buckets")->source(), "cluster.buckets",
                    "must be a power of two, got " + std::to_string(*buckets));
@@ -281,14 +285,16 @@ void load_cluster(Loader& loader, const toml::table& root, Config& config) {
     if (id) {
       node.id = NodeId{static_cast<std::uint8_t>(*id)};
       if (!ids.insert(static_cast<unsigned>(*id)).second) {
-        loader.error(entry.get("id")->source(), path + ".id", "duplicate node id " + std::to_string(*id));
+        loader.error(entry.get("id")->source(), path + ".id",
+                     "duplicate node id " + std::to_string(*id));
       }
     }
     if (name) {
       if (name->empty()) {
         loader.error(entry.get("name")->source(), path + ".name", "must not be empty");
       } else if (!names.insert(*name).second) {
-        loader.error(entry.get("name")->source(), path + ".name", "duplicate node name \"" + *name + "\"");
+        loader.error(entry.get("name")->source(), path + ".name",
+                     "duplicate node name \"" + *name + "\"");
       }
     }
     if (address) {
@@ -325,8 +331,9 @@ void load_node(Loader& loader, const toml::table& root, Config& config) {
   }
   config.node_name = name && !name->empty() ? *name : self->name;
   if (name && !name->empty() && *name != self->name) {
-    loader.error(node->get("name")->source(), "node.name",
-                 "\"" + *name + "\" differs from the cluster.node entry's name \"" + self->name + "\"");
+    loader.error(
+        node->get("name")->source(), "node.name",
+        "\"" + *name + "\" differs from the cluster.node entry's name \"" + self->name + "\"");
   }
 }
 
@@ -345,7 +352,8 @@ void load_vips(Loader& loader, const toml::table& root, Config& config) {
       if (const auto ip = IpAddr::parse(*address)) {
         vip.address = *ip;
         if (!addresses.insert(*ip).second) {
-          loader.error(entry.get("address")->source(), path + ".address", "duplicate VIP " + *address);
+          loader.error(entry.get("address")->source(), path + ".address",
+                       "duplicate VIP " + *address);
         }
         if (std::any_of(config.nodes.begin(), config.nodes.end(),
                         [&](const ClusterNode& n) { return n.address == *ip; })) {
@@ -373,7 +381,8 @@ void load_vips(Loader& loader, const toml::table& root, Config& config) {
       }
     }
     if (address && !macs.insert(vip.mac).second) {
-      loader.error(entry.source(), path + ".mac", "duplicate virtual MAC " + vipfarm::to_string(vip.mac));
+      loader.error(entry.source(), path + ".mac",
+                   "duplicate virtual MAC " + vipfarm::to_string(vip.mac));
     }
     config.vips.push_back(vip);
   }
@@ -408,7 +417,8 @@ void load_rule(Loader& loader, const toml::table& entry, const std::string& path
   if (rule.key != KeyKind::kClientNet) {
     for (const char* k : {"prefix", "prefix6"}) {
       if (entry.get(k) != nullptr) {
-        loader.error(entry.get(k)->source(), path + "." + k, "only meaningful with key = \"client_net\"");
+        loader.error(entry.get(k)->source(), path + "." + k,
+                     "only meaningful with key = \"client_net\"");
       }
     }
   }
@@ -418,7 +428,8 @@ void load_rule(Loader& loader, const toml::table& entry, const std::string& path
     loader.error(entry.get("ports")->source(), path + ".ports", "ICMP has no ports: use \"*\"");
   }
   if ((rule.proto == Proto::kIcmp) && (rule.key == KeyKind::kOnPort)) {
-    loader.error(entry.get("key")->source(), path + ".key", "ICMP has no ports: on_port cannot apply");
+    loader.error(entry.get("key")->source(), path + ".key",
+                 "ICMP has no ports: on_port cannot apply");
   }
 }
 
@@ -435,7 +446,8 @@ void load_groups(Loader& loader, const toml::table& root, Config& config) {
       if (name->empty()) {
         loader.error(entry.get("name")->source(), path + ".name", "must not be empty");
       } else if (!names.insert(*name).second) {
-        loader.error(entry.get("name")->source(), path + ".name", "duplicate group name \"" + *name + "\"");
+        loader.error(entry.get("name")->source(), path + ".name",
+                     "duplicate group name \"" + *name + "\"");
       }
       group.name = std::move(*name);
     }
@@ -535,12 +547,20 @@ std::string Error::to_string() const {
 MacAddr default_vip_mac(const IpAddr& address) {
   if (address.is_v4()) {
     const std::uint32_t v = address.v4_value();
-    return {0x5A, 0xFE, static_cast<std::uint8_t>(v >> 24), static_cast<std::uint8_t>(v >> 16),
-            static_cast<std::uint8_t>(v >> 8), static_cast<std::uint8_t>(v)};
+    return {0x5A,
+            0xFE,
+            static_cast<std::uint8_t>(v >> 24),
+            static_cast<std::uint8_t>(v >> 16),
+            static_cast<std::uint8_t>(v >> 8),
+            static_cast<std::uint8_t>(v)};
   }
   const std::uint64_t h = mix64(address.hi ^ mix64(address.lo));
-  return {0x5A, 0xF6, static_cast<std::uint8_t>(h >> 56), static_cast<std::uint8_t>(h >> 48),
-          static_cast<std::uint8_t>(h >> 40), static_cast<std::uint8_t>(h >> 32)};
+  return {0x5A,
+          0xF6,
+          static_cast<std::uint8_t>(h >> 56),
+          static_cast<std::uint8_t>(h >> 48),
+          static_cast<std::uint8_t>(h >> 40),
+          static_cast<std::uint8_t>(h >> 32)};
 }
 
 LoadResult parse(std::string_view text, std::string_view source_name) {
@@ -577,7 +597,8 @@ LoadResult load_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     LoadResult result;
-    result.errors.push_back({path, 0, 0, "(file)", "cannot open: " + std::string(std::strerror(errno))});
+    result.errors.push_back(
+        {path, 0, 0, "(file)", "cannot open: " + std::string(std::strerror(errno))});
     return result;
   }
   std::ostringstream text;
@@ -619,7 +640,8 @@ std::string fingerprint(const Config& config) {
   canon += "cluster " + config.cluster_name + "\n";
   canon += "buckets " + std::to_string(config.buckets) + "\n";
   canon += "seed " + std::to_string(config.seed) + "\n";
-  canon += "unmatched " + std::string(kUnmatched[static_cast<std::size_t>(config.unmatched)]) + "\n";
+  canon +=
+      "unmatched " + std::string(kUnmatched[static_cast<std::size_t>(config.unmatched)]) + "\n";
   canon += "icmp_echo " + std::string(kIcmpEcho[static_cast<std::size_t>(config.icmp_echo)]) + "\n";
   std::vector<unsigned> ids;
   for (const ClusterNode& n : config.nodes) ids.push_back(to_int(n.id));
@@ -629,7 +651,8 @@ std::string fingerprint(const Config& config) {
     canon += "vip " + vip.address.to_string() + " " + vipfarm::to_string(vip.mac) + "\n";
   }
   for (const Group& group : config.groups) {
-    canon += "group " + group.name + " " + std::string(kModes[static_cast<std::size_t>(group.mode)]) + "\n";
+    canon += "group " + group.name + " " +
+             std::string(kModes[static_cast<std::size_t>(group.mode)]) + "\n";
     std::vector<std::pair<unsigned, std::int32_t>> members;
     for (const Member& m : group.members) members.emplace_back(to_int(m.node), m.priority);
     std::sort(members.begin(), members.end());
@@ -648,8 +671,8 @@ std::string summary(const Config& config) {
   std::ostringstream out;
   const std::string fp = fingerprint(config);
   out << "cluster " << config.cluster_name << ": " << config.nodes.size() << " nodes, "
-      << config.vips.size() << " VIPs, " << config.groups.size() << " groups, "
-      << config.buckets << " buckets, seed " << config.seed << "\n";
+      << config.vips.size() << " VIPs, " << config.groups.size() << " groups, " << config.buckets
+      << " buckets, seed " << config.seed << "\n";
   out << "this node: " << to_int(config.node_id) << " (" << config.node_name << ")\n";
   out << "fingerprint: " << fp << "\n";
   for (const ClusterNode& n : config.nodes) {
@@ -659,8 +682,7 @@ std::string summary(const Config& config) {
     out << "  vip " << vip.address.to_string() << " mac " << vipfarm::to_string(vip.mac) << "\n";
   }
   for (const Group& group : config.groups) {
-    out << "  group " << group.name << " (" << kModes[static_cast<std::size_t>(group.mode)]
-        << "):";
+    out << "  group " << group.name << " (" << kModes[static_cast<std::size_t>(group.mode)] << "):";
     for (const Member& m : group.members) {
       out << " " << to_int(m.node) << "(w" << m.weight << ",p" << m.priority << ")";
     }

@@ -234,17 +234,28 @@ inline FlowKey make_key(const Classifier::CompiledRule& rule, const Flow& flow) 
 }  // namespace
 
 std::string_view to_string(Verdict verdict) noexcept {
-  static constexpr std::string_view kNames[] = {"pass",    "farm",   "accept", "not_owner",
+  static constexpr std::string_view kNames[] = {"pass",    "farm",    "accept", "not_owner",
                                                 "no_rule", "arp_vip", "nd_vip", "malformed"};
   return kNames[static_cast<std::size_t>(verdict)];
 }
 
 std::string_view to_string(Malformed reason) noexcept {
-  static constexpr std::string_view kNames[] = {
-      "",          "runt",        "vlan_truncated",    "vlan_depth",
-      "arp_truncated", "l3_truncated", "ip_version",    "ipv4_ihl",
-      "ipv4_total_length", "ipv6_payload_length", "ext_truncated", "ext_chain",
-      "l4_truncated", "tcp_data_offset", "udp_length", "icmp_quote"};
+  static constexpr std::string_view kNames[] = {"",
+                                                "runt",
+                                                "vlan_truncated",
+                                                "vlan_depth",
+                                                "arp_truncated",
+                                                "l3_truncated",
+                                                "ip_version",
+                                                "ipv4_ihl",
+                                                "ipv4_total_length",
+                                                "ipv6_payload_length",
+                                                "ext_truncated",
+                                                "ext_chain",
+                                                "l4_truncated",
+                                                "tcp_data_offset",
+                                                "udp_length",
+                                                "icmp_quote"};
   return kNames[static_cast<std::size_t>(reason)];
 }
 
@@ -419,7 +430,8 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
   CompiledRule echo;
   if (match == nullptr) {
     if (!flow.echo_request || entry.echo_group < 0) return result;
-    echo = {static_cast<std::uint16_t>(entry.echo_group), Proto::kAny, KeyKind::kOnAddr, 0, 0, 0, 0};
+    echo = {
+        static_cast<std::uint16_t>(entry.echo_group), Proto::kAny, KeyKind::kOnAddr, 0, 0, 0, 0};
     match = &echo;
   }
   result.verdict = Verdict::kFarm;

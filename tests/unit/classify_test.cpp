@@ -53,11 +53,11 @@ TEST_F(ClassifyTest, FragmentsOfOneDatagramAgreeWhateverTheKey) {
   };
   // One flow per rule/key of the fixture config, both families.
   const std::vector<fixtures::FrameSpec> flows = {
-      tcp("203.0.113.7", 40000, "198.51.100.10", 80),     // on_port
-      tcp("203.0.113.7", 40000, "198.51.100.10", 8080),   // five_tuple
-      udp("203.0.113.7", 40000, "198.51.100.20", 53),     // on_ipid
-      tcp("203.0.113.7", 40000, "198.51.100.20", 853),    // client_net
-      tcp("2001:db8:1::7", 40000, "2001:db8::10", 443),   // on_port
+      tcp("203.0.113.7", 40000, "198.51.100.10", 80),    // on_port
+      tcp("203.0.113.7", 40000, "198.51.100.10", 8080),  // five_tuple
+      udp("203.0.113.7", 40000, "198.51.100.20", 53),    // on_ipid
+      tcp("203.0.113.7", 40000, "198.51.100.20", 853),   // client_net
+      tcp("2001:db8:1::7", 40000, "2001:db8::10", 443),  // on_port
   };
   for (fixtures::FrameSpec spec : flows) {
     for (std::uint16_t id = 1; id < 200; id += 7) {
@@ -96,8 +96,9 @@ TEST_F(ClassifyTest, IcmpErrorsFollowTheFlow) {
     const auto forward5 =
         fixtures::frame(fixtures::tcp("203.0.113.7", port, "198.51.100.10", 8050));
     const auto reply5 = fixtures::frame(fixtures::tcp("198.51.100.10", 8050, "203.0.113.7", port));
-    EXPECT_EQ(classify(fixtures::icmp_error("192.0.2.254", "198.51.100.10", 3, 4, reply5, 28)).bucket,
-              classify(forward5).bucket);
+    EXPECT_EQ(
+        classify(fixtures::icmp_error("192.0.2.254", "198.51.100.10", 3, 4, reply5, 28)).bucket,
+        classify(forward5).bucket);
     const auto forward6 =
         fixtures::frame(fixtures::tcp("2001:db8:1::7", port, "2001:db8::10", 443));
     const auto reply6 = fixtures::frame(fixtures::tcp("2001:db8::10", 443, "2001:db8:1::7", port));
@@ -122,12 +123,14 @@ TEST_F(ClassifyTest, KeysUseWhatTheySay) {
   const BucketId net = bucket(tcp("203.0.113.1", 1000, "198.51.100.20", 53));
   for (int host = 2; host < 255; host += 17) {
     const std::string addr = "203.0.113." + std::to_string(host);
-    EXPECT_EQ(bucket(tcp(addr.c_str(), static_cast<std::uint16_t>(host * 100), "198.51.100.20", 53)),
-              net);
+    EXPECT_EQ(
+        bucket(tcp(addr.c_str(), static_cast<std::uint16_t>(host * 100), "198.51.100.20", 53)),
+        net);
   }
   // on_port: client ports spread over buckets.
   std::set<BucketId> spread;
-  for (std::uint16_t p = 1000; p < 1100; ++p) spread.insert(bucket(tcp("203.0.113.7", p, "198.51.100.10", 80)));
+  for (std::uint16_t p = 1000; p < 1100; ++p)
+    spread.insert(bucket(tcp("203.0.113.7", p, "198.51.100.10", 80)));
   EXPECT_GT(spread.size(), 50u);
   // on_ipid: IP id changes the bucket, ports do not.
   fixtures::FrameSpec dns = fixtures::udp("203.0.113.9", 1000, "198.51.100.20", 53);
@@ -148,7 +151,8 @@ TEST_F(ClassifyTest, OwnershipSplitsFarmTrafficIntoAcceptAndNotOwner) {
                                     Ownership::compute(config_, NodeId{2}, all),
                                     Ownership::compute(config_, NodeId{3}, all)};
   for (std::uint16_t p = 1000; p < 3000; ++p) {
-    const Result base = classify(fixtures::frame(fixtures::tcp("203.0.113.7", p, "198.51.100.10", 80)));
+    const Result base =
+        classify(fixtures::frame(fixtures::tcp("203.0.113.7", p, "198.51.100.10", 80)));
     int accepted = 0;
     for (const Ownership& o : nodes) {
       Result r = base;
@@ -167,7 +171,8 @@ TEST(ClassifyEchoPolicy, NoneTurnsUnmatchedEchoIntoNoRule) {
   config::Config config = fixtures::load_fixture_config();
   config.icmp_echo = config::IcmpEcho::kNone;
   const Classifier classifier(config);
-  EXPECT_EQ(classifier.classify(fixtures::frame(fixtures::icmp("203.0.113.7", "198.51.100.10", 8))).verdict,
+  EXPECT_EQ(classifier.classify(fixtures::frame(fixtures::icmp("203.0.113.7", "198.51.100.10", 8)))
+                .verdict,
             Verdict::kNoRule);
 }
 

@@ -54,7 +54,8 @@ std::vector<std::string> errors_with(std::string_view from, std::string_view to)
   return error_lines(text);
 }
 
-::testing::AssertionResult has_error(const std::vector<std::string>& errors, std::string_view what) {
+::testing::AssertionResult has_error(const std::vector<std::string>& errors,
+                                     std::string_view what) {
   for (const std::string& e : errors) {
     if (e.find(what) != std::string::npos) return ::testing::AssertionSuccess();
   }
@@ -85,7 +86,8 @@ TEST(Config, MinimalGetsDefaults) {
 }
 
 TEST(Config, Ipv6VipGetsAStableLocalMac) {
-  const LoadResult r = parse(std::string(kMinimal) + "\n[[vip]]\naddress = \"2001:db8::50\"\n", "t");
+  const LoadResult r =
+      parse(std::string(kMinimal) + "\n[[vip]]\naddress = \"2001:db8::50\"\n", "t");
   ASSERT_TRUE(r.config);
   const MacAddr mac = r.config->vips[1].mac;
   EXPECT_EQ(mac[0], 0x5A);
@@ -129,19 +131,20 @@ TEST(Config, EachKindOfError) {
                         "vip[0].address: not an IPv4 or IPv6 address"));
   EXPECT_TRUE(has_error(errors_with("proto = \"tcp\"", "vip = \"198.51.100.99\"\nproto = \"tcp\""),
                         "group[0].rule[0].vip: \"198.51.100.99\" is not a configured [[vip]]"));
-  EXPECT_TRUE(has_error(errors_with("name = \"g\"",
-                                    "name = \"g\"\n[[group.member]]\nnode = 1\nweight = 0"),
-                        "group[0].member: no eligible member"));
+  EXPECT_TRUE(
+      has_error(errors_with("name = \"g\"", "name = \"g\"\n[[group.member]]\nnode = 1\nweight = 0"),
+                "group[0].member: no eligible member"));
   EXPECT_TRUE(has_error(errors_with("name = \"g\"", "name = \"g\"\n[[group.member]]\nnode = 9"),
                         "node 9 is not listed in [[cluster.node]]"));
-  EXPECT_TRUE(has_error(errors_with("ports = 80", "ports = \"90-80\""), "bad port or range \"90-80\""));
+  EXPECT_TRUE(
+      has_error(errors_with("ports = 80", "ports = \"90-80\""), "bad port or range \"90-80\""));
   EXPECT_TRUE(has_error(errors_with("ports = 80", "ports = 70000"), "port out of range"));
   EXPECT_TRUE(has_error(errors_with("ports = 80", "ports = 80\nprefix = 16"),
                         "only meaningful with key = \"client_net\""));
   EXPECT_TRUE(has_error(errors_with("proto = \"tcp\"\nports = 80", "proto = \"icmp\"\nports = 80"),
                         "ICMP has no ports"));
-  EXPECT_TRUE(has_error(errors_with("[node]\nid = 1", "[node]\nid = 5"),
-                        "node.id: node 5 is not listed"));
+  EXPECT_TRUE(
+      has_error(errors_with("[node]\nid = 1", "[node]\nid = 5"), "node.id: node 5 is not listed"));
   EXPECT_TRUE(has_error(errors_with("[[vip]]\naddress = \"198.51.100.50\"\n", ""),
                         "vip: missing required key"));
   EXPECT_TRUE(has_error(error_lines("[node\n"), "t.toml:1:6: (syntax):"));
@@ -169,8 +172,9 @@ TEST(Config, FingerprintCoversWhatNodesMustShareAndNothingElse) {
   };
   // This node's identity and the weights (which travel in heartbeats) are not shared state.
   EXPECT_EQ(fp(kMinimal, "[node]\nid = 1", "[node]\nid = 2"), base);
-  EXPECT_EQ(fp(kMinimal, "name = \"g\"", "name = \"g\"\n[[group.member]]\nnode = 1\nweight = 3\n"
-                                         "[[group.member]]\nnode = 2"),
+  EXPECT_EQ(fp(kMinimal, "name = \"g\"",
+               "name = \"g\"\n[[group.member]]\nnode = 1\nweight = 3\n"
+               "[[group.member]]\nnode = 2"),
             base);
   // Rules, buckets, seed, VIPs and policies are.
   EXPECT_NE(fp(kMinimal, "ports = 80", "ports = 81"), base);
@@ -190,9 +194,11 @@ std::string read(const std::string& path) {
 }
 
 TEST(Config, ShippedExamplesAreValid) {
-  for (const char* name : {"conf/lab.toml", "conf/production.toml", "tests/fixtures/fixture.toml"}) {
+  for (const char* name :
+       {"conf/lab.toml", "conf/production.toml", "tests/fixtures/fixture.toml"}) {
     const LoadResult r = load_file(std::string(VIPFARM_SOURCE_DIR) + "/" + name);
-    EXPECT_TRUE(r.errors.empty()) << name << ": " << (r.errors.empty() ? "" : r.errors[0].to_string());
+    EXPECT_TRUE(r.errors.empty()) << name << ": "
+                                  << (r.errors.empty() ? "" : r.errors[0].to_string());
   }
 }
 
@@ -209,7 +215,8 @@ TEST(Config, ProductionExampleCommentsEveryKey) {
     const std::string_view path = spec.path;
     const auto last = path.find_last_of(".]");
     const std::string leaf(last == std::string_view::npos ? path : path.substr(last + 1));
-    EXPECT_NE(text.find(leaf), std::string::npos) << spec.path << " is not shown in production.toml";
+    EXPECT_NE(text.find(leaf), std::string::npos)
+        << spec.path << " is not shown in production.toml";
   }
 }
 

@@ -24,11 +24,13 @@ TEST(Hash, PinnedVectors) {
       {0, {{0, 0, 0, 0, 0}}, 0xa1d4b5f56b511b7fULL},
       {7, {{0, kV4 | 0xcb007107, 0, 0, 0}}, 0x0c70a533e0ab1fc8ULL},
       {7, {{0, kV4 | 0xcb007107, 0, 0, 40000}}, 0x7f4138ca4af049aaULL},
-      {12345, {{0, kV4 | 0xc6336401, 0, kV4 | 0xc633640a, (6ULL << 32) | (40000ULL << 16) | 80}},
+      {12345,
+       {{0, kV4 | 0xc6336401, 0, kV4 | 0xc633640a, (6ULL << 32) | (40000ULL << 16) | 80}},
        0xba81af739be88d27ULL},
       {7, {{0x20010db800000000ULL, 7, 0, 0, 0}}, 0x20910d1a9b4cd4a8ULL},
       {0xfeedface,
-       {{0x20010db800010000ULL, 0x42, 0x20010db800000000ULL, 0x10, (17ULL << 32) | (5353ULL << 16) | 53}},
+       {{0x20010db800010000ULL, 0x42, 0x20010db800000000ULL, 0x10,
+         (17ULL << 32) | (5353ULL << 16) | 53}},
        0xcfba68522d0299a3ULL},
   };
   for (const Vector& v : vectors) {
@@ -40,8 +42,8 @@ TEST(Hash, PinnedBucketsEndToEnd) {
   // The fixture config: seed 7, 256 buckets; web on_port for 198.51.100.10:80.
   const config::Config config = fixtures::load_fixture_config();
   const Classifier classifier(config);
-  const Result r =
-      classifier.classify(fixtures::frame(fixtures::tcp("203.0.113.7", 40000, "198.51.100.10", 80)));
+  const Result r = classifier.classify(
+      fixtures::frame(fixtures::tcp("203.0.113.7", 40000, "198.51.100.10", 80)));
   ASSERT_EQ(r.verdict, Verdict::kFarm);
   EXPECT_EQ(r.bucket, 170u);  // 0x7f4138ca4af049aa mod 256
 }

@@ -14,9 +14,9 @@ enum class Mode : std::uint8_t { kBalance, kFailover };
 
 struct Member {
   NodeId node;
-  std::uint32_t weight = 1;  // 0: never owns a bucket
-  std::int32_t priority = 0; // failover mode: the highest eligible priority owns all
-  bool eligible = true;      // in the current view and UP
+  std::uint32_t weight = 1;   // 0: never owns a bucket
+  std::int32_t priority = 0;  // failover mode: the highest eligible priority owns all
+  bool eligible = true;       // in the current view and UP
 };
 
 struct Input {

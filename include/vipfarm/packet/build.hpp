@@ -15,13 +15,13 @@ struct FrameSpec {
   std::uint8_t proto = 6;
   std::uint16_t src_port = 0;  // TCP/UDP
   std::uint16_t dst_port = 0;
-  std::uint8_t icmp_type = 8;  // ICMP/ICMPv6 (8 or 128: echo request)
+  std::uint8_t icmp_type = 8;        // ICMP/ICMPv6 (8 or 128: echo request)
   std::vector<std::uint16_t> vlans;  // outermost first; the first uses 0x88A8 when two
   std::uint16_t ip_id = 0;
   std::uint32_t flow_label = 0;
-  std::uint16_t frag_offset = 0;  // in 8-byte units; IPv6 adds a fragment header when set
-  bool more_fragments = false;    // ... or when this is set
-  std::uint32_t frag_ident = 0;   // IPv6 fragment header identification
+  std::uint16_t frag_offset = 0;   // in 8-byte units; IPv6 adds a fragment header when set
+  bool more_fragments = false;     // ... or when this is set
+  std::uint32_t frag_ident = 0;    // IPv6 fragment header identification
   std::vector<std::byte> payload;  // after the L4 header (ICMP: after the 8-byte header)
 };
 
