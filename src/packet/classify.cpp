@@ -62,35 +62,24 @@ inline bool walk_ipv6(const std::uint8_t* ip, std::uint32_t end, Ipv6Walk& w) no
   w.proto = ip[6];
   w.offset = 40;
   for (unsigned n = 0;; ++n) {
-    std::uint32_t length;
-    switch (w.proto) {
-      case 0:
-      case 43:
-      case 60:
-        if (w.offset + 2 > end) return false;
-        length = (std::uint32_t{ip[w.offset + 1]} + 1) * 8;
-        break;
-      case 51:
-        if (w.offset + 2 > end) return false;
-        length = (std::uint32_t{ip[w.offset + 1]} + 2) * 4;
-        break;
-      case 44:
-        length = 8;
-        break;
-      default:
-        return true;
-    }
+    const std::uint8_t type = w.proto;
+    if (type != 0 && type != 43 && type != 60 && type != 51 && type != 44) return true;
     if (n == kMaxExtHeaders) {
       w.proto = 0xff;  // marks "chain too long" for the caller
       return false;
     }
-    if (w.offset + length > end) return false;
+    if (w.offset + 2 > end) return false;
     const std::uint8_t* h = ip + w.offset;
-    if (w.proto == 44) {
+    const std::uint32_t length = type == 44   ? 8
+                                 : type == 51 ? (std::uint32_t{h[1]} + 2) * 4
+                                              : (std::uint32_t{h[1]} + 1) * 8;
+    if (w.offset + length > end) return false;
+    if (type == 44) {
       const std::uint16_t frag = be16(h + 2);
+      const bool fragment = (frag >> 3) != 0 || (frag & 1) != 0;
+      if (!w.has_frag_header) w.frag_ident = be32(h + 4);  // the first one identifies
       w.has_frag_header = true;
-      w.frag_ident = be32(h + 4);
-      w.fragment = (frag >> 3) != 0 || (frag & 1) != 0;
+      w.fragment = w.fragment || fragment;
       if ((frag >> 3) != 0) {  // a later fragment: what follows is not a header
         w.proto = h[0];
         w.offset += length;
@@ -311,7 +300,9 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
     result.reason = reason;
     return result;
   };
-  auto find_vip = [this](const IpAddr& address) -> int {
+  // An IPv4-mapped address inside IPv6 is not the IPv4 VIP: families never mix.
+  auto find_vip = [this](const IpAddr& address, bool v6) -> int {
+    if (v6 && address.is_v4()) return -1;
     for (std::size_t i = 0; i < vips_.size(); ++i) {
       if (vips_[i].address == address) return static_cast<int>(i);
     }
@@ -346,7 +337,7 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
     const std::uint32_t total = be16(l3 + 2);
     if (total < ihl || total > avail) return malformed(Malformed::kIpv4TotalLength);
     flow.server = IpAddr::v4(be32(l3 + 16));
-    vip = find_vip(flow.server);
+    vip = find_vip(flow.server, false);
     if (vip < 0) return result;
     flow.client = IpAddr::v4(be32(l3 + 12));
     flow.proto = l3[9];
@@ -371,7 +362,7 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
     l4 = l3 + w.offset;
     l4_len = end - w.offset;
     if (w.proto == kProtoIcmpv6 && !fragment && l4_len >= 24 && l4[0] == 135) {
-      const int target = find_vip(ipv6_at(l4 + 8));
+      const int target = find_vip(ipv6_at(l4 + 8), true);
       if (target >= 0) {
         result.verdict = Verdict::kNdVip;
         result.vip = static_cast<std::uint16_t>(target);
@@ -379,7 +370,7 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
       }
     }
     flow.server = ipv6_at(l3 + 24);
-    vip = find_vip(flow.server);
+    vip = find_vip(flow.server, true);
     if (vip < 0) return result;
     flow.client = ipv6_at(l3 + 8);
     flow.ident = w.has_frag_header ? w.frag_ident : (be32(l3) & 0xfffff);
@@ -387,7 +378,7 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
     if (avail < 28) return malformed(Malformed::kArpTruncated);
     if (be16(l3) == 1 && be16(l3 + 2) == kEtherIpv4 && l3[4] == 6 && l3[5] == 4 &&
         be16(l3 + 6) == 1) {
-      const int target = find_vip(IpAddr::v4(be32(l3 + 24)));
+      const int target = find_vip(IpAddr::v4(be32(l3 + 24)), false);
       if (target >= 0) {
         result.verdict = Verdict::kArpVip;
         result.vip = static_cast<std::uint16_t>(target);
@@ -407,7 +398,7 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
   }
 
   // An ICMP error carries the quoted flow: the rule is looked up for the quoted server.
-  const int rule_vip = flow.server == vips_[vip].address ? vip : find_vip(flow.server);
+  const int rule_vip = flow.server == vips_[vip].address ? vip : find_vip(flow.server, flow.v6);
   result.verdict = Verdict::kNoRule;
   if (rule_vip < 0) return result;
   const VipEntry& entry = vips_[rule_vip];
