@@ -3,6 +3,7 @@
 #include "vipfarm/packet/classify.hpp"
 
 #include <algorithm>
+#include <array>
 
 namespace vipfarm::packet {
 
@@ -175,49 +176,62 @@ inline Malformed parse_l4(const std::uint8_t* l4, std::uint32_t len, Flow& flow)
   }
 }
 
-inline bool proto_matches(Proto rule, const Flow& flow) noexcept {
-  switch (rule) {
+inline Classifier::ProtoClass proto_class(std::uint8_t proto, bool v6) noexcept {
+  if (proto == kProtoTcp) return Classifier::kClassTcp;
+  if (proto == kProtoUdp) return Classifier::kClassUdp;
+  if (proto == (v6 ? kProtoIcmpv6 : kProtoIcmp)) return Classifier::kClassIcmp;
+  return Classifier::kClassOther;
+}
+
+inline bool rule_has_class(Proto proto, Classifier::ProtoClass c) noexcept {
+  switch (proto) {
     case Proto::kAny:
       return true;
     case Proto::kTcp:
-      return flow.proto == kProtoTcp;
+      return c == Classifier::kClassTcp;
     case Proto::kUdp:
-      return flow.proto == kProtoUdp;
+      return c == Classifier::kClassUdp;
     case Proto::kIcmp:
-      return flow.proto == (flow.v6 ? kProtoIcmpv6 : kProtoIcmp);
+      return c == Classifier::kClassIcmp;
   }
   return false;
 }
 
-inline FlowKey make_key(const Classifier::CompiledRule& rule, const Flow& flow) noexcept {
-  FlowKey key;
-  key.w[0] = flow.client.hi;
-  key.w[1] = flow.client.lo;
-  switch (rule.key) {
+// The masks that make the key of docs/classifier.md §5 for `key` on a VIP of this family.
+Classifier::CompiledRule compile_key(KeyKind key, std::uint8_t prefix, std::uint8_t prefix6,
+                                     bool v6) {
+  constexpr std::uint64_t kAll = ~std::uint64_t{0};
+  Classifier::CompiledRule r{kAll, kAll, 0, 0, 0, 0, 0, 0, 0};
+  switch (key) {
     case KeyKind::kOnAddr:
       break;
     case KeyKind::kClientNet: {
-      const IpAddr net = flow.client.masked(flow.v6 ? rule.prefix6 : rule.prefix);
-      key.w[0] = net.hi;
-      key.w[1] = net.lo;
+      const IpAddr mask =
+          (v6 ? IpAddr{kAll, kAll} : IpAddr::v4(0xffffffff)).masked(v6 ? prefix6 : prefix);
+      r.m0 = v6 ? mask.hi : kAll;
+      r.m1 = v6 ? mask.lo : mask.lo | ~std::uint64_t{0xffffffff};
       break;
     }
     case KeyKind::kOnPort:
-      key.w[4] = flow.has_ports ? flow.client_port : 0;
+      r.m4 = 0xffff0000;
+      r.s4 = 16;
       break;
     case KeyKind::kOnIpid:
-      key.w[4] = flow.ident;
+      r.mi = kAll;
       break;
     case KeyKind::kFiveTuple:
-      key.w[2] = flow.server.hi;
-      key.w[3] = flow.server.lo;
-      key.w[4] = std::uint64_t{flow.proto} << 32;
-      if (flow.has_ports) {
-        key.w[4] |= std::uint64_t{flow.client_port} << 16 | flow.server_port;
-      }
+      r.ms = kAll;
+      r.m4 = 0xff'ffff'ffff;
       break;
   }
-  return key;
+  return r;
+}
+
+inline FlowKey make_key(const Classifier::CompiledRule& rule, const Flow& flow) noexcept {
+  const std::uint64_t ports =
+      std::uint64_t{flow.proto} << 32 | std::uint64_t{flow.client_port} << 16 | flow.server_port;
+  return {{flow.client.hi & rule.m0, flow.client.lo & rule.m1, flow.server.hi & rule.ms,
+           flow.server.lo & rule.ms, ((ports & rule.m4) >> rule.s4) | (flow.ident & rule.mi)}};
 }
 
 }  // namespace
@@ -273,25 +287,62 @@ Ownership Ownership::compute(const config::Config& config, NodeId self, config::
 Classifier::Classifier(const config::Config& config)
     : seeds_(HashSeeds::from(config.seed)), bucket_mask_(config.buckets - 1) {
   for (std::size_t v = 0; v < config.vips.size(); ++v) {
-    VipEntry entry{config.vips[v].address, static_cast<std::uint32_t>(rules_.size()), 0, -1};
-    for (std::size_t g = 0; g < config.groups.size(); ++g) {
-      for (const config::Rule& rule : config.groups[g].rules) {
-        if (rule.vip && *rule.vip != v) continue;
-        if (entry.echo_group < 0 && config.icmp_echo == config::IcmpEcho::kOne) {
-          entry.echo_group = static_cast<std::int32_t>(g);
+    const IpAddr& address = config.vips[v].address;
+    const bool v6 = !address.is_v4();
+    VipEntry entry{address, {}, {}, -1};
+    for (unsigned c = 0; c < kClassCount; ++c) {
+      entry.rules_begin[c] = static_cast<std::uint32_t>(rules_.size());
+      for (std::size_t g = 0; g < config.groups.size(); ++g) {
+        for (const config::Rule& rule : config.groups[g].rules) {
+          if ((rule.vip && *rule.vip != v) || !rule_has_class(rule.proto, ProtoClass(c))) continue;
+          CompiledRule compiled = compile_key(rule.key, rule.prefix, rule.prefix6, v6);
+          compiled.group = static_cast<std::uint16_t>(g);
+          compiled.ports_begin = static_cast<std::uint32_t>(ports_.size());
+          ports_.insert(ports_.end(), rule.ports.begin(), rule.ports.end());
+          compiled.ports_end = static_cast<std::uint32_t>(ports_.size());
+          rules_.push_back(compiled);
         }
-        const auto ports_begin = static_cast<std::uint32_t>(ports_.size());
-        ports_.insert(ports_.end(), rule.ports.begin(), rule.ports.end());
-        rules_.push_back({static_cast<std::uint16_t>(g), rule.proto, rule.key, rule.prefix,
-                          rule.prefix6, ports_begin, static_cast<std::uint32_t>(ports_.size())});
+      }
+      entry.rules_end[c] = static_cast<std::uint32_t>(rules_.size());
+    }
+    if (config.icmp_echo == config::IcmpEcho::kOne) {
+      for (std::size_t g = 0; g < config.groups.size() && entry.echo_rule < 0; ++g) {
+        for (const config::Rule& rule : config.groups[g].rules) {
+          if (rule.vip && *rule.vip != v) continue;
+          CompiledRule echo = compile_key(KeyKind::kOnAddr, 0, 0, v6);
+          echo.group = static_cast<std::uint16_t>(g);
+          echo.ports_begin = echo.ports_end = 0;
+          entry.echo_rule = static_cast<std::int32_t>(rules_.size());
+          rules_.push_back(echo);
+          break;
+        }
       }
     }
-    entry.rules_end = static_cast<std::uint32_t>(rules_.size());
+    if (!v6) {
+      vip4_.push_back(address.v4_value());
+      vip4_index_.push_back(static_cast<std::uint16_t>(v));
+    }
     vips_.push_back(entry);
   }
 }
 
-Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
+// An IPv4-mapped address inside IPv6 is not the IPv4 VIP: families never mix.
+int Classifier::find_vip(const IpAddr& address, bool v6) const noexcept {
+  if (address.is_v4()) {
+    if (v6) return -1;
+    const std::uint32_t value = address.v4_value();
+    for (std::size_t i = 0; i < vip4_.size(); ++i) {
+      if (vip4_[i] == value) return vip4_index_[i];
+    }
+    return -1;
+  }
+  for (std::size_t i = 0; i < vips_.size(); ++i) {
+    if (vips_[i].address == address) return static_cast<int>(i);
+  }
+  return -1;
+}
+
+Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const noexcept {
   const auto* p = reinterpret_cast<const std::uint8_t*>(frame.data());
   const auto size = static_cast<std::uint32_t>(frame.size());
   Result result;
@@ -300,15 +351,6 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
     result.reason = reason;
     return result;
   };
-  // An IPv4-mapped address inside IPv6 is not the IPv4 VIP: families never mix.
-  auto find_vip = [this](const IpAddr& address, bool v6) -> int {
-    if (v6 && address.is_v4()) return -1;
-    for (std::size_t i = 0; i < vips_.size(); ++i) {
-      if (vips_[i].address == address) return static_cast<int>(i);
-    }
-    return -1;
-  };
-
   if (size < 14) return malformed(Malformed::kRunt);
   std::uint32_t off = 12;
   std::uint16_t ether = be16(p + off);
@@ -402,33 +444,61 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
   result.verdict = Verdict::kNoRule;
   if (rule_vip < 0) return result;
   const VipEntry& entry = vips_[rule_vip];
+  const unsigned c = proto_class(flow.proto, flow.v6);
   const CompiledRule* match = nullptr;
-  for (std::uint32_t r = entry.rules_begin; r < entry.rules_end && match == nullptr; ++r) {
+  for (std::uint32_t r = entry.rules_begin[c]; r < entry.rules_end[c]; ++r) {
     const CompiledRule& rule = rules_[r];
-    if (!proto_matches(rule.proto, flow)) continue;
-    if (rule.ports_begin != rule.ports_end && !flow.ports_unknown) {
-      if (!flow.has_ports) continue;
-      const auto* first = ports_.data() + rule.ports_begin;
-      const auto* last = ports_.data() + rule.ports_end;
-      if (std::none_of(first, last, [&](const config::PortRange& range) {
-            return flow.server_port >= range.first && flow.server_port <= range.last;
-          })) {
-        continue;
-      }
+    if (rule.ports_begin == rule.ports_end || flow.ports_unknown) {
+      match = &rule;
+      break;
     }
-    match = &rule;
+    if (!flow.has_ports) continue;
+    const config::PortRange* range = ports_.data() + rule.ports_begin;
+    const config::PortRange* last = ports_.data() + rule.ports_end;
+    while (range != last && (flow.server_port < range->first || flow.server_port > range->last)) {
+      ++range;
+    }
+    if (range != last) {
+      match = &rule;
+      break;
+    }
   }
-  CompiledRule echo;
   if (match == nullptr) {
-    if (!flow.echo_request || entry.echo_group < 0) return result;
-    echo = {
-        static_cast<std::uint16_t>(entry.echo_group), Proto::kAny, KeyKind::kOnAddr, 0, 0, 0, 0};
-    match = &echo;
+    if (!flow.echo_request || entry.echo_rule < 0) return result;
+    match = &rules_[static_cast<std::size_t>(entry.echo_rule)];
   }
   result.verdict = Verdict::kFarm;
   result.group = match->group;
-  result.bucket = static_cast<BucketId>(hash_key(seeds_, make_key(*match, flow)) & bucket_mask_);
+  key = make_key(*match, flow);
   return result;
+}
+
+Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
+  FlowKey key;
+  Result result = prepare(frame, key);
+  if (result.verdict == Verdict::kFarm) {
+    result.bucket = static_cast<BucketId>(hash_key(seeds_, key) & bucket_mask_);
+  }
+  return result;
+}
+
+void Classifier::classify_burst(const std::span<const std::byte>* frames, std::size_t count,
+                                Result* results) const noexcept {
+  // Stage 1 parses and matches (branchy), stage 2 hashes (independent multiplies that
+  // pipeline across packets): one packet's hash no longer waits behind the next's parse.
+  std::array<FlowKey, kMaxBurst> keys;
+  for (std::size_t done = 0; done < count; done += kMaxBurst) {
+    const std::size_t n = std::min(kMaxBurst, count - done);
+    for (std::size_t i = 0; i < n; ++i) {
+      keys[i] = FlowKey{};
+      results[done + i] = prepare(frames[done + i], keys[i]);
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      const auto bucket = static_cast<BucketId>(hash_key(seeds_, keys[i]) & bucket_mask_);
+      Result& r = results[done + i];
+      r.bucket = r.verdict == Verdict::kFarm ? bucket : 0;
+    }
+  }
 }
 
 }  // namespace vipfarm::packet

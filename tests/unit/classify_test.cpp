@@ -32,6 +32,24 @@ TEST_F(ClassifyTest, FixtureTable) {
   }
 }
 
+TEST_F(ClassifyTest, BurstGivesTheSameVerdictsAsOneByOne) {
+  const std::vector<Case> cases = fixtures::cases();
+  std::vector<std::span<const std::byte>> frames;
+  for (std::size_t i = 0; i < 3 * Classifier::kMaxBurst + 5; ++i) {
+    frames.emplace_back(cases[(i * 7) % cases.size()].frame);
+  }
+  std::vector<Result> burst(frames.size());
+  classifier_.classify_burst(frames.data(), frames.size(), burst.data());
+  for (std::size_t i = 0; i < frames.size(); ++i) {
+    const Result one = classifier_.classify(frames[i]);
+    EXPECT_EQ(burst[i].verdict, one.verdict) << i;
+    EXPECT_EQ(burst[i].reason, one.reason) << i;
+    EXPECT_EQ(burst[i].group, one.group) << i;
+    EXPECT_EQ(burst[i].bucket, one.bucket) << i;
+    EXPECT_EQ(burst[i].vip, one.vip) << i;
+  }
+}
+
 TEST_F(ClassifyTest, EveryPrefixOfEveryFixtureIsHarmless) {
   // I6: any cut of a valid frame gives a verdict, never a read past the end (ASan in
   // the fuzz build; here at least every verdict is well-formed).

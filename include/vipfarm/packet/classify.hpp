@@ -87,18 +87,27 @@ class Classifier {
  public:
   explicit Classifier(const config::Config& config);
 
+  static constexpr std::size_t kMaxBurst = 64;
+
   // Never reads past frame.size(); never allocates or throws.
   Result classify(std::span<const std::byte> frame) const noexcept;
+  // The same verdicts for `count` frames, in stages (the dataplane's path).
+  void classify_burst(const std::span<const std::byte>* frames, std::size_t count,
+                      Result* results) const noexcept;
 
   std::uint32_t buckets() const noexcept { return bucket_mask_ + 1; }
   std::size_t vip_count() const noexcept { return vips_.size(); }
 
+  // Protocol classes a VIP's rules are pre-filtered by, so lookup never tests a protocol.
+  enum ProtoClass : std::uint8_t { kClassTcp, kClassUdp, kClassIcmp, kClassOther, kClassCount };
+
+  // A rule compiled for one VIP (so one family): the key is built without branches as
+  // w0 = client.hi & m0, w1 = client.lo & m1, w2/w3 = server & ms,
+  // w4 = ((proto << 32 | client_port << 16 | server_port) & m4) >> s4 | (ident & mi).
   struct CompiledRule {
+    std::uint64_t m0, m1, ms, m4, mi;
+    std::uint8_t s4;
     std::uint16_t group;
-    config::Proto proto;
-    config::KeyKind key;
-    std::uint8_t prefix;
-    std::uint8_t prefix6;
     std::uint32_t ports_begin;  // into ports_; begin == end: every port
     std::uint32_t ports_end;
   };
@@ -106,14 +115,20 @@ class Classifier {
  private:
   struct VipEntry {
     IpAddr address;
-    std::uint32_t rules_begin;  // into rules_
-    std::uint32_t rules_end;
-    std::int32_t echo_group;  // -1: echo requests get no_rule
+    std::uint32_t rules_begin[kClassCount];  // into rules_, per protocol class
+    std::uint32_t rules_end[kClassCount];
+    std::int32_t echo_rule;  // into rules_; -1: echo requests no rule matches get no_rule
   };
+
+  int find_vip(const IpAddr& address, bool v6) const noexcept;
+  // Everything but the hash: kFarm results come with their key for the hashing stage.
+  Result prepare(std::span<const std::byte> frame, FlowKey& key) const noexcept;
 
   HashSeeds seeds_;
   std::uint32_t bucket_mask_;
   std::vector<VipEntry> vips_;
+  std::vector<std::uint32_t> vip4_;  // IPv4 VIPs' addresses, vip4_index_ their vips_ index
+  std::vector<std::uint16_t> vip4_index_;
   std::vector<CompiledRule> rules_;
   std::vector<config::PortRange> ports_;
 };
