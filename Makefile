@@ -16,7 +16,7 @@ build: setup $(BUILD)/build.ninja
 	ninja -C $(BUILD)
 
 unit: build
-	meson test -C $(BUILD) --print-errorlogs
+	scripts/unit $(BUILD)
 
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh
@@ -27,7 +27,10 @@ demo: build
 check-format: setup
 	scripts/check-format
 
+# Each step (check-format, unit, oracle, fuzz-smoke) stops `make` on failure, so reaching
+# the last line means all four passed.
 test: check-format unit oracle fuzz-smoke
+	@echo "test: 4 passed, 0 failed"
 
 $(FUZZ_BUILD)/build.ninja:
 	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true -Dbench=false -Dbuildtype=debugoptimized
