@@ -33,7 +33,7 @@ test: check-format unit oracle fuzz-smoke
 	@echo "test: 4 passed, 0 failed"
 
 $(FUZZ_BUILD)/build.ninja:
-	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true -Dbench=false -Dbuildtype=debugoptimized
+	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true -Dbench=false -Dwerror=true
 
 fuzz-build: setup $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD)
