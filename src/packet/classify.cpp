@@ -326,16 +326,16 @@ Classifier::Classifier(const config::Config& config)
   }
 }
 
-// An IPv4-mapped address inside IPv6 is not the IPv4 VIP: families never mix.
-int Classifier::find_vip(const IpAddr& address, bool v6) const noexcept {
-  if (address.is_v4()) {
-    if (v6) return -1;
-    const std::uint32_t value = address.v4_value();
-    for (std::size_t i = 0; i < vip4_.size(); ++i) {
-      if (vip4_[i] == value) return vip4_index_[i];
-    }
-    return -1;
+inline int Classifier::find_vip4(std::uint32_t address) const noexcept {
+  for (std::size_t i = 0; i < vip4_.size(); ++i) {
+    if (vip4_[i] == address) return vip4_index_[i];
   }
+  return -1;
+}
+
+// An IPv4-mapped address inside IPv6 is not the IPv4 VIP: families never mix.
+inline int Classifier::find_vip6(const IpAddr& address) const noexcept {
+  if (address.is_v4()) return -1;
   for (std::size_t i = 0; i < vips_.size(); ++i) {
     if (vips_[i].address == address) return static_cast<int>(i);
   }
@@ -379,7 +379,7 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
     const std::uint32_t total = be16(l3 + 2);
     if (total < ihl || total > avail) return malformed(Malformed::kIpv4TotalLength);
     flow.server = IpAddr::v4(be32(l3 + 16));
-    vip = find_vip(flow.server, false);
+    vip = find_vip4(flow.server.v4_value());
     if (vip < 0) return result;
     flow.client = IpAddr::v4(be32(l3 + 12));
     flow.proto = l3[9];
@@ -404,7 +404,7 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
     l4 = l3 + w.offset;
     l4_len = end - w.offset;
     if (w.proto == kProtoIcmpv6 && !fragment && l4_len >= 24 && l4[0] == 135) {
-      const int target = find_vip(ipv6_at(l4 + 8), true);
+      const int target = find_vip6(ipv6_at(l4 + 8));
       if (target >= 0) {
         result.verdict = Verdict::kNdVip;
         result.vip = static_cast<std::uint16_t>(target);
@@ -412,7 +412,7 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
       }
     }
     flow.server = ipv6_at(l3 + 24);
-    vip = find_vip(flow.server, true);
+    vip = find_vip6(flow.server);
     if (vip < 0) return result;
     flow.client = ipv6_at(l3 + 8);
     flow.ident = w.has_frag_header ? w.frag_ident : (be32(l3) & 0xfffff);
@@ -420,7 +420,7 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
     if (avail < 28) return malformed(Malformed::kArpTruncated);
     if (be16(l3) == 1 && be16(l3 + 2) == kEtherIpv4 && l3[4] == 6 && l3[5] == 4 &&
         be16(l3 + 6) == 1) {
-      const int target = find_vip(IpAddr::v4(be32(l3 + 24)), false);
+      const int target = find_vip4(be32(l3 + 24));
       if (target >= 0) {
         result.verdict = Verdict::kArpVip;
         result.vip = static_cast<std::uint16_t>(target);
@@ -440,7 +440,9 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
   }
 
   // An ICMP error carries the quoted flow: the rule is looked up for the quoted server.
-  const int rule_vip = flow.server == vips_[vip].address ? vip : find_vip(flow.server, flow.v6);
+  const int rule_vip = flow.server == vips_[vip].address
+                           ? vip
+                           : (flow.v6 ? find_vip6(flow.server) : find_vip4(flow.server.v4_value()));
   result.verdict = Verdict::kNoRule;
   if (rule_vip < 0) return result;
   const VipEntry& entry = vips_[rule_vip];
@@ -474,7 +476,7 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
 }
 
 Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
-  FlowKey key;
+  FlowKey key;  // set by prepare() exactly when the verdict is kFarm
   Result result = prepare(frame, key);
   if (result.verdict == Verdict::kFarm) {
     result.bucket = static_cast<BucketId>(hash_key(seeds_, key) & bucket_mask_);
@@ -486,17 +488,15 @@ void Classifier::classify_burst(const std::span<const std::byte>* frames, std::s
                                 Result* results) const noexcept {
   // Stage 1 parses and matches (branchy), stage 2 hashes (independent multiplies that
   // pipeline across packets): one packet's hash no longer waits behind the next's parse.
-  std::array<FlowKey, kMaxBurst> keys;
+  std::array<FlowKey, kMaxBurst> keys;  // only farm results' keys are set and read
   for (std::size_t done = 0; done < count; done += kMaxBurst) {
     const std::size_t n = std::min(kMaxBurst, count - done);
+    for (std::size_t i = 0; i < n; ++i) results[done + i] = prepare(frames[done + i], keys[i]);
     for (std::size_t i = 0; i < n; ++i) {
-      keys[i] = FlowKey{};
-      results[done + i] = prepare(frames[done + i], keys[i]);
-    }
-    for (std::size_t i = 0; i < n; ++i) {
-      const auto bucket = static_cast<BucketId>(hash_key(seeds_, keys[i]) & bucket_mask_);
       Result& r = results[done + i];
-      r.bucket = r.verdict == Verdict::kFarm ? bucket : 0;
+      if (r.verdict == Verdict::kFarm) {
+        r.bucket = static_cast<BucketId>(hash_key(seeds_, keys[i]) & bucket_mask_);
+      }
     }
   }
 }

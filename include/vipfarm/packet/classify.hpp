@@ -120,7 +120,8 @@ class Classifier {
     std::int32_t echo_rule;  // into rules_; -1: echo requests no rule matches get no_rule
   };
 
-  int find_vip(const IpAddr& address, bool v6) const noexcept;
+  int find_vip4(std::uint32_t address) const noexcept;
+  int find_vip6(const IpAddr& address) const noexcept;
   // Everything but the hash: kFarm results come with their key for the hashing stage.
   Result prepare(std::span<const std::byte> frame, FlowKey& key) const noexcept;
 

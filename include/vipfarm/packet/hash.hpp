@@ -20,9 +20,10 @@ constexpr std::uint64_t mum(std::uint64_t a, std::uint64_t b) noexcept {
   return static_cast<std::uint64_t>(p >> 64) ^ static_cast<std::uint64_t>(p);
 }
 
-// The five key words (w0..w4 of the spec).
+// The five key words (w0..w4 of the spec). Left uninitialised on purpose: burst arrays of
+// keys are filled by the classifier, and zeroing them first was a measurable cost.
 struct FlowKey {
-  std::array<std::uint64_t, 5> w{};
+  std::array<std::uint64_t, 5> w;
 };
 
 struct HashSeeds {
