@@ -4,7 +4,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: setup build demo test unit oracle fuzz-build fuzz-smoke bench format check-format clean
+.PHONY: setup build demo test unit cli oracle fuzz-build fuzz-smoke bench format check-format clean
 
 setup:
 	./scripts/setup
@@ -18,6 +18,9 @@ build: setup $(BUILD)/build.ninja
 unit: build
 	scripts/unit $(BUILD)
 
+cli: build
+	VIPFARMCTL=$(BUILD)/vipfarmctl tests/cli/run.sh
+
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh
 
@@ -27,10 +30,10 @@ demo: build
 check-format: setup
 	scripts/check-format
 
-# Each step (check-format, unit, oracle, fuzz-smoke) stops `make` on failure, so reaching
-# the last line means all four passed.
-test: check-format unit oracle fuzz-smoke
-	@echo "test: 4 passed, 0 failed"
+# Each step (check-format, unit, cli, oracle, fuzz-smoke) stops `make` on failure, so
+# reaching the last line means all five passed.
+test: check-format unit cli oracle fuzz-smoke
+	@echo "test: 5 passed, 0 failed"
 
 $(FUZZ_BUILD)/build.ninja:
 	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true -Dbench=false -Dwerror=true

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# vipfarmctl end to end: exit codes, error format, owner query consistent with the
+# bucket map and with --view, JSON output. Ends with "cli: N passed, M failed".
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ctl=${VIPFARMCTL:-build/vipfarmctl}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+passed=0
+failed=0
+
+check() {  # check NAME COMMAND...: the command must succeed
+  local name=$1
+  shift
+  if "$@"; then
+    passed=$((passed + 1))
+  else
+    failed=$((failed + 1))
+    echo "FAIL: $name" >&2
+  fi
+}
+
+status_of() { "$@" >"$tmp/out" 2>"$tmp/err"; echo $?; }
+
+# check-config: 0 and a summary for a good file, 1 and every error for a bad one.
+check "good config exits 0" test "$(status_of "$ctl" check-config conf/production.toml)" = 0
+check "summary names the fingerprint" grep -qE '^fingerprint: [0-9a-f]{64}$' "$tmp/out"
+cat >"$tmp/bad.toml" <<'TOML'
+[node]
+id = "one"
+
+[cluster]
+name = "x"
+buckets = 3
+colour = "red"
+TOML
+check "bad config exits 1" test "$(status_of "$ctl" check-config "$tmp/bad.toml")" = 1
+check "errors are file:line:col: key: reason" \
+  grep -qx "$tmp/bad.toml:2:6: node.id: expected an integer" "$tmp/err"
+check "every error is reported" grep -q "cluster.colour: unknown key" "$tmp/err"
+check "power of two" grep -q "$tmp/bad.toml:6:11: cluster.buckets: must be a power of two, got 3" "$tmp/err"
+check "missing file exits 1" test "$(status_of "$ctl" check-config "$tmp/none.toml")" = 1
+check "usage error exits 2" test "$(status_of "$ctl" frobnicate)" = 2
+check "bad endpoint exits 2" test "$(status_of "$ctl" owner --config conf/lab.toml tcp 10.77.1.1 10.77.0.100:80)" = 2
+
+# owner: the JSON answer agrees with the human one and with the bucket map.
+"$ctl" owner --config conf/lab.toml --json tcp 10.77.1.10:40001 10.77.0.100:80 >"$tmp/owner.json"
+owner=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["owner"])' <"$tmp/owner.json")
+bucket=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["bucket"])' <"$tmp/owner.json")
+check "owner is a lab node" test "$owner" -ge 1 -a "$owner" -le 3
+check "human output matches JSON" \
+  grep -q "bucket $bucket  owner $owner " <("$ctl" owner --config conf/lab.toml tcp 10.77.1.10:40001 10.77.0.100:80)
+# Without the owner in the view, another node takes the flow; with only the owner, it keeps it.
+others=$(echo 1 2 3 | tr ' ' '\n' | grep -vx "$owner" | paste -sd,)
+moved=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["owner"])' \
+  < <("$ctl" owner --config conf/lab.toml --view "$others" --json tcp 10.77.1.10:40001 10.77.0.100:80))
+check "a view without the owner moves the flow" test "$moved" != "$owner" -a "$moved" != 0
+kept=$(/usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)["owner"])' \
+  < <("$ctl" owner --config conf/lab.toml --view "$owner" --json tcp 10.77.1.10:40001 10.77.0.100:80))
+check "a view of the owner alone keeps it" test "$kept" = "$owner"
+check "ipv6 flow is farm traffic" \
+  grep -q '^farm ' <("$ctl" owner --config conf/lab.toml tcp '[fd77::1:10]:40001' '[fd77::100]:443')
+check "not a vip passes" grep -qx 'pass' <("$ctl" owner --config conf/lab.toml tcp 10.77.1.10:40001 10.77.0.1:22)
+
+# buckets: counts add up, and removing node 2 moves exactly its buckets.
+"$ctl" buckets --config conf/lab.toml --json >"$tmp/all.json"
+"$ctl" buckets --config conf/lab.toml --json --from-view 1,2,3 --view 1,3 >"$tmp/down.json"
+check "bucket counts add up and node 2's move" /usr/bin/python3 - "$tmp/all.json" "$tmp/down.json" <<'PY'
+import json, sys
+full = json.load(open(sys.argv[1]))[0]
+down = json.load(open(sys.argv[2]))[0]
+owned = {o["node"]: o["owned"] for o in full["owners"]}
+assert sum(owned.values()) == full["buckets"] == 256, owned
+assert max(owned.values()) - min(owned.values()) <= 1, owned
+assert down["moved"] == owned[2], (down["moved"], owned)
+assert {o["node"] for o in down["owners"]} == {1, 3}
+PY
+
+echo "cli: $passed passed, $failed failed"
+((failed == 0))
