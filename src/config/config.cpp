@@ -232,6 +232,7 @@ PortsResult read_ports(Loader& loader, const toml::table& table, const std::stri
   return result;
 }
 
+constexpr std::array<std::string_view, 2> kPolls = {"busy", "adaptive"};
 constexpr std::array<std::string_view, 2> kUnmatched = {"drop", "pass"};
 constexpr std::array<std::string_view, 2> kIcmpEcho = {"one", "none"};
 constexpr std::array<std::string_view, 2> kModes = {"balance", "failover"};
@@ -496,6 +497,77 @@ void load_groups(Loader& loader, const toml::table& root, Config& config) {
   }
 }
 
+// [dataplane] and [exception]: what only the daemon needs; both tables are optional here.
+void load_daemon(Loader& loader, const toml::table& root, Config& config) {
+  if (const toml::node* node = root.get("dataplane")) {
+    if (!node->is_table()) {
+      loader.error(node->source(), "dataplane", "expected a table");
+    } else {
+      const toml::table& t = *node->as_table();
+      Dataplane& d = config.dataplane;
+      d.present = true;
+      loader.check_unknown(t, "dataplane", "dataplane");
+      if (auto uplink = loader.string(t, "uplink", "dataplane", std::nullopt)) {
+        if (uplink->empty())
+          loader.error(t.get("uplink")->source(), "dataplane.uplink", "must not be empty");
+        d.uplink = std::move(*uplink);
+      }
+      if (const toml::node* args = t.get("eal_args")) {
+        const toml::array* list = args->as_array();
+        if (list == nullptr) {
+          loader.error(args->source(), "dataplane.eal_args", "expected an array of strings");
+        } else {
+          for (const toml::node& item : *list) {
+            if (const auto text = item.value_exact<std::string>()) {
+              d.eal_args.push_back(*text);
+            } else {
+              loader.error(item.source(), "dataplane.eal_args", "expected a string");
+            }
+          }
+        }
+      }
+      d.workers = static_cast<std::uint32_t>(
+          loader.integer(t, "workers", "dataplane", 1, 64, 1).value_or(1));
+      if (const auto poll = loader.choice(t, "poll", "dataplane", kPolls, 0))
+        d.poll = static_cast<Poll>(*poll);
+      d.burst = static_cast<std::uint32_t>(
+          loader.integer(t, "burst", "dataplane", 1, 64, 32).value_or(32));
+      d.garp_interval_s = static_cast<std::uint32_t>(
+          loader.integer(t, "garp_interval", "dataplane", 1, 3600, 60).value_or(60));
+      d.garp_duration_s = static_cast<std::uint32_t>(
+          loader.integer(t, "garp_duration", "dataplane", 0, 86400, 1200).value_or(1200));
+    }
+  }
+  if (const toml::node* node = root.get("exception")) {
+    if (!node->is_table()) {
+      loader.error(node->source(), "exception", "expected a table");
+      return;
+    }
+    const toml::table& t = *node->as_table();
+    Exception& e = config.exception;
+    loader.check_unknown(t, "exception", "exception");
+    if (auto name = loader.string(t, "name", "exception", e.name)) {
+      if (name->empty() || name->size() > 15 || name->find_first_of("/ \t:") != std::string::npos) {
+        loader.error(
+            t.get("name")->source(), "exception.name",
+            "\"" + *name + "\" is not a valid interface name (1-15 characters, no / : or space)");
+      }
+      e.name = std::move(*name);
+    }
+    e.prefix =
+        static_cast<std::uint8_t>(loader.integer(t, "prefix", "exception", 0, 32, 24).value_or(24));
+    e.prefix6 = static_cast<std::uint8_t>(
+        loader.integer(t, "prefix6", "exception", 0, 128, 64).value_or(64));
+    if (const auto ring = loader.integer(t, "ring_size", "exception", 64, 65536, 4096)) {
+      if (!std::has_single_bit(static_cast<std::uint64_t>(*ring))) {
+        loader.error(t.get("ring_size")->source(), "exception.ring_size",
+                     "must be a power of two, got " + std::to_string(*ring));
+      }
+      e.ring_size = static_cast<std::uint32_t>(*ring);
+    }
+  }
+}
+
 std::string hex(const unsigned char* data, std::size_t size) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -581,6 +653,7 @@ LoadResult parse(std::string_view text, std::string_view source_name) {
   load_node(loader, root, config);
   load_vips(loader, root, config);
   load_groups(loader, root, config);
+  load_daemon(loader, root, config);
   if (loader.errors().empty()) {
     result.config = std::move(config);
   } else {

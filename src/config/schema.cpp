@@ -67,6 +67,30 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "client_net: IPv4 prefix length clients are grouped by."},
     {"group[].rule[].prefix6", kInteger, "64", "0-128", kReloadable,
      "client_net: IPv6 prefix length clients are grouped by."},
+    {"dataplane", kTable, "required by vipfarmd", "", kRestart, "The DPDK data plane."},
+    {"dataplane.uplink", kString, "required",
+     "a DPDK vdev (net_af_packet0,iface=eth1) or a PCI address", kRestart,
+     "The port that receives the farm's traffic (promiscuous)."},
+    {"dataplane.eal_args", kStringList, "[]", "", kRestart,
+     "Extra EAL arguments, e.g. [\"--no-huge\", \"-m\", \"256\", \"--file-prefix=node1\"]."},
+    {"dataplane.workers", kInteger, "1", "1-64", kRestart,
+     "Worker lcores, one uplink RX queue each."},
+    {"dataplane.poll", kString, "\"busy\"", "busy, adaptive", kReloadable,
+     "busy: spin; adaptive: back off to short sleeps when idle (labs, shared cores)."},
+    {"dataplane.burst", kInteger, "32", "1-64", kRestart, "Packets per RX burst."},
+    {"dataplane.garp_interval", kInteger, "60", "1-3600 seconds", kReloadable,
+     "Gratuitous ARP / unsolicited NA period for every VIP."},
+    {"dataplane.garp_duration", kInteger, "1200", "0-86400 seconds", kReloadable,
+     "How long after start or an ownership change the periodic announcements go on."},
+    {"exception", kTable, "defaults", "", kRestart, "The TAP interface into the kernel."},
+    {"exception.name", kString, "\"vipfarm0\"", "a Linux interface name (1-15 characters)",
+     kRestart, "The TAP interface the application sees; it gets the node and VIP addresses."},
+    {"exception.prefix", kInteger, "24", "0-32", kRestart,
+     "Prefix length of the node's own IPv4 address on the TAP."},
+    {"exception.prefix6", kInteger, "64", "0-128", kRestart,
+     "Prefix length of the node's own IPv6 address on the TAP."},
+    {"exception.ring_size", kInteger, "4096", "power of two, 64-65536", kRestart,
+     "Packets queued towards the kernel; beyond it they are dropped and counted."},
 });
 
 std::string_view type_name(ValueType type) {
@@ -79,6 +103,8 @@ std::string_view type_name(ValueType type) {
       return "integer";
     case kString:
       return "string";
+    case kStringList:
+      return "array of strings";
     case kPorts:
       return "string, integer or array";
   }

@@ -121,8 +121,8 @@ TEST(Config, EachKindOfError) {
                         "cluster.buckets: out of range"));
   EXPECT_TRUE(has_error(errors_with("name = \"web\"", "name = \"web\"\ncolour = 1"),
                         "t.toml:7:1: cluster.colour: unknown key"));
-  EXPECT_TRUE(has_error(errors_with("[[group]]", "[dataplane]\nworkers = 2\n[[group]]"),
-                        "dataplane: unknown key"));
+  EXPECT_TRUE(has_error(errors_with("[[group]]", "[metrics]\nlisten = 2\n[[group]]"),
+                        "metrics: unknown key"));
   EXPECT_TRUE(has_error(errors_with("id = 2\nname = \"b\"", "id = 1\nname = \"b\""),
                         "cluster.node[1].id: duplicate node id 1"));
   EXPECT_TRUE(has_error(errors_with("address = \"192.0.2.2\"", "address = \"192.0.2.1\""),
@@ -148,6 +148,13 @@ TEST(Config, EachKindOfError) {
   EXPECT_TRUE(has_error(errors_with("[[vip]]\naddress = \"198.51.100.50\"\n", ""),
                         "vip: missing required key"));
   EXPECT_TRUE(has_error(error_lines("[node\n"), "t.toml:1:6: (syntax):"));
+  EXPECT_TRUE(has_error(errors_with("[[group]]", "[dataplane]\nworkers = 2\n[[group]]"),
+                        "dataplane.uplink: missing required key"));
+  EXPECT_TRUE(has_error(errors_with("[[group]]", "[exception]\nname = \"a/b\"\n[[group]]"),
+                        "exception.name: \"a/b\" is not a valid interface name"));
+  EXPECT_TRUE(
+      has_error(errors_with("[[group]]", "[dataplane]\nuplink = \"x\"\neal_args = [1]\n[[group]]"),
+                "dataplane.eal_args: expected a string"));
 }
 
 TEST(Config, ReportsEveryErrorNotJustTheFirst) {
@@ -206,7 +213,7 @@ TEST(Config, ReadmeReferenceIsGeneratedFromTheSchema) {
   const std::string readme = read(std::string(VIPFARM_SOURCE_DIR) + "/README.md");
   EXPECT_NE(readme.find(reference_markdown()), std::string::npos)
       << "README.md's configuration table is stale: regenerate it with "
-         "`vipfarmctl config-reference`";
+         "scripts/gen-reference";
 }
 
 TEST(Config, ProductionExampleCommentsEveryKey) {

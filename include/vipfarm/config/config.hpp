@@ -57,6 +57,26 @@ struct ClusterNode {
   IpAddr address;
 };
 
+enum class Poll : std::uint8_t { kBusy, kAdaptive };
+
+struct Dataplane {
+  bool present = false;  // vipfarmd refuses to run without [dataplane]
+  std::string uplink;
+  std::vector<std::string> eal_args;
+  std::uint32_t workers = 1;
+  Poll poll = Poll::kBusy;
+  std::uint32_t burst = 32;
+  std::uint32_t garp_interval_s = 60;
+  std::uint32_t garp_duration_s = 1200;
+};
+
+struct Exception {
+  std::string name = "vipfarm0";
+  std::uint8_t prefix = 24;
+  std::uint8_t prefix6 = 64;
+  std::uint32_t ring_size = 4096;
+};
+
 struct Config {
   std::string source;  // the file it came from, for messages
   NodeId node_id = kNoNode;
@@ -69,6 +89,8 @@ struct Config {
   std::vector<ClusterNode> nodes;
   std::vector<Vip> vips;
   std::vector<Group> groups;
+  Dataplane dataplane;
+  Exception exception;
 
   const ClusterNode* find_node(NodeId id) const noexcept;
 };
