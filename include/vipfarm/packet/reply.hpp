@@ -1,0 +1,45 @@
+// Frames the data plane answers or sends for VIPs: ARP replies, neighbour advertisements,
+// gratuitous announcements, and the rewrite of the kernel's own ARP/ND that names a VIP.
+// The virtual MAC only ever travels inside ARP/ND payloads; the Ethernet source is always
+// the node's own MAC, so no switch ever learns the virtual MAC on one port.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "vipfarm/common/net.hpp"
+
+namespace vipfarm::packet {
+
+struct VipMac {
+  IpAddr address;
+  MacAddr mac;
+};
+
+// A frame classified kArpVip, turned into its reply in place (VLAN tags kept).
+// Returns false when the frame is not an ARP request (then it is left unchanged).
+bool make_arp_reply(std::span<std::byte> frame, const MacAddr& own, const MacAddr& vmac) noexcept;
+
+// A frame classified kNdVip (a neighbour solicitation), turned into the solicited neighbour
+// advertisement in place. `capacity` is the usable buffer size from the frame's start; the
+// reply may be longer than the solicitation (a DAD probe carries no link-layer option).
+// Returns the reply's length, or 0 when it cannot be built.
+std::size_t make_na_reply(std::span<std::byte> buffer, std::size_t length, const MacAddr& own,
+                          const MacAddr& vmac) noexcept;
+
+// Unsolicited announcements for one VIP: a gratuitous ARP request (IPv4) or an unsolicited
+// NA to all nodes (IPv6). Returns the length written into `out` (at least 86 bytes).
+std::size_t build_announcement(std::span<std::byte> out, const MacAddr& own,
+                               const VipMac& vip) noexcept;
+
+// The kernel's own ARP packets and neighbour solicitations/advertisements that name a VIP
+// as their sender carry the VIP's virtual MAC instead of this node's (CLUSTERIP did the
+// same): otherwise a client would pin the VIP to this node. Returns true if it rewrote.
+bool rewrite_outgoing(std::span<std::byte> frame, std::span<const VipMac> vips) noexcept;
+
+// The ICMPv6 checksum of the IPv6 packet at `ip` (upper layer at `l4`, `l4_len` bytes).
+std::uint16_t icmpv6_checksum(const std::byte* ip, const std::byte* l4,
+                              std::size_t l4_len) noexcept;
+
+}  // namespace vipfarm::packet
