@@ -403,13 +403,16 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
     fragment = w.fragment;
     l4 = l3 + w.offset;
     l4_len = end - w.offset;
-    if (w.proto == kProtoIcmpv6 && !fragment && l4_len >= 24 && l4[0] == 135) {
-      const int target = find_vip6(ipv6_at(l4 + 8));
+    if (w.proto == kProtoIcmpv6 && !fragment && l4_len >= 4 && l4[0] >= 133 && l4[0] <= 137) {
+      // Neighbour discovery is the host's, except solicitations for a VIP, which the data
+      // plane answers; an advertisement to a VIP answers some node's kernel: every one
+      // gets it.
+      const int target = l4[0] == 135 && l4_len >= 24 ? find_vip6(ipv6_at(l4 + 8)) : -1;
       if (target >= 0) {
         result.verdict = Verdict::kNdVip;
         result.vip = static_cast<std::uint16_t>(target);
-        return result;
       }
+      return result;
     }
     flow.server = ipv6_at(l3 + 24);
     vip = find_vip6(flow.server);

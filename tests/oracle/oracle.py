@@ -416,9 +416,11 @@ def classify(cfg, b, stats=None):
         p = res[1]
         # §2
         if (p.fam == 6 and p.proto == 58 and not p.frag and p.has_l4
-                and p.end - p.l4 >= 24 and b[p.l4] == 135
-                and bytes(b[p.l4 + 8:p.l4 + 24]) in cfg.vip6):
-            return ("nd_vip", "", "", -1)
+                and p.end - p.l4 >= 4 and 133 <= b[p.l4] <= 137):
+            if (b[p.l4] == 135 and p.end - p.l4 >= 24
+                    and bytes(b[p.l4 + 8:p.l4 + 24]) in cfg.vip6):
+                return ("nd_vip", "", "", -1)
+            return ("pass", "", "", -1)
         if not cfg.is_vip(p.dst):
             return ("pass", "", "", -1)
         f = make_flow(b, p)

@@ -1,0 +1,89 @@
+// The DPDK data plane: EAL, the uplink and TAP ports, worker lcores running the classifier
+// on bursts, the ARP/ND responder, the exception path, snapshot publication and per-lcore
+// counters. It parses no TOML and does no I/O other than DPDK's.
+#pragma once
+
+#include <array>
+#include <atomic>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "vipfarm/config/config.hpp"
+#include "vipfarm/packet/classify.hpp"
+#include "vipfarm/packet/reply.hpp"
+
+namespace vipfarm::dataplane {
+
+// What the workers classify with: immutable once published.
+struct Snapshot {
+  packet::Classifier classifier;
+  packet::Ownership ownership;
+  std::uint64_t generation;
+  config::Unmatched unmatched;
+};
+
+// Plain per-lcore counters, written by one lcore, summed by readers (relaxed reads of
+// torn-free 64-bit fields are fine for monotonic counters on x86-64).
+struct alignas(64) LcoreCounters {
+  std::uint64_t rx_packets = 0;
+  std::uint64_t rx_bytes = 0;
+  std::array<std::uint64_t, packet::kVerdictCount> verdicts{};
+  std::array<std::uint64_t, packet::kMalformedCount> malformed{};
+  std::uint64_t arp_replies = 0;
+  std::uint64_t nd_replies = 0;
+  std::uint64_t reply_failures = 0;
+  std::uint64_t uplink_tx_drops = 0;
+  std::uint64_t exception_enqueued = 0;
+  std::uint64_t exception_ring_full = 0;  // the kernel fell behind: dropped, counted
+  std::uint64_t exception_tx = 0;
+  std::uint64_t exception_tx_drops = 0;
+  std::uint64_t exception_rx = 0;
+  std::uint64_t kernel_rewrites = 0;
+  std::uint64_t announcements = 0;
+  std::uint64_t foreign_unicast = 0;
+  std::uint64_t uplink_tx_from_kernel = 0;
+  std::uint64_t to_uplink_ring_full = 0;  // host-bound frames for another host's MAC: dropped
+  std::uint64_t generation = 0;           // the snapshot generation this lcore last used
+};
+
+struct Totals {
+  LcoreCounters sum;
+  std::uint64_t min_generation = 0;  // every worker has applied at least this one
+};
+
+class Dataplane {
+ public:
+  Dataplane();
+  ~Dataplane();
+  Dataplane(const Dataplane&) = delete;
+  Dataplane& operator=(const Dataplane&) = delete;
+
+  // EAL, mempool, ports, ring; `extra_eal` comes from the command line. Returns an error
+  // message, empty on success.
+  std::string start(const config::Config& config, const std::string& program,
+                    const std::vector<std::string>& extra_eal);
+
+  // Makes `next` the snapshot every worker uses; returns once no worker can still be
+  // reading the previous one (RCU grace period), which is then freed.
+  void publish(std::unique_ptr<Snapshot> next);
+
+  // Launches the workers, then runs the exception path on the calling (main) lcore until
+  // `stop` becomes true; `on_idle` is called about every 100 ms from that loop.
+  void run(const std::atomic<bool>& stop, const std::function<void()>& on_idle);
+
+  // Queues gratuitous ARP / unsolicited NA for every VIP onto the uplink (main lcore only).
+  void announce();
+
+  Totals totals() const;
+  MacAddr uplink_mac() const;
+
+  struct Impl;
+
+ private:
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace vipfarm::dataplane

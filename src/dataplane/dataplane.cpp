@@ -1,0 +1,486 @@
+// Worker and exception loops over DPDK ports. Workers never lock, allocate, throw or log;
+// an error on the packet path is a counter. Control-side code here may do all of those.
+#include "vipfarm/dataplane/dataplane.hpp"
+
+#include <rte_cycles.h>
+#include <rte_eal.h>
+#include <rte_ethdev.h>
+#include <rte_launch.h>
+#include <rte_lcore.h>
+#include <rte_malloc.h>
+#include <rte_mbuf.h>
+#include <rte_rcu_qsbr.h>
+#include <rte_ring.h>
+
+#include <algorithm>
+#include <cstring>
+
+namespace vipfarm::dataplane {
+
+namespace {
+
+constexpr std::uint16_t kRxDescriptors = 1024;
+constexpr std::uint16_t kTxDescriptors = 1024;
+constexpr unsigned kMbufs = 8191;
+constexpr unsigned kMbufCache = 256;
+constexpr unsigned kIdlePollsBeforeSleep = 64;
+constexpr unsigned kIdleSleepMicros = 200;
+constexpr std::uint16_t kExceptionBurst = 32;
+
+std::uint64_t mac48(const std::uint8_t* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 6; ++i) v = v << 8 | p[i];
+  return v;
+}
+
+std::string eal_error(const std::string& what) { return what + ": " + rte_strerror(rte_errno); }
+
+std::string port_error(const std::string& what, int rc) { return what + ": " + rte_strerror(-rc); }
+
+}  // namespace
+
+struct Dataplane::Impl {
+  config::Config config;
+  rte_mempool* pool = nullptr;
+  rte_ring* to_kernel = nullptr;  // workers → exception lcore (MP/SC)
+  // Exception lcore → worker 0, which sends it on its own TX queue: the uplink then needs
+  // exactly one queue pair per worker (with af_packet, an unpolled extra RX queue would
+  // swallow its share of the traffic).
+  rte_ring* to_uplink = nullptr;
+  rte_rcu_qsbr* qsbr = nullptr;
+  std::uint16_t uplink = 0;
+  std::uint16_t tap = 0;
+  std::uint32_t workers = 1;
+  std::uint32_t burst = 32;
+  bool adaptive = false;
+  std::vector<packet::VipMac> vips;
+  MacAddr mac{};  // the uplink's: the Ethernet source of everything this node sends
+  std::uint64_t own48 = 0;
+  std::vector<std::uint64_t> virtual_macs;  // 48-bit values, for one compare each
+
+  bool is_virtual_mac(std::uint64_t mac48) const noexcept {
+    for (const std::uint64_t v : virtual_macs) {
+      if (v == mac48) return true;
+    }
+    return false;
+  }
+  // Workers read this once per burst; acquire pairs with publish()'s release so a worker
+  // sees a fully built snapshot.
+  std::atomic<const Snapshot*> current{nullptr};
+  std::vector<LcoreCounters> counters;  // [0] the exception lcore, [1..] the workers
+  const std::atomic<bool>* stop = nullptr;
+  bool eal_up = false;
+  std::vector<unsigned> worker_lcores;
+
+  struct WorkerArgs {
+    Impl* impl;
+    std::uint16_t queue;
+  };
+  std::vector<WorkerArgs> worker_args;
+
+  static int worker_main(void* arg);
+  void worker(std::uint16_t queue) noexcept;
+  void drain_to_uplink(LcoreCounters& c) noexcept;
+  void exception_poll(LcoreCounters& c) noexcept;
+};
+
+int Dataplane::Impl::worker_main(void* arg) {
+  auto* args = static_cast<WorkerArgs*>(arg);
+  args->impl->worker(args->queue);
+  return 0;
+}
+
+void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
+  LcoreCounters& c = counters[1 + queue];
+  const unsigned thread_id = queue;
+  rte_rcu_qsbr_thread_register(qsbr, thread_id);
+  rte_rcu_qsbr_thread_online(qsbr, thread_id);
+  std::array<rte_mbuf*, packet::Classifier::kMaxBurst> rx;
+  std::array<std::span<const std::byte>, packet::Classifier::kMaxBurst> frames;
+  std::array<packet::Result, packet::Classifier::kMaxBurst> results;
+  std::array<rte_mbuf*, packet::Classifier::kMaxBurst> kernel, reply, drop;
+  unsigned idle = 0;
+  while (!stop->load(std::memory_order_relaxed)) {
+    if (queue == 0) drain_to_uplink(c);
+    const std::uint16_t n =
+        rte_eth_rx_burst(uplink, queue, rx.data(), static_cast<std::uint16_t>(burst));
+    if (n == 0) {
+      rte_rcu_qsbr_quiescent(qsbr, thread_id);
+      if (adaptive && ++idle > kIdlePollsBeforeSleep) rte_delay_us_sleep(kIdleSleepMicros);
+      continue;
+    }
+    idle = 0;
+    const Snapshot* snap = current.load(std::memory_order_acquire);
+    c.generation = snap->generation;
+    for (std::uint16_t i = 0; i < n; ++i) {
+      // Only the first segment is classified: headers of interest live in it (af_packet
+      // and NIC ports deliver single-segment frames up to the mbuf size).
+      frames[i] = {rte_pktmbuf_mtod(rx[i], const std::byte*), rte_pktmbuf_data_len(rx[i])};
+      c.rx_bytes += rte_pktmbuf_pkt_len(rx[i]);
+      if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 4], void*));
+    }
+    c.rx_packets += n;
+    snap->classifier.classify_burst(frames.data(), n, results.data());
+    unsigned nk = 0, nr = 0, nd = 0;
+    for (std::uint16_t i = 0; i < n; ++i) {
+      packet::Result& r = results[i];
+      snap->ownership.apply(r);
+      ++c.verdicts[static_cast<std::size_t>(r.verdict)];
+      rte_mbuf* m = rx[i];
+      switch (r.verdict) {
+        case packet::Verdict::kPass: {
+          // Host traffic: broadcast, multicast and this node's MAC as they are; frames to a
+          // virtual MAC (ARP/ND answers to the kernel's own requests from a VIP) readdressed
+          // to the TAP; unicast for other hosts, flooded by the switch, dropped here.
+          auto* dst = rte_pktmbuf_mtod(m, std::uint8_t*);
+          const std::uint64_t d48 = mac48(dst);
+          if ((dst[0] & 1) != 0 || d48 == own48) {
+            kernel[nk++] = m;
+          } else if (is_virtual_mac(d48)) {
+            std::memcpy(dst, mac.data(), 6);
+            kernel[nk++] = m;
+          } else {
+            ++c.foreign_unicast;
+            drop[nd++] = m;
+          }
+          break;
+        }
+        case packet::Verdict::kAccept:
+          // Sent to the virtual MAC; the kernel only takes frames for the TAP's own MAC.
+          std::memcpy(rte_pktmbuf_mtod(m, void*), mac.data(), 6);
+          kernel[nk++] = m;
+          break;
+        case packet::Verdict::kNoRule:
+          if (snap->unmatched == config::Unmatched::kPass) {
+            kernel[nk++] = m;
+          } else {
+            drop[nd++] = m;
+          }
+          break;
+        case packet::Verdict::kArpVip: {
+          const packet::VipMac& vip = vips[r.vip];
+          if (packet::make_arp_reply({rte_pktmbuf_mtod(m, std::byte*), rte_pktmbuf_data_len(m)},
+                                     mac, vip.mac)) {
+            ++c.arp_replies;
+            reply[nr++] = m;
+          } else {
+            ++c.reply_failures;
+            drop[nd++] = m;
+          }
+          break;
+        }
+        case packet::Verdict::kNdVip: {
+          const packet::VipMac& vip = vips[r.vip];
+          const std::size_t capacity = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
+          const std::size_t len =
+              m->nb_segs == 1 ? packet::make_na_reply({rte_pktmbuf_mtod(m, std::byte*), capacity},
+                                                      rte_pktmbuf_data_len(m), mac, vip.mac)
+                              : 0;
+          if (len != 0) {
+            m->data_len = static_cast<std::uint16_t>(len);
+            m->pkt_len = static_cast<std::uint32_t>(len);
+            ++c.nd_replies;
+            reply[nr++] = m;
+          } else {
+            ++c.reply_failures;
+            drop[nd++] = m;
+          }
+          break;
+        }
+        case packet::Verdict::kMalformed:
+          ++c.malformed[static_cast<std::size_t>(r.reason)];
+          drop[nd++] = m;
+          break;
+        default:  // kNotOwner (kFarm never survives apply())
+          drop[nd++] = m;
+          break;
+      }
+    }
+    if (nk != 0) {
+      const unsigned queued =
+          rte_ring_enqueue_burst(to_kernel, reinterpret_cast<void**>(kernel.data()), nk, nullptr);
+      c.exception_enqueued += queued;
+      if (queued < nk) {
+        c.exception_ring_full += nk - queued;
+        rte_pktmbuf_free_bulk(kernel.data() + queued, nk - queued);
+      }
+    }
+    if (nr != 0) {
+      const std::uint16_t sent =
+          rte_eth_tx_burst(uplink, queue, reply.data(), static_cast<std::uint16_t>(nr));
+      if (sent < nr) {
+        c.uplink_tx_drops += nr - sent;
+        rte_pktmbuf_free_bulk(reply.data() + sent, nr - sent);
+      }
+    }
+    if (nd != 0) rte_pktmbuf_free_bulk(drop.data(), nd);
+    rte_rcu_qsbr_quiescent(qsbr, thread_id);
+  }
+  rte_rcu_qsbr_thread_offline(qsbr, thread_id);
+  rte_rcu_qsbr_thread_unregister(qsbr, thread_id);
+}
+
+void Dataplane::Impl::drain_to_uplink(LcoreCounters& c) noexcept {
+  std::array<rte_mbuf*, kExceptionBurst> out;
+  const unsigned n = rte_ring_sc_dequeue_burst(to_uplink, reinterpret_cast<void**>(out.data()),
+                                               kExceptionBurst, nullptr);
+  if (n == 0) return;
+  const std::uint16_t sent = rte_eth_tx_burst(uplink, 0, out.data(), static_cast<std::uint16_t>(n));
+  c.uplink_tx_from_kernel += sent;
+  if (sent < n) {
+    c.uplink_tx_drops += n - sent;
+    rte_pktmbuf_free_bulk(out.data() + sent, n - sent);
+  }
+}
+
+// One pass of the exception path: accepted and host traffic into the kernel, and what the
+// kernel sends handed to worker 0 for the uplink.
+void Dataplane::Impl::exception_poll(LcoreCounters& c) noexcept {
+  std::array<rte_mbuf*, kExceptionBurst> burst_buf;
+  const unsigned n = rte_ring_dequeue_burst(to_kernel, reinterpret_cast<void**>(burst_buf.data()),
+                                            kExceptionBurst, nullptr);
+  if (n != 0) {
+    const std::uint16_t sent =
+        rte_eth_tx_burst(tap, 0, burst_buf.data(), static_cast<std::uint16_t>(n));
+    c.exception_tx += sent;
+    if (sent < n) {
+      c.exception_tx_drops += n - sent;
+      rte_pktmbuf_free_bulk(burst_buf.data() + sent, n - sent);
+    }
+  }
+  const std::uint16_t m = rte_eth_rx_burst(tap, 0, burst_buf.data(), kExceptionBurst);
+  if (m != 0) {
+    c.exception_rx += m;
+    for (std::uint16_t i = 0; i < m; ++i) {
+      rte_mbuf* f = burst_buf[i];
+      if (packet::rewrite_outgoing({rte_pktmbuf_mtod(f, std::byte*), rte_pktmbuf_data_len(f)},
+                                   vips)) {
+        ++c.kernel_rewrites;
+      }
+    }
+    const unsigned queued = rte_ring_sp_enqueue_burst(
+        to_uplink, reinterpret_cast<void**>(burst_buf.data()), m, nullptr);
+    if (queued < m) {
+      c.to_uplink_ring_full += m - queued;
+      rte_pktmbuf_free_bulk(burst_buf.data() + queued, m - queued);
+    }
+  }
+}
+
+Dataplane::Dataplane() : impl_(std::make_unique<Impl>()) {}
+
+Dataplane::~Dataplane() {
+  if (impl_->eal_up) {
+    rte_eth_dev_stop(impl_->uplink);
+    rte_eth_dev_stop(impl_->tap);
+    rte_eth_dev_close(impl_->tap);  // removes the TAP interface from the kernel
+    rte_eth_dev_close(impl_->uplink);
+    delete impl_->current.load();
+    rte_free(impl_->qsbr);
+    rte_ring_free(impl_->to_kernel);
+    rte_ring_free(impl_->to_uplink);
+    rte_mempool_free(impl_->pool);
+    rte_eal_cleanup();
+  }
+}
+
+namespace {
+
+std::string setup_port(std::uint16_t port, std::uint16_t rxq, std::uint16_t txq,
+                       rte_mempool* pool) {
+  rte_eth_conf conf{};
+  int rc = rte_eth_dev_configure(port, rxq, txq, &conf);
+  if (rc < 0) return port_error("configure port " + std::to_string(port), rc);
+  std::uint16_t rxd = kRxDescriptors, txd = kTxDescriptors;
+  rte_eth_dev_adjust_nb_rx_tx_desc(port, &rxd, &txd);
+  const int socket = rte_eth_dev_socket_id(port);
+  for (std::uint16_t q = 0; q < rxq; ++q) {
+    rc = rte_eth_rx_queue_setup(port, q, rxd, static_cast<unsigned>(socket), nullptr, pool);
+    if (rc < 0)
+      return port_error("rx queue " + std::to_string(q) + " of port " + std::to_string(port), rc);
+  }
+  for (std::uint16_t q = 0; q < txq; ++q) {
+    rc = rte_eth_tx_queue_setup(port, q, txd, static_cast<unsigned>(socket), nullptr);
+    if (rc < 0)
+      return port_error("tx queue " + std::to_string(q) + " of port " + std::to_string(port), rc);
+  }
+  return {};
+}
+
+}  // namespace
+
+std::string Dataplane::start(const config::Config& config, const std::string& program,
+                             const std::vector<std::string>& extra_eal) {
+  Impl& d = *impl_;
+  d.config = config;
+  d.workers = config.dataplane.workers;
+  d.burst = config.dataplane.burst;
+  d.adaptive = config.dataplane.poll == config::Poll::kAdaptive;
+  for (const config::Vip& v : config.vips) {
+    d.vips.push_back({v.address, v.mac});
+    d.virtual_macs.push_back(mac48(v.mac.data()));
+  }
+
+  std::vector<std::string> args = {program};
+  args.insert(args.end(), config.dataplane.eal_args.begin(), config.dataplane.eal_args.end());
+  args.insert(args.end(), extra_eal.begin(), extra_eal.end());
+  const bool has_lcores = std::any_of(args.begin(), args.end(), [](const std::string& a) {
+    return a == "-l" || a == "-c" || a.starts_with("--lcores");
+  });
+  if (!has_lcores) {
+    args.push_back("-l");
+    args.push_back("0-" + std::to_string(d.workers));
+  }
+  std::string uplink = config.dataplane.uplink;
+  const bool vdev = uplink.starts_with("net_");
+  // af_packet: one queue pair (one socket in a fanout group) per worker.
+  if (uplink.starts_with("net_af_packet") && uplink.find("qpairs=") == std::string::npos) {
+    uplink += ",qpairs=" + std::to_string(d.workers);
+  }
+  args.push_back(vdev ? "--vdev=" + uplink : "-a");
+  if (!vdev) args.push_back(uplink);
+  args.push_back("--vdev=net_tap_vipfarm,iface=" + config.exception.name);
+  std::vector<char*> argv;
+  for (std::string& a : args) argv.push_back(a.data());
+  if (rte_eal_init(static_cast<int>(argv.size()), argv.data()) < 0) return eal_error("EAL init");
+  d.eal_up = true;
+  if (rte_lcore_count() < d.workers + 1) {
+    return "EAL gave " + std::to_string(rte_lcore_count()) + " lcores; need " +
+           std::to_string(d.workers + 1) + " (main + workers)";
+  }
+
+  const std::string uplink_name = vdev ? uplink.substr(0, uplink.find(',')) : uplink;
+  if (rte_eth_dev_get_port_by_name(uplink_name.c_str(), &d.uplink) != 0) {
+    return "uplink port \"" + uplink_name + "\" not found";
+  }
+  if (rte_eth_dev_get_port_by_name("net_tap_vipfarm", &d.tap) != 0) return "TAP port not created";
+
+  d.pool = rte_pktmbuf_pool_create("vipfarm_mbufs", kMbufs, kMbufCache, 0,
+                                   RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
+  if (d.pool == nullptr) return eal_error("mbuf pool");
+  d.to_kernel = rte_ring_create("vipfarm_to_kernel", config.exception.ring_size,
+                                static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+  if (d.to_kernel == nullptr) return eal_error("exception ring");
+  d.to_uplink = rte_ring_create("vipfarm_to_uplink", config.exception.ring_size,
+                                static_cast<int>(rte_socket_id()), RING_F_SP_ENQ | RING_F_SC_DEQ);
+  if (d.to_uplink == nullptr) return eal_error("uplink ring");
+  const std::size_t qsbr_size = rte_rcu_qsbr_get_memsize(d.workers);
+  d.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("vipfarm_qsbr", qsbr_size, RTE_CACHE_LINE_SIZE));
+  if (d.qsbr == nullptr || rte_rcu_qsbr_init(d.qsbr, d.workers) != 0) return "RCU state";
+
+  std::string err = setup_port(d.uplink, static_cast<std::uint16_t>(d.workers),
+                               static_cast<std::uint16_t>(d.workers), d.pool);
+  if (!err.empty()) return err;
+  err = setup_port(d.tap, 1, 1, d.pool);
+  if (!err.empty()) return err;
+  rte_ether_addr mac;
+  if (rte_eth_macaddr_get(d.uplink, &mac) != 0) return "uplink MAC address";
+  std::memcpy(d.mac.data(), mac.addr_bytes, 6);
+  d.own48 = mac48(d.mac.data());
+  // The kernel's frames leave with the node's own MAC: give the TAP the uplink's address.
+  if (int rc = rte_eth_dev_default_mac_addr_set(d.tap, &mac); rc != 0) {
+    return port_error("TAP MAC address", rc);
+  }
+  if (int rc = rte_eth_promiscuous_enable(d.uplink); rc != 0) {
+    return port_error("promiscuous mode on the uplink (the virtual MAC's frames need it)", rc);
+  }
+  if (int rc = rte_eth_dev_start(d.uplink); rc < 0) return port_error("start uplink", rc);
+  if (int rc = rte_eth_dev_start(d.tap); rc < 0) return port_error("start TAP", rc);
+  d.counters.assign(d.workers + 1, LcoreCounters{});
+  return {};
+}
+
+void Dataplane::publish(std::unique_ptr<Snapshot> next) {
+  const Snapshot* old = impl_->current.exchange(next.release(), std::memory_order_acq_rel);
+  if (old == nullptr) return;
+  // Every worker passes a quiescent point after each burst (and each empty poll), so this
+  // waits at most one burst's time.
+  rte_rcu_qsbr_synchronize(impl_->qsbr, RTE_QSBR_THRID_INVALID);
+  delete old;
+}
+
+void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& on_idle) {
+  Impl& d = *impl_;
+  d.stop = &stop;
+  d.worker_args.clear();
+  for (std::uint32_t q = 0; q < d.workers; ++q)
+    d.worker_args.push_back({&d, static_cast<std::uint16_t>(q)});
+  unsigned q = 0;
+  unsigned lcore;
+  RTE_LCORE_FOREACH_WORKER(lcore) {
+    if (q == d.workers) break;
+    rte_eal_remote_launch(&Impl::worker_main, &d.worker_args[q++], lcore);
+  }
+  const std::uint64_t tick = rte_get_timer_hz() / 10;
+  std::uint64_t next_tick = rte_get_timer_cycles() + tick;
+  unsigned idle = 0;
+  LcoreCounters& c = d.counters[0];
+  while (!stop.load(std::memory_order_relaxed)) {
+    const std::uint64_t before = c.exception_tx + c.exception_rx + c.exception_tx_drops;
+    d.exception_poll(c);
+    if (rte_get_timer_cycles() >= next_tick) {
+      next_tick += tick;
+      on_idle();
+    }
+    if (c.exception_tx + c.exception_rx + c.exception_tx_drops == before) {
+      if (d.adaptive && ++idle > kIdlePollsBeforeSleep) rte_delay_us_sleep(kIdleSleepMicros);
+    } else {
+      idle = 0;
+    }
+  }
+  rte_eal_mp_wait_lcore();
+}
+
+void Dataplane::announce() {
+  Impl& d = *impl_;
+  for (const packet::VipMac& vip : d.vips) {
+    rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
+    if (m == nullptr) continue;
+    char* data = rte_pktmbuf_append(m, 128);
+    const std::size_t len =
+        packet::build_announcement({reinterpret_cast<std::byte*>(data), 128}, d.mac, vip);
+    rte_pktmbuf_trim(m, static_cast<std::uint16_t>(128 - len));
+    if (rte_ring_sp_enqueue(d.to_uplink, m) == 0) {
+      ++d.counters[0].announcements;
+    } else {
+      ++d.counters[0].to_uplink_ring_full;
+      rte_pktmbuf_free(m);
+    }
+  }
+}
+
+MacAddr Dataplane::uplink_mac() const { return impl_->mac; }
+
+Totals Dataplane::totals() const {
+  Totals t;
+  bool first_worker = true;
+  for (std::size_t i = 0; i < impl_->counters.size(); ++i) {
+    const LcoreCounters& c = impl_->counters[i];
+    LcoreCounters& s = t.sum;
+    s.rx_packets += c.rx_packets;
+    s.rx_bytes += c.rx_bytes;
+    for (std::size_t v = 0; v < s.verdicts.size(); ++v) s.verdicts[v] += c.verdicts[v];
+    for (std::size_t r = 0; r < s.malformed.size(); ++r) s.malformed[r] += c.malformed[r];
+    s.arp_replies += c.arp_replies;
+    s.nd_replies += c.nd_replies;
+    s.reply_failures += c.reply_failures;
+    s.uplink_tx_drops += c.uplink_tx_drops;
+    s.exception_enqueued += c.exception_enqueued;
+    s.exception_ring_full += c.exception_ring_full;
+    s.exception_tx += c.exception_tx;
+    s.exception_tx_drops += c.exception_tx_drops;
+    s.exception_rx += c.exception_rx;
+    s.kernel_rewrites += c.kernel_rewrites;
+    s.announcements += c.announcements;
+    s.foreign_unicast += c.foreign_unicast;
+    s.uplink_tx_from_kernel += c.uplink_tx_from_kernel;
+    s.to_uplink_ring_full += c.to_uplink_ring_full;
+    if (i > 0) {
+      t.min_generation = first_worker ? c.generation : std::min(t.min_generation, c.generation);
+      first_worker = false;
+    }
+  }
+  return t;
+}
+
+}  // namespace vipfarm::dataplane

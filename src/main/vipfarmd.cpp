@@ -1,0 +1,198 @@
+// vipfarmd: wires config, data plane and TAP addresses together, then runs until SIGTERM.
+#include <signal.h>
+
+#include <boost/program_options.hpp>
+#include <chrono>
+#include <fstream>
+#include <iostream>
+
+#include "vipfarm/config/config.hpp"
+#include "vipfarm/dataplane/dataplane.hpp"
+#include "vipfarm/dataplane/netlink.hpp"
+
+namespace po = boost::program_options;
+using namespace vipfarm;
+
+namespace {
+
+std::atomic<bool> g_stop{false};
+
+extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+
+struct TapAddress {
+  IpAddr address;
+  unsigned prefix;
+  bool no_dad;
+};
+
+// The node's own address with the lab/LAN prefix, and every VIP: IPv4 VIPs as /32,
+// IPv6 VIPs with the IPv6 prefix so the kernel has an on-link route to IPv6 clients.
+// DAD is off for VIPs: every node holds them, and the data plane answers for them.
+std::vector<TapAddress> tap_addresses(const config::Config& config) {
+  std::vector<TapAddress> out;
+  const config::ClusterNode* self = config.find_node(config.node_id);
+  out.push_back({self->address,
+                 self->address.is_v4() ? config.exception.prefix : config.exception.prefix6,
+                 false});
+  for (const config::Vip& vip : config.vips) {
+    out.push_back({vip.address, vip.address.is_v4() ? 32u : config.exception.prefix6, true});
+  }
+  return out;
+}
+
+// With net_af_packet the uplink is a kernel interface the kernel also listens on. The TAP
+// takes over its MAC (the node's identity), so the kernel interface gets another one and
+// loses ARP and IPv6: otherwise the kernel would answer ARP/ND for the VIPs on it with its
+// own MAC, and take frames for the node's MAC twice (there and through the TAP).
+std::string hand_over_af_packet(const std::string& uplink, const MacAddr& mac) {
+  if (!uplink.starts_with("net_af_packet")) return {};
+  const auto at = uplink.find("iface=");
+  if (at == std::string::npos) return "uplink " + uplink + ": no iface=";
+  const std::string iface = uplink.substr(at + 6, uplink.find(',', at) - at - 6);
+  MacAddr aside = mac;
+  aside[0] = 0xAE;  // locally administered, unicast, and not the node's MAC
+  if (std::string err = dataplane::netlink::set_mac(iface, aside); !err.empty()) return err;
+  if (std::string err = dataplane::netlink::set_noarp(iface); !err.empty()) return err;
+  std::ofstream("/proc/sys/net/ipv6/conf/" + iface + "/disable_ipv6") << "1\n";
+  return {};
+}
+
+std::unique_ptr<dataplane::Snapshot> initial_snapshot(const config::Config& config) {
+  // Until membership (issue 4) the view is every configured node.
+  const config::ViewMask view = config::all_nodes(config);
+  return std::make_unique<dataplane::Snapshot>(dataplane::Snapshot{
+      packet::Classifier(config), packet::Ownership::compute(config, config.node_id, view), 1,
+      config.unmatched});
+}
+
+void print_totals(const dataplane::Totals& t) {
+  const auto& s = t.sum;
+  std::cerr << "vipfarmd: rx " << s.rx_packets << " packets, " << s.rx_bytes << " bytes;";
+  for (std::size_t v = 0; v < s.verdicts.size(); ++v) {
+    if (s.verdicts[v] != 0) {
+      std::cerr << " " << packet::to_string(static_cast<packet::Verdict>(v)) << " "
+                << s.verdicts[v];
+    }
+  }
+  std::cerr << "; arp replies " << s.arp_replies << ", nd replies " << s.nd_replies
+            << "; to kernel " << s.exception_tx << " (ring full " << s.exception_ring_full
+            << "), from kernel " << s.exception_rx << " (rewritten " << s.kernel_rewrites
+            << "); announcements " << s.announcements << "\n";
+}
+
+int run_daemon(const config::Config& config, const std::string& program,
+               const std::vector<std::string>& extra_eal) {
+  if (!config.dataplane.present) {
+    std::cerr << config.source << ": [dataplane] is required to run vipfarmd (uplink = ...)\n";
+    return 1;
+  }
+  struct sigaction sa {};
+  sa.sa_handler = on_signal;
+  sigaction(SIGTERM, &sa, nullptr);
+  sigaction(SIGINT, &sa, nullptr);
+
+  dataplane::Dataplane dp;
+  if (const std::string err = dp.start(config, program, extra_eal); !err.empty()) {
+    std::cerr << "vipfarmd: " << err << "\n";
+    return 1;
+  }
+  dp.publish(initial_snapshot(config));
+  if (const std::string err = hand_over_af_packet(config.dataplane.uplink, dp.uplink_mac());
+      !err.empty()) {
+    std::cerr << "vipfarmd: " << err << "\n";
+    return 1;
+  }
+
+  const std::string& tap = config.exception.name;
+  const std::vector<TapAddress> addresses = tap_addresses(config);
+  auto remove_addresses = [&] {
+    for (const TapAddress& a : addresses) {
+      if (const std::string err = dataplane::netlink::remove_address(tap, a.address, a.prefix);
+          !err.empty()) {
+        std::cerr << "vipfarmd: " << err << "\n";
+      }
+    }
+  };
+  for (const TapAddress& a : addresses) {
+    if (const std::string err = dataplane::netlink::add_address(tap, a.address, a.prefix, a.no_dad);
+        !err.empty()) {
+      std::cerr << "vipfarmd: " << err << "\n";
+      remove_addresses();
+      return 1;
+    }
+  }
+  if (const std::string err = dataplane::netlink::link_up(tap); !err.empty()) {
+    std::cerr << "vipfarmd: " << err << "\n";
+    remove_addresses();
+    return 1;
+  }
+
+  std::cerr << "vipfarmd: ready: node " << to_int(config.node_id) << " (" << config.node_name
+            << "), TAP " << tap << ", uplink MAC " << to_string(dp.uplink_mac()) << "\n";
+
+  using Clock = std::chrono::steady_clock;
+  const auto started = Clock::now();
+  const auto interval = std::chrono::seconds(config.dataplane.garp_interval_s);
+  const auto duration = std::chrono::seconds(config.dataplane.garp_duration_s);
+  auto next_announcement = started;
+  dp.run(g_stop, [&] {
+    const auto now = Clock::now();
+    if (now >= next_announcement && now - started <= duration + interval) {
+      dp.announce();
+      next_announcement = now + interval;
+    }
+  });
+
+  remove_addresses();
+  print_totals(dp.totals());
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string config_path, check_path;
+  po::options_description options("vipfarmd [options] [-- EAL arguments]");
+  options.add_options()("help,h", "this help")("version", "print the version")(
+      "config", po::value(&config_path), "the node's TOML configuration")(
+      "check-config", po::value(&check_path), "validate a configuration and exit (0 valid, 1 not)");
+  std::vector<std::string> ours, extra_eal;
+  bool after_dashes = false;
+  for (int i = 1; i < argc; ++i) {
+    const std::string arg = argv[i];
+    if (!after_dashes && arg == "--") {
+      after_dashes = true;
+    } else {
+      (after_dashes ? extra_eal : ours).push_back(arg);
+    }
+  }
+  po::variables_map vm;
+  try {
+    po::store(po::command_line_parser(ours).options(options).run(), vm);
+    po::notify(vm);
+  } catch (const po::error& e) {
+    std::cerr << "vipfarmd: " << e.what() << "\n" << options;
+    return 2;
+  }
+  if (vm.count("help")) {
+    std::cout << options;
+    return 0;
+  }
+  if (vm.count("version")) {
+    std::cout << "vipfarmd " << VIPFARM_VERSION << "\n";
+    return 0;
+  }
+  const std::string path = !check_path.empty() ? check_path : config_path;
+  if (path.empty()) {
+    std::cerr << "vipfarmd: --config FILE is required\n" << options;
+    return 2;
+  }
+  config::LoadResult loaded = config::load_file(path);
+  for (const config::Error& e : loaded.errors) std::cerr << e.to_string() << "\n";
+  if (!loaded.config) return 1;
+  if (!check_path.empty()) {
+    std::cout << path << ": OK\n" << config::summary(*loaded.config);
+    return 0;
+  }
+  return run_daemon(*loaded.config, argv[0], extra_eal);
+}

@@ -1,0 +1,182 @@
+#!/usr/bin/env bash
+# Lab test 1 of issue 3, in small: a 3-node farm in network namespaces (tests/lab/lib.sh),
+# 300 client source addresses, one HTTP GET each to the VIP. Every request must succeed,
+# once, served by the node that `vipfarmctl owner` predicts; one IPv6 request too; the
+# daemons must exit 0 on SIGTERM. Needs root, build/vipfarmd and build/vipfarmctl.
+#
+#   VIPFARMD=build/vipfarmd VIPFARMCTL=build/vipfarmctl tests/lab/smoke.sh
+#   knobs: LAB_SMOKE_CLIENTS (300), LAB_SMOKE_DEADLINE (120 s for all requests),
+#          LAB_CONVERGE_TIMEOUT (30 s), and lib.sh's (LAB_KEEP_DIR=1 keeps the logs)
+#
+# Ends with "lab-smoke: N passed, M failed"; prints the lab's state (lab_dump) on failure.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+
+clients=${LAB_SMOKE_CLIENTS:-300}
+requests_deadline=${LAB_SMOKE_DEADLINE:-120}
+converge_timeout=${LAB_CONVERGE_TIMEOUT:-30}
+n_nodes=3
+
+passed=0
+failed=0
+check() {  # check NAME COMMAND...: the command must succeed
+    local name=$1
+    shift
+    if "$@"; then
+        passed=$((passed + 1))
+    else
+        failed=$((failed + 1))
+        echo "FAIL: $name" >&2
+    fi
+}
+finish() {
+    echo "lab-smoke: $passed passed, $failed failed"
+    ((failed == 0))
+    exit
+}
+
+for tool in "$VIPFARMD" "$VIPFARMCTL"; do
+    if [[ ! -x $tool ]]; then
+        echo "lab-smoke: $tool is not built (set VIPFARMD / VIPFARMCTL)" >&2
+        failed=1
+        finish
+    fi
+done
+
+# owner CLIENT SERVER: the node id `vipfarmctl owner` predicts for a TCP flow (0: none).
+owner() {
+    local json
+    json=$("$VIPFARMCTL" owner --config "$conf1" --view "$view" --json tcp "$1" "$2") || return 1
+    if [[ $json =~ \"verdict\":\"farm\" && $json =~ \"owner\":([0-9]+) ]]; then
+        echo "${BASH_REMATCH[1]}"
+    else
+        echo 0
+    fi
+}
+# get SOURCE URL: one bounded HTTP GET from the client, from that source address.
+get() {
+    lab_exec_client curl -sS -g --noproxy '*' --max-time 2 --interface "$1" "$2"
+}
+
+# --- the farm ------------------------------------------------------------------------
+lab_up "$n_nodes"
+lab_start_daemons
+lab_wait_ready
+lab_start_nginx
+conf1=$(lab_node_config 1)
+view=$(lab_view)
+
+# Wait until the farm has converged: a probe address owned by each node (not one of the
+# test's sources) is answered by that node, twice in a row.
+mapfile -t probes < <(lab_client_addrs 30)
+declare -A probe_of=()
+for addr in "${probes[@]}"; do
+    k=$(owner "$addr:40000" "$LAB_VIP4:80") || k=0
+    [[ $k != 0 && -z ${probe_of[$k]:-} ]] && probe_of[$k]=$addr
+done
+check "the owner query gives a probe address for every node" test "${#probe_of[@]}" -eq "$n_nodes"
+deadline=$((SECONDS + converge_timeout))
+good=0
+while ((good < 2 && SECONDS < deadline)); do
+    ok=1
+    for k in "${!probe_of[@]}"; do
+        [[ $(get "${probe_of[$k]}" "http://$LAB_VIP4/" 2>/dev/null) == "node$k" ]] || ok=0
+    done
+    if ((ok)); then good=$((good + 1)); else good=0; sleep 0.5; fi
+done
+check "the farm converges within ${converge_timeout}s (each node serves its probe)" test "$good" -ge 2
+
+# --- one GET from each of $clients sources ------------------------------------------------
+mapfile -t sources < <(lab_client_addrs "$clients")
+declare -A expect=()
+declare -a predicted=() answered=() as_predicted=() lost=()
+for ((k = 0; k <= n_nodes; k++)); do predicted[k]=0 answered[k]=0 as_predicted[k]=0 lost[k]=0; done
+unknown=0
+for addr in "${sources[@]}"; do
+    k=$(owner "$addr:40000" "$LAB_VIP4:80") || k=0
+    expect[$addr]=$k
+    ((k >= 1 && k <= n_nodes)) || unknown=$((unknown + 1))
+    predicted[k]=$((predicted[k] + 1))
+done
+check "every source has a predicted owner among nodes 1..$n_nodes" test "$unknown" -eq 0
+
+shown=0
+deadline=$((SECONDS + requests_deadline))
+for addr in "${sources[@]}"; do
+    want=${expect[$addr]}
+    if ((SECONDS >= deadline)); then
+        body="(not sent: the ${requests_deadline}s deadline passed)"
+    else
+        body=$(get "$addr" "http://$LAB_VIP4/" 2>&1)
+    fi
+    if [[ $body =~ ^node([0-9]+)$ ]]; then
+        answered[BASH_REMATCH[1]]=$((answered[BASH_REMATCH[1]] + 1))
+    fi
+    if [[ $body == "node$want" ]]; then
+        passed=$((passed + 1))
+        as_predicted[want]=$((as_predicted[want] + 1))
+    else
+        failed=$((failed + 1))
+        [[ $body =~ ^node[0-9]+$ ]] || lost[want]=$((lost[want] + 1))
+        if ((shown < 10)); then
+            echo "FAIL: GET from $addr: expected node$want, got: ${body//$'\n'/ | }" >&2
+        fi
+        shown=$((shown + 1))
+    fi
+done
+((shown > 10)) && echo "FAIL: ... and $((shown - 10)) more requests" >&2
+
+echo
+printf '%-6s %9s %9s %12s %6s\n' node predicted answered as-predicted lost
+for ((k = 1; k <= n_nodes; k++)); do
+    printf '%-6s %9d %9d %12d %6d\n' "node$k" "${predicted[k]}" "${answered[k]}" "${as_predicted[k]}" "${lost[k]}"
+done
+echo "(predicted: sources vipfarmctl owner gives the node; answered: responses saying this"
+echo " node; as-predicted: answered here and predicted here; lost: predicted here, no answer)"
+echo
+
+# nginx's access logs agree: each source reached exactly one node, the predicted one,
+# on the VIP.
+declare -A seen=()
+for ((k = 1; k <= n_nodes; k++)); do
+    while read -r remote local _; do
+        [[ -n ${expect[$remote]:-} ]] || continue # a probe or the IPv6 client
+        if [[ $local == "$LAB_VIP4:80" ]]; then seen[$remote]+="$k "; else seen[$remote]+="$k($local) "; fi
+    done <"$LAB_DIR/nginx-node$k/access.log"
+done
+bad_logs=0
+for addr in "${sources[@]}"; do
+    if [[ ${seen[$addr]:-} != "${expect[$addr]} " ]]; then
+        ((bad_logs < 5)) && echo "FAIL: access logs: $addr expected at node ${expect[$addr]}, logged at: ${seen[$addr]:-nowhere}" >&2
+        bad_logs=$((bad_logs + 1))
+    fi
+done
+check "access logs: each source served once, by its predicted node, on the VIP" test "$bad_logs" -eq 0
+
+# One request over IPv6.
+want6=$(owner "[$LAB_CLIENT6]:40000" "[$LAB_VIP6]:80") || want6=0
+body6=$(get "$LAB_CLIENT6" "http://[$LAB_VIP6]/" 2>&1)
+echo "IPv6: [$LAB_CLIENT6] -> [$LAB_VIP6]: expected node$want6, got: ${body6//$'\n'/ | }"
+check "IPv6 GET served by its predicted node" test "$body6" = "node$want6"
+
+((failed == 0)) || lab_dump
+
+# --- shutdown: SIGTERM, exit 0 in time, the VIP gone ---------------------------------
+lab_stop_daemons
+for ((k = 1; k <= n_nodes; k++)); do
+    check "node $k: vipfarmd exits 0 on SIGTERM within ${LAB_STOP_TIMEOUT}s (status ${LAB_DAEMON_STATUS[k]:-?})" \
+        test "${LAB_DAEMON_STATUS[k]:-x}" = 0
+    check "node $k: no VIP left after the daemon stopped" \
+        bash -c "! ip -n '${LAB_NODE_NS[k]}' -o addr | grep -Eq ' (10\.77\.0\.100|fd77::100)/'"
+done
+if ((failed)); then
+    for ((k = 1; k <= n_nodes; k++)); do
+        echo "--- vipfarmd node $k: tail of its log" >&2
+        tail -n 15 "${LAB_DAEMON_LOG[k]}" >&2
+    done
+fi
+
+lab_down
+finish
