@@ -11,7 +11,7 @@
 # Ends with "lab-smoke: N passed, M failed"; prints the lab's state (lab_dump) on failure.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-# shellcheck source-path=SCRIPTDIR source=lib.sh
+# shellcheck source-path=SCRIPTDIR source=lib.sh disable=SC2119
 source "$here/lib.sh"
 
 clients=${LAB_SMOKE_CLIENTS:-300}
