@@ -4,7 +4,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: setup build demo test unit cli oracle fuzz-build fuzz-smoke bench format check-format clean
+.PHONY: setup build demo test unit cli oracle lab fuzz-build fuzz-smoke bench format check-format clean
 
 setup:
 	./scripts/setup
@@ -21,19 +21,24 @@ unit: build
 cli: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/cli/run.sh
 
+# The network-namespace lab (root): the harness's own test, then a 3-node farm with nginx.
+lab: build
+	tests/lab/selftest.sh
+	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/smoke.sh
+
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh
 
 demo: build
-	VIPFARMCTL=$(BUILD)/vipfarmctl scripts/demo-offline
+	scripts/demo
 
 check-format: setup
 	scripts/check-format
 
-# Each step (check-format, unit, cli, oracle, fuzz-smoke) stops `make` on failure, so
-# reaching the last line means all five passed.
-test: check-format unit cli oracle fuzz-smoke
-	@echo "test: 5 passed, 0 failed"
+# Each step (check-format, unit, cli, oracle, lab, fuzz-smoke) stops `make` on failure,
+# so reaching the last line means all six passed.
+test: check-format unit cli oracle lab fuzz-smoke
+	@echo "test: 6 passed, 0 failed"
 
 $(FUZZ_BUILD)/build.ninja:
 	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true -Dbench=false -Dwerror=true

@@ -27,7 +27,8 @@
 # Knobs: VIPFARMD, VIPFARMCTL, LAB_CONFIG (node 1's file, default conf/lab.toml),
 # LAB_SUFFIX, LAB_READY_TIMEOUT (20 s), LAB_STOP_TIMEOUT (3 s), LAB_KEEP_DIR=1 (keep
 # the temp dir with configs and logs), LAB_DUMP_ON_ERROR=0 (no lab_dump when the
-# script exits non-zero).
+# script exits non-zero), LAB_AT_EXIT (a command the trap runs last, with the exit
+# status: e.g. to print a test's summary line on every exit path).
 # Functions exit the script (through the trap) on setup errors; call them from the
 # main shell, not from $(...), unless said otherwise.
 
@@ -78,12 +79,19 @@ _lab_reset() {
     _LAB_DUMPED=0
 }
 _lab_reset
-LAB_DAEMON_STATUS=() # [k] exit status of node k's last daemon (137: killed); kept by lab_down
+# Kept by lab_down, for tests to read afterwards:
+LAB_DAEMON_STATUS=()  # [k] exit status of node k's last daemon (137: killed)
+LAB_DAEMON_STOP_MS=() # [k] how long its last stop took, SIGTERM to exit
 
 _lab_log() { echo "lab: $*" >&2; }
 _lab_die() {
     _lab_log "error: $*"
     exit 1
+}
+
+_lab_ms() {  # _lab_ms: _LAB_MS = now, in milliseconds (deadlines finer than $SECONDS)
+    local t=${EPOCHREALTIME/[.,]/}
+    _LAB_MS=$((t / 1000))
 }
 
 _lab_alive() {  # _lab_alive PID: running (a zombie is not)
@@ -93,25 +101,36 @@ _lab_alive() {  # _lab_alive PID: running (a zombie is not)
     [[ ${stat%% *} != Z ]]
 }
 
-# _lab_stop_pids TIMEOUT PID...: TERM, wait up to TIMEOUT seconds, then KILL; reaps
-# children of this shell. Sets _LAB_KILLED to the PIDs that needed a KILL.
+# _lab_stop_pids TIMEOUT PID...: TERM, wait up to TIMEOUT seconds, then KILL. Sets
+# _LAB_KILLED to the PIDs that needed a KILL and _LAB_GONE_MS[pid] to how long each
+# took to go after the TERM (50 ms resolution).
 _lab_stop_pids() {
-    local - timeout=$1 pid deadline left
+    local - timeout=$1 pid deadline left start
     set +e
     shift
     _LAB_KILLED=()
+    declare -gA _LAB_GONE_MS=()
     for pid in "$@"; do
         _lab_alive "$pid" && kill -TERM "$pid" 2>/dev/null
     done
-    deadline=$((SECONDS + timeout))
+    _lab_ms
+    start=$_LAB_MS
+    deadline=$((start + timeout * 1000))
     while :; do
         left=()
-        for pid in "$@"; do _lab_alive "$pid" && left+=("$pid"); done
+        _lab_ms
+        for pid in "$@"; do
+            if _lab_alive "$pid"; then
+                left+=("$pid")
+            elif [[ -z ${_LAB_GONE_MS[$pid]:-} ]]; then
+                _LAB_GONE_MS[$pid]=$((_LAB_MS - start))
+            fi
+        done
         ((${#left[@]})) || break
-        if ((SECONDS >= deadline)); then
+        if ((_LAB_MS >= deadline)); then
             _LAB_KILLED=("${left[@]}")
             kill -KILL "${left[@]}" 2>/dev/null
-            deadline=$((SECONDS + 2))
+            deadline=$((SECONDS + 3))
             while ((SECONDS < deadline)); do
                 left=()
                 for pid in "${_LAB_KILLED[@]}"; do _lab_alive "$pid" && left+=("$pid"); done
@@ -143,6 +162,7 @@ _lab_on_exit() {
         lab_dump
     fi
     lab_down
+    if [[ -n ${LAB_AT_EXIT:-} ]]; then "$LAB_AT_EXIT" "$rc"; fi
     exit "$rc"
 }
 _lab_on_signal() {
@@ -157,7 +177,7 @@ lab_up() {
     ((_LAB_UP == 0)) || _lab_die "lab_up: a lab (suffix $LAB_SUFFIX_USED) is already up in this shell"
     ((EUID == 0)) || _lab_die "lab_up: needs root (network namespaces)"
     local tool
-    for tool in ip bridge "$LAB_PY"; do
+    for tool in ip bridge ethtool "$LAB_PY"; do
         command -v "$tool" >/dev/null || _lab_die "lab_up: $tool not found"
     done
     [[ -r $LAB_CONFIG ]] || _lab_die "lab_up: no config $LAB_CONFIG (LAB_CONFIG)"
@@ -181,6 +201,7 @@ lab_up() {
     _LAB_UP=1
     LAB_N=$n
     LAB_DAEMON_STATUS=()
+    LAB_DAEMON_STOP_MS=()
     LAB_SUFFIX_USED=$sfx
     LAB_BRIDGE=$bridge
     LAB_CLIENT_NS=$client_ns
@@ -190,15 +211,20 @@ lab_up() {
     # The switch. No STP (ports forward at once), no multicast snooping (flood ND and
     # everything else like a dumb switch), no IPv6 on root-side links (no link-local
     # address, no RS/MLD/DAD from the root namespace into the lab).
-    _LAB_LINKS+=("$bridge")
     ip link add name "$bridge" type bridge stp_state 0 mcast_snooping 0 ||
         _lab_die "lab_up: cannot create bridge $bridge"
+    _LAB_LINKS+=("$bridge")
     _lab_no_ipv6 "$bridge"
     ip link set dev "$bridge" up || _lab_die "lab_up: cannot bring up $bridge"
 
     # The client.
     _lab_add_ns "$client_ns"
     _lab_add_veth "$client_veth" "$client_ns" "$LAB_CLIENT_IF" 02:77:00:00:00:fa
+    # veths offload the TCP/UDP checksum by default: the frames a client sends would
+    # reach af_packet with the checksum not filled in, and the node's kernel would drop
+    # them (TcpInCsumErrors). A real client's NIC fills it in; so does this one's.
+    ip netns exec "$client_ns" ethtool -K "$LAB_CLIENT_IF" tx off >/dev/null ||
+        _lab_die "lab_up: cannot turn off checksum offload on the client"
     ip -n "$client_ns" addr add "$LAB_CLIENT4/16" dev "$LAB_CLIENT_IF" &&
         ip -n "$client_ns" addr add "$LAB_CLIENT6/64" dev "$LAB_CLIENT_IF" nodad ||
         _lab_die "lab_up: cannot address the client"
@@ -228,17 +254,17 @@ _lab_no_ipv6() {  # _lab_no_ipv6 IFACE [NS]
 }
 
 _lab_add_ns() {  # _lab_add_ns NAME: create it, loopback up
-    _LAB_NETNS+=("$1")
     ip netns add "$1" || _lab_die "cannot create namespace $1"
+    _LAB_NETNS+=("$1")
     ip -n "$1" link set dev lo up || _lab_die "cannot bring up lo in $1"
 }
 
 # _lab_add_veth ROOTNAME NS INNAME MAC: a veth pair from the bridge into NS, both up.
 _lab_add_veth() {
     local root=$1 ns=$2 inner=$3 mac=$4
-    _LAB_LINKS=("$root" "${_LAB_LINKS[@]}") # before the bridge: deleted first
     ip link add name "$root" type veth peer name "$inner" netns "$ns" ||
         _lab_die "cannot create veth $root <-> $ns:$inner"
+    _LAB_LINKS=("$root" "${_LAB_LINKS[@]}") # before the bridge: deleted first
     _lab_no_ipv6 "$root"
     if [[ $inner == uplink ]]; then # no address at all, not even link-local
         _lab_no_ipv6 "$inner" "$ns"
@@ -370,8 +396,9 @@ lab_wait_ready() {
 }
 
 # lab_stop_daemon K / lab_stop_daemons [K...]: TERM, KILL after LAB_STOP_TIMEOUT.
-# Exit statuses land in LAB_DAEMON_STATUS[k] (137 when it had to be killed); returns
-# non-zero when a daemon did not exit 0 by itself.
+# Exit statuses land in LAB_DAEMON_STATUS[k] (137 when it had to be killed), the time
+# each took in LAB_DAEMON_STOP_MS[k]; returns non-zero when a daemon did not exit 0 by
+# itself.
 lab_stop_daemon() { lab_stop_daemons "$1"; }
 lab_stop_daemons() {
     local k nodes=("$@") pids=() ok=0
@@ -385,6 +412,7 @@ lab_stop_daemons() {
         [[ -n ${LAB_DAEMON_PID[k]:-} ]] || continue
         _lab_reap "${LAB_DAEMON_PID[k]}"
         LAB_DAEMON_STATUS[k]=$_LAB_STATUS
+        LAB_DAEMON_STOP_MS[k]=${_LAB_GONE_MS[${LAB_DAEMON_PID[k]}]:-}
         if [[ " ${_LAB_KILLED[*]} " == *" ${LAB_DAEMON_PID[k]} "* ]]; then
             _lab_log "node $k: vipfarmd ignored SIGTERM for ${LAB_STOP_TIMEOUT}s; killed"
             LAB_DAEMON_STATUS[k]=137

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# shellcheck disable=SC2317 # at_exit runs from the trap
 # The lab harness tested on its own, without vipfarmd: build a 2-node lab, check its
 # topology, nginx, isolation and the bridge's flooding, tear it down and check that
 # nothing of the run is left; then the same after a run killed by SIGTERM and one that
@@ -20,6 +21,13 @@ check() {  # check NAME COMMAND...: the command must succeed
         echo "FAIL: $name" >&2
     fi
 }
+
+at_exit() {  # the lab's trap, when the script ends early (setup error, signal)
+    failed=$((failed + 1))
+    echo "FAIL: the test stopped early (status $1)" >&2
+    echo "lab-selftest: $passed passed, $failed failed"
+}
+LAB_AT_EXIT=at_exit
 
 # --- helpers -----------------------------------------------------------------------
 no_addresses() {  # no_addresses NS IFACE: the interface has no IPv4/IPv6 address
@@ -81,6 +89,8 @@ for k in 1 2; do
 done
 check "the client has 10.77.0.250/16" grep -q ' 10.77.0.250/16 ' <(ip -n "$LAB_CLIENT_NS" -o addr)
 check "the client has fd77::250/64" grep -q ' fd77::250/64 ' <(ip -n "$LAB_CLIENT_NS" -o addr)
+check "the client computes its checksums (no tx offload)" \
+    grep -qx 'tx-checksumming: off' <(lab_exec_client ethtool -k "$LAB_CLIENT_IF")
 
 # The same names again are refused, and the refusal leaves the running lab alone.
 out=$(LAB_SUFFIX=$sfx LAB_DUMP_ON_ERROR=0 bash -c 'source "$1"; lab_up 1' _ "$here/lib.sh" 2>&1)
@@ -144,6 +154,7 @@ check "the bridge never learnt the virtual MAC" \
 pids=()
 for ns in "${LAB_NODE_NS[@]}"; do mapfile -t -O "${#pids[@]}" pids < <(ip netns pids "$ns"); done
 check "nginx runs (master + worker) in each node" test "${#pids[@]}" -ge 4
+LAB_AT_EXIT=""
 lab_down
 check "lab_down leaves nothing of the run" nothing_left "$sfx" "${pids[@]}"
 leftovers "$sfx" "${pids[@]}" >&2
