@@ -9,7 +9,6 @@ namespace vipfarm::packet {
 
 namespace {
 
-constexpr std::size_t kEth = 14;
 constexpr std::uint8_t kNeighbourSolicitation = 135;
 constexpr std::uint8_t kNeighbourAdvertisement = 136;
 constexpr std::uint8_t kOptSourceLinkAddr = 1;
