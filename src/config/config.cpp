@@ -568,6 +568,38 @@ void load_daemon(Loader& loader, const toml::table& root, Config& config) {
   }
 }
 
+// [api] and [metrics]: where the daemon listens.
+void load_endpoints(Loader& loader, const toml::table& root, Config& config) {
+  if (const toml::node* node = root.get("api")) {
+    if (const toml::table* t = node->as_table()) {
+      loader.check_unknown(*t, "api", "api");
+      if (auto path = loader.string(*t, "socket", "api", config.api.socket)) {
+        if (path->empty() || path->front() != '/') {
+          loader.error(t->get("socket")->source(), "api.socket", "must be an absolute path");
+        }
+        config.api.socket = std::move(*path);
+      }
+    } else {
+      loader.error(node->source(), "api", "expected a table");
+    }
+  }
+  if (const toml::node* node = root.get("metrics")) {
+    if (const toml::table* t = node->as_table()) {
+      loader.check_unknown(*t, "metrics", "metrics");
+      if (auto listen = loader.string(*t, "listen", "metrics", config.metrics.listen)) {
+        const auto colon = listen->rfind(':');
+        if (!listen->empty() && (colon == std::string::npos || colon + 1 == listen->size())) {
+          loader.error(t->get("listen")->source(), "metrics.listen",
+                       "expected address:port (e.g. 0.0.0.0:9469), got \"" + *listen + "\"");
+        }
+        config.metrics.listen = std::move(*listen);
+      }
+    } else {
+      loader.error(node->source(), "metrics", "expected a table");
+    }
+  }
+}
+
 std::string hex(const unsigned char* data, std::size_t size) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -654,6 +686,7 @@ LoadResult parse(std::string_view text, std::string_view source_name) {
   load_vips(loader, root, config);
   load_groups(loader, root, config);
   load_daemon(loader, root, config);
+  load_endpoints(loader, root, config);
   if (loader.errors().empty()) {
     result.config = std::move(config);
   } else {

@@ -91,6 +91,12 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "Prefix length of the node's own IPv6 address on the TAP."},
     {"exception.ring_size", kInteger, "4096", "power of two, 64-65536", kRestart,
      "Packets queued towards the kernel; beyond it they are dropped and counted."},
+    {"api", kTable, "defaults", "", kRestart, "The admin API (vipfarmctl talks to it)."},
+    {"api.socket", kString, "\"/run/vipfarm/vipfarmd.sock\"", "an absolute path", kRestart,
+     "Unix socket of the admin API, mode 0660."},
+    {"metrics", kTable, "defaults", "", kRestart, "The Prometheus endpoint."},
+    {"metrics.listen", kString, "\"0.0.0.0:9469\"", "address:port, or \"\" to disable",
+     kRestart, "Where /metrics is served."},
 });
 
 std::string_view type_name(ValueType type) {

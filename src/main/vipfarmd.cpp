@@ -7,8 +7,10 @@
 #include <iostream>
 
 #include "vipfarm/config/config.hpp"
+#include "vipfarm/control/control.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 #include "vipfarm/dataplane/netlink.hpp"
+#include "vipfarm/metrics/metrics.hpp"
 
 namespace po = boost::program_options;
 using namespace vipfarm;
@@ -57,14 +59,6 @@ std::string hand_over_af_packet(const std::string& uplink, const MacAddr& mac) {
   return {};
 }
 
-std::unique_ptr<dataplane::Snapshot> initial_snapshot(const config::Config& config) {
-  // Until membership (issue 4) the view is every configured node.
-  const config::ViewMask view = config::all_nodes(config);
-  return std::make_unique<dataplane::Snapshot>(dataplane::Snapshot{
-      packet::Classifier(config), packet::Ownership::compute(config, config.node_id, view), 1,
-      config.unmatched});
-}
-
 void print_totals(const dataplane::Totals& t) {
   const auto& s = t.sum;
   std::cerr << "vipfarmd: rx " << s.rx_packets << " packets, " << s.rx_bytes << " bytes;";
@@ -96,7 +90,14 @@ int run_daemon(const config::Config& config, const std::string& program,
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
   }
-  dp.publish(initial_snapshot(config));
+  control::Control control(config, dp);
+  // Until membership (issue 4) the view is every configured node; the API can change it.
+  control.set_view(config::all_nodes(config));
+  metrics::Exporter exporter;
+  if (const std::string err = exporter.start(config.metrics.listen, control, dp); !err.empty()) {
+    std::cerr << "vipfarmd: " << err << "\n";
+    return 1;
+  }
   if (const std::string err = hand_over_af_packet(config.dataplane.uplink, dp.uplink_mac());
       !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
@@ -131,13 +132,17 @@ int run_daemon(const config::Config& config, const std::string& program,
             << "), TAP " << tap << ", uplink MAC " << to_string(dp.uplink_mac()) << "\n";
 
   using Clock = std::chrono::steady_clock;
-  const auto started = Clock::now();
+  auto started_announcing = Clock::now();
   const auto interval = std::chrono::seconds(config.dataplane.garp_interval_s);
   const auto duration = std::chrono::seconds(config.dataplane.garp_duration_s);
-  auto next_announcement = started;
+  auto next_announcement = started_announcing;
   dp.run(g_stop, [&] {
     const auto now = Clock::now();
-    if (now >= next_announcement && now - started <= duration + interval) {
+    if (control.announce_requested.exchange(false, std::memory_order_acq_rel)) {
+      dp.announce();  // an ownership change: tell the switches and clients again
+      started_announcing = now;
+      next_announcement = now + interval;
+    } else if (now >= next_announcement && now - started_announcing <= duration) {
       dp.announce();
       next_announcement = now + interval;
     }

@@ -278,10 +278,10 @@ _lab_add_veth() {
 # prefix, and [[cluster.node]] entries added for nodes the file does not list.
 _lab_write_config() {
     local k=$1
-    "$LAB_PY" - "$LAB_CONFIG" "${LAB_NODE_CONF[k]}" "$k" "vipfarm-$LAB_SUFFIX_USED-n$k" "$LAB_N" <<'PY' ||
+    "$LAB_PY" - "$LAB_CONFIG" "${LAB_NODE_CONF[k]}" "$k" "vipfarm-$LAB_SUFFIX_USED-n$k" "$LAB_N" "$(lab_api_socket "$k")" <<'PY' ||
 import re, sys, tomllib
 
-src, out, k, prefix, n = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
+src, out, k, prefix, n, sock = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
 text = open(src, encoding="utf-8").read()
 base = tomllib.loads(text)
 listed = {node["id"]: node for node in base["cluster"]["node"]}
@@ -294,6 +294,7 @@ body, ids = re.subn(r"(?m)^(\s*id\s*=\s*)\d+", lambda m: f"{m.group(1)}{k}", sec
 body, names = re.subn(r'(?m)^(\s*name\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"{name}"', body, count=1)
 text = text[: section.start(1)] + body + text[section.end(1):]
 text, prefixes = re.subn(r"--file-prefix=[^\"'\s]*", f"--file-prefix={prefix}", text)
+text = re.sub(r'(?m)^(\s*socket\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"{sock}"', text)
 if (ids, names, prefixes) != (1, 1, 1):
     sys.exit(f"{src}: expected one [node] id, one [node] name and one --file-prefix= "
              f"(found {ids}, {names}, {prefixes})")
@@ -312,6 +313,7 @@ PY
 }
 
 lab_node_config() { echo "${LAB_NODE_CONF[$1]:?no node $1}"; }   # lab_node_config K: its file
+lab_api_socket() { echo "$LAB_DIR/node$1.sock"; }                # lab_api_socket K: its admin API
 lab_view() {                                                     # lab_view: "1,2,...,N"
     local k view=""
     for ((k = 1; k <= LAB_N; k++)); do view+=${view:+,}$k; done

@@ -121,8 +121,8 @@ TEST(Config, EachKindOfError) {
                         "cluster.buckets: out of range"));
   EXPECT_TRUE(has_error(errors_with("name = \"web\"", "name = \"web\"\ncolour = 1"),
                         "t.toml:7:1: cluster.colour: unknown key"));
-  EXPECT_TRUE(has_error(errors_with("[[group]]", "[metrics]\nlisten = 2\n[[group]]"),
-                        "metrics: unknown key"));
+  EXPECT_TRUE(has_error(errors_with("[[group]]", "[monitoring]\nlisten = 2\n[[group]]"),
+                        "monitoring: unknown key"));
   EXPECT_TRUE(has_error(errors_with("id = 2\nname = \"b\"", "id = 1\nname = \"b\""),
                         "cluster.node[1].id: duplicate node id 1"));
   EXPECT_TRUE(has_error(errors_with("address = \"192.0.2.2\"", "address = \"192.0.2.1\""),
@@ -150,6 +150,10 @@ TEST(Config, EachKindOfError) {
   EXPECT_TRUE(has_error(error_lines("[node\n"), "t.toml:1:6: (syntax):"));
   EXPECT_TRUE(has_error(errors_with("[[group]]", "[dataplane]\nworkers = 2\n[[group]]"),
                         "dataplane.uplink: missing required key"));
+  EXPECT_TRUE(has_error(errors_with("[[group]]", "[api]\nsocket = \"x.sock\"\n[[group]]"),
+                        "api.socket: must be an absolute path"));
+  EXPECT_TRUE(has_error(errors_with("[[group]]", "[metrics]\nlisten = \"9469\"\n[[group]]"),
+                        "metrics.listen: expected address:port"));
   EXPECT_TRUE(has_error(errors_with("[[group]]", "[exception]\nname = \"a/b\"\n[[group]]"),
                         "exception.name: \"a/b\" is not a valid interface name"));
   EXPECT_TRUE(

@@ -77,6 +77,14 @@ struct Exception {
   std::uint32_t ring_size = 4096;
 };
 
+struct Api {
+  std::string socket = "/run/vipfarm/vipfarmd.sock";
+};
+
+struct Metrics {
+  std::string listen = "0.0.0.0:9469";  // empty: no endpoint
+};
+
 struct Config {
   std::string source;  // the file it came from, for messages
   NodeId node_id = kNoNode;
@@ -91,6 +99,8 @@ struct Config {
   std::vector<Group> groups;
   Dataplane dataplane;
   Exception exception;
+  Api api;
+  Metrics metrics;
 
   const ClusterNode* find_node(NodeId id) const noexcept;
 };

@@ -1,0 +1,56 @@
+// The control side of the daemon: the current view and its snapshot, and the admin API's
+// commands (status, buckets, owner, view, counters). Runs on the control thread; the
+// metrics exporter reads it from its own threads, hence the mutex (never on the packet path).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <vector>
+
+#include "vipfarm/config/config.hpp"
+#include "vipfarm/dataplane/dataplane.hpp"
+
+namespace vipfarm::control {
+
+struct GroupShare {
+  std::string name;
+  std::uint32_t owned;  // buckets this node owns
+  std::uint32_t buckets;
+};
+
+class Control {
+ public:
+  Control(const config::Config& config, dataplane::Dataplane& dataplane);
+
+  // Computes the assignment for `view`, publishes it to the workers (RCU) and returns how
+  // many buckets changed owner in any group.
+  std::uint32_t set_view(config::ViewMask view);
+
+  // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
+  nlohmann::json handle(const nlohmann::json& request);
+
+  std::vector<GroupShare> shares() const;
+  std::uint64_t generation() const;
+
+  // Set on every ownership change; the main lcore announces the VIPs and clears it.
+  std::atomic<bool> announce_requested{false};
+
+ private:
+  nlohmann::json status() const;
+  nlohmann::json buckets() const;
+  nlohmann::json counters() const;
+  nlohmann::json owner(const nlohmann::json& request) const;
+  nlohmann::json view(const nlohmann::json& request);
+
+  const config::Config config_;
+  dataplane::Dataplane& dataplane_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  mutable std::mutex mutex_;
+  config::ViewMask view_ = 0;
+  std::uint64_t generation_ = 0;
+  std::vector<std::vector<NodeId>> owners_;  // per group, per bucket
+};
+
+}  // namespace vipfarm::control

@@ -1,0 +1,219 @@
+// View changes and the admin API's commands.
+#include "vipfarm/control/control.hpp"
+
+#include <algorithm>
+
+#include "vipfarm/packet/build.hpp"
+
+namespace vipfarm::control {
+
+namespace {
+
+nlohmann::json error(const std::string& message) { return {{"ok", false}, {"error", message}}; }
+
+std::vector<unsigned> view_ids(config::ViewMask view) {
+  std::vector<unsigned> ids;
+  for (unsigned id = 1; id <= kMaxNodes; ++id) {
+    if ((view >> (id - 1)) & 1) ids.push_back(id);
+  }
+  return ids;
+}
+
+// "203.0.113.7:40000", "[2001:db8::7]:40000", or an address alone.
+bool parse_endpoint(const std::string& text, IpAddr& address, std::uint16_t& port) {
+  std::string host = text, port_text;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string::npos) return false;
+    host = text.substr(1, close - 1);
+    if (close + 2 < text.size() && text[close + 1] == ':') port_text = text.substr(close + 2);
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    host = text.substr(0, text.find(':'));
+    port_text = text.substr(text.find(':') + 1);
+  }
+  const auto parsed = IpAddr::parse(host);
+  if (!parsed) return false;
+  address = *parsed;
+  port = 0;
+  if (!port_text.empty()) {
+    char* end = nullptr;
+    const unsigned long value = std::strtoul(port_text.c_str(), &end, 10);
+    if (*end != '\0' || value > 65535) return false;
+    port = static_cast<std::uint16_t>(value);
+  }
+  return true;
+}
+
+}  // namespace
+
+Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
+    : config_(config), dataplane_(dataplane) {}
+
+std::uint32_t Control::set_view(config::ViewMask view) {
+  std::vector<std::vector<NodeId>> owners;
+  for (std::size_t g = 0; g < config_.groups.size(); ++g) {
+    owners.push_back(assignment::assign(config::assignment_input(config_, g, view)));
+  }
+  packet::Ownership ownership(config_.groups.size(), config_.buckets);
+  std::uint32_t moved = 0;
+  for (std::size_t g = 0; g < owners.size(); ++g) {
+    for (BucketId b = 0; b < owners[g].size(); ++b) {
+      ownership.set(static_cast<std::uint16_t>(g), b, owners[g][b] == config_.node_id);
+      if (!owners_.empty() && owners_[g][b] != owners[g][b]) ++moved;
+    }
+  }
+  std::uint64_t generation;
+  {
+    std::lock_guard lock(mutex_);
+    generation = ++generation_;
+  }
+  dataplane_.publish(std::make_unique<dataplane::Snapshot>(dataplane::Snapshot{
+      packet::Classifier(config_), std::move(ownership), generation, config_.unmatched}));
+  {
+    std::lock_guard lock(mutex_);
+    view_ = view;
+    owners_ = std::move(owners);
+  }
+  announce_requested.store(true, std::memory_order_release);
+  return moved;
+}
+
+std::vector<GroupShare> Control::shares() const {
+  std::lock_guard lock(mutex_);
+  std::vector<GroupShare> out;
+  for (std::size_t g = 0; g < owners_.size(); ++g) {
+    const auto owned = static_cast<std::uint32_t>(
+        std::count(owners_[g].begin(), owners_[g].end(), config_.node_id));
+    out.push_back({config_.groups[g].name, owned, config_.buckets});
+  }
+  return out;
+}
+
+std::uint64_t Control::generation() const {
+  std::lock_guard lock(mutex_);
+  return generation_;
+}
+
+nlohmann::json Control::handle(const nlohmann::json& request) {
+  const auto cmd = request.find("cmd");
+  if (cmd == request.end() || !cmd->is_string()) return error("missing \"cmd\" (a string)");
+  const std::string name = cmd->get<std::string>();
+  if (name == "status") return status();
+  if (name == "buckets") return buckets();
+  if (name == "counters") return counters();
+  if (name == "owner") return owner(request);
+  if (name == "view") return view(request);
+  return error("unknown command \"" + name + "\" (status, buckets, owner, view, counters)");
+}
+
+nlohmann::json Control::status() const {
+  const dataplane::Totals totals = dataplane_.totals();
+  nlohmann::json groups = nlohmann::json::array();
+  for (const GroupShare& s : shares()) {
+    groups.push_back({{"name", s.name}, {"owned", s.owned}, {"buckets", s.buckets}});
+  }
+  std::lock_guard lock(mutex_);
+  return {{"ok", true},
+          {"node", to_int(config_.node_id)},
+          {"name", config_.node_name},
+          {"cluster", config_.cluster_name},
+          {"fingerprint", config::fingerprint(config_)},
+          {"view", view_ids(view_)},
+          {"generation", generation_},
+          {"applied_generation", totals.min_generation},
+          {"groups", groups},
+          {"uptime_s",
+           std::chrono::duration<double>(std::chrono::steady_clock::now() - started_).count()}};
+}
+
+nlohmann::json Control::buckets() const {
+  std::lock_guard lock(mutex_);
+  nlohmann::json groups = nlohmann::json::array();
+  for (std::size_t g = 0; g < owners_.size(); ++g) {
+    std::vector<unsigned> owners;
+    for (const NodeId id : owners_[g]) owners.push_back(to_int(id));
+    groups.push_back({{"name", config_.groups[g].name}, {"owners", owners}});
+  }
+  return {{"ok", true}, {"generation", generation_}, {"groups", groups}};
+}
+
+nlohmann::json Control::counters() const {
+  const dataplane::LcoreCounters s = dataplane_.totals().sum;
+  nlohmann::json verdicts, malformed;
+  for (std::size_t v = 0; v < s.verdicts.size(); ++v) {
+    if (v == static_cast<std::size_t>(packet::Verdict::kFarm)) continue;  // never counted
+    verdicts[std::string(packet::to_string(static_cast<packet::Verdict>(v)))] = s.verdicts[v];
+  }
+  for (std::size_t r = 1; r < s.malformed.size(); ++r) {
+    malformed[std::string(packet::to_string(static_cast<packet::Malformed>(r)))] = s.malformed[r];
+  }
+  return {{"ok", true},
+          {"rx_packets", s.rx_packets},
+          {"rx_bytes", s.rx_bytes},
+          {"verdicts", verdicts},
+          {"malformed", malformed},
+          {"arp_replies", s.arp_replies},
+          {"nd_replies", s.nd_replies},
+          {"reply_failures", s.reply_failures},
+          {"announcements", s.announcements},
+          {"exception_tx", s.exception_tx},
+          {"exception_rx", s.exception_rx},
+          {"exception_ring_full", s.exception_ring_full},
+          {"exception_tx_drops", s.exception_tx_drops},
+          {"uplink_tx_from_kernel", s.uplink_tx_from_kernel},
+          {"uplink_tx_drops", s.uplink_tx_drops},
+          {"to_uplink_ring_full", s.to_uplink_ring_full},
+          {"kernel_rewrites", s.kernel_rewrites},
+          {"foreign_unicast", s.foreign_unicast}};
+}
+
+nlohmann::json Control::owner(const nlohmann::json& request) const {
+  const std::string proto = request.value("proto", "");
+  const std::string client_text = request.value("client", "");
+  const std::string server_text = request.value("server", "");
+  packet::FrameSpec spec;
+  std::uint16_t client_port = 0, server_port = 0;
+  if (!parse_endpoint(client_text, spec.src, client_port) ||
+      !parse_endpoint(server_text, spec.dst, server_port) || spec.src.is_v4() != spec.dst.is_v4()) {
+    return error("owner needs \"client\" and \"server\" endpoints of one family");
+  }
+  const bool v6 = !spec.src.is_v4();
+  if (proto == "tcp" || proto == "udp") {
+    spec.proto = proto == "tcp" ? 6 : 17;
+  } else if (proto == "icmp") {
+    spec.proto = v6 ? 58 : 1;
+    spec.icmp_type = v6 ? 128 : 8;
+  } else {
+    return error("\"proto\" must be tcp, udp or icmp");
+  }
+  spec.src_port = client_port;
+  spec.dst_port = server_port;
+  const packet::Result r = packet::Classifier(config_).classify(packet::build_frame(spec));
+  std::lock_guard lock(mutex_);
+  nlohmann::json out = {{"ok", true}, {"verdict", std::string(packet::to_string(r.verdict))}};
+  if (r.verdict == packet::Verdict::kFarm) {
+    const unsigned node = to_int(owners_[r.group][r.bucket]);
+    out["group"] = config_.groups[r.group].name;
+    out["bucket"] = r.bucket;
+    out["owner"] = node;
+  }
+  return out;
+}
+
+nlohmann::json Control::view(const nlohmann::json& request) {
+  const auto set = request.find("set");
+  if (set == request.end() || !set->is_array()) return error("view needs \"set\": [node ids]");
+  config::ViewMask view = 0;
+  for (const auto& id : *set) {
+    if (!id.is_number_unsigned() ||
+        config_.find_node(NodeId{static_cast<std::uint8_t>(id.get<unsigned>())}) == nullptr ||
+        id.get<unsigned>() > kMaxNodes) {
+      return error("view: " + id.dump() + " is not a configured node id");
+    }
+    view |= config::view_bit(NodeId{static_cast<std::uint8_t>(id.get<unsigned>())});
+  }
+  const std::uint32_t moved = set_view(view);
+  return {{"ok", true}, {"generation", generation()}, {"moved", moved}, {"view", view_ids(view)}};
+}
+
+}  // namespace vipfarm::control
