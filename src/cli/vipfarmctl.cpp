@@ -11,6 +11,7 @@
 #include "vipfarm/assignment/assignment.hpp"
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/config/schema.hpp"
+#include "vipfarm/control/api_client.hpp"
 #include "vipfarm/packet/build.hpp"
 #include "vipfarm/packet/classify.hpp"
 #include "vipfarm/packet/pcap.hpp"
@@ -35,6 +36,13 @@ constexpr const char* kUsage =
     "                               buckets per node and group; with --from-view, how many\n"
     "                               moved going from that view to --view\n"
     "  config-reference             the configuration keys as a Markdown table\n"
+    "\n"
+    "commands for a running vipfarmd (admin socket, default /run/vipfarm/vipfarmd.sock):\n"
+    "  status   [--socket PATH] [--json]   node, view, snapshot generation, owned buckets\n"
+    "  counters [--socket PATH] [--json]   packet counters by verdict and reason\n"
+    "  view set IDS [--socket PATH] [--json]\n"
+    "                               make IDS (e.g. 1,3) the view: buckets move now\n"
+    "  buckets --socket PATH [--json]      the daemon's owner map, per group and node\n"
     "  --version\n"
     "\n"
     "exit status: 0 success, 1 invalid config or input, 2 usage error\n";
@@ -234,17 +242,145 @@ int cmd_owner(const std::vector<std::string>& args) {
   return 0;
 }
 
+constexpr const char* kDefaultSocket = "/run/vipfarm/vipfarmd.sock";
+
+// Sends one request to the daemon; prints the error and returns nullopt when it fails.
+std::optional<nlohmann::json> ask(const std::string& socket, const nlohmann::json& request) {
+  const control::ApiReply reply = control::api_call(socket, request);
+  if (!reply.transport_ok) {
+    std::cerr << "vipfarmctl: " << reply.error << "\n";
+    return std::nullopt;
+  }
+  if (!reply.body.value("ok", false)) {
+    std::cerr << "vipfarmctl: " << reply.body.value("error", std::string("request failed")) << "\n";
+    return std::nullopt;
+  }
+  return reply.body;
+}
+
+struct DaemonOptions {
+  std::string socket = kDefaultSocket;
+  bool json = false;
+  std::vector<std::string> rest;
+};
+
+DaemonOptions daemon_options(const std::vector<std::string>& args) {
+  po::options_description options("daemon");
+  DaemonOptions out;
+  options.add_options()("socket", po::value(&out.socket), "admin socket")(
+      "json", po::bool_switch(&out.json), "JSON output")("rest", po::value(&out.rest), "");
+  po::positional_options_description positional;
+  positional.add("rest", -1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
+  po::notify(vm);
+  return out;
+}
+
+int cmd_status(const std::vector<std::string>& args) {
+  const DaemonOptions o = daemon_options(args);
+  const auto reply = ask(o.socket, {{"cmd", "status"}});
+  if (!reply) return 1;
+  if (o.json) {
+    std::cout << reply->dump() << "\n";
+    return 0;
+  }
+  const auto& r = *reply;
+  std::cout << "node " << r["node"].get<unsigned>() << " (" << r["name"].get<std::string>()
+            << ") of cluster " << r["cluster"].get<std::string>() << "\n";
+  std::cout << "view        ";
+  for (const auto& id : r["view"]) std::cout << " " << id.get<unsigned>();
+  std::cout << "\ngeneration   " << r["generation"].get<std::uint64_t>()
+            << " (applied by every worker: " << r["applied_generation"].get<std::uint64_t>()
+            << ")\n";
+  std::cout << "fingerprint  " << r["fingerprint"].get<std::string>() << "\n";
+  for (const auto& g : r["groups"]) {
+    std::cout << "group " << g["name"].get<std::string>() << ": owns " << g["owned"].get<unsigned>()
+              << " of " << g["buckets"].get<unsigned>() << " buckets\n";
+  }
+  return 0;
+}
+
+int cmd_counters(const std::vector<std::string>& args) {
+  const DaemonOptions o = daemon_options(args);
+  const auto reply = ask(o.socket, {{"cmd", "counters"}});
+  if (!reply) return 1;
+  if (o.json) {
+    std::cout << reply->dump() << "\n";
+    return 0;
+  }
+  for (const auto& [key, value] : reply->items()) {
+    if (key == "ok") continue;
+    if (value.is_object()) {
+      for (const auto& [sub, count] : value.items()) {
+        std::cout << key << "." << sub << "  " << count.get<std::uint64_t>() << "\n";
+      }
+    } else {
+      std::cout << key << "  " << value.get<std::uint64_t>() << "\n";
+    }
+  }
+  return 0;
+}
+
+int cmd_view(const std::vector<std::string>& args) {
+  const DaemonOptions o = daemon_options(args);
+  if (o.rest.size() != 2 || o.rest[0] != "set") throw UsageError("usage: view set IDS");
+  nlohmann::json ids = nlohmann::json::array();
+  std::stringstream in(o.rest[1]);
+  std::string item;
+  while (std::getline(in, item, ',')) {
+    try {
+      ids.push_back(std::stoul(item));
+    } catch (const std::exception&) {
+      throw UsageError("view set: not a node id: \"" + item + "\"");
+    }
+  }
+  const auto reply = ask(o.socket, {{"cmd", "view"}, {"set", ids}});
+  if (!reply) return 1;
+  if (o.json) {
+    std::cout << reply->dump() << "\n";
+  } else {
+    std::cout << "view set; generation " << (*reply)["generation"].get<std::uint64_t>() << ", "
+              << (*reply)["moved"].get<unsigned>() << " buckets moved\n";
+  }
+  return 0;
+}
+
+// The daemon's owner map, summarised like the offline `buckets`.
+int cmd_live_buckets(const DaemonOptions& o) {
+  const auto reply = ask(o.socket, {{"cmd", "buckets"}});
+  if (!reply) return 1;
+  if (o.json) {
+    std::cout << reply->dump() << "\n";
+    return 0;
+  }
+  for (const auto& g : (*reply)["groups"]) {
+    std::map<unsigned, unsigned> counts;
+    for (const auto& owner : g["owners"]) ++counts[owner.get<unsigned>()];
+    std::cout << "group " << g["name"].get<std::string>() << " (" << g["owners"].size()
+              << " buckets)\n";
+    for (const auto& [node, count] : counts) {
+      std::cout << "  " << (node == 0 ? std::string("no owner") : "node " + std::to_string(node))
+                << "  " << count << "\n";
+    }
+  }
+  return 0;
+}
+
 int cmd_buckets(const std::vector<std::string>& args) {
   po::options_description options("buckets");
-  std::string config_path, view_text, from_text;
+  std::string config_path, view_text, from_text, socket;
   bool json = false;
-  options.add_options()("config", po::value(&config_path)->required(), "config file")(
+  options.add_options()("config", po::value(&config_path), "config file")(
+      "socket", po::value(&socket), "ask the running daemon instead")(
       "view", po::value(&view_text), "eligible node ids (default: all)")(
       "from-view", po::value(&from_text), "compare with this earlier view")(
       "json", po::bool_switch(&json), "JSON output");
   po::variables_map vm;
   po::store(po::command_line_parser(args).options(options).run(), vm);
   po::notify(vm);
+  if (!socket.empty()) return cmd_live_buckets({socket, json, {}});
+  if (config_path.empty()) throw UsageError("buckets needs --config FILE or --socket PATH");
   const auto config = load_or_report(config_path);
   if (!config) return 1;
   const auto now = all_owners(*config, parse_view(*config, view_text));
@@ -303,6 +439,9 @@ int main(int argc, char** argv) {
     if (command == "check-config") return cmd_check_config(args);
     if (command == "owner") return cmd_owner(args);
     if (command == "buckets") return cmd_buckets(args);
+    if (command == "status") return cmd_status(args);
+    if (command == "counters") return cmd_counters(args);
+    if (command == "view") return cmd_view(args);
     if (command == "config-reference") {
       std::cout << config::reference_markdown();
       return 0;

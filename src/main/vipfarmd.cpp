@@ -1,12 +1,16 @@
 // vipfarmd: wires config, data plane and TAP addresses together, then runs until SIGTERM.
 #include <signal.h>
 
+#include <boost/asio/executor_work_guard.hpp>
+#include <boost/asio/io_context.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <thread>
 
 #include "vipfarm/config/config.hpp"
+#include "vipfarm/control/api_server.hpp"
 #include "vipfarm/control/control.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 #include "vipfarm/dataplane/netlink.hpp"
@@ -98,6 +102,25 @@ int run_daemon(const config::Config& config, const std::string& program,
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
   }
+  // The control thread: the admin API (and, with issue 4, membership) on one Asio loop.
+  boost::asio::io_context io;
+  control::ApiServer api(io, config.api.socket, [&control](const nlohmann::json& request) {
+    return control.handle(request);
+  });
+  if (const std::string err = api.start(); !err.empty()) {
+    std::cerr << "vipfarmd: " << err << "\n";
+    return 1;
+  }
+  auto work = boost::asio::make_work_guard(io);
+  std::thread control_thread([&io] { io.run(); });
+  struct StopControl {
+    boost::asio::io_context& io;
+    std::thread& thread;
+    ~StopControl() {
+      io.stop();
+      thread.join();
+    }
+  } stop_control{io, control_thread};
   if (const std::string err = hand_over_af_packet(config.dataplane.uplink, dp.uplink_mac());
       !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
