@@ -105,6 +105,9 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
     const std::uint16_t n =
         rte_eth_rx_burst(uplink, queue, rx.data(), static_cast<std::uint16_t>(burst));
     if (n == 0) {
+      // Idle: the next burst will use the current snapshot, so this lcore runs its
+      // generation already (what "applied everywhere" waits for).
+      c.generation = current.load(std::memory_order_acquire)->generation;
       rte_rcu_qsbr_quiescent(qsbr, thread_id);
       if (adaptive && ++idle > kIdlePollsBeforeSleep) rte_delay_us_sleep(kIdleSleepMicros);
       continue;
