@@ -95,8 +95,8 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"api.socket", kString, "\"/run/vipfarm/vipfarmd.sock\"", "an absolute path", kRestart,
      "Unix socket of the admin API, mode 0660."},
     {"metrics", kTable, "defaults", "", kRestart, "The Prometheus endpoint."},
-    {"metrics.listen", kString, "\"0.0.0.0:9469\"", "address:port, or \"\" to disable",
-     kRestart, "Where /metrics is served."},
+    {"metrics.listen", kString, "\"0.0.0.0:9469\"", "address:port, or \"\" to disable", kRestart,
+     "Where /metrics is served."},
 });
 
 std::string_view type_name(ValueType type) {
