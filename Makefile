@@ -26,6 +26,7 @@ lab: build
 	tests/lab/selftest.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/smoke.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/farm.sh
+	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/keys.sh
 
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh
