@@ -80,6 +80,14 @@ for k in 1 2 3; do
   gen=$("$VIPFARMCTL" status --socket "$(lab_api_socket "$k")" --json | json_field '["applied_generation"]')
   check "node $k's workers applied generation 2 ($gen)" test "$gen" -ge 2
 done
+# Capture the handshakes of the next 60 connections on the client (test 3): every SYN
+# gets exactly one SYN-ACK, from one node, and nothing is reset.
+cap=$LAB_DIR/handshakes.txt
+lab_spawn "$LAB_CLIENT_NS" "$cap" timeout 60 tcpdump -lnni "$LAB_CLIENT_IF" -c 2000 \
+  "tcp port 80 and (tcp[tcpflags] & (tcp-syn|tcp-rst) != 0)"
+tcpdump_pid=$LAB_LAST_PID
+deadline=$((SECONDS + 10))
+until grep -q "listening on" "$cap" 2>/dev/null || ((SECONDS > deadline)); do sleep 0.1; done
 moved_ok=0
 moved_bad=0
 for addr in "${sources[@]:1:60}"; do
@@ -88,6 +96,27 @@ for addr in "${sources[@]:1:60}"; do
   if [[ $body == "node$want" ]]; then moved_ok=$((moved_ok + 1)); else moved_bad=$((moved_bad + 1)); fi
 done
 check "after the view change, 60 clients served by the predicted owner ($moved_ok ok, $moved_bad not)" test "$moved_bad" -eq 0
+kill -INT "$tcpdump_pid" 2>/dev/null
+wait "$tcpdump_pid" 2>/dev/null
+check "one SYN-ACK per SYN and no RST (capture on the client)" $py - "$cap" <<'PY'
+import collections, re, sys
+syn, synack, rst = collections.Counter(), collections.Counter(), 0
+for line in open(sys.argv[1]):
+    m = re.search(r"IP (\S+)\.(\d+) > (\S+)\.(\d+): Flags \[([^\]]*)\]", line)
+    if not m:
+        continue
+    flags = m.group(5)
+    if "R" in flags:
+        rst += 1
+    elif flags == "S":
+        syn[(m.group(1), m.group(2))] += 1
+    elif flags == "S.":
+        synack[(m.group(3), m.group(4))] += 1
+assert len(syn) >= 60, f"only {len(syn)} SYNs captured"
+assert rst == 0, f"{rst} resets"
+bad = [k for k in syn if synack[k] != syn[k]]
+assert not bad, f"SYN/SYN-ACK counts differ for {bad[:5]}"
+PY
 for k in 1 2 3; do "$VIPFARMCTL" view set 1,2,3 --socket "$(lab_api_socket "$k")" >/dev/null; done
 
 # --- malformed frames from the client ----------------------------------------------------
