@@ -96,6 +96,9 @@ for addr in "${sources[@]:1:60}"; do
   if [[ $body == "node$want" ]]; then moved_ok=$((moved_ok + 1)); else moved_bad=$((moved_bad + 1)); fi
 done
 check "after the view change, 60 clients served by the predicted owner ($moved_ok ok, $moved_bad not)" test "$moved_bad" -eq 0
+# Stop the capture once it holds the 60 handshakes (tcpdump writes asynchronously).
+deadline=$((SECONDS + 5))
+until (($(grep -c 'Flags \[S\.\]' "$cap") >= 60)) || ((SECONDS > deadline)); do sleep 0.1; done
 kill -INT "$tcpdump_pid" 2>/dev/null
 wait "$tcpdump_pid" 2>/dev/null
 check "one SYN-ACK per SYN and no RST (capture on the client)" $py - "$cap" <<'PY'
