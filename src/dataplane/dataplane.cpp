@@ -23,8 +23,19 @@ constexpr std::uint16_t kRxDescriptors = 1024;
 constexpr std::uint16_t kTxDescriptors = 1024;
 constexpr unsigned kMbufs = 8191;
 constexpr unsigned kMbufCache = 256;
+// Adaptive polling: after kIdlePollsBeforeSleep empty polls, short sleeps; after
+// kIdlePollsBeforeLongSleep, longer ones (an idle lab node then costs a few % of a core,
+// and the first packet after a long silence waits at most kLongSleepMicros).
 constexpr unsigned kIdlePollsBeforeSleep = 64;
-constexpr unsigned kIdleSleepMicros = 200;
+constexpr unsigned kIdlePollsBeforeLongSleep = 256;
+constexpr unsigned kShortSleepMicros = 200;
+constexpr unsigned kLongSleepMicros = 1000;
+
+void idle_backoff(unsigned& idle) noexcept {
+  if (++idle > kIdlePollsBeforeSleep) {
+    rte_delay_us_sleep(idle > kIdlePollsBeforeLongSleep ? kLongSleepMicros : kShortSleepMicros);
+  }
+}
 constexpr std::uint16_t kExceptionBurst = 32;
 
 std::uint64_t mac48(const std::uint8_t* p) noexcept {
@@ -109,7 +120,7 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
       // generation already (what "applied everywhere" waits for).
       c.generation = current.load(std::memory_order_acquire)->generation;
       rte_rcu_qsbr_quiescent(qsbr, thread_id);
-      if (adaptive && ++idle > kIdlePollsBeforeSleep) rte_delay_us_sleep(kIdleSleepMicros);
+      if (adaptive) idle_backoff(idle);
       continue;
     }
     idle = 0;
@@ -426,7 +437,7 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
       on_idle();
     }
     if (c.exception_tx + c.exception_rx + c.exception_tx_drops == before) {
-      if (d.adaptive && ++idle > kIdlePollsBeforeSleep) rte_delay_us_sleep(kIdleSleepMicros);
+      if (d.adaptive) idle_backoff(idle);
     } else {
       idle = 0;
     }

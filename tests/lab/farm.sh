@@ -54,6 +54,22 @@ until [[ $(get "${sources[0]}") == "node$(owner "${sources[0]}" 1,2,3)" ]] || ((
   sleep 0.2
 done
 
+# --- an idle farm costs little: under 5% of one core per node (adaptive polling) --------
+cpu_ticks() {  # cpu_ticks PID: user + system ticks of all its threads
+  cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{s += $14 + $15} END {print s + 0}'
+}
+declare -a t0=()
+for k in 1 2 3; do t0[k]=$(cpu_ticks "${LAB_DAEMON_PID[k]}"); done
+start_ns=$(date +%s%N)
+sleep 5  # the measurement window itself, not a wait for a condition
+elapsed_ns=$(($(date +%s%N) - start_ns))
+hz=$(getconf CLK_TCK)
+for k in 1 2 3; do
+  used=$(($(cpu_ticks "${LAB_DAEMON_PID[k]}") - t0[k]))
+  pct=$((used * 100 * 1000000000 / hz / elapsed_ns))
+  check "idle node $k uses under 5% of one core ($pct%)" test "$pct" -lt 5
+done
+
 # --- ICMP echo: exactly one reply each -------------------------------------------------
 out=$(lab_exec_client ping -n -c 10 -i 0.2 -W 1 "$LAB_VIP4" 2>&1)
 received=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' <<<"$out")
