@@ -80,9 +80,22 @@ check "ping6: 5 replies, no duplicate" bash -c 'grep -q " 5 received" <<<"$1" &&
 
 # --- a manual view change: node 2 removed on every node ---------------------------------
 before=$("$VIPFARMCTL" buckets --socket "$(lab_api_socket 1)" --json)
+arp_cap=$LAB_DIR/arp.txt
+lab_spawn "$LAB_CLIENT_NS" "$arp_cap" timeout 30 tcpdump -lnnei "$LAB_CLIENT_IF" -c 200 arp
+arp_pid=$LAB_LAST_PID
+deadline=$((SECONDS + 10))
+until grep -q "listening on" "$arp_cap" 2>/dev/null || ((SECONDS > deadline)); do sleep 0.1; done
 for k in 1 2 3; do
   check "view set 1,3 on node $k" "$VIPFARMCTL" view set 1,3 --socket "$(lab_api_socket "$k")"
 done
+# Every ownership change is announced: gratuitous ARP for the VIP carrying the virtual MAC
+# inside, sent from a node's own MAC (never the virtual one).
+deadline=$((SECONDS + 10))
+until grep -qi "who-has $LAB_VIP4 tell $LAB_VIP4" "$arp_cap" || ((SECONDS > deadline)); do sleep 0.1; done
+kill -INT "$arp_pid" 2>/dev/null
+wait "$arp_pid" 2>/dev/null
+check "gratuitous ARP for the VIP seen after the view change" grep -qi "who-has $LAB_VIP4 tell $LAB_VIP4" "$arp_cap"
+check "no frame with the virtual MAC as Ethernet source" bash -c '! grep -qi "^[0-9:.]* $1 >" "$2"' _ "$vmac4" "$arp_cap"
 after=$("$VIPFARMCTL" buckets --socket "$(lab_api_socket 1)" --json)
 check "only node 2's buckets moved" $py - "$before" "$after" <<'PY'
 import json, sys
@@ -137,6 +150,42 @@ bad = [k for k in syn if synack[k] != syn[k]]
 assert not bad, f"SYN/SYN-ACK counts differ for {bad[:5]}"
 PY
 for k in 1 2 3; do "$VIPFARMCTL" view set 1,2,3 --socket "$(lab_api_socket "$k")" >/dev/null; done
+
+# --- an ICMP fragmentation-needed quoting a live flow reaches that flow's owner (I5) -----
+flow_client=${sources[5]}
+flow_owner=$(owner "$flow_client" 1,2,3)
+accepts() {  # accepts K: node K's accept and not_owner counters
+  "$VIPFARMCTL" counters --socket "$(lab_api_socket "$1")" --json |
+    $py -c 'import json,sys; v=json.load(sys.stdin)["verdicts"]; print(v["accept"], v["not_owner"])'
+}
+declare -A acc0=()
+for k in 1 2 3; do acc0[$k]=$(accepts "$k"); done
+lab_exec_client $py - "$LAB_CLIENT_IF" "$vmac4" "$LAB_VIP4" "$flow_client" <<'PY'
+import sys
+from scapy.all import ICMP, IP, TCP, Ether, sendp
+iface, vmac, vip, client = sys.argv[1:5]
+# A router on the client's path reports that the VIP's reply to client:43210 was too big.
+err = (Ether(dst=vmac) / IP(src="10.77.0.254", dst=vip) / ICMP(type=3, code=4, nexthopmtu=1280) /
+       IP(src=vip, dst=client, flags="DF") / TCP(sport=80, dport=43210, flags="A"))
+sendp([err] * 10, iface=iface, verbose=False)
+PY
+deadline=$((SECONDS + 10))
+icmp_ok=0
+while ((SECONDS <= deadline)); do
+  icmp_ok=1
+  for k in 1 2 3; do
+    read -r a0 n0 <<<"${acc0[$k]}"
+    read -r a1 n1 <<<"$(accepts "$k")"
+    if ((k == flow_owner)); then
+      ((a1 - a0 == 10)) || icmp_ok=0
+    else
+      ((n1 - n0 == 10 && a1 == a0)) || icmp_ok=0
+    fi
+  done
+  ((icmp_ok)) && break
+  sleep 0.2
+done
+check "10 ICMP frag-needed errors accepted by the flow's owner (node $flow_owner) only" test "$icmp_ok" -eq 1
 
 # --- malformed frames from the client ----------------------------------------------------
 malformed_before=$(lab_exec_node 1 curl -s http://127.0.0.1:9469/metrics | awk '/^vipfarm_malformed_total/ {s += $2} END {print s + 0}')
