@@ -27,6 +27,7 @@ lab: build
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/smoke.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/farm.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/keys.sh
+	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/udp.sh
 
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh

@@ -46,12 +46,12 @@ std::vector<TapAddress> tap_addresses(const config::Config& config) {
   return out;
 }
 
-// With net_af_packet the uplink is a kernel interface the kernel also listens on. The TAP
-// takes over its MAC (the node's identity), so the kernel interface gets another one and
-// loses ARP and IPv6: otherwise the kernel would answer ARP/ND for the VIPs on it with its
-// own MAC, and take frames for the node's MAC twice (there and through the TAP).
-std::string hand_over_af_packet(const std::string& uplink, const MacAddr& mac) {
-  if (!uplink.starts_with("net_af_packet")) return {};
+// With net_af_packet or net_pcap the uplink is a kernel interface the kernel also listens on. The
+// TAP takes over its MAC (the node's identity), so the kernel interface gets another one and loses
+// ARP and IPv6: otherwise the kernel would answer ARP/ND for the VIPs on it with its own MAC, and
+// take frames for the node's MAC twice (there and through the TAP).
+std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr& mac) {
+  if (!uplink.starts_with("net_af_packet") && !uplink.starts_with("net_pcap")) return {};
   const auto at = uplink.find("iface=");
   if (at == std::string::npos) return "uplink " + uplink + ": no iface=";
   const std::string iface = uplink.substr(at + 6, uplink.find(',', at) - at - 6);
@@ -121,7 +121,7 @@ int run_daemon(const config::Config& config, const std::string& program,
       thread.join();
     }
   } stop_control{io, control_thread};
-  if (const std::string err = hand_over_af_packet(config.dataplane.uplink, dp.uplink_mac());
+  if (const std::string err = hand_over_kernel_interface(config.dataplane.uplink, dp.uplink_mac());
       !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;

@@ -3,7 +3,7 @@
 # The network-namespace lab: a farm of N nodes on one machine (DESIGN.md, "Lab").
 # Sourced by the lab tests and the demo; needs root.
 #
-#   root namespace:  bridge vf<S>br (no address, floods unknown unicast: the switch)
+#   vflab-<S>-switch: bridge vf<S>br (no address, floods unknown unicast: the switch)
 #                      ├─ vf<S>c  ── veth ── lab0    in vflab-<S>-client
 #                      ├─ vf<S>n1 ── veth ── uplink  in vflab-<S>-node1
 #                      └─ ...
@@ -61,6 +61,7 @@ _lab_reset() {
     LAB_SUFFIX_USED=""
     LAB_DIR=""
     LAB_BRIDGE=""
+    LAB_SWITCH_NS=""     # the namespace holding the bridge and the switch-side veths
     LAB_CLIENT_NS=""
     LAB_CLIENT_VETH=""
     LAB_NODE_NS=()       # [k] namespace of node k (k = 1..N)
@@ -73,7 +74,6 @@ _lab_reset() {
     LAB_LAST_PID=""      # set by lab_spawn
     _LAB_BG_PIDS=()      # other background processes (lab_spawn)
     _LAB_NETNS=()        # namespaces created, in creation order
-    _LAB_LINKS=()        # root-namespace links created (veths, then the bridge last)
     _LAB_EAL_PREFIXES=() # DPDK file prefixes of the daemons (/var/run/dpdk/<prefix>)
     _LAB_UP=0
     _LAB_DUMPED=0
@@ -187,7 +187,8 @@ lab_up() {
 
     # Every name of this run; refuse before creating anything if one exists.
     local bridge=vf${sfx}br client_ns=vflab-$sfx-client client_veth=vf${sfx}c
-    local names=("$bridge" "$client_ns" "$client_veth")
+    local switch_ns=vflab-$sfx-switch
+    local names=("$bridge" "$switch_ns" "$client_ns" "$client_veth")
     for ((k = 1; k <= n; k++)); do names+=("vflab-$sfx-node$k" "vf${sfx}n$k"); done
     local taken=()
     for tool in "${names[@]}"; do _lab_name_taken "$tool" && taken+=("$tool"); done
@@ -208,14 +209,19 @@ lab_up() {
     LAB_CLIENT_VETH=$client_veth
     LAB_DIR=$(mktemp -d "${TMPDIR:-/tmp}/vipfarm-lab-$sfx.XXXXXX") || _lab_die "lab_up: mktemp failed"
 
-    # The switch. No STP (ports forward at once), no multicast snooping (flood ND and
-    # everything else like a dumb switch), no IPv6 on root-side links (no link-local
-    # address, no RS/MLD/DAD from the root namespace into the lab).
-    ip link add name "$bridge" type bridge stp_state 0 mcast_snooping 0 ||
+    # The switch, in a namespace of its own: the host's netfilter (br_netfilter, when it is
+    # loaded, would defragment and validate IPv4 on a root-namespace bridge) never sees lab
+    # frames, and in this namespace bridge netfilter is off. No STP (ports forward at
+    # once), no multicast snooping (flood ND and everything else like a dumb switch), no
+    # IPv6 on the switch's own links.
+    _lab_add_ns "$switch_ns"
+    LAB_SWITCH_NS=$switch_ns
+    ip netns exec "$switch_ns" sh -c \
+        'for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e "$f" ] && echo 0 >"$f"; done; true'
+    ip -n "$switch_ns" link add name "$bridge" type bridge stp_state 0 mcast_snooping 0 ||
         _lab_die "lab_up: cannot create bridge $bridge"
-    _LAB_LINKS+=("$bridge")
-    _lab_no_ipv6 "$bridge"
-    ip link set dev "$bridge" up || _lab_die "lab_up: cannot bring up $bridge"
+    _lab_no_ipv6 "$bridge" "$switch_ns"
+    ip -n "$switch_ns" link set dev "$bridge" up || _lab_die "lab_up: cannot bring up $bridge"
 
     # The client.
     _lab_add_ns "$client_ns"
@@ -223,7 +229,7 @@ lab_up() {
     # veths offload the TCP/UDP checksum by default: the frames a client sends would
     # reach af_packet with the checksum not filled in, and the node's kernel would drop
     # them (TcpInCsumErrors). A real client's NIC fills it in; so does this one's.
-    ip netns exec "$client_ns" ethtool -K "$LAB_CLIENT_IF" tx off >/dev/null ||
+    ip netns exec "$client_ns" ethtool -K "$LAB_CLIENT_IF" tx off gso off tso off >/dev/null ||
         _lab_die "lab_up: cannot turn off checksum offload on the client"
     ip -n "$client_ns" addr add "$LAB_CLIENT4/16" dev "$LAB_CLIENT_IF" &&
         ip -n "$client_ns" addr add "$LAB_CLIENT6/64" dev "$LAB_CLIENT_IF" nodad ||
@@ -259,19 +265,18 @@ _lab_add_ns() {  # _lab_add_ns NAME: create it, loopback up
     ip -n "$1" link set dev lo up || _lab_die "cannot bring up lo in $1"
 }
 
-# _lab_add_veth ROOTNAME NS INNAME MAC: a veth pair from the bridge into NS, both up.
+# _lab_add_veth SWNAME NS INNAME MAC: a veth pair from the switch's bridge into NS, up.
 _lab_add_veth() {
-    local root=$1 ns=$2 inner=$3 mac=$4
-    ip link add name "$root" type veth peer name "$inner" netns "$ns" ||
-        _lab_die "cannot create veth $root <-> $ns:$inner"
-    _LAB_LINKS=("$root" "${_LAB_LINKS[@]}") # before the bridge: deleted first
-    _lab_no_ipv6 "$root"
+    local sw=$1 ns=$2 inner=$3 mac=$4
+    ip -n "$LAB_SWITCH_NS" link add name "$sw" type veth peer name "$inner" netns "$ns" ||
+        _lab_die "cannot create veth $sw <-> $ns:$inner"
+    _lab_no_ipv6 "$sw" "$LAB_SWITCH_NS"
     if [[ $inner == uplink ]]; then # no address at all, not even link-local
         _lab_no_ipv6 "$inner" "$ns"
     fi
-    ip link set dev "$root" master "$LAB_BRIDGE" up &&
+    ip -n "$LAB_SWITCH_NS" link set dev "$sw" master "$LAB_BRIDGE" up &&
         ip -n "$ns" link set dev "$inner" address "$mac" up ||
-        _lab_die "cannot bring up veth $root <-> $ns:$inner"
+        _lab_die "cannot bring up veth $sw <-> $ns:$inner"
 }
 
 # _lab_write_config K: conf/lab.toml with [node] set to node K, a per-run EAL file
@@ -516,11 +521,11 @@ lab_dump() {
     _LAB_DUMPED=1
     {
         echo "=============== lab dump: suffix $LAB_SUFFIX_USED, $LAB_N nodes, dir $LAB_DIR"
-        echo "--- bridge $LAB_BRIDGE"
-        ip -d link show dev "$LAB_BRIDGE" 2>&1 | head -n 3
-        bridge link show 2>&1 | grep -F "master $LAB_BRIDGE"
+        echo "--- bridge $LAB_BRIDGE (namespace $LAB_SWITCH_NS)"
+        ip -n "$LAB_SWITCH_NS" -d link show dev "$LAB_BRIDGE" 2>&1 | head -n 3
+        bridge -n "$LAB_SWITCH_NS" link show 2>&1 | grep -F "master $LAB_BRIDGE"
         echo "--- bridge fdb show br $LAB_BRIDGE"
-        bridge fdb show br "$LAB_BRIDGE" 2>&1
+        bridge -n "$LAB_SWITCH_NS" fdb show br "$LAB_BRIDGE" 2>&1
         for ns in "${_LAB_NETNS[@]}"; do
             echo "--- namespace $ns: link"
             ip -n "$ns" -s link 2>&1
@@ -576,21 +581,10 @@ lab_down() {
         [[ -e /run/netns/$ns ]] && mapfile -t -O "${#pids[@]}" pids < <(ip netns pids "$ns" 2>/dev/null)
     done
     ((${#pids[@]})) && _lab_stop_pids 2 "${pids[@]}"
-    # Root-side veths first (that deletes both ends at once), the bridge last.
-    for link in "${_LAB_LINKS[@]}"; do
-        ip link show dev "$link" >/dev/null 2>&1 && ip link del dev "$link" 2>/dev/null
-    done
+    # Deleting the namespaces deletes every link: the switch's holds the bridge and
+    # one end of every veth.
     for ns in "${_LAB_NETNS[@]}"; do
         [[ -e /run/netns/$ns ]] && ip netns del "$ns"
-    done
-    # Links left by a namespace's deletion vanish asynchronously: wait, bounded.
-    deadline=$((SECONDS + 5))
-    for link in "${_LAB_LINKS[@]}"; do
-        while ip link show dev "$link" >/dev/null 2>&1 && ((SECONDS < deadline)); do
-            ip link del dev "$link" 2>/dev/null
-            sleep 0.05
-        done
-        ip link show dev "$link" >/dev/null 2>&1 && _lab_log "warning: link $link is still there"
     done
     for ns in "${_LAB_NETNS[@]}"; do
         [[ -e /run/netns/$ns ]] && _lab_log "warning: namespace $ns is still there"

@@ -71,10 +71,10 @@ nothing_left() { [[ -z $(leftovers "$@") ]]; }
 lab_up 2
 sfx=$LAB_SUFFIX_USED
 check "interface names fit in 15 characters" names_fit
-check "the bridge has no address" no_addresses "" "$LAB_BRIDGE"
+check "the bridge has no address" no_addresses "$LAB_SWITCH_NS" "$LAB_BRIDGE"
 check "the root namespace has no lab address" root_has_no_lab_address
 check "multicast snooping is off on the bridge" \
-    grep -qx 0 "/sys/class/net/$LAB_BRIDGE/bridge/multicast_snooping"
+    ip netns exec "$LAB_SWITCH_NS" grep -qx 0 "/sys/class/net/$LAB_BRIDGE/bridge/multicast_snooping"
 for k in 1 2; do
     check "node $k: uplink is up" grep -q 'state UP' <(ip -n "${LAB_NODE_NS[k]}" link show dev uplink)
     check "node $k: uplink has no address" no_addresses "${LAB_NODE_NS[k]}" uplink
@@ -148,7 +148,7 @@ for k in 1 2; do
     check "node $k: the bridge floods the virtual MAC to it" grep -q '1 packet captured' "$LAB_DIR/flood$k.log"
 done
 check "the bridge never learnt the virtual MAC" \
-    bash -c "! bridge fdb show br $LAB_BRIDGE | grep -qi $vmac"
+    bash -c "! bridge -n $LAB_SWITCH_NS fdb show br $LAB_BRIDGE | grep -qi $vmac"
 
 # lab_down removes everything; processes are gone by PID.
 pids=()
