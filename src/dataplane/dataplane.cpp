@@ -283,13 +283,16 @@ void Dataplane::Impl::exception_poll(LcoreCounters& c) noexcept {
 
 Dataplane::Dataplane() : impl_(std::make_unique<Impl>()) {}
 
-Dataplane::~Dataplane() {
+Dataplane::~Dataplane() { shutdown(); }
+
+void Dataplane::shutdown() {
   if (impl_->eal_up) {
+    impl_->eal_up = false;
     rte_eth_dev_stop(impl_->uplink);
     rte_eth_dev_stop(impl_->tap);
     rte_eth_dev_close(impl_->tap);  // removes the TAP interface from the kernel
     rte_eth_dev_close(impl_->uplink);
-    delete impl_->current.load();
+    delete impl_->current.exchange(nullptr);
     rte_free(impl_->qsbr);
     rte_ring_free(impl_->to_kernel);
     rte_ring_free(impl_->to_uplink);

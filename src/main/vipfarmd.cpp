@@ -7,6 +7,7 @@
 #include <chrono>
 #include <fstream>
 #include <iostream>
+#include <optional>
 #include <thread>
 
 #include "vipfarm/config/config.hpp"
@@ -104,10 +105,10 @@ int run_daemon(const config::Config& config, const std::string& program,
   }
   // The control thread: the admin API (and, with issue 4, membership) on one Asio loop.
   boost::asio::io_context io;
-  control::ApiServer api(io, config.api.socket, [&control](const nlohmann::json& request) {
-    return control.handle(request);
-  });
-  if (const std::string err = api.start(); !err.empty()) {
+  std::optional<control::ApiServer> api;
+  api.emplace(io, config.api.socket,
+              [&control](const nlohmann::json& request) { return control.handle(request); });
+  if (const std::string err = api->start(); !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
   }
@@ -116,9 +117,9 @@ int run_daemon(const config::Config& config, const std::string& program,
   struct StopControl {
     boost::asio::io_context& io;
     std::thread& thread;
-    ~StopControl() {
+    ~StopControl() {  // on the early-error paths
       io.stop();
-      thread.join();
+      if (thread.joinable()) thread.join();
     }
   } stop_control{io, control_thread};
   if (const std::string err = hand_over_kernel_interface(config.dataplane.uplink, dp.uplink_mac());
@@ -173,7 +174,16 @@ int run_daemon(const config::Config& config, const std::string& program,
 
   remove_addresses();
   print_totals(dp.totals());
-  return 0;
+  // A bounded exit (SIGTERM to exit well under 2 s): stop the control thread, unlink the
+  // API socket, close the ports (which removes the TAP) and leave. The metrics endpoint is
+  // not stopped in order: its web server's stop waits out a 2 s poll period, and nothing
+  // it holds needs an orderly close; the counters it may still read stay allocated.
+  io.stop();
+  control_thread.join();
+  api.reset();
+  dp.shutdown();
+  std::cerr << std::flush;
+  std::_Exit(0);
 }
 
 }  // namespace

@@ -77,6 +77,10 @@ class Dataplane {
   // Queues gratuitous ARP / unsolicited NA for every VIP onto the uplink (main lcore only).
   void announce();
 
+  // Stops and closes the ports (the TAP interface goes away) and releases DPDK. The
+  // counters stay readable until destruction. Idempotent; the destructor calls it.
+  void shutdown();
+
   Totals totals() const;
   MacAddr uplink_mac() const;
 
