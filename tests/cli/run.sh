@@ -6,19 +6,8 @@ cd "$(dirname "$0")/../.."
 ctl=${VIPFARMCTL:-build/vipfarmctl}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
-passed=0
-failed=0
-
-check() {  # check NAME COMMAND...: the command must succeed
-  local name=$1
-  shift
-  if "$@"; then
-    passed=$((passed + 1))
-  else
-    failed=$((failed + 1))
-    echo "FAIL: $name" >&2
-  fi
-}
+# shellcheck source=../lib/check.sh
+source tests/lib/check.sh
 
 status_of() { "$@" >"$tmp/out" 2>"$tmp/err"; echo $?; }
 

@@ -20,18 +20,8 @@ requests_deadline=${LAB_SMOKE_DEADLINE:-120}
 converge_timeout=${LAB_CONVERGE_TIMEOUT:-30}
 n_nodes=3
 
-passed=0
-failed=0
-check() {  # check NAME COMMAND...: the command must succeed
-    local name=$1
-    shift
-    if "$@"; then
-        passed=$((passed + 1))
-    else
-        failed=$((failed + 1))
-        echo "FAIL: $name" >&2
-    fi
-}
+# shellcheck source=../lib/check.sh
+source "$here/../lib/check.sh"
 summary() { echo "lab-smoke: $passed passed, $failed failed"; }
 finish() {
     LAB_AT_EXIT=""

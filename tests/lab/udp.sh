@@ -25,13 +25,8 @@ export LAB_CONFIG=$work/udp.toml
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
-passed=0
-failed=0
-check() {
-  local name=$1
-  shift
-  if "$@"; then passed=$((passed + 1)); else failed=$((failed + 1)); echo "FAIL: $name" >&2; fi
-}
+# shellcheck source=../lib/check.sh
+source "$here/../lib/check.sh"
 summary() { echo "lab-udp: $passed passed, $failed failed"; }
 at_exit() {
   failed=$((failed + 1))
