@@ -2,7 +2,7 @@
 # shellcheck disable=SC2119,SC2317 # lab_* functions take optional args; at_exit runs from the trap
 # Lab test 1 of issue 3, in small: a 3-node farm in network namespaces (tests/lab/lib.sh),
 # 300 client source addresses, one HTTP GET each to the VIP. Every request must succeed,
-# once, served by the node that `vipfarmctl owner` predicts; one IPv6 request too; the
+# once, served by the node that `vipfarmctl owner` predicts; the same from 90 IPv6 sources; the
 # daemons must exit 0 on SIGTERM. Needs root, build/vipfarmd and build/vipfarmctl.
 #
 #   VIPFARMD=build/vipfarmd VIPFARMCTL=build/vipfarmctl tests/lab/smoke.sh
@@ -159,6 +159,25 @@ want6=$(owner "[$LAB_CLIENT6]:40000" "[$LAB_VIP6]:80") || want6=0
 body6=$(get "$LAB_CLIENT6" "http://[$LAB_VIP6]/" 2>&1)
 echo "IPv6: [$LAB_CLIENT6] -> [$LAB_VIP6]: expected node$want6, got: ${body6//$'\n'/ | }"
 check "IPv6 GET served by its predicted node" test "$body6" = "node$want6"
+
+# The same over IPv6 from many sources (issue 3, test 7): each served by its predicted node.
+mapfile -t sources6 < <(lab_client_addrs 90 6)
+declare -A served6=()
+bad6=0
+for addr in "${sources6[@]}"; do
+    want=$(owner "[$addr]:40000" "[$LAB_VIP6]:80") || want=0
+    body=$(get "$addr" "http://[$LAB_VIP6]/" 2>&1)
+    served6[$body]=$((${served6[$body]:-0} + 1))
+    if [[ $body != "node$want" ]]; then
+        ((bad6 < 5)) && echo "FAIL: IPv6 GET from $addr: expected node$want, got: ${body//$'\n'/ | }" >&2
+        bad6=$((bad6 + 1))
+    fi
+done
+echo "IPv6, ${#sources6[@]} sources: node1 ${served6[node1]:-0}, node2 ${served6[node2]:-0}, node3 ${served6[node3]:-0}"
+check "IPv6: ${#sources6[@]} sources each served by the predicted node ($bad6 not)" test "$bad6" -eq 0
+for ((k = 1; k <= n_nodes; k++)); do
+    check "IPv6: node $k served some sources" test "${served6[node$k]:-0}" -gt 0
+done
 
 ((failed == 0)) || lab_dump
 
