@@ -82,42 +82,6 @@ config::ViewMask parse_view(const config::Config& config, const std::string& tex
   return view;
 }
 
-struct Endpoint {
-  IpAddr address;
-  std::uint16_t port = 0;
-};
-
-Endpoint parse_endpoint(const std::string& text, bool want_port) {
-  std::string host = text;
-  std::string port;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string::npos) throw UsageError("bad endpoint \"" + text + "\"");
-    host = text.substr(1, close - 1);
-    if (close + 1 < text.size()) {
-      if (text[close + 1] != ':') throw UsageError("bad endpoint \"" + text + "\"");
-      port = text.substr(close + 2);
-    }
-  } else if (std::count(text.begin(), text.end(), ':') == 1) {
-    host = text.substr(0, text.find(':'));
-    port = text.substr(text.find(':') + 1);
-  }
-  const auto address = IpAddr::parse(host);
-  if (!address) throw UsageError("not an IP address: \"" + host + "\"");
-  Endpoint out{*address, 0};
-  if (want_port) {
-    if (port.empty()) throw UsageError("\"" + text + "\" needs a port");
-    try {
-      const unsigned long value = std::stoul(port);
-      if (value > 65535) throw std::out_of_range("port");
-      out.port = static_cast<std::uint16_t>(value);
-    } catch (const std::exception&) {
-      throw UsageError("bad port in \"" + text + "\"");
-    }
-  }
-  return out;
-}
-
 // Owner of every bucket of every group, for the view.
 std::vector<std::vector<NodeId>> all_owners(const config::Config& config, config::ViewMask view) {
   std::vector<std::vector<NodeId>> owners;
@@ -220,23 +184,9 @@ int cmd_owner(const std::vector<std::string>& args) {
   const auto flow =
       vm.count("flow") ? vm["flow"].as<std::vector<std::string>>() : std::vector<std::string>{};
   if (flow.size() != 3) throw UsageError("owner needs PROTO CLIENT SERVER or --pcap FILE");
-  packet::FrameSpec spec;
-  const std::string& proto = flow[0];
-  const bool ports = proto == "tcp" || proto == "udp";
-  if (!ports && proto != "icmp") throw UsageError("PROTO must be tcp, udp or icmp");
-  const Endpoint client = parse_endpoint(flow[1], ports);
-  const Endpoint server = parse_endpoint(flow[2], ports);
-  if (client.address.is_v4() != server.address.is_v4()) {
-    throw UsageError("CLIENT and SERVER must be of one address family");
-  }
-  spec.src = client.address;
-  spec.dst = server.address;
-  spec.src_port = client.port;
-  spec.dst_port = server.port;
-  const bool v6 = !client.address.is_v4();
-  spec.proto = proto == "tcp" ? 6 : proto == "udp" ? 17 : (v6 ? 58 : 1);
-  spec.icmp_type = v6 ? 128 : 8;
-  const auto frame = packet::build_frame(spec);
+  const packet::FlowQuery query = packet::parse_flow_query(flow[0], flow[1], flow[2]);
+  if (!query.error.empty()) throw UsageError(query.error);
+  const auto frame = packet::build_frame(query.spec);
   const nlohmann::json d = describe(*config, owners, classifier.classify(frame));
   std::cout << (json ? d.dump() : human(d)) << "\n";
   return 0;

@@ -19,31 +19,6 @@ std::vector<unsigned> view_ids(config::ViewMask view) {
   return ids;
 }
 
-// "203.0.113.7:40000", "[2001:db8::7]:40000", or an address alone.
-bool parse_endpoint(const std::string& text, IpAddr& address, std::uint16_t& port) {
-  std::string host = text, port_text;
-  if (!text.empty() && text.front() == '[') {
-    const auto close = text.find(']');
-    if (close == std::string::npos) return false;
-    host = text.substr(1, close - 1);
-    if (close + 2 < text.size() && text[close + 1] == ':') port_text = text.substr(close + 2);
-  } else if (std::count(text.begin(), text.end(), ':') == 1) {
-    host = text.substr(0, text.find(':'));
-    port_text = text.substr(text.find(':') + 1);
-  }
-  const auto parsed = IpAddr::parse(host);
-  if (!parsed) return false;
-  address = *parsed;
-  port = 0;
-  if (!port_text.empty()) {
-    char* end = nullptr;
-    const unsigned long value = std::strtoul(port_text.c_str(), &end, 10);
-    if (*end != '\0' || value > 65535) return false;
-    port = static_cast<std::uint16_t>(value);
-  }
-  return true;
-}
-
 }  // namespace
 
 Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
@@ -168,27 +143,10 @@ nlohmann::json Control::counters() const {
 }
 
 nlohmann::json Control::owner(const nlohmann::json& request) const {
-  const std::string proto = request.value("proto", "");
-  const std::string client_text = request.value("client", "");
-  const std::string server_text = request.value("server", "");
-  packet::FrameSpec spec;
-  std::uint16_t client_port = 0, server_port = 0;
-  if (!parse_endpoint(client_text, spec.src, client_port) ||
-      !parse_endpoint(server_text, spec.dst, server_port) || spec.src.is_v4() != spec.dst.is_v4()) {
-    return error("owner needs \"client\" and \"server\" endpoints of one family");
-  }
-  const bool v6 = !spec.src.is_v4();
-  if (proto == "tcp" || proto == "udp") {
-    spec.proto = proto == "tcp" ? 6 : 17;
-  } else if (proto == "icmp") {
-    spec.proto = v6 ? 58 : 1;
-    spec.icmp_type = v6 ? 128 : 8;
-  } else {
-    return error("\"proto\" must be tcp, udp or icmp");
-  }
-  spec.src_port = client_port;
-  spec.dst_port = server_port;
-  const packet::Result r = packet::Classifier(config_).classify(packet::build_frame(spec));
+  const packet::FlowQuery query = packet::parse_flow_query(
+      request.value("proto", ""), request.value("client", ""), request.value("server", ""));
+  if (!query.error.empty()) return error("owner: " + query.error);
+  const packet::Result r = packet::Classifier(config_).classify(packet::build_frame(query.spec));
   std::lock_guard lock(mutex_);
   nlohmann::json out = {{"ok", true}, {"verdict", std::string(packet::to_string(r.verdict))}};
   if (r.verdict == packet::Verdict::kFarm) {

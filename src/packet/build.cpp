@@ -1,6 +1,9 @@
 // Frame construction with correct lengths (checksums are left 0: nothing here is sent).
 #include "vipfarm/packet/build.hpp"
 
+#include <algorithm>
+#include <charconv>
+
 namespace vipfarm::packet {
 
 namespace {
@@ -22,7 +25,73 @@ void set16(std::vector<std::byte>& out, std::size_t at, std::size_t v) {
   out[at + 1] = std::byte(v & 0xff);
 }
 
+struct Endpoint {
+  IpAddr address;
+  std::uint16_t port = 0;
+};
+
+// "addr", "addr:port", "[v6]", "[v6]:port"; `error` set on failure.
+Endpoint parse_endpoint(std::string_view text, bool want_port, std::string& error) {
+  std::string_view host = text;
+  std::string_view port;
+  if (!text.empty() && text.front() == '[') {
+    const auto close = text.find(']');
+    if (close == std::string_view::npos || (close + 1 < text.size() && text[close + 1] != ':')) {
+      error = "bad endpoint \"" + std::string(text) + "\"";
+      return {};
+    }
+    host = text.substr(1, close - 1);
+    if (close + 1 < text.size()) port = text.substr(close + 2);
+  } else if (std::count(text.begin(), text.end(), ':') == 1) {
+    host = text.substr(0, text.find(':'));
+    port = text.substr(text.find(':') + 1);
+  }
+  const auto address = IpAddr::parse(host);
+  if (!address) {
+    error = "not an IP address: \"" + std::string(host) + "\"";
+    return {};
+  }
+  Endpoint out{*address, 0};
+  if (!want_port) return out;
+  unsigned value = 0;
+  const auto [end, ec] = std::from_chars(port.data(), port.data() + port.size(), value);
+  if (port.empty()) {
+    error = "\"" + std::string(text) + "\" needs a port";
+  } else if (ec != std::errc{} || end != port.data() + port.size() || value > 65535) {
+    error = "bad port in \"" + std::string(text) + "\"";
+  } else {
+    out.port = static_cast<std::uint16_t>(value);
+  }
+  return out;
+}
+
 }  // namespace
+
+FlowQuery parse_flow_query(std::string_view proto, std::string_view client,
+                           std::string_view server) {
+  FlowQuery q;
+  const bool ports = proto == "tcp" || proto == "udp";
+  if (!ports && proto != "icmp") {
+    q.error = "PROTO must be tcp, udp or icmp";
+    return q;
+  }
+  const Endpoint from = parse_endpoint(client, ports, q.error);
+  if (!q.error.empty()) return q;
+  const Endpoint to = parse_endpoint(server, ports, q.error);
+  if (!q.error.empty()) return q;
+  if (from.address.is_v4() != to.address.is_v4()) {
+    q.error = "CLIENT and SERVER must be of one address family";
+    return q;
+  }
+  const bool v6 = !from.address.is_v4();
+  q.spec.src = from.address;
+  q.spec.dst = to.address;
+  q.spec.src_port = from.port;
+  q.spec.dst_port = to.port;
+  q.spec.proto = proto == "tcp" ? 6 : proto == "udp" ? 17 : (v6 ? 58 : 1);
+  q.spec.icmp_type = v6 ? 128 : 8;
+  return q;
+}
 
 std::vector<std::byte> build_frame(const FrameSpec& spec) {
   std::vector<std::byte> out;

@@ -196,3 +196,35 @@ TEST(ClassifyEchoPolicy, NoneTurnsUnmatchedEchoIntoNoRule) {
 
 }  // namespace
 }  // namespace vipfarm::packet
+
+namespace vipfarm::packet {
+namespace {
+
+TEST(FlowQuery, ParsesWhatOperatorsWrite) {
+  const FlowQuery tcp = parse_flow_query("tcp", "203.0.113.7:40000", "198.51.100.10:80");
+  ASSERT_EQ(tcp.error, "");
+  EXPECT_EQ(tcp.spec.proto, 6);
+  EXPECT_EQ(tcp.spec.src_port, 40000);
+  EXPECT_EQ(tcp.spec.dst, *IpAddr::parse("198.51.100.10"));
+  const FlowQuery v6 = parse_flow_query("udp", "[2001:db8::7]:53", "[2001:db8::10]:53");
+  ASSERT_EQ(v6.error, "");
+  EXPECT_EQ(v6.spec.proto, 17);
+  const FlowQuery ping = parse_flow_query("icmp", "2001:db8::7", "2001:db8::10");
+  ASSERT_EQ(ping.error, "");
+  EXPECT_EQ(ping.spec.proto, 58);
+  EXPECT_EQ(ping.spec.icmp_type, 128);
+  EXPECT_EQ(parse_flow_query("sctp", "a", "b").error, "PROTO must be tcp, udp or icmp");
+  EXPECT_EQ(parse_flow_query("tcp", "203.0.113.7", "198.51.100.10:80").error,
+            "\"203.0.113.7\" needs a port");
+  EXPECT_EQ(parse_flow_query("tcp", "203.0.113.7:99999", "198.51.100.10:80").error,
+            "bad port in \"203.0.113.7:99999\"");
+  EXPECT_EQ(parse_flow_query("tcp", "[2001:db8::7:1", "198.51.100.10:80").error,
+            "bad endpoint \"[2001:db8::7:1\"");
+  EXPECT_EQ(parse_flow_query("tcp", "[2001:db8::7]:1", "198.51.100.10:80").error,
+            "CLIENT and SERVER must be of one address family");
+  EXPECT_EQ(parse_flow_query("tcp", "nonsense:1", "198.51.100.10:80").error,
+            "not an IP address: \"nonsense\"");
+}
+
+}  // namespace
+}  // namespace vipfarm::packet

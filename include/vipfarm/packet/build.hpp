@@ -3,6 +3,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
+#include <string_view>
 #include <vector>
 
 #include "vipfarm/common/net.hpp"
@@ -26,5 +28,16 @@ struct FrameSpec {
 };
 
 std::vector<std::byte> build_frame(const FrameSpec& spec);
+
+// A flow as operators write it, "PROTO CLIENT SERVER": tcp|udp|icmp, endpoints like
+// 192.0.2.7:40000 or [2001:db8::7]:40000 (an address alone for icmp), both of one family.
+// `spec` is the frame the client would send (an echo request for icmp); `error` says what
+// is wrong, empty when the query is valid. The owner tool and the admin API share it.
+struct FlowQuery {
+  FrameSpec spec;
+  std::string error;
+};
+FlowQuery parse_flow_query(std::string_view proto, std::string_view client,
+                           std::string_view server);
 
 }  // namespace vipfarm::packet
