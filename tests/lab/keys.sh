@@ -3,7 +3,9 @@
 # Lab tests 2 and 4 of issue 3 on one farm: weights 1:2:3 and the on_port key.
 #  - each node owns exactly the buckets issue 2's allocation gives it (vipfarmctl buckets);
 #  - 300 connections from ONE client address with distinct source ports are each served by
-#    the node `vipfarmctl owner` predicts for that port, and all three nodes take some.
+#    the node `vipfarmctl owner` predicts for that port, and all three nodes take some;
+#  - the same over IPv6 (issue 3 test 7): 120 connections from one IPv6 client address to
+#    the IPv6 VIP.
 # Ends with "lab-keys: N passed, M failed". Needs root.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -73,6 +75,31 @@ for k in 1 2 3; do
   check "node $k served some of one client's connections" test "${served[node$k]:-0}" -gt 0
 done
 check "shares follow the weights (node3 > node1)" test "${served[node3]:-0}" -gt "${served[node1]:-0}"
+
+# --- on_port over IPv6: one client address, 120 source ports --------------------------------
+client6=$LAB_CLIENT6
+deadline=$((SECONDS + 30))
+until lab_exec_client curl -s -g --max-time 2 "http://[$LAB_VIP6]/" >/dev/null || ((SECONDS > deadline)); do sleep 0.2; done
+declare -A served6=()
+mismatch6=0
+for ((i = 0; i < 120; i++)); do
+  port=$((30000 + i * 7))
+  json=$("$VIPFARMCTL" owner --config "$conf" --json tcp "[$client6]:$port" "[$LAB_VIP6]:80")
+  want=none
+  [[ $json =~ \"owner\":([0-9]+) ]] && want=${BASH_REMATCH[1]}
+  body=$(lab_exec_client curl -sS -g --max-time 2 --interface "$client6" --local-port "$port" "http://[$LAB_VIP6]/" 2>&1)
+  served6[$body]=$((${served6[$body]:-0} + 1))
+  if [[ $body != "node$want" ]]; then
+    mismatch6=$((mismatch6 + 1))
+    ((mismatch6 <= 5)) && echo "[$client6]:$port: expected node$want, got: $body" >&2
+  fi
+done
+echo "one IPv6 client, 120 ports: node1 ${served6[node1]:-0}, node2 ${served6[node2]:-0}, node3 ${served6[node3]:-0}"
+check "IPv6: every connection served by the predicted node ($mismatch6 mismatches)" test "$mismatch6" -eq 0
+for k in 1 2 3; do
+  check "IPv6: node $k served some of one client's connections" test "${served6[node$k]:-0}" -gt 0
+done
+check "IPv6: shares follow the weights (node3 > node1)" test "${served6[node3]:-0}" -gt "${served6[node1]:-0}"
 
 lab_stop_daemons
 LAB_AT_EXIT=""
