@@ -54,6 +54,7 @@ fuzz-smoke: fuzz-build
 
 bench: build
 	bench/run.sh $(BUILD)
+	bench/pipeline.py --build $(BUILD)
 
 format:
 	clang-format -i $$(git ls-files '*.cpp' '*.hpp')

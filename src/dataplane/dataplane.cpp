@@ -21,8 +21,19 @@ namespace {
 
 constexpr std::uint16_t kRxDescriptors = 1024;
 constexpr std::uint16_t kTxDescriptors = 1024;
-constexpr unsigned kMbufs = 8191;
 constexpr unsigned kMbufCache = 256;
+// Beyond what rings, descriptors and caches can hold: bursts in flight, announcements, and
+// vdevs that keep packets of their own (net_pcap's infinite_rx keeps its whole file).
+constexpr unsigned kMbufHeadroom = 8192;
+
+// Every place an mbuf can wait at once, so that a full exception ring (the kernel behind)
+// never starves the uplink's receive path of buffers: each port queue's descriptors, both
+// rings, and each lcore's mempool cache (which may hold 1.5 times its size).
+unsigned mbuf_count(std::uint32_t workers, std::uint32_t ring_size) {
+  const unsigned per_queue = kRxDescriptors + kTxDescriptors;
+  return (workers + 1) * per_queue + 2 * ring_size + (workers + 1) * (kMbufCache * 3 / 2) +
+         kMbufHeadroom;
+}
 // Adaptive polling: after kIdlePollsBeforeSleep empty polls, short sleeps; after
 // kIdlePollsBeforeLongSleep, longer ones (an idle lab node then costs a few % of a core,
 // and the first packet after a long silence waits at most kLongSleepMicros).
@@ -60,7 +71,7 @@ struct Dataplane::Impl {
   rte_ring* to_uplink = nullptr;
   rte_rcu_qsbr* qsbr = nullptr;
   std::uint16_t uplink = 0;
-  std::uint16_t tap = 0;
+  std::uint16_t tap = 0;  // the exception port: the TAP (net_null in pipeline benchmarks)
   std::uint32_t workers = 1;
   std::uint32_t burst = 32;
   bool adaptive = false;
@@ -254,6 +265,9 @@ void Dataplane::Impl::exception_poll(LcoreCounters& c) noexcept {
   const unsigned n = rte_ring_dequeue_burst(to_kernel, reinterpret_cast<void**>(burst_buf.data()),
                                             kExceptionBurst, nullptr);
   if (n != 0) {
+    // The workers filled these long ago (a ring's worth of packets back) on another core:
+    // start every header's cache miss now rather than one by one inside the port's TX.
+    for (unsigned i = 0; i < n; ++i) rte_prefetch0(burst_buf[i]);
     const std::uint16_t sent =
         rte_eth_tx_burst(tap, 0, burst_buf.data(), static_cast<std::uint16_t>(n));
     c.exception_tx += sent;
@@ -327,7 +341,7 @@ std::string setup_port(std::uint16_t port, std::uint16_t rxq, std::uint16_t txq,
 }  // namespace
 
 std::string Dataplane::start(const config::Config& config, const std::string& program,
-                             const std::vector<std::string>& extra_eal) {
+                             const std::vector<std::string>& extra_eal, ExceptionPort exception) {
   Impl& d = *impl_;
   d.config = config;
   d.workers = config.dataplane.workers;
@@ -356,7 +370,12 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   }
   args.push_back(vdev ? "--vdev=" + uplink : "-a");
   if (!vdev) args.push_back(uplink);
-  args.push_back("--vdev=net_tap_vipfarm,iface=" + config.exception.name);
+  // net_null's no-rx: a null port would otherwise produce packets whenever it is polled.
+  const char* exception_port =
+      exception == ExceptionPort::kTap ? "net_tap_vipfarm" : "net_null_vipfarm";
+  args.push_back(exception == ExceptionPort::kTap
+                     ? "--vdev=net_tap_vipfarm,iface=" + config.exception.name
+                     : std::string("--vdev=net_null_vipfarm,no-rx=1"));
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   if (rte_eal_init(static_cast<int>(argv.size()), argv.data()) < 0) return eal_error("EAL init");
@@ -370,9 +389,12 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   if (rte_eth_dev_get_port_by_name(uplink_name.c_str(), &d.uplink) != 0) {
     return "uplink port \"" + uplink_name + "\" not found";
   }
-  if (rte_eth_dev_get_port_by_name("net_tap_vipfarm", &d.tap) != 0) return "TAP port not created";
+  if (rte_eth_dev_get_port_by_name(exception_port, &d.tap) != 0) {
+    return std::string("exception port ") + exception_port + " not created";
+  }
 
-  d.pool = rte_pktmbuf_pool_create("vipfarm_mbufs", kMbufs, kMbufCache, 0,
+  d.pool = rte_pktmbuf_pool_create("vipfarm_mbufs",
+                                   mbuf_count(d.workers, config.exception.ring_size), kMbufCache, 0,
                                    RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
   if (d.pool == nullptr) return eal_error("mbuf pool");
   d.to_kernel = rte_ring_create("vipfarm_to_kernel", config.exception.ring_size,
@@ -395,7 +417,8 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   std::memcpy(d.mac.data(), mac.addr_bytes, 6);
   d.own48 = mac48(d.mac.data());
   // The kernel's frames leave with the node's own MAC: give the TAP the uplink's address.
-  if (int rc = rte_eth_dev_default_mac_addr_set(d.tap, &mac); rc != 0) {
+  if (int rc = rte_eth_dev_default_mac_addr_set(d.tap, &mac);
+      rc != 0 && exception == ExceptionPort::kTap) {
     return port_error("TAP MAC address", rc);
   }
   if (int rc = rte_eth_promiscuous_enable(d.uplink); rc != 0) {

@@ -51,10 +51,11 @@ std::vector<TapAddress> tap_addresses(const config::Config& config) {
 // TAP takes over its MAC (the node's identity), so the kernel interface gets another one and loses
 // ARP and IPv6: otherwise the kernel would answer ARP/ND for the VIPs on it with its own MAC, and
 // take frames for the node's MAC twice (there and through the TAP).
+// A net_pcap uplink reading a file (rx_pcap=) has no kernel interface behind it.
 std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr& mac) {
   if (!uplink.starts_with("net_af_packet") && !uplink.starts_with("net_pcap")) return {};
   const auto at = uplink.find("iface=");
-  if (at == std::string::npos) return "uplink " + uplink + ": no iface=";
+  if (at == std::string::npos) return {};
   const std::string iface = uplink.substr(at + 6, uplink.find(',', at) - at - 6);
   MacAddr aside = mac;
   aside[0] = 0xAE;  // locally administered, unicast, and not the node's MAC
@@ -80,7 +81,8 @@ void print_totals(const dataplane::Totals& t) {
 }
 
 int run_daemon(const config::Config& config, const std::string& program,
-               const std::vector<std::string>& extra_eal) {
+               const std::vector<std::string>& extra_eal,
+               dataplane::Dataplane::ExceptionPort exception) {
   if (!config.dataplane.present) {
     std::cerr << config.source << ": [dataplane] is required to run vipfarmd (uplink = ...)\n";
     return 1;
@@ -91,7 +93,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   sigaction(SIGINT, &sa, nullptr);
 
   dataplane::Dataplane dp;
-  if (const std::string err = dp.start(config, program, extra_eal); !err.empty()) {
+  if (const std::string err = dp.start(config, program, extra_eal, exception); !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
   }
@@ -129,7 +131,9 @@ int run_daemon(const config::Config& config, const std::string& program,
   }
 
   const std::string& tap = config.exception.name;
-  const std::vector<TapAddress> addresses = tap_addresses(config);
+  const bool has_tap = exception == dataplane::Dataplane::ExceptionPort::kTap;
+  const std::vector<TapAddress> addresses =
+      has_tap ? tap_addresses(config) : std::vector<TapAddress>{};
   auto remove_addresses = [&] {
     for (const TapAddress& a : addresses) {
       if (const std::string err = dataplane::netlink::remove_address(tap, a.address, a.prefix);
@@ -146,14 +150,16 @@ int run_daemon(const config::Config& config, const std::string& program,
       return 1;
     }
   }
-  if (const std::string err = dataplane::netlink::link_up(tap); !err.empty()) {
+  if (const std::string err = has_tap ? dataplane::netlink::link_up(tap) : std::string();
+      !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     remove_addresses();
     return 1;
   }
 
   std::cerr << "vipfarmd: ready: node " << to_int(config.node_id) << " (" << config.node_name
-            << "), TAP " << tap << ", uplink MAC " << to_string(dp.uplink_mac()) << "\n";
+            << "), " << (has_tap ? "TAP " + tap : "no TAP (net_null exception port)")
+            << ", uplink MAC " << to_string(dp.uplink_mac()) << "\n";
 
   using Clock = std::chrono::steady_clock;
   auto started_announcing = Clock::now();
@@ -193,7 +199,10 @@ int main(int argc, char** argv) {
   po::options_description options("vipfarmd [options] [-- EAL arguments]");
   options.add_options()("help,h", "this help")("version", "print the version")(
       "config", po::value(&config_path), "the node's TOML configuration")(
-      "check-config", po::value(&check_path), "validate a configuration and exit (0 valid, 1 not)");
+      "check-config", po::value(&check_path), "validate a configuration and exit (0 valid, 1 not)")(
+      "bench-null-exception",
+      "pipeline benchmarks only: accepted and host-bound frames go to a net_null port that "
+      "discards them, instead of the TAP (no kernel, no addresses)");
   std::vector<std::string> ours, extra_eal;
   bool after_dashes = false;
   for (int i = 1; i < argc; ++i) {
@@ -232,5 +241,8 @@ int main(int argc, char** argv) {
     std::cout << path << ": OK\n" << config::summary(*loaded.config);
     return 0;
   }
-  return run_daemon(*loaded.config, argv[0], extra_eal);
+  return run_daemon(*loaded.config, argv[0], extra_eal,
+                    vm.count("bench-null-exception") != 0
+                        ? dataplane::Dataplane::ExceptionPort::kNull
+                        : dataplane::Dataplane::ExceptionPort::kTap);
 }

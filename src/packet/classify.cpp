@@ -201,7 +201,7 @@ inline bool rule_has_class(Proto proto, Classifier::ProtoClass c) noexcept {
 Classifier::CompiledRule compile_key(KeyKind key, std::uint8_t prefix, std::uint8_t prefix6,
                                      bool v6) {
   constexpr std::uint64_t kAll = ~std::uint64_t{0};
-  Classifier::CompiledRule r{kAll, kAll, 0, 0, 0, 0, 0, 0, 0};
+  Classifier::CompiledRule r{kAll, kAll, 0, 0, 0, 0, 0, Classifier::kAnyPort};
   switch (key) {
     case KeyKind::kOnAddr:
       break;
@@ -286,6 +286,7 @@ Ownership Ownership::compute(const config::Config& config, NodeId self, config::
 
 Classifier::Classifier(const config::Config& config)
     : seeds_(HashSeeds::from(config.seed)), bucket_mask_(config.buckets - 1) {
+  PortSets port_sets;  // one bit set per distinct port list, shared by the rules that use it
   for (std::size_t v = 0; v < config.vips.size(); ++v) {
     const IpAddr& address = config.vips[v].address;
     const bool v6 = !address.is_v4();
@@ -297,9 +298,7 @@ Classifier::Classifier(const config::Config& config)
           if ((rule.vip && *rule.vip != v) || !rule_has_class(rule.proto, ProtoClass(c))) continue;
           CompiledRule compiled = compile_key(rule.key, rule.prefix, rule.prefix6, v6);
           compiled.group = static_cast<std::uint16_t>(g);
-          compiled.ports_begin = static_cast<std::uint32_t>(ports_.size());
-          ports_.insert(ports_.end(), rule.ports.begin(), rule.ports.end());
-          compiled.ports_end = static_cast<std::uint32_t>(ports_.size());
+          compiled.port_set = rule.ports.empty() ? kAnyPort : port_set(rule.ports, port_sets);
           rules_.push_back(compiled);
         }
       }
@@ -311,7 +310,6 @@ Classifier::Classifier(const config::Config& config)
           if (rule.vip && *rule.vip != v) continue;
           CompiledRule echo = compile_key(KeyKind::kOnAddr, 0, 0, v6);
           echo.group = static_cast<std::uint16_t>(g);
-          echo.ports_begin = echo.ports_end = 0;
           entry.echo_rule = static_cast<std::int32_t>(rules_.size());
           rules_.push_back(echo);
           break;
@@ -324,6 +322,22 @@ Classifier::Classifier(const config::Config& config)
     }
     vips_.push_back(entry);
   }
+}
+
+std::uint32_t Classifier::port_set(const std::vector<config::PortRange>& ports, PortSets& known) {
+  for (const auto& [list, offset] : known) {
+    if (list == ports) return offset;
+  }
+  constexpr std::size_t kWords = 65536 / 64;
+  const auto offset = static_cast<std::uint32_t>(port_bits_.size());
+  port_bits_.resize(port_bits_.size() + kWords, 0);
+  for (const config::PortRange& range : ports) {
+    for (std::uint32_t port = range.first; port <= range.last; ++port) {
+      port_bits_[offset + (port >> 6)] |= std::uint64_t{1} << (port & 63);
+    }
+  }
+  known.emplace_back(ports, offset);
+  return offset;
 }
 
 inline int Classifier::find_vip4(std::uint32_t address) const noexcept {
@@ -342,14 +356,16 @@ inline int Classifier::find_vip6(const IpAddr& address) const noexcept {
   return -1;
 }
 
-Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const noexcept {
+void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key,
+                         Result& result) const noexcept {
   const auto* p = reinterpret_cast<const std::uint8_t*>(frame.data());
   const auto size = static_cast<std::uint32_t>(frame.size());
-  Result result;
+  // Written in place, field by field: a Result built on the stack and returned in registers
+  // costs a store-forwarding stall per packet (narrow stores, then one wide load).
+  result = Result{};
   auto malformed = [&result](Malformed reason) {
     result.verdict = Verdict::kMalformed;
     result.reason = reason;
-    return result;
   };
   if (size < 14) return malformed(Malformed::kRunt);
   std::uint32_t off = 12;
@@ -380,7 +396,7 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
     if (total < ihl || total > avail) return malformed(Malformed::kIpv4TotalLength);
     flow.server = IpAddr::v4(be32(l3 + 16));
     vip = find_vip4(flow.server.v4_value());
-    if (vip < 0) return result;
+    if (vip < 0) return;
     flow.client = IpAddr::v4(be32(l3 + 12));
     flow.proto = l3[9];
     flow.ident = be16(l3 + 4);
@@ -412,11 +428,11 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
         result.verdict = Verdict::kNdVip;
         result.vip = static_cast<std::uint16_t>(target);
       }
-      return result;
+      return;
     }
     flow.server = ipv6_at(l3 + 24);
     vip = find_vip6(flow.server);
-    if (vip < 0) return result;
+    if (vip < 0) return;
     flow.client = ipv6_at(l3 + 8);
     flow.ident = w.has_frag_header ? w.frag_ident : (be32(l3) & 0xfffff);
   } else if (ether == kEtherArp) {
@@ -429,9 +445,9 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
         result.vip = static_cast<std::uint16_t>(target);
       }
     }
-    return result;
+    return;
   } else {
-    return result;
+    return;
   }
 
   result.vip = static_cast<std::uint16_t>(vip);
@@ -447,40 +463,37 @@ Result Classifier::prepare(std::span<const std::byte> frame, FlowKey& key) const
                            ? vip
                            : (flow.v6 ? find_vip6(flow.server) : find_vip4(flow.server.v4_value()));
   result.verdict = Verdict::kNoRule;
-  if (rule_vip < 0) return result;
+  if (rule_vip < 0) return;
   const VipEntry& entry = vips_[rule_vip];
   const unsigned c = proto_class(flow.proto, flow.v6);
   const CompiledRule* match = nullptr;
   for (std::uint32_t r = entry.rules_begin[c]; r < entry.rules_end[c]; ++r) {
     const CompiledRule& rule = rules_[r];
-    if (rule.ports_begin == rule.ports_end || flow.ports_unknown) {
+    if (rule.port_set == kAnyPort || flow.ports_unknown) {
       match = &rule;
       break;
     }
     if (!flow.has_ports) continue;
-    const config::PortRange* range = ports_.data() + rule.ports_begin;
-    const config::PortRange* last = ports_.data() + rule.ports_end;
-    while (range != last && (flow.server_port < range->first || flow.server_port > range->last)) {
-      ++range;
-    }
-    if (range != last) {
+    const std::uint64_t word = port_bits_[rule.port_set + (flow.server_port >> 6)];
+    if ((word >> (flow.server_port & 63) & 1) != 0) {
       match = &rule;
       break;
     }
   }
   if (match == nullptr) {
-    if (!flow.echo_request || entry.echo_rule < 0) return result;
+    if (!flow.echo_request || entry.echo_rule < 0) return;
     match = &rules_[static_cast<std::size_t>(entry.echo_rule)];
   }
   result.verdict = Verdict::kFarm;
   result.group = match->group;
   key = make_key(*match, flow);
-  return result;
+  return;
 }
 
 Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
   FlowKey key;  // set by prepare() exactly when the verdict is kFarm
-  Result result = prepare(frame, key);
+  Result result;
+  prepare(frame, key, result);
   if (result.verdict == Verdict::kFarm) {
     result.bucket = static_cast<BucketId>(hash_key(seeds_, key) & bucket_mask_);
   }
@@ -494,7 +507,7 @@ void Classifier::classify_burst(const std::span<const std::byte>* frames, std::s
   std::array<FlowKey, kMaxBurst> keys;  // only farm results' keys are set and read
   for (std::size_t done = 0; done < count; done += kMaxBurst) {
     const std::size_t n = std::min(kMaxBurst, count - done);
-    for (std::size_t i = 0; i < n; ++i) results[done + i] = prepare(frames[done + i], keys[i]);
+    for (std::size_t i = 0; i < n; ++i) prepare(frames[done + i], keys[i], results[done + i]);
     for (std::size_t i = 0; i < n; ++i) {
       Result& r = results[done + i];
       if (r.verdict == Verdict::kFarm) {

@@ -61,10 +61,16 @@ class Dataplane {
   Dataplane(const Dataplane&) = delete;
   Dataplane& operator=(const Dataplane&) = delete;
 
+  // Where accepted and host-bound frames go: the kernel through a TAP, or (pipeline
+  // benchmarks only) a net_null port that discards them, so the data plane is measured
+  // without the kernel.
+  enum class ExceptionPort { kTap, kNull };
+
   // EAL, mempool, ports, ring; `extra_eal` comes from the command line. Returns an error
   // message, empty on success.
   std::string start(const config::Config& config, const std::string& program,
-                    const std::vector<std::string>& extra_eal);
+                    const std::vector<std::string>& extra_eal,
+                    ExceptionPort exception = ExceptionPort::kTap);
 
   // Makes `next` the snapshot every worker uses; returns once no worker can still be
   // reading the previous one (RCU grace period), which is then freed.

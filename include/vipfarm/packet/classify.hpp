@@ -108,9 +108,11 @@ class Classifier {
     std::uint64_t m0, m1, ms, m4, mi;
     std::uint8_t s4;
     std::uint16_t group;
-    std::uint32_t ports_begin;  // into ports_; begin == end: every port
-    std::uint32_t ports_end;
+    // Into port_bits_, where a 65536-bit set of the rule's server ports starts (one test,
+    // no branch per range); kAnyPort: every port.
+    std::uint32_t port_set;
   };
+  static constexpr std::uint32_t kAnyPort = 0xffffffff;
 
  private:
   struct VipEntry {
@@ -123,7 +125,7 @@ class Classifier {
   int find_vip4(std::uint32_t address) const noexcept;
   int find_vip6(const IpAddr& address) const noexcept;
   // Everything but the hash: kFarm results come with their key for the hashing stage.
-  Result prepare(std::span<const std::byte> frame, FlowKey& key) const noexcept;
+  void prepare(std::span<const std::byte> frame, FlowKey& key, Result& result) const noexcept;
 
   HashSeeds seeds_;
   std::uint32_t bucket_mask_;
@@ -131,7 +133,10 @@ class Classifier {
   std::vector<std::uint32_t> vip4_;  // IPv4 VIPs' addresses, vip4_index_ their vips_ index
   std::vector<std::uint16_t> vip4_index_;
   std::vector<CompiledRule> rules_;
-  std::vector<config::PortRange> ports_;
+  std::vector<std::uint64_t> port_bits_;  // 1024 words per distinct port list of the rules
+  // The offset of a 65536-bit set of `ports` in port_bits_, appended at the first use.
+  using PortSets = std::vector<std::pair<std::vector<config::PortRange>, std::uint32_t>>;
+  std::uint32_t port_set(const std::vector<config::PortRange>& ports, PortSets& known);
 };
 
 }  // namespace vipfarm::packet
