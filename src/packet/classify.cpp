@@ -437,8 +437,9 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key,
     flow.ident = w.has_frag_header ? w.frag_ident : (be32(l3) & 0xfffff);
   } else if (ether == kEtherArp) {
     if (avail < 28) return malformed(Malformed::kArpTruncated);
+    // A request from the VIP for the VIP is a gratuitous ARP, another node's announcement.
     if (be16(l3) == 1 && be16(l3 + 2) == kEtherIpv4 && l3[4] == 6 && l3[5] == 4 &&
-        be16(l3 + 6) == 1) {
+        be16(l3 + 6) == 1 && be32(l3 + 14) != be32(l3 + 24)) {
       const int target = find_vip4(be32(l3 + 24));
       if (target >= 0) {
         result.verdict = Verdict::kArpVip;

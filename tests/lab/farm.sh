@@ -382,6 +382,10 @@ kill -INT "$vmac_pid" 2>/dev/null
 wait "$vmac_pid" 2>/dev/null
 check "the client never saw a frame from a virtual MAC ($(grep -m1 'packets captured' "$vmac_cap"))" \
   grep -qx "0 packets captured" "$vmac_cap"
+# A gratuitous ARP is an announcement: no node answers another's (a reply to the virtual
+# MAC would be flooded to every port). The capture of the view change has run since.
+check "no ARP reply addressed to the virtual MAC (nodes ignore each other's gratuitous ARP)" \
+  bash -c '! grep -qi "> $1, ethertype ARP.*Reply" "$2"' _ "$vmac4" "$arp_cap"
 
 lab_stop_daemons
 LAB_AT_EXIT=""

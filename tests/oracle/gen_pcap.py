@@ -680,7 +680,7 @@ class Gen:
             b = self.arp(2, self.pick_vip(4))                   # reply: pass
         elif c < 0.75:
             v = self.pick_vip(4)
-            b = self.arp(1, v, spa=v)                           # gratuitous request
+            b = self.arp(1, v, spa=v)                           # gratuitous: pass
         else:
             b = bytearray(self.arp(1, self.pick_vip(4)))        # not Ethernet/IPv4
             field = r.randint(0, 3)

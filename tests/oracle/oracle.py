@@ -198,7 +198,8 @@ def parse_frame(b):
         if avail < 28:
             raise Malformed("arp_truncated")
         htype, ptype, hlen, plen, oper = struct.unpack_from("!HHBBH", b, off)
-        if htype == 1 and ptype == 0x0800 and hlen == 6 and plen == 4 and oper == 1:
+        if (htype == 1 and ptype == 0x0800 and hlen == 6 and plen == 4 and oper == 1
+                and b[off + 14:off + 18] != b[off + 24:off + 28]):  # gratuitous: pass
             return ("arp", b[off + 24:off + 28])
         return ("arp", None)
     if et == 0x0800:
@@ -534,6 +535,8 @@ def selftest(config_path):
         ("arp request vip", eth(0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) +
                                 b"\x02" * 6 + c4 + b"\0" * 6 + V2, (0x8100,)),
          ("arp_vip", "", "", -1)),
+        ("gratuitous arp vip", eth(0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) +
+                                   b"\x02" * 6 + V2 + b"\0" * 6 + V2), ("pass", "", "", -1)),
         ("arp reply vip", eth(0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) +
                               b"\x02" * 6 + c4 + b"\0" * 6 + V2), ("pass", "", "", -1)),
         ("tcp on_port", eth(0x0800, v4("203.0.113.5", "198.51.100.10", 6, tcp(40000, 80))),
