@@ -265,9 +265,15 @@ void Dataplane::Impl::exception_poll(LcoreCounters& c) noexcept {
   const unsigned n = rte_ring_dequeue_burst(to_kernel, reinterpret_cast<void**>(burst_buf.data()),
                                             kExceptionBurst, nullptr);
   if (n != 0) {
-    // The workers filled these long ago (a ring's worth of packets back) on another core:
-    // start every header's cache miss now rather than one by one inside the port's TX.
+    // The workers filled these on another core: start every header's and then every
+    // frame's cache misses now, rather than one by one inside the port's TX (the TAP's
+    // copy into the kernel reads every byte).
     for (unsigned i = 0; i < n; ++i) rte_prefetch0(burst_buf[i]);
+    for (unsigned i = 0; i < n; ++i) {
+      const auto* data = rte_pktmbuf_mtod(burst_buf[i], const char*);
+      const unsigned len = rte_pktmbuf_data_len(burst_buf[i]);
+      for (unsigned at = 0; at < len; at += RTE_CACHE_LINE_SIZE) rte_prefetch1(data + at);
+    }
     const std::uint16_t sent =
         rte_eth_tx_burst(tap, 0, burst_buf.data(), static_cast<std::uint16_t>(n));
     c.exception_tx += sent;
