@@ -83,6 +83,13 @@ for k in 1 2 3; do
   check "idle node $k uses under 5% of one core ($pct%)" test "$pct" -lt 5
 done
 
+# --- memory: each daemon's peak resident size with the lab's --no-huge -m 128 -----------
+for k in 1 2 3; do
+  hwm=$(awk '/^VmHWM:/ {print $2}' /proc/"${LAB_DAEMON_PID[k]}"/status)
+  echo "lab-farm: node $k vipfarmd peak RSS $((hwm / 1024)) MiB"
+  check "node $k's peak RSS under 160 MiB ($((hwm / 1024)) MiB)" test "$hwm" -lt $((160 * 1024))
+done
+
 # --- ICMP echo: exactly one reply each -------------------------------------------------
 out=$(lab_exec_client ping -n -c 10 -i 0.2 -W 1 "$LAB_VIP4" 2>&1)
 received=$(sed -n 's/.* \([0-9]*\) received.*/\1/p' <<<"$out")
