@@ -1,0 +1,129 @@
+// The heartbeat wire format (version 1): fixed header, a bounded list of group weights,
+// then an HMAC-SHA256 over everything before it. Every field has explicit bounds; decoding
+// never trusts a field before the MAC over it has been checked.
+//
+//   off  size  field
+//     0     4  magic "VFHB"
+//     4     1  version (1)
+//     5     1  state (NodeState)
+//     6     2  key id (which cluster key signed it)
+//     8     8  cluster id (first 8 bytes of SHA-256 of the cluster name)
+//    16     1  node id (1..64)
+//    17     1  flags (reserved, 0)
+//    18     1  number of group weights W (0..kMaxWireGroups)
+//    19     1  reserved (0)
+//    20     8  incarnation (per boot; a restart has a larger one)
+//    28     8  sequence (per incarnation, strictly increasing)
+//    36    32  config fingerprint (SHA-256, config::fingerprint)
+//    68     8  installed view epoch
+//    76     8  installed view (bit id-1 per member)
+//    84     8  proposed view: who the sender sees alive, UP and compatible
+//    92   2*W  weight of this node in each group (config order)
+//  92+2W   32  HMAC-SHA256 of bytes [0, 92+2W) under the key named by the key id
+// All integers big-endian.
+#pragma once
+
+#include <array>
+#include <cstddef>
+#include <cstdint>
+#include <optional>
+#include <span>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace vipfarm::membership {
+
+enum class NodeState : std::uint8_t { kStop, kWait, kUp, kDrain };
+inline constexpr std::size_t kNodeStateCount = 4;
+std::string_view to_string(NodeState state) noexcept;
+
+inline constexpr std::size_t kMaxWireGroups = 64;
+inline constexpr std::size_t kHeaderBytes = 92;
+inline constexpr std::size_t kMacBytes = 32;
+inline constexpr std::size_t kMinHeartbeatBytes = kHeaderBytes + kMacBytes;
+inline constexpr std::size_t kMaxHeartbeatBytes = kHeaderBytes + 2 * kMaxWireGroups + kMacBytes;
+inline constexpr std::size_t kMinKeyBytes = 32;
+
+using Fingerprint = std::array<std::uint8_t, 32>;
+
+struct Heartbeat {
+  NodeState state = NodeState::kWait;
+  std::uint16_t key_id = 0;
+  std::uint64_t cluster = 0;
+  std::uint8_t node = 0;
+  std::uint64_t incarnation = 0;
+  std::uint64_t sequence = 0;
+  Fingerprint fingerprint{};
+  std::uint64_t epoch = 0;
+  std::uint64_t installed = 0;
+  std::uint64_t proposed = 0;
+  std::vector<std::uint16_t> weights;
+
+  friend bool operator==(const Heartbeat&, const Heartbeat&) = default;
+};
+
+// Why a datagram was not taken. Decoding finds the first four; the receiver's per-peer
+// state finds stale and replay.
+enum class Reject : std::uint8_t {
+  kMalformed,     // size, magic, version, reserved bits, bounds
+  kUnknownKey,    // no key with that id
+  kBadMac,        // the MAC does not verify
+  kWrongCluster,  // authentic, but for another cluster
+  kUnknownNode,   // authentic, but not a configured peer (or our own id)
+  kStale,         // an older incarnation of that peer
+  kReplay,        // a sequence number already seen from that incarnation
+};
+inline constexpr std::size_t kRejectCount = 7;
+std::string_view to_string(Reject reason) noexcept;
+
+// Cluster keys by id. A key shorter than kMinKeyBytes is refused when added.
+class Keyring {
+ public:
+  // Returns an error message, empty on success.
+  std::string add(std::uint16_t id, std::span<const std::uint8_t> key);
+  const std::vector<std::uint8_t>* find(std::uint16_t id) const noexcept;
+
+ private:
+  std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> keys_;
+};
+
+// The cluster id carried in every heartbeat.
+std::uint64_t cluster_id(std::string_view cluster_name);
+// A fingerprint from config::fingerprint's hex form; nullopt if it is not 64 hex digits.
+std::optional<Fingerprint> fingerprint_from_hex(std::string_view hex);
+
+// Encodes `hb` signed with `key` (hb.key_id names it). At most kMaxWireGroups weights.
+std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8_t> key);
+
+struct Decoded {
+  std::optional<Heartbeat> heartbeat;  // set exactly when accepted
+  Reject reason = Reject::kMalformed;
+};
+
+// Checks size, layout, key, MAC, cluster and that the sender is a configured peer other
+// than `self` (bit id-1 of `peers`).
+Decoded decode(std::span<const std::uint8_t> datagram, const Keyring& keys, std::uint64_t cluster,
+               std::uint8_t self, std::uint64_t peers);
+
+// Replay protection per peer: a heartbeat is fresh if it comes from a newer incarnation
+// (the peer restarted) or from the same one with a larger sequence number. Only
+// authenticated heartbeats reach it, so a forger cannot advance it.
+class Freshness {
+ public:
+  // nullopt: fresh, and now the newest seen from `node`; else kStale or kReplay.
+  std::optional<Reject> check(std::uint8_t node, std::uint64_t incarnation,
+                              std::uint64_t sequence) noexcept;
+  // Forgets a peer (its configuration entry went away).
+  void forget(std::uint8_t node) noexcept;
+
+ private:
+  struct Seen {
+    bool any = false;
+    std::uint64_t incarnation = 0;
+    std::uint64_t sequence = 0;
+  };
+  std::array<Seen, 65> seen_{};  // by node id 1..64
+};
+
+}  // namespace vipfarm::membership

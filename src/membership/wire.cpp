@@ -1,0 +1,183 @@
+// Heartbeat encoding and authenticated decoding (docs in wire.hpp).
+#include "vipfarm/membership/wire.hpp"
+
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+
+#include <algorithm>
+
+namespace vipfarm::membership {
+
+namespace {
+
+constexpr std::uint8_t kMagic[4] = {'V', 'F', 'H', 'B'};
+constexpr std::uint8_t kVersion = 1;
+
+void put16(std::vector<std::uint8_t>& out, std::uint16_t v) {
+  out.push_back(static_cast<std::uint8_t>(v >> 8));
+  out.push_back(static_cast<std::uint8_t>(v));
+}
+
+void put64(std::vector<std::uint8_t>& out, std::uint64_t v) {
+  for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<std::uint8_t>(v >> shift));
+}
+
+std::uint16_t get16(const std::uint8_t* p) noexcept {
+  return static_cast<std::uint16_t>(p[0] << 8 | p[1]);
+}
+
+std::uint64_t get64(const std::uint8_t* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 8; ++i) v = v << 8 | p[i];
+  return v;
+}
+
+std::array<std::uint8_t, kMacBytes> mac_of(std::span<const std::uint8_t> key,
+                                           std::span<const std::uint8_t> data) {
+  std::array<std::uint8_t, kMacBytes> out{};
+  unsigned size = 0;
+  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(), data.size(), out.data(),
+       &size);
+  return out;
+}
+
+}  // namespace
+
+std::string_view to_string(NodeState state) noexcept {
+  static constexpr std::string_view kNames[] = {"STOP", "WAIT", "UP", "DRAIN"};
+  return kNames[static_cast<std::size_t>(state)];
+}
+
+std::string_view to_string(Reject reason) noexcept {
+  static constexpr std::string_view kNames[] = {
+      "malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay"};
+  return kNames[static_cast<std::size_t>(reason)];
+}
+
+std::string Keyring::add(std::uint16_t id, std::span<const std::uint8_t> key) {
+  if (key.size() < kMinKeyBytes) {
+    return "key " + std::to_string(id) + " has " + std::to_string(key.size()) +
+           " bytes; at least " + std::to_string(kMinKeyBytes) + " are needed";
+  }
+  if (find(id) != nullptr) return "key id " + std::to_string(id) + " is given twice";
+  keys_.emplace_back(id, std::vector<std::uint8_t>(key.begin(), key.end()));
+  return {};
+}
+
+const std::vector<std::uint8_t>* Keyring::find(std::uint16_t id) const noexcept {
+  for (const auto& [key_id, key] : keys_) {
+    if (key_id == id) return &key;
+  }
+  return nullptr;
+}
+
+std::uint64_t cluster_id(std::string_view cluster_name) {
+  std::array<std::uint8_t, EVP_MAX_MD_SIZE> digest{};
+  unsigned size = 0;
+  EVP_Digest(cluster_name.data(), cluster_name.size(), digest.data(), &size, EVP_sha256(), nullptr);
+  return get64(digest.data());
+}
+
+std::optional<Fingerprint> fingerprint_from_hex(std::string_view hex) {
+  if (hex.size() != 64) return std::nullopt;
+  auto nibble = [](char c) -> int {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+    return -1;
+  };
+  Fingerprint out{};
+  for (std::size_t i = 0; i < out.size(); ++i) {
+    const int hi = nibble(hex[2 * i]), lo = nibble(hex[2 * i + 1]);
+    if (hi < 0 || lo < 0) return std::nullopt;
+    out[i] = static_cast<std::uint8_t>(hi << 4 | lo);
+  }
+  return out;
+}
+
+std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8_t> key) {
+  const std::size_t groups = std::min(hb.weights.size(), kMaxWireGroups);
+  std::vector<std::uint8_t> out;
+  out.reserve(kHeaderBytes + 2 * groups + kMacBytes);
+  out.insert(out.end(), std::begin(kMagic), std::end(kMagic));
+  out.push_back(kVersion);
+  out.push_back(static_cast<std::uint8_t>(hb.state));
+  put16(out, hb.key_id);
+  put64(out, hb.cluster);
+  out.push_back(hb.node);
+  out.push_back(0);  // flags
+  out.push_back(static_cast<std::uint8_t>(groups));
+  out.push_back(0);  // reserved
+  put64(out, hb.incarnation);
+  put64(out, hb.sequence);
+  out.insert(out.end(), hb.fingerprint.begin(), hb.fingerprint.end());
+  put64(out, hb.epoch);
+  put64(out, hb.installed);
+  put64(out, hb.proposed);
+  for (std::size_t g = 0; g < groups; ++g) put16(out, hb.weights[g]);
+  const auto mac = mac_of(key, out);
+  out.insert(out.end(), mac.begin(), mac.end());
+  return out;
+}
+
+Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64_t cluster,
+               std::uint8_t self, std::uint64_t peers) {
+  Decoded out;
+  if (d.size() < kMinHeartbeatBytes || d.size() > kMaxHeartbeatBytes) return out;
+  if (!std::equal(std::begin(kMagic), std::end(kMagic), d.begin()) || d[4] != kVersion) return out;
+  const std::size_t groups = d[18];
+  if (groups > kMaxWireGroups || d.size() != kHeaderBytes + 2 * groups + kMacBytes) return out;
+  if (d[5] >= kNodeStateCount || d[17] != 0 || d[19] != 0) return out;
+  const std::vector<std::uint8_t>* key = keys.find(get16(d.data() + 6));
+  if (key == nullptr) {
+    out.reason = Reject::kUnknownKey;
+    return out;
+  }
+  const std::size_t signed_bytes = d.size() - kMacBytes;
+  const auto mac = mac_of(*key, d.first(signed_bytes));
+  if (CRYPTO_memcmp(mac.data(), d.data() + signed_bytes, kMacBytes) != 0) {
+    out.reason = Reject::kBadMac;
+    return out;
+  }
+  // Authentic from here on.
+  if (get64(d.data() + 8) != cluster) {
+    out.reason = Reject::kWrongCluster;
+    return out;
+  }
+  const std::uint8_t node = d[16];
+  if (node == 0 || node > 64 || node == self || ((peers >> (node - 1)) & 1) == 0) {
+    out.reason = Reject::kUnknownNode;
+    return out;
+  }
+  Heartbeat hb;
+  hb.state = static_cast<NodeState>(d[5]);
+  hb.key_id = get16(d.data() + 6);
+  hb.cluster = get64(d.data() + 8);
+  hb.node = node;
+  hb.incarnation = get64(d.data() + 20);
+  hb.sequence = get64(d.data() + 28);
+  std::copy_n(d.data() + 36, hb.fingerprint.size(), hb.fingerprint.begin());
+  hb.epoch = get64(d.data() + 68);
+  hb.installed = get64(d.data() + 76);
+  hb.proposed = get64(d.data() + 84);
+  for (std::size_t g = 0; g < groups; ++g) hb.weights.push_back(get16(d.data() + 92 + 2 * g));
+  out.heartbeat = std::move(hb);
+  return out;
+}
+
+std::optional<Reject> Freshness::check(std::uint8_t node, std::uint64_t incarnation,
+                                       std::uint64_t sequence) noexcept {
+  if (node == 0 || node >= seen_.size()) return Reject::kUnknownNode;
+  Seen& s = seen_[node];
+  if (s.any && incarnation < s.incarnation) return Reject::kStale;
+  if (s.any && incarnation == s.incarnation && sequence <= s.sequence) return Reject::kReplay;
+  s = {true, incarnation, sequence};
+  return std::nullopt;
+}
+
+void Freshness::forget(std::uint8_t node) noexcept {
+  if (node < seen_.size()) seen_[node] = {};
+}
+
+}  // namespace vipfarm::membership

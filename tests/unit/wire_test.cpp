@@ -1,0 +1,174 @@
+// The heartbeat wire format: round trip, and every rejection reason (I6: nothing
+// unauthenticated is ever accepted).
+#include <gtest/gtest.h>
+
+#include <random>
+
+#include "vipfarm/membership/wire.hpp"
+
+namespace vipfarm::membership {
+namespace {
+
+std::vector<std::uint8_t> key_bytes(std::uint8_t fill, std::size_t size = 32) {
+  return std::vector<std::uint8_t>(size, fill);
+}
+
+class WireTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_EQ(keys_.add(1, key1_), "");
+    ASSERT_EQ(keys_.add(2, key2_), "");
+    hb_.state = NodeState::kUp;
+    hb_.key_id = 1;
+    hb_.cluster = cluster_;
+    hb_.node = 2;
+    hb_.incarnation = 1764000000123;
+    hb_.sequence = 42;
+    for (std::size_t i = 0; i < hb_.fingerprint.size(); ++i) {
+      hb_.fingerprint[i] = static_cast<std::uint8_t>(i * 7);
+    }
+    hb_.epoch = 9;
+    hb_.installed = 0b111;
+    hb_.proposed = 0b101;
+    hb_.weights = {1, 2, 300};
+  }
+
+  Decoded decode_as_node1(const std::vector<std::uint8_t>& d) const {
+    return decode(d, keys_, cluster_, 1, 0b111);
+  }
+
+  std::vector<std::uint8_t> key1_ = key_bytes(0x11), key2_ = key_bytes(0x22, 48);
+  Keyring keys_;
+  std::uint64_t cluster_ = cluster_id("lab");
+  Heartbeat hb_;
+};
+
+TEST_F(WireTest, RoundTrip) {
+  const auto d = encode(hb_, key1_);
+  EXPECT_EQ(d.size(), kHeaderBytes + 2 * 3 + kMacBytes);
+  const Decoded r = decode_as_node1(d);
+  ASSERT_TRUE(r.heartbeat.has_value()) << to_string(r.reason);
+  EXPECT_EQ(*r.heartbeat, hb_);
+}
+
+TEST_F(WireTest, EitherKeyOfTheRingVerifiesSoKeysRotateWithoutARestart) {
+  hb_.key_id = 2;
+  ASSERT_TRUE(decode_as_node1(encode(hb_, key2_)).heartbeat.has_value());
+  hb_.key_id = 1;
+  ASSERT_TRUE(decode_as_node1(encode(hb_, key1_)).heartbeat.has_value());
+}
+
+TEST_F(WireTest, KeyringRefusesShortAndDuplicateKeys) {
+  Keyring ring;
+  EXPECT_NE(ring.add(7, key_bytes(1, 31)), "");
+  EXPECT_EQ(ring.add(7, key_bytes(1, 32)), "");
+  EXPECT_NE(ring.add(7, key_bytes(2, 32)), "");
+  EXPECT_EQ(ring.find(8), nullptr);
+}
+
+TEST_F(WireTest, EveryTruncationIsMalformed) {
+  const auto d = encode(hb_, key1_);
+  for (std::size_t n = 0; n < d.size(); ++n) {
+    const Decoded r = decode_as_node1({d.begin(), d.begin() + static_cast<std::ptrdiff_t>(n)});
+    ASSERT_FALSE(r.heartbeat.has_value()) << n;
+    ASSERT_EQ(r.reason, Reject::kMalformed) << n;
+  }
+}
+
+TEST_F(WireTest, OversizedAndBadLayoutsAreMalformed) {
+  auto d = encode(hb_, key1_);
+  auto longer = d;
+  longer.push_back(0);
+  EXPECT_EQ(decode_as_node1(longer).reason, Reject::kMalformed);
+  EXPECT_EQ(decode_as_node1(std::vector<std::uint8_t>(kMaxHeartbeatBytes + 1, 0)).reason,
+            Reject::kMalformed);
+  auto bad = [&](std::size_t at, std::uint8_t value) {
+    auto copy = d;
+    copy[at] = value;
+    return decode_as_node1(copy).reason;
+  };
+  EXPECT_EQ(bad(0, 'X'), Reject::kMalformed);  // magic
+  EXPECT_EQ(bad(4, 2), Reject::kMalformed);    // version
+  EXPECT_EQ(bad(5, 4), Reject::kMalformed);    // state
+  EXPECT_EQ(bad(17, 1), Reject::kMalformed);   // flags
+  EXPECT_EQ(bad(18, 4), Reject::kMalformed);   // weight count disagrees with the size
+  EXPECT_EQ(bad(18, 65), Reject::kMalformed);  // more groups than the bound
+  EXPECT_EQ(bad(19, 1), Reject::kMalformed);   // reserved
+}
+
+TEST_F(WireTest, UnknownKeyAndBadMac) {
+  hb_.key_id = 9;
+  EXPECT_EQ(decode_as_node1(encode(hb_, key1_)).reason, Reject::kUnknownKey);
+  hb_.key_id = 1;
+  EXPECT_EQ(decode_as_node1(encode(hb_, key2_)).reason, Reject::kBadMac);  // wrong key
+  // Any bit flipped in a signed field the layout checks do not catch: bad MAC.
+  const auto d = encode(hb_, key1_);
+  for (std::size_t at : {8, 16, 20, 28, 36, 67, 68, 76, 84, 92, 97}) {
+    auto copy = d;
+    copy[at] ^= 0x01;
+    ASSERT_EQ(decode_as_node1(copy).reason, Reject::kBadMac) << at;
+  }
+  auto copy = d;
+  copy.back() ^= 0x80;  // the MAC itself
+  EXPECT_EQ(decode_as_node1(copy).reason, Reject::kBadMac);
+}
+
+TEST_F(WireTest, AuthenticButWrongClusterOrUnknownNode) {
+  hb_.cluster = cluster_id("another");
+  EXPECT_EQ(decode_as_node1(encode(hb_, key1_)).reason, Reject::kWrongCluster);
+  hb_.cluster = cluster_;
+  for (std::uint8_t node : {0, 1, 4, 65, 255}) {  // none, ourselves, unconfigured, out of range
+    hb_.node = node;
+    EXPECT_EQ(decode_as_node1(encode(hb_, key1_)).reason, Reject::kUnknownNode) << int(node);
+  }
+}
+
+TEST_F(WireTest, RandomDatagramsAreNeverAccepted) {
+  std::mt19937_64 rng(20261125);
+  const auto d = encode(hb_, key1_);
+  std::array<std::size_t, kRejectCount> seen{};
+  for (int i = 0; i < 20000; ++i) {
+    std::vector<std::uint8_t> junk;
+    if (i % 2 == 0) {  // valid header and size, random bytes after the key id
+      junk = d;
+      for (std::size_t at = 8; at < junk.size(); ++at) junk[at] = static_cast<std::uint8_t>(rng());
+      junk[17] = junk[19] = 0;
+      junk[18] = 3;
+    } else {
+      junk.resize(rng() % (kMaxHeartbeatBytes + 16));
+      for (auto& b : junk) b = static_cast<std::uint8_t>(rng());
+    }
+    const Decoded r = decode_as_node1(junk);
+    ASSERT_FALSE(r.heartbeat.has_value()) << i;
+    ++seen[static_cast<std::size_t>(r.reason)];
+  }
+  EXPECT_GT(seen[static_cast<std::size_t>(Reject::kBadMac)], 9000u);
+  EXPECT_GT(seen[static_cast<std::size_t>(Reject::kMalformed)], 9000u);
+}
+
+TEST(Freshness, NewIncarnationResetsSequenceOlderIsStaleRepeatIsReplay) {
+  Freshness f;
+  EXPECT_EQ(f.check(2, 100, 5), std::nullopt);
+  EXPECT_EQ(f.check(2, 100, 6), std::nullopt);
+  EXPECT_EQ(f.check(2, 100, 6), Reject::kReplay);  // the same datagram again
+  EXPECT_EQ(f.check(2, 100, 3), Reject::kReplay);  // an old sequence
+  EXPECT_EQ(f.check(2, 101, 1), std::nullopt);     // restarted: a new incarnation
+  EXPECT_EQ(f.check(2, 100, 99), Reject::kStale);  // the previous boot's
+  EXPECT_EQ(f.check(3, 1, 1), std::nullopt);       // peers are independent
+  f.forget(2);
+  EXPECT_EQ(f.check(2, 50, 1), std::nullopt);
+  EXPECT_EQ(f.check(0, 1, 1), Reject::kUnknownNode);
+}
+
+TEST(Wire, FingerprintFromHex) {
+  const std::string hex(64, 'a');
+  const auto fp = fingerprint_from_hex(hex);
+  ASSERT_TRUE(fp.has_value());
+  EXPECT_EQ((*fp)[0], 0xaa);
+  EXPECT_FALSE(fingerprint_from_hex(hex.substr(1)).has_value());
+  EXPECT_FALSE(fingerprint_from_hex(std::string(63, 'a') + "g").has_value());
+  EXPECT_NE(cluster_id("a"), cluster_id("b"));
+}
+
+}  // namespace
+}  // namespace vipfarm::membership
