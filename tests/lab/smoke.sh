@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # shellcheck disable=SC2119,SC2317 # lab_* functions take optional args; at_exit runs from the trap
-# Lab test 1 of issue 3, in small: a 3-node farm in network namespaces (tests/lab/lib.sh),
-# 300 client source addresses, one HTTP GET each to the VIP. Every request must succeed,
-# once, served by the node that `vipfarmctl owner` predicts; the same from 90 IPv6 sources; the
+# Lab test 1 of issue 3: a 3-node farm in network namespaces (tests/lab/lib.sh), 300 client
+# source addresses, 10 HTTP GETs each to the VIP, each on its own connection (3000 in all).
+# Every request must succeed, once, served by the node that `vipfarmctl owner` predicts (a
+# source always lands on the same node); the same from 90 IPv6 sources; the
 # daemons must exit 0 on SIGTERM. Needs root, build/vipfarmd and build/vipfarmctl.
 #
 #   VIPFARMD=build/vipfarmd VIPFARMCTL=build/vipfarmctl tests/lab/smoke.sh
-#   knobs: LAB_SMOKE_CLIENTS (300), LAB_SMOKE_DEADLINE (120 s for all requests),
+#   knobs: LAB_SMOKE_CLIENTS (300), LAB_SMOKE_REPEAT (10 requests per source),
+#          LAB_SMOKE_DEADLINE (120 s for all requests),
 #          LAB_CONVERGE_TIMEOUT (30 s), and lib.sh's (LAB_KEEP_DIR=1 keeps the logs)
 #
 # Ends with "lab-smoke: N passed, M failed"; prints the lab's state (lab_dump) on failure.
@@ -16,6 +18,7 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 source "$here/lib.sh"
 
 clients=${LAB_SMOKE_CLIENTS:-300}
+repeat=${LAB_SMOKE_REPEAT:-10}
 requests_deadline=${LAB_SMOKE_DEADLINE:-120}
 converge_timeout=${LAB_CONVERGE_TIMEOUT:-30}
 n_nodes=3
@@ -54,9 +57,13 @@ owner() {
         echo 0
     fi
 }
-# get SOURCE URL: one bounded HTTP GET from the client, from that source address.
+# get SOURCE URL [COUNT]: COUNT (default 1) bounded HTTP GETs from the client, from that
+# source address, each on a new connection; prints each answer on a line.
 get() {
-    lab_exec_client curl -sS -g --noproxy '*' --max-time 2 --interface "$1" "$2"
+    local urls=() i
+    for ((i = 0; i < ${3:-1}; i++)); do urls+=("$2"); done
+    lab_exec_client curl -sS -g --noproxy '*' --max-time $((2 * ${3:-1})) --interface "$1" \
+        -H 'Connection: close' "${urls[@]}"
 }
 
 # --- the farm ------------------------------------------------------------------------
@@ -87,7 +94,7 @@ while ((good < 2 && SECONDS < deadline)); do
 done
 check "the farm converges within ${converge_timeout}s (each node serves its probe)" test "$good" -ge 2
 
-# --- one GET from each of $clients sources ------------------------------------------------
+# --- $repeat GETs from each of $clients sources -------------------------------------------
 mapfile -t sources < <(lab_client_addrs "$clients")
 declare -A expect=()
 declare -a predicted=() answered=() as_predicted=() lost=()
@@ -97,7 +104,7 @@ for addr in "${sources[@]}"; do
     k=$(owner "$addr:40000" "$LAB_VIP4:80") || k=0
     expect[$addr]=$k
     ((k >= 1 && k <= n_nodes)) || unknown=$((unknown + 1))
-    predicted[k]=$((predicted[k] + 1))
+    predicted[k]=$((predicted[k] + repeat))
 done
 check "every source has a predicted owner among nodes 1..$n_nodes" test "$unknown" -eq 0
 
@@ -106,23 +113,32 @@ deadline=$((SECONDS + requests_deadline))
 for addr in "${sources[@]}"; do
     want=${expect[$addr]}
     if ((SECONDS >= deadline)); then
-        body="(not sent: the ${requests_deadline}s deadline passed)"
+        out="(not sent: the ${requests_deadline}s deadline passed)"
     else
-        body=$(get "$addr" "http://$LAB_VIP4/" 2>&1)
+        out=$(get "$addr" "http://$LAB_VIP4/" "$repeat" 2>&1)
     fi
-    if [[ $body =~ ^node([0-9]+)$ ]]; then
-        answered[BASH_REMATCH[1]]=$((answered[BASH_REMATCH[1]] + 1))
-    fi
-    if [[ $body == "node$want" ]]; then
-        passed=$((passed + 1))
-        as_predicted[want]=$((as_predicted[want] + 1))
-    else
-        failed=$((failed + 1))
-        [[ $body =~ ^node[0-9]+$ ]] || lost[want]=$((lost[want] + 1))
-        if ((shown < 10)); then
-            echo "FAIL: GET from $addr: expected node$want, got: ${body//$'\n'/ | }" >&2
+    mapfile -t bodies <<<"$out"
+    for ((i = 0; i < repeat; i++)); do
+        body=${bodies[i]:-"(no answer)"}
+        if [[ $body =~ ^node([0-9]+)$ ]]; then
+            answered[BASH_REMATCH[1]]=$((answered[BASH_REMATCH[1]] + 1))
         fi
-        shown=$((shown + 1))
+        if [[ $body == "node$want" ]]; then
+            passed=$((passed + 1))
+            as_predicted[want]=$((as_predicted[want] + 1))
+        else
+            failed=$((failed + 1))
+            [[ $body =~ ^node[0-9]+$ ]] || lost[want]=$((lost[want] + 1))
+            if ((shown < 10)); then
+                echo "FAIL: GET $((i + 1)) from $addr: expected node$want, got: $body" >&2
+            fi
+            shown=$((shown + 1))
+        fi
+    done
+    # Nothing beyond the answers asked for (a duplicate answer would show here).
+    if ((${#bodies[@]} > repeat)); then
+        failed=$((failed + 1))
+        echo "FAIL: $addr got ${#bodies[@]} answers to $repeat requests" >&2
     fi
 done
 ((shown > 10)) && echo "FAIL: ... and $((shown - 10)) more requests" >&2
@@ -132,12 +148,12 @@ printf '%-6s %9s %9s %12s %6s\n' node predicted answered as-predicted lost
 for ((k = 1; k <= n_nodes; k++)); do
     printf '%-6s %9d %9d %12d %6d\n' "node$k" "${predicted[k]}" "${answered[k]}" "${as_predicted[k]}" "${lost[k]}"
 done
-echo "(predicted: sources vipfarmctl owner gives the node; answered: responses saying this"
+echo "(requests; predicted: to sources vipfarmctl owner gives the node; answered: responses saying this"
 echo " node; as-predicted: answered here and predicted here; lost: predicted here, no answer)"
 echo
 
-# nginx's access logs agree: each source reached exactly one node, the predicted one,
-# on the VIP.
+# nginx's access logs agree: each source reached exactly one node, the predicted one, on
+# the VIP, $repeat times.
 declare -A seen=()
 for ((k = 1; k <= n_nodes; k++)); do
     while read -r remote local _; do
@@ -147,12 +163,14 @@ for ((k = 1; k <= n_nodes; k++)); do
 done
 bad_logs=0
 for addr in "${sources[@]}"; do
-    if [[ ${seen[$addr]:-} != "${expect[$addr]} " ]]; then
+    want_log=""
+    for ((i = 0; i < repeat; i++)); do want_log+="${expect[$addr]} "; done
+    if [[ ${seen[$addr]:-} != "$want_log" ]]; then
         ((bad_logs < 5)) && echo "FAIL: access logs: $addr expected at node ${expect[$addr]}, logged at: ${seen[$addr]:-nowhere}" >&2
         bad_logs=$((bad_logs + 1))
     fi
 done
-check "access logs: each source served once, by its predicted node, on the VIP" test "$bad_logs" -eq 0
+check "access logs: each source served $repeat times, by its predicted node, on the VIP" test "$bad_logs" -eq 0
 
 # One request over IPv6.
 want6=$(owner "[$LAB_CLIENT6]:40000" "[$LAB_VIP6]:80") || want6=0
