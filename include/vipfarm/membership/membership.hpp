@@ -1,0 +1,113 @@
+// Failure detection and view agreement for one node, as a pure state machine: no sockets,
+// no clock. The caller (the control thread, or the simulation) passes the time in, hands
+// over authenticated, fresh heartbeats, and sends what heartbeat() returns to every peer.
+//
+// A peer is alive while it has been heard within dead_after intervals. A node proposes the
+// view {itself if UP} ∪ {alive peers that are UP, share its config fingerprint and are not
+// held down for flapping}; in majority mode a partition without a strict majority of the
+// configured nodes proposes the empty view. A proposal is installed once every member of it
+// advertises the same proposal (agreement), or after agreement_timeout of proposing it
+// unchanged (the bounded fallback for asymmetric links). Each installed view gets an epoch
+// that agreeing nodes compute alike.
+#pragma once
+
+#include <cstdint>
+#include <deque>
+#include <string>
+#include <vector>
+
+#include "vipfarm/membership/wire.hpp"
+
+namespace vipfarm::membership {
+
+using Nanos = std::int64_t;  // a monotonic time, injected
+inline constexpr Nanos kMillis = 1'000'000;
+
+enum class SplitBrain : std::uint8_t { kServe, kMajority };
+
+struct Settings {
+  Nanos interval = 100 * kMillis;  // between heartbeats
+  unsigned dead_after = 8;         // intervals without a heartbeat
+  Nanos agreement_timeout = 0;     // 0: 3 intervals
+  SplitBrain split_brain = SplitBrain::kServe;
+  unsigned flap_limit = 4;  // deaths within flap_window put a peer on hold
+  Nanos flap_window = 60'000 * kMillis;
+  Nanos hold_down = 30'000 * kMillis;
+  std::size_t history = 64;  // installed views kept
+};
+
+struct InstalledView {
+  std::uint64_t epoch = 0;
+  std::uint64_t members = 0;  // bit id-1
+  Nanos at = 0;
+  bool agreed = false;  // false: installed by the fallback
+  std::string cause;    // "node 2 lost", "node 4 joined", ...
+};
+
+struct PeerStatus {
+  bool alive = false;
+  NodeState state = NodeState::kStop;
+  Nanos last_heard = -1;  // -1: never
+  std::uint64_t incarnation = 0;
+  bool fingerprint_ok = true;
+  bool held_down = false;
+  std::vector<std::uint16_t> weights;
+};
+
+class Membership {
+ public:
+  Membership(const Settings& settings, std::uint8_t self, std::uint64_t configured,
+             std::uint64_t cluster, std::uint64_t incarnation, const Fingerprint& fingerprint,
+             std::vector<std::uint16_t> weights);
+
+  // This node's own state (from its checkers and the operator). Only UP nodes own buckets.
+  void set_state(NodeState state) noexcept { state_ = state; }
+  NodeState state() const noexcept { return state_; }
+
+  // The next heartbeat to send to every peer (the sequence number advances).
+  Heartbeat heartbeat(Nanos now);
+  // An authenticated, fresh heartbeat from a configured peer.
+  void receive(const Heartbeat& hb, Nanos now);
+  // Failure detection and view agreement; call at least once per interval. Returns true
+  // when a new view was installed by this call.
+  bool tick(Nanos now);
+  // True when the proposal changed since the last heartbeat: send one now rather than at
+  // the next interval (agreement then takes one network delay, not one interval).
+  bool wants_heartbeat() const noexcept { return proposal_changed_; }
+
+  const InstalledView& view() const noexcept { return history_.back(); }
+  const std::deque<InstalledView>& history() const noexcept { return history_; }
+  std::uint64_t proposal() const noexcept { return proposal_; }
+  const PeerStatus& peer(std::uint8_t id) const noexcept { return peers_[id]; }
+  std::uint8_t self() const noexcept { return self_; }
+  std::uint64_t configured() const noexcept { return configured_; }
+
+ private:
+  struct Peer : PeerStatus {
+    std::uint64_t proposed = 0;
+    std::uint64_t installed = 0;
+    std::uint64_t epoch = 0;
+    std::deque<Nanos> deaths;
+    Nanos held_until = 0;
+  };
+
+  std::uint64_t propose(Nanos now);
+  void install(std::uint64_t members, bool agreed, Nanos now);
+
+  Settings settings_;
+  std::uint8_t self_;
+  std::uint64_t configured_;
+  std::uint64_t cluster_;
+  std::uint64_t incarnation_;
+  Fingerprint fingerprint_;
+  std::vector<std::uint16_t> weights_;
+  NodeState state_ = NodeState::kWait;
+  std::uint64_t sequence_ = 0;
+  std::vector<Peer> peers_;  // by id, 0..64
+  std::uint64_t proposal_ = 0;
+  Nanos proposed_since_ = 0;
+  bool proposal_changed_ = false;
+  std::deque<InstalledView> history_;
+};
+
+}  // namespace vipfarm::membership

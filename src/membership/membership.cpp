@@ -1,0 +1,132 @@
+// Failure detection and view agreement (the rules are in membership.hpp).
+#include "vipfarm/membership/membership.hpp"
+
+#include <algorithm>
+#include <bit>
+
+namespace vipfarm::membership {
+
+namespace {
+
+constexpr std::uint64_t bit(unsigned id) noexcept { return std::uint64_t{1} << (id - 1); }
+
+std::string describe_change(std::uint64_t before, std::uint64_t after) {
+  std::string out;
+  for (unsigned id = 1; id <= 64; ++id) {
+    const bool was = (before & bit(id)) != 0, is = (after & bit(id)) != 0;
+    if (was == is) continue;
+    if (!out.empty()) out += ", ";
+    out += "node " + std::to_string(id) + (is ? " joined" : " left");
+  }
+  return out.empty() ? "no change" : out;
+}
+
+}  // namespace
+
+Membership::Membership(const Settings& settings, std::uint8_t self, std::uint64_t configured,
+                       std::uint64_t cluster, std::uint64_t incarnation,
+                       const Fingerprint& fingerprint, std::vector<std::uint16_t> weights)
+    : settings_(settings),
+      self_(self),
+      configured_(configured),
+      cluster_(cluster),
+      incarnation_(incarnation),
+      fingerprint_(fingerprint),
+      weights_(std::move(weights)),
+      peers_(65) {
+  if (settings_.agreement_timeout == 0) settings_.agreement_timeout = 3 * settings_.interval;
+  history_.push_back({0, 0, 0, true, "start"});
+}
+
+Heartbeat Membership::heartbeat(Nanos) {
+  Heartbeat hb;
+  hb.state = state_;
+  hb.cluster = cluster_;
+  hb.node = self_;
+  hb.incarnation = incarnation_;
+  hb.sequence = ++sequence_;
+  hb.fingerprint = fingerprint_;
+  hb.epoch = view().epoch;
+  hb.installed = view().members;
+  hb.proposed = proposal_;
+  hb.weights = weights_;
+  proposal_changed_ = false;
+  return hb;
+}
+
+void Membership::receive(const Heartbeat& hb, Nanos now) {
+  if (hb.node == 0 || hb.node > 64 || hb.node == self_ || (configured_ & bit(hb.node)) == 0) return;
+  Peer& p = peers_[hb.node];
+  p.alive = true;
+  p.last_heard = now;
+  p.state = hb.state;
+  p.incarnation = hb.incarnation;
+  p.fingerprint_ok = hb.fingerprint == fingerprint_;
+  p.weights = hb.weights;
+  p.proposed = hb.proposed;
+  p.installed = hb.installed;
+  p.epoch = hb.epoch;
+}
+
+std::uint64_t Membership::propose(Nanos now) {
+  std::uint64_t members = state_ == NodeState::kUp ? bit(self_) : 0;
+  unsigned reachable = 1;  // this node
+  const Nanos dead_after = settings_.interval * settings_.dead_after;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    Peer& p = peers_[id];
+    if (p.alive && now - p.last_heard > dead_after) {
+      p.alive = false;
+      p.deaths.push_back(now);
+      while (!p.deaths.empty() && now - p.deaths.front() > settings_.flap_window) {
+        p.deaths.pop_front();
+      }
+      if (p.deaths.size() >= settings_.flap_limit) p.held_until = now + settings_.hold_down;
+    }
+    p.held_down = p.held_until > now;
+    if (!p.alive) continue;
+    ++reachable;
+    if (p.state == NodeState::kUp && p.fingerprint_ok && !p.held_down) members |= bit(id);
+  }
+  if (settings_.split_brain == SplitBrain::kMajority &&
+      2 * reachable <= static_cast<unsigned>(std::popcount(configured_))) {
+    return 0;  // a minority partition serves nothing
+  }
+  return members;
+}
+
+bool Membership::tick(Nanos now) {
+  const std::uint64_t proposal = propose(now);
+  if (proposal != proposal_) {
+    proposal_ = proposal;
+    proposed_since_ = now;
+    proposal_changed_ = true;
+  }
+  if (proposal_ == view().members) return false;
+  bool agreed = true;
+  for (unsigned id = 1; id <= 64 && agreed; ++id) {
+    if (id == self_ || (proposal_ & bit(id)) == 0) continue;
+    agreed = peers_[id].alive && peers_[id].proposed == proposal_;
+  }
+  if (!agreed && now - proposed_since_ < settings_.agreement_timeout) return false;
+  install(proposal_, agreed, now);
+  return true;
+}
+
+void Membership::install(std::uint64_t members, bool agreed, Nanos now) {
+  // Agreeing nodes compute the same epoch: one more than the newest any of them had, or
+  // the epoch a member already installed this same view under.
+  const std::uint64_t current = view().epoch;
+  std::uint64_t adopted = 0, newest = current;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (members & bit(id)) == 0) continue;
+    const Peer& p = peers_[id];
+    if (p.installed == members && p.epoch > current) adopted = std::max(adopted, p.epoch);
+    newest = std::max(newest, p.epoch);
+  }
+  const std::uint64_t epoch = adopted != 0 ? adopted : newest + 1;
+  history_.push_back({epoch, members, now, agreed, describe_change(view().members, members)});
+  while (history_.size() > settings_.history) history_.pop_front();
+}
+
+}  // namespace vipfarm::membership

@@ -1,0 +1,322 @@
+// The membership protocol in a deterministic simulation: seeded randomness, a virtual clock,
+// no sockets. Nodes run Membership as the control thread would (a tick every 10 ms, a
+// heartbeat every interval or at once when the proposal changes); the network loses,
+// delays, duplicates and reorders heartbeats and can be partitioned; nodes crash, restart
+// with a new incarnation, and pause. Heartbeats pass the replay guard as on the wire.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cstdio>
+#include <functional>
+#include <memory>
+#include <queue>
+#include <random>
+
+#include "vipfarm/membership/membership.hpp"
+
+namespace vipfarm::membership {
+namespace {
+
+constexpr Nanos kTick = 10 * kMillis;
+constexpr std::uint64_t kCluster = 7;
+
+std::uint64_t bit(unsigned id) { return std::uint64_t{1} << (id - 1); }
+
+class Sim {
+ public:
+  Sim(unsigned nodes, std::uint64_t seed, Settings settings = {})
+      : n_(nodes), rng_(seed), settings_(settings), nodes_(nodes + 1) {
+    for (unsigned id = 1; id <= n_; ++id) configured_ |= bit(id);
+    for (unsigned id = 1; id <= n_; ++id) boot(id);
+  }
+
+  // Network behaviour; `blocked(from, to)` models partitions (asymmetric ones too).
+  double loss = 0, duplicate = 0;
+  Nanos delay = 1 * kMillis, jitter = 2 * kMillis;
+  std::function<bool(unsigned, unsigned)> blocked = [](unsigned, unsigned) { return false; };
+
+  void crash(unsigned id) { nodes_[id].running = false; }
+  void restart(unsigned id) { boot(id); }
+  void pause(unsigned id, Nanos until) { nodes_[id].paused_until = until; }
+  bool running(unsigned id) const { return nodes_[id].running; }
+  Membership& node(unsigned id) { return *nodes_[id].m; }
+  Nanos now() const { return now_; }
+  unsigned size() const { return n_; }
+
+  // Runs until `until`, calling `after_tick` after every tick of every node.
+  void run_until(Nanos until, const std::function<void(unsigned)>& after_tick = {}) {
+    while (now_ < until) {
+      now_ += kTick;
+      deliver();
+      for (unsigned id = 1; id <= n_; ++id) {
+        Node& x = nodes_[id];
+        if (!x.running || x.paused_until > now_) continue;
+        x.m->tick(now_);
+        if (now_ >= x.next_heartbeat || x.m->wants_heartbeat()) {
+          broadcast(id, x.m->heartbeat(now_));
+          x.next_heartbeat = now_ + settings_.interval;
+        }
+        if (after_tick) after_tick(id);
+      }
+    }
+  }
+
+  // True when every running node has installed `members`, all under one epoch.
+  bool converged_on(std::uint64_t members) {
+    std::uint64_t epoch = 0;
+    bool first = true;
+    for (unsigned id = 1; id <= n_; ++id) {
+      if (!nodes_[id].running) continue;
+      const InstalledView& v = node(id).view();
+      if (v.members != members || (!first && v.epoch != epoch)) return false;
+      epoch = v.epoch;
+      first = false;
+    }
+    return true;
+  }
+
+  std::uint64_t running_set() const {
+    std::uint64_t s = 0;
+    for (unsigned id = 1; id <= n_; ++id) s |= nodes_[id].running ? bit(id) : 0;
+    return s;
+  }
+
+ private:
+  struct Node {
+    std::unique_ptr<Membership> m;
+    bool running = false;
+    Nanos paused_until = 0;
+    Nanos next_heartbeat = 0;
+    std::uint64_t incarnation = 0;
+    Freshness freshness;
+  };
+  struct Message {
+    Nanos at;
+    std::uint64_t order;
+    unsigned to;
+    Heartbeat hb;
+    bool operator>(const Message& o) const { return at != o.at ? at > o.at : order > o.order; }
+  };
+
+  void boot(unsigned id) {
+    Node& x = nodes_[id];
+    x.incarnation += 1;
+    x.m = std::make_unique<Membership>(settings_, static_cast<std::uint8_t>(id), configured_,
+                                       kCluster, x.incarnation, Fingerprint{},
+                                       std::vector<std::uint16_t>{1});
+    x.m->set_state(NodeState::kUp);
+    x.running = true;
+    x.paused_until = 0;
+    x.next_heartbeat = now_ + static_cast<Nanos>(rng_() % settings_.interval);  // phase
+  }
+
+  void broadcast(unsigned from, const Heartbeat& hb) {
+    std::uniform_real_distribution<double> u(0, 1);
+    for (unsigned to = 1; to <= n_; ++to) {
+      if (to == from || blocked(from, to)) continue;
+      const int copies = u(rng_) < loss ? 0 : (u(rng_) < duplicate ? 2 : 1);
+      for (int c = 0; c < copies; ++c) {
+        const Nanos at = now_ + delay + static_cast<Nanos>(u(rng_) * static_cast<double>(jitter));
+        queue_.push({at, order_++, to, hb});
+      }
+    }
+  }
+
+  void deliver() {
+    while (!queue_.empty() && queue_.top().at <= now_) {
+      Message msg = queue_.top();
+      queue_.pop();
+      Node& x = nodes_[msg.to];
+      if (!x.running || x.paused_until > now_) continue;  // lost while down or paused
+      if (x.freshness.check(msg.hb.node, msg.hb.incarnation, msg.hb.sequence)) continue;
+      x.m->receive(msg.hb, now_);
+    }
+  }
+
+  unsigned n_;
+  std::mt19937_64 rng_;
+  Settings settings_;
+  std::vector<Node> nodes_;
+  std::uint64_t configured_ = 0;
+  Nanos now_ = 0;
+  std::uint64_t order_ = 0;
+  std::priority_queue<Message, std::vector<Message>, std::greater<>> queue_;
+};
+
+// Runs until every running node installed `members` under one epoch; returns when, or -1
+// at the deadline.
+Nanos time_to_converge(Sim& sim, std::uint64_t members, Nanos deadline) {
+  while (sim.now() < deadline) {
+    if (sim.converged_on(members)) return sim.now();
+    sim.run_until(sim.now() + kTick);
+  }
+  return sim.converged_on(members) ? sim.now() : -1;
+}
+
+Nanos percentile(std::vector<Nanos> v, double p) {
+  std::sort(v.begin(), v.end());
+  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
+}
+
+TEST(MembershipSim, StartsAndAgreesOnEveryone) {
+  for (unsigned n : {2u, 3u, 8u, 16u}) {
+    Sim sim(n, n);
+    const Nanos at = time_to_converge(sim, sim.running_set(), 5'000 * kMillis);
+    ASSERT_GE(at, 0) << n << " nodes";
+    EXPECT_LE(at, 1'000 * kMillis) << n << " nodes";
+    EXPECT_TRUE(sim.node(1).view().agreed);
+  }
+}
+
+// After any mix of faults, once the network heals and crashed nodes are back, all nodes
+// install the same view under the same epoch within the bound.
+TEST(MembershipSim, ConvergesAfterHealingWithinTheBound) {
+  Settings settings;
+  settings.flap_limit = 1000;  // damping holds flapping peers out on purpose: tested below
+  const Nanos bound = settings.interval * settings.dead_after + 1'000 * kMillis;
+  std::vector<Nanos> times;
+  const int seeds = 2000;
+  for (int seed = 1; seed <= seeds; ++seed) {
+    std::mt19937_64 r(static_cast<std::uint64_t>(seed) * 7919);
+    const unsigned n = 2 + static_cast<unsigned>(r() % 15);
+    Sim sim(n, static_cast<std::uint64_t>(seed), settings);
+    sim.run_until(1'000 * kMillis);
+    sim.loss = static_cast<double>(r() % 40) / 100.0;
+    sim.duplicate = 0.05;
+    sim.jitter = static_cast<Nanos>(r() % 50) * kMillis;  // reordering
+    const unsigned kind = static_cast<unsigned>(r() % 3);
+    const unsigned cut = 1 + static_cast<unsigned>(r() % n);
+    sim.blocked = [kind, cut](unsigned from, unsigned to) {
+      if (kind == 0) return (from <= cut) != (to <= cut);  // two halves
+      if (kind == 1) return from <= cut && to > cut;       // one way only
+      return to == from % 16 + 1;                          // a broken ring link
+    };
+    const unsigned victim = 1 + static_cast<unsigned>(r() % n);
+    sim.crash(victim);
+    const unsigned sleeper = 1 + static_cast<unsigned>(r() % n);
+    if (sleeper != victim) sim.pause(sleeper, sim.now() + static_cast<Nanos>(r() % 3000) * kMillis);
+    sim.run_until(sim.now() + 4'000 * kMillis);
+    // Heal.
+    sim.loss = 0;
+    sim.duplicate = 0;
+    sim.jitter = 2 * kMillis;
+    sim.blocked = [](unsigned, unsigned) { return false; };
+    sim.restart(victim);
+    const Nanos healed = sim.now();
+    const Nanos at = time_to_converge(sim, sim.running_set(), healed + bound);
+    ASSERT_GE(at, 0) << "seed " << seed << ": " << n << " nodes did not converge within "
+                     << bound / kMillis << " ms";
+    times.push_back(at - healed);
+  }
+  std::printf(
+      "[ membership ] convergence after healing, %d seeds: p50 %lld ms, p99 %lld ms, "
+      "max %lld ms (bound %lld ms)\n",
+      seeds, static_cast<long long>(percentile(times, 0.5) / kMillis),
+      static_cast<long long>(percentile(times, 0.99) / kMillis),
+      static_cast<long long>(percentile(times, 1.0) / kMillis),
+      static_cast<long long>(bound / kMillis));
+}
+
+TEST(MembershipSim, FivePercentLossNeverEvictsAMember) {
+  for (int seed = 1; seed <= 40; ++seed) {
+    Sim sim(2 + static_cast<unsigned>(seed % 15), static_cast<std::uint64_t>(seed));
+    ASSERT_GE(time_to_converge(sim, sim.running_set(), 5'000 * kMillis), 0);
+    const std::uint64_t epoch = sim.node(1).view().epoch;
+    sim.loss = 0.05;
+    sim.run_until(sim.now() + 60'000 * kMillis);
+    for (unsigned id = 1; id <= sim.size(); ++id) {
+      ASSERT_EQ(sim.node(id).view().epoch, epoch)
+          << "seed " << seed << ", node " << id << ": " << sim.node(id).view().cause;
+    }
+  }
+}
+
+// kill -9 of one node: time until every survivor installed the view without it.
+TEST(MembershipSim, FailoverUnderOneSecondAtDefaults) {
+  std::vector<Nanos> times;
+  for (int seed = 1; seed <= 1000; ++seed) {
+    const unsigned n = 2 + static_cast<unsigned>(seed % 15);
+    Sim sim(n, static_cast<std::uint64_t>(seed));
+    sim.jitter = 5 * kMillis;
+    ASSERT_GE(time_to_converge(sim, sim.running_set(), 5'000 * kMillis), 0);
+    sim.run_until(sim.now() + static_cast<Nanos>(seed % 100) * kMillis);  // any phase
+    const unsigned victim = 1 + static_cast<unsigned>(seed) % n;
+    sim.crash(victim);
+    const Nanos killed = sim.now();
+    const Nanos at = time_to_converge(sim, sim.running_set(), killed + 5'000 * kMillis);
+    ASSERT_GE(at, 0) << "seed " << seed;
+    times.push_back(at - killed);
+  }
+  const Nanos p99 = percentile(times, 0.99);
+  std::printf(
+      "[ membership ] failover (kill one of 2-16 nodes), 1000 seeds: p50 %lld ms, "
+      "p99 %lld ms, max %lld ms\n",
+      static_cast<long long>(percentile(times, 0.5) / kMillis),
+      static_cast<long long>(p99 / kMillis),
+      static_cast<long long>(percentile(times, 1.0) / kMillis));
+  EXPECT_LE(p99, 1'000 * kMillis);
+}
+
+TEST(MembershipSim, MajorityModeMinorityStopsServingAndHealsToOneView) {
+  Settings settings;
+  settings.split_brain = SplitBrain::kMajority;
+  Sim sim(5, 3, settings);
+  ASSERT_GE(time_to_converge(sim, sim.running_set(), 5'000 * kMillis), 0);
+  sim.blocked = [](unsigned from, unsigned to) { return (from <= 2) != (to <= 2); };
+  sim.run_until(sim.now() + 2'000 * kMillis);
+  EXPECT_EQ(sim.node(1).view().members, 0u);  // {1,2}: a minority of 5
+  EXPECT_EQ(sim.node(2).view().members, 0u);
+  EXPECT_EQ(sim.node(3).view().members, bit(3) | bit(4) | bit(5));
+  sim.blocked = [](unsigned, unsigned) { return false; };
+  EXPECT_GE(time_to_converge(sim, sim.running_set(), sim.now() + 2'000 * kMillis), 0);
+}
+
+TEST(MembershipSim, ServeModeEachPartitionServesItsOwn) {
+  Sim sim(4, 4);
+  ASSERT_GE(time_to_converge(sim, sim.running_set(), 5'000 * kMillis), 0);
+  sim.blocked = [](unsigned from, unsigned to) { return (from <= 2) != (to <= 2); };
+  sim.run_until(sim.now() + 2'000 * kMillis);
+  EXPECT_EQ(sim.node(1).view().members, bit(1) | bit(2));
+  EXPECT_EQ(sim.node(4).view().members, bit(3) | bit(4));
+}
+
+TEST(MembershipSim, AFlappingPeerIsHeldDown) {
+  Settings settings;
+  settings.flap_limit = 3;
+  Sim sim(3, 9, settings);
+  ASSERT_GE(time_to_converge(sim, sim.running_set(), 5'000 * kMillis), 0);
+  for (int flap = 0; flap < 3; ++flap) {  // node 3 is cut off and back, three times
+    sim.blocked = [](unsigned from, unsigned to) { return from == 3 || to == 3; };
+    sim.run_until(sim.now() + 1'500 * kMillis);
+    sim.blocked = [](unsigned, unsigned) { return false; };
+    sim.run_until(sim.now() + 1'000 * kMillis);
+  }
+  EXPECT_TRUE(sim.node(1).peer(3).held_down);
+  EXPECT_EQ(sim.node(1).view().members & bit(3), 0u);
+  sim.run_until(sim.now() + settings.hold_down);
+  EXPECT_GE(time_to_converge(sim, sim.running_set(), sim.now() + 2'000 * kMillis), 0);
+}
+
+TEST(MembershipSim, OnlyUpNodesAreMembersAndAMismatchedFingerprintIsNotMerged) {
+  Sim sim(3, 5);
+  ASSERT_GE(time_to_converge(sim, sim.running_set(), 5'000 * kMillis), 0);
+  sim.node(2).set_state(NodeState::kWait);
+  EXPECT_GE(time_to_converge(sim, bit(1) | bit(3), sim.now() + 1'000 * kMillis), 0);
+  sim.node(2).set_state(NodeState::kUp);
+  EXPECT_GE(time_to_converge(sim, sim.running_set(), sim.now() + 1'000 * kMillis), 0);
+  // A node whose config differs: heartbeats with another fingerprint are not merged.
+  Membership m(Settings{}, 1, bit(1) | bit(2), kCluster, 1, Fingerprint{}, {1});
+  m.set_state(NodeState::kUp);
+  Heartbeat hb;
+  hb.node = 2;
+  hb.state = NodeState::kUp;
+  hb.fingerprint[0] = 1;
+  hb.proposed = bit(1) | bit(2);
+  m.receive(hb, 0);
+  m.tick(kMillis);
+  EXPECT_FALSE(m.peer(2).fingerprint_ok);
+  EXPECT_EQ(m.proposal(), bit(1));
+}
+
+}  // namespace
+}  // namespace vipfarm::membership
