@@ -102,7 +102,17 @@ bool Membership::tick(Nanos now) {
     proposed_since_ = now;
     proposal_changed_ = true;
   }
-  if (proposal_ == view().members) return false;
+  if (proposal_ == view().members) {
+    // Members that installed this same view under a larger epoch (their installs raced
+    // ours) win: align on it. The members, and so the buckets, do not change.
+    InstalledView& v = history_.back();
+    for (unsigned id = 1; id <= 64; ++id) {
+      if (id == self_ || (v.members & bit(id)) == 0) continue;
+      const Peer& p = peers_[id];
+      if (p.alive && p.installed == v.members && p.epoch > v.epoch) v.epoch = p.epoch;
+    }
+    return false;
+  }
   bool agreed = true;
   for (unsigned id = 1; id <= 64 && agreed; ++id) {
     if (id == self_ || (proposal_ & bit(id)) == 0) continue;
