@@ -232,6 +232,12 @@ TEST(MembershipSim, ConvergesAfterHealingWithinTheBound) {
                      << bound / kMillis << " ms:\n"
                      << sim.describe();
     times.push_back(at - healed);
+    for (unsigned id = 1; id <= n; ++id) {  // a node's epochs only grow
+      const auto& h = sim.node(id).history();
+      for (std::size_t i = 1; i < h.size(); ++i) {
+        ASSERT_GT(h[i].epoch, h[i - 1].epoch) << "seed " << seed << ", node " << id;
+      }
+    }
   }
   // The faults must really split the farm, or this test shows nothing.
   EXPECT_GT(diverged, seeds / 2);
