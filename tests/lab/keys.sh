@@ -52,54 +52,39 @@ for k in 1 2 3; do
   check "node $k owns its weighted share: $got buckets (allocation: $want)" test "$got" -eq "$want"
 done
 
-# --- on_port: one client address, 300 source ports ---------------------------------------
-client=$LAB_CLIENT4
-deadline=$((SECONDS + 30))
-until lab_exec_client curl -s --max-time 2 "http://$LAB_VIP4/" >/dev/null || ((SECONDS > deadline)); do sleep 0.2; done
-declare -A served=()
-mismatch=0
-for ((i = 0; i < 300; i++)); do
-  port=$((20000 + i * 7))
-  want=$("$VIPFARMCTL" owner --config "$conf" --json tcp "$client:$port" "$LAB_VIP4:80" |
-    $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
-  body=$(lab_exec_client curl -sS --max-time 2 --local-port "$port" "http://$LAB_VIP4/" 2>&1)
-  served[$body]=$((${served[$body]:-0} + 1))
-  if [[ $body != "node$want" ]]; then
-    mismatch=$((mismatch + 1))
-    ((mismatch <= 5)) && echo "port $port: expected node$want, got: $body" >&2
-  fi
-done
-echo "one client, 300 ports: node1 ${served[node1]:-0}, node2 ${served[node2]:-0}, node3 ${served[node3]:-0}"
-check "every connection served by the predicted node ($mismatch mismatches)" test "$mismatch" -eq 0
-for k in 1 2 3; do
-  check "node $k served some of one client's connections" test "${served[node$k]:-0}" -gt 0
-done
-check "shares follow the weights (node3 > node1)" test "${served[node3]:-0}" -gt "${served[node1]:-0}"
-
-# --- on_port over IPv6: one client address, 120 source ports --------------------------------
-client6=$LAB_CLIENT6
-deadline=$((SECONDS + 30))
-until lab_exec_client curl -s -g --max-time 2 "http://[$LAB_VIP6]/" >/dev/null || ((SECONDS > deadline)); do sleep 0.2; done
-declare -A served6=()
-mismatch6=0
-for ((i = 0; i < 120; i++)); do
-  port=$((30000 + i * 7))
-  json=$("$VIPFARMCTL" owner --config "$conf" --json tcp "[$client6]:$port" "[$LAB_VIP6]:80")
-  want=none
-  [[ $json =~ \"owner\":([0-9]+) ]] && want=${BASH_REMATCH[1]}
-  body=$(lab_exec_client curl -sS -g --max-time 2 --interface "$client6" --local-port "$port" "http://[$LAB_VIP6]/" 2>&1)
-  served6[$body]=$((${served6[$body]:-0} + 1))
-  if [[ $body != "node$want" ]]; then
-    mismatch6=$((mismatch6 + 1))
-    ((mismatch6 <= 5)) && echo "[$client6]:$port: expected node$want, got: $body" >&2
-  fi
-done
-echo "one IPv6 client, 120 ports: node1 ${served6[node1]:-0}, node2 ${served6[node2]:-0}, node3 ${served6[node3]:-0}"
-check "IPv6: every connection served by the predicted node ($mismatch6 mismatches)" test "$mismatch6" -eq 0
-for k in 1 2 3; do
-  check "IPv6: node $k served some of one client's connections" test "${served6[node$k]:-0}" -gt 0
-done
-check "IPv6: shares follow the weights (node3 > node1)" test "${served6[node3]:-0}" -gt "${served6[node1]:-0}"
+# --- on_port: one client address, many source ports, over IPv4 and IPv6 -----------------
+# spread LABEL COUNT FIRST_PORT CLIENT SERVER URL [CURL ARGS...]: COUNT connections from
+# CLIENT with source ports FIRST_PORT, +7, +14, ...: each served by the node `vipfarmctl
+# owner` predicts for its port, every node takes some, node 3 more than node 1 (1:2:3).
+spread() {
+  local label=$1 count=$2 first=$3 client=$4 server=$5 url=$6
+  shift 6
+  local -A served=()
+  local mismatch=0 i port json want body deadline=$((SECONDS + 30))
+  until lab_exec_client curl -s -g --max-time 2 "$@" "$url" >/dev/null || ((SECONDS > deadline)); do
+    sleep 0.2
+  done
+  for ((i = 0; i < count; i++)); do
+    port=$((first + i * 7))
+    json=$("$VIPFARMCTL" owner --config "$conf" --json tcp "$client:$port" "$server")
+    want=none
+    [[ $json =~ \"owner\":([0-9]+) ]] && want=${BASH_REMATCH[1]}
+    body=$(lab_exec_client curl -sS -g --max-time 2 "$@" --local-port "$port" "$url" 2>&1)
+    served[$body]=$((${served[$body]:-0} + 1))
+    if [[ $body != "node$want" ]]; then
+      mismatch=$((mismatch + 1))
+      ((mismatch <= 5)) && echo "$label $client:$port: expected node$want, got: $body" >&2
+    fi
+  done
+  echo "$label: one client, $count ports: node1 ${served[node1]:-0}, node2 ${served[node2]:-0}, node3 ${served[node3]:-0}"
+  check "$label: every connection served by the predicted node ($mismatch mismatches)" test "$mismatch" -eq 0
+  for k in 1 2 3; do
+    check "$label: node $k served some of one client's connections" test "${served[node$k]:-0}" -gt 0
+  done
+  check "$label: shares follow the weights (node3 > node1)" test "${served[node3]:-0}" -gt "${served[node1]:-0}"
+}
+spread IPv4 300 20000 "$LAB_CLIENT4" "$LAB_VIP4:80" "http://$LAB_VIP4/"
+spread IPv6 120 30000 "[$LAB_CLIENT6]" "[$LAB_VIP6]:80" "http://[$LAB_VIP6]/" --interface "$LAB_CLIENT6"
 
 lab_stop_daemons
 LAB_AT_EXIT=""
