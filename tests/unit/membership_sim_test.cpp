@@ -12,6 +12,7 @@
 #include <queue>
 #include <random>
 
+#include "vipfarm/assignment/assignment.hpp"
 #include "vipfarm/membership/membership.hpp"
 
 namespace vipfarm::membership {
@@ -172,6 +173,27 @@ Nanos time_to_converge(Sim& sim, std::uint64_t members, Nanos deadline) {
   return sim.converged_on(members) ? sim.now() : -1;
 }
 
+// I1 across the farm: each running node owns the buckets the assignment of its own
+// installed view gives it; every bucket must have exactly one owner among them.
+void expect_one_owner_per_bucket(Sim& sim, int seed) {
+  std::vector<int> owners(256, 0);
+  for (unsigned id = 1; id <= sim.size(); ++id) {
+    if (!sim.running(id)) continue;
+    assignment::Input in;
+    in.buckets = 256;
+    in.seed = 99;
+    for (unsigned m = 1; m <= sim.size(); ++m) {
+      in.members.push_back({NodeId{static_cast<std::uint8_t>(m)}, 1 + m % 3, 0,
+                            (sim.node(id).view().members & bit(m)) != 0});
+    }
+    const std::vector<NodeId> owner = assignment::assign(in);
+    for (std::size_t b = 0; b < owner.size(); ++b) owners[b] += to_int(owner[b]) == id ? 1 : 0;
+  }
+  for (std::size_t b = 0; b < owners.size(); ++b) {
+    ASSERT_EQ(owners[b], 1) << "seed " << seed << ", bucket " << b << "\n" << sim.describe();
+  }
+}
+
 Nanos percentile(std::vector<Nanos> v, double p) {
   std::sort(v.begin(), v.end());
   return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
@@ -232,6 +254,7 @@ TEST(MembershipSim, ConvergesAfterHealingWithinTheBound) {
                      << bound / kMillis << " ms:\n"
                      << sim.describe();
     times.push_back(at - healed);
+    expect_one_owner_per_bucket(sim, seed);
     for (unsigned id = 1; id <= n; ++id) {  // a node's epochs only grow
       const auto& h = sim.node(id).history();
       for (std::size_t i = 1; i < h.size(); ++i) {
@@ -279,6 +302,7 @@ TEST(MembershipSim, FailoverUnderOneSecondAtDefaults) {
     const Nanos at = time_to_converge(sim, sim.running_set(), killed + 5'000 * kMillis);
     ASSERT_GE(at, 0) << "seed " << seed;
     times.push_back(at - killed);
+    expect_one_owner_per_bucket(sim, seed);
   }
   const Nanos p99 = percentile(times, 0.99);
   std::printf(
