@@ -6,6 +6,7 @@
 #include <toml++/toml.h>
 #include <algorithm>
 #include <bit>
+#include <cctype>
 #include <charconv>
 #include <fstream>
 #include <set>
@@ -35,7 +36,13 @@ class Loader {
     for (const auto& [key, node] : table) {
       const std::string spath = join(schema_prefix, key.str());
       if (find_key(spath) == nullptr) {
-        error(key.source(), join(path, key.str()), "unknown key");
+        // Name it as TOML would write it: an empty or unusual key in quotes.
+        const std::string_view k = key.str();
+        const bool bare = !k.empty() && std::all_of(k.begin(), k.end(), [](char c) {
+          return std::isalnum(static_cast<unsigned char>(c)) != 0 || c == '_' || c == '-';
+        });
+        error(key.source(), join(path, bare ? std::string(k) : "\"" + std::string(k) + "\""),
+              "unknown key");
       }
     }
   }

@@ -159,6 +159,10 @@ TEST(Config, EachKindOfError) {
   EXPECT_TRUE(
       has_error(errors_with("[[group]]", "[dataplane]\nuplink = \"x\"\neal_args = [1]\n[[group]]"),
                 "dataplane.eal_args: expected a string"));
+  // Keys TOML must quote are named quoted (the config fuzzer found an empty one unnamed).
+  EXPECT_TRUE(has_error(error_lines("[['']]\n"), "t.toml:1:3: \"\": unknown key"));
+  EXPECT_TRUE(has_error(errors_with("[[group]]", "[node.\"a b\"]\n[[group]]"),
+                        "node.\"a b\": unknown key"));
 }
 
 TEST(Config, ReportsEveryErrorNotJustTheFirst) {
