@@ -6,6 +6,7 @@ cd "$(dirname "$0")/../.."
 ctl=${VIPFARMCTL:-build/vipfarmctl}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
+CHECK_NAME=cli
 # shellcheck source=../lib/check.sh
 source tests/lib/check.sh
 
@@ -65,5 +66,5 @@ assert down["moved"] == owned[2], (down["moved"], owned)
 assert {o["node"] for o in down["owners"]} == {1, 3}
 PY
 
-echo "cli: $passed passed, $failed failed"
+summary
 ((failed == 0))

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2317 # at_exit runs from the lab's trap
+# shellcheck disable=SC2317 # stopped_early runs from the lab's trap
 # Lab tests of issue 3 beyond the smoke test, on one 3-node farm (tests/lab/lib.sh),
 # over the IPv4 VIP and the IPv6 VIP alike (test 7):
 #  - ICMP echo to the VIP gets exactly one reply per request (SafeKit gives one per node);
@@ -20,15 +20,10 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
+CHECK_NAME=lab-farm
 # shellcheck source=../lib/check.sh
 source "$here/../lib/check.sh"
-summary() { echo "lab-farm: $passed passed, $failed failed"; }
-at_exit() {
-  failed=$((failed + 1))
-  echo "FAIL: the test stopped early (status $1)" >&2
-  summary
-}
-LAB_AT_EXIT=at_exit
+LAB_AT_EXIT=stopped_early
 py=/usr/bin/python3
 json_field() { $py -c 'import json,sys; d=json.load(sys.stdin); print(eval("d"+sys.argv[1]))' "$1"; }
 

@@ -25,13 +25,11 @@ export LAB_CONFIG=$work/keys.toml
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
+CHECK_NAME=lab-keys
 # shellcheck source=../lib/check.sh
 source "$here/../lib/check.sh"
-summary() { echo "lab-keys: $passed passed, $failed failed"; }
 at_exit() {
-  failed=$((failed + 1))
-  echo "FAIL: the test stopped early (status $1)" >&2
-  summary
+  stopped_early "$1"
   rm -rf "$work"
 }
 LAB_AT_EXIT=at_exit

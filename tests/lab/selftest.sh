@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2317 # at_exit runs from the trap
+# shellcheck disable=SC2317 # stopped_early runs from the lab's trap
 # The lab harness tested on its own, without vipfarmd: build a 2-node lab, check its
 # topology, nginx, isolation and the bridge's flooding, tear it down and check that
 # nothing of the run is left; then the same after a run killed by SIGTERM and one that
@@ -9,15 +9,11 @@ here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
+CHECK_NAME=lab-selftest
 # shellcheck source=../lib/check.sh
 source "$here/../lib/check.sh"
 
-at_exit() {  # the lab's trap, when the script ends early (setup error, signal)
-    failed=$((failed + 1))
-    echo "FAIL: the test stopped early (status $1)" >&2
-    echo "lab-selftest: $passed passed, $failed failed"
-}
-LAB_AT_EXIT=at_exit
+LAB_AT_EXIT=stopped_early
 
 # --- helpers -----------------------------------------------------------------------
 no_addresses() {  # no_addresses NS IFACE: the interface has no IPv4/IPv6 address
@@ -180,5 +176,5 @@ for how in term error; do
     check "$how: it said it tore down" grep -q "down: lab $csfx removed" "$tmp/child-$how.err"
 done
 
-echo "lab-selftest: $passed passed, $failed failed"
+summary
 ((failed == 0))

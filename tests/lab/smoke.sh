@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# shellcheck disable=SC2119,SC2317 # lab_* functions take optional args; at_exit runs from the trap
+# shellcheck disable=SC2119,SC2317 # lab_* functions take optional args; stopped_early runs from the trap
 # Lab test 1 of issue 3: a 3-node farm in network namespaces (tests/lab/lib.sh), 300 client
 # source addresses, 10 HTTP GETs each to the VIP, each on its own connection (3000 in all).
 # Every request must succeed, once, served by the node that `vipfarmctl owner` predicts (a
@@ -23,21 +23,16 @@ requests_deadline=${LAB_SMOKE_DEADLINE:-120}
 converge_timeout=${LAB_CONVERGE_TIMEOUT:-30}
 n_nodes=3
 
+CHECK_NAME=lab-smoke
 # shellcheck source=../lib/check.sh
 source "$here/../lib/check.sh"
-summary() { echo "lab-smoke: $passed passed, $failed failed"; }
 finish() {
     LAB_AT_EXIT=""
     summary
     ((failed == 0))
     exit
 }
-at_exit() {  # the lab's trap, when the script ends early (setup error, signal)
-    failed=$((failed + 1))
-    echo "FAIL: the test stopped early (status $1)" >&2
-    summary
-}
-LAB_AT_EXIT=at_exit
+LAB_AT_EXIT=stopped_early
 
 for tool in "$VIPFARMD" "$VIPFARMCTL"; do
     if [[ ! -x $tool ]]; then

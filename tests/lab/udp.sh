@@ -27,13 +27,11 @@ export LAB_CONFIG=$work/udp.toml
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
 
+CHECK_NAME=lab-udp
 # shellcheck source=../lib/check.sh
 source "$here/../lib/check.sh"
-summary() { echo "lab-udp: $passed passed, $failed failed"; }
 at_exit() {
-  failed=$((failed + 1))
-  echo "FAIL: the test stopped early (status $1)" >&2
-  summary
+  stopped_early "$1"
   rm -rf "$work"
 }
 LAB_AT_EXIT=at_exit
