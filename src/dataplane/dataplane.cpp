@@ -377,11 +377,10 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   args.push_back(vdev ? "--vdev=" + uplink : "-a");
   if (!vdev) args.push_back(uplink);
   // net_null's no-rx: a null port would otherwise produce packets whenever it is polled.
-  const char* exception_port =
-      exception == ExceptionPort::kTap ? "net_tap_vipfarm" : "net_null_vipfarm";
-  args.push_back(exception == ExceptionPort::kTap
-                     ? "--vdev=net_tap_vipfarm,iface=" + config.exception.name
-                     : std::string("--vdev=net_null_vipfarm,no-rx=1"));
+  const bool tap = exception == ExceptionPort::kTap;
+  const std::string exception_port = tap ? "net_tap_vipfarm" : "net_null_vipfarm";
+  args.push_back("--vdev=" + exception_port +
+                 (tap ? ",iface=" + config.exception.name : std::string(",no-rx=1")));
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   if (rte_eal_init(static_cast<int>(argv.size()), argv.data()) < 0) return eal_error("EAL init");
@@ -395,8 +394,8 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   if (rte_eth_dev_get_port_by_name(uplink_name.c_str(), &d.uplink) != 0) {
     return "uplink port \"" + uplink_name + "\" not found";
   }
-  if (rte_eth_dev_get_port_by_name(exception_port, &d.tap) != 0) {
-    return std::string("exception port ") + exception_port + " not created";
+  if (rte_eth_dev_get_port_by_name(exception_port.c_str(), &d.tap) != 0) {
+    return "exception port " + exception_port + " not created";
   }
 
   d.pool = rte_pktmbuf_pool_create("vipfarm_mbufs",
@@ -423,8 +422,7 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   std::memcpy(d.mac.data(), mac.addr_bytes, 6);
   d.own48 = mac48(d.mac.data());
   // The kernel's frames leave with the node's own MAC: give the TAP the uplink's address.
-  if (int rc = rte_eth_dev_default_mac_addr_set(d.tap, &mac);
-      rc != 0 && exception == ExceptionPort::kTap) {
+  if (int rc = tap ? rte_eth_dev_default_mac_addr_set(d.tap, &mac) : 0; rc != 0) {
     return port_error("TAP MAC address", rc);
   }
   if (int rc = rte_eth_promiscuous_enable(d.uplink); rc != 0) {
