@@ -1,6 +1,7 @@
 // vipfarmctl: offline tools over the core library (config check, owner query, pcap
 // verdicts, config reference). Talks to no daemon and links no DPDK.
 #include <boost/program_options.hpp>
+#include <cstdio>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -40,8 +41,16 @@ constexpr const char* kUsage =
     "commands for a running vipfarmd (admin socket, default /run/vipfarm/vipfarmd.sock):\n"
     "  status   [--socket PATH] [--json]   node, view, snapshot generation, owned buckets\n"
     "  counters [--socket PATH] [--json]   packet counters by verdict and reason\n"
+    "  nodes    [--socket PATH] [--json]   every node: state, weights, share, last heard\n"
+    "  view     [--socket PATH] [--json]   the installed view: epoch, members, proposal\n"
+    "  history  [--socket PATH] [--json]   installed views: time, members, moved, cause\n"
+    "  state    [--socket PATH] [--json]   this node's state, also as the exit status:\n"
+    "                               0 STOP, 1 WAIT, 2 UP, 3 DRAIN, 4 no answer\n"
+    "  stop | start [--socket PATH] [--json]\n"
+    "                               take this node out of the farm (STOP) / back in\n"
     "  view set IDS [--socket PATH] [--json]\n"
-    "                               make IDS (e.g. 1,3) the view: buckets move now\n"
+    "                               without [membership] only: make IDS (e.g. 1,3) the\n"
+    "                               view; buckets move now\n"
     "  buckets --socket PATH [--json]      the daemon's owner map, per group and node\n"
     "  --version\n"
     "\n"
@@ -272,9 +281,112 @@ int cmd_counters(const std::vector<std::string>& args) {
   return 0;
 }
 
+std::string ids_text(const nlohmann::json& ids) {
+  std::string out;
+  for (const auto& id : ids) out += (out.empty() ? "" : ",") + std::to_string(id.get<unsigned>());
+  return out.empty() ? "-" : out;
+}
+
+std::string joined(const nlohmann::json& values) {
+  std::string out;
+  for (const auto& v : values) out += (out.empty() ? "" : "/") + std::to_string(v.get<unsigned>());
+  return out.empty() ? "-" : out;
+}
+
+int cmd_nodes(const std::vector<std::string>& args) {
+  const DaemonOptions o = daemon_options(args);
+  const auto reply = ask(o.socket, {{"cmd", "nodes"}});
+  if (!reply) return 1;
+  if (o.json) {
+    std::cout << reply->dump() << "\n";
+    return 0;
+  }
+  std::printf("%-3s %-12s %-6s %-5s %-10s %-12s %-11s %s\n", "ID", "NAME", "STATE", "VIEW",
+              "WEIGHT", "SHARE", "LAST-HEARD", "INCARNATION");
+  for (const auto& n : (*reply)["nodes"]) {
+    std::string heard = "never";
+    if (n["last_heard_s"].is_number()) {
+      char text[32];
+      std::snprintf(text, sizeof text, "%.2fs", n["last_heard_s"].get<double>());
+      heard = n["self"].get<bool>() ? "(self)" : text;
+    }
+    std::string state = n["state"].get<std::string>();
+    if (!n["fingerprint_ok"].get<bool>()) state += "!cfg";
+    if (n["held_down"].get<bool>()) state += "!held";
+    std::printf("%-3u %-12s %-6s %-5s %-10s %-12s %-11s %llu\n", n["id"].get<unsigned>(),
+                n["name"].get<std::string>().c_str(), state.c_str(),
+                n["in_view"].get<bool>() ? "yes" : "no", joined(n["weights"]).c_str(),
+                joined(n["share"]).c_str(), heard.c_str(),
+                static_cast<unsigned long long>(n["incarnation"].get<std::uint64_t>()));
+  }
+  return 0;
+}
+
+int cmd_history(const std::vector<std::string>& args) {
+  const DaemonOptions o = daemon_options(args);
+  const auto reply = ask(o.socket, {{"cmd", "history"}});
+  if (!reply) return 1;
+  if (o.json) {
+    std::cout << reply->dump() << "\n";
+    return 0;
+  }
+  std::printf("%-6s %-24s %-12s %-6s %-9s %-10s %s\n", "EPOCH", "TIME (UTC)", "MEMBERS", "MOVED",
+              "AGREED", "CONVERGED", "CAUSE");
+  for (const auto& h : (*reply)["history"]) {
+    char converged[32];
+    std::snprintf(converged, sizeof converged, "%.0f ms", h["convergence_ms"].get<double>());
+    std::printf("%-6llu %-24s %-12s %-6u %-9s %-10s %s\n",
+                static_cast<unsigned long long>(h["epoch"].get<std::uint64_t>()),
+                h["time"].get<std::string>().c_str(), ids_text(h["members"]).c_str(),
+                h["moved"].get<unsigned>(), h["agreed"].get<bool>() ? "yes" : "timeout", converged,
+                h["cause"].get<std::string>().c_str());
+  }
+  return 0;
+}
+
+// `state`: the exit status is the state (SafeKit's convention), 4 when there is no answer.
+int cmd_state(const std::vector<std::string>& args) {
+  constexpr int kNoAnswer = 4;
+  DaemonOptions o;
+  try {
+    o = daemon_options(args);
+  } catch (const po::error& e) {
+    std::cerr << "vipfarmctl: " << e.what() << "\n";
+    return kNoAnswer;
+  }
+  const auto reply = ask(o.socket, {{"cmd", "state"}});
+  if (!reply) return kNoAnswer;
+  std::cout << (o.json ? reply->dump() : (*reply)["state"].get<std::string>()) << "\n";
+  return static_cast<int>((*reply)["code"].get<unsigned>());
+}
+
+int cmd_stop_start(const std::string& command, const std::vector<std::string>& args) {
+  const DaemonOptions o = daemon_options(args);
+  const auto reply = ask(o.socket, {{"cmd", command}});
+  if (!reply) return 1;
+  std::cout << (o.json ? reply->dump() : "state " + (*reply)["state"].get<std::string>()) << "\n";
+  return 0;
+}
+
 int cmd_view(const std::vector<std::string>& args) {
   const DaemonOptions o = daemon_options(args);
-  if (o.rest.size() != 2 || o.rest[0] != "set") throw UsageError("usage: view set IDS");
+  if (o.rest.empty()) {
+    const auto reply = ask(o.socket, {{"cmd", "view"}});
+    if (!reply) return 1;
+    if (o.json) {
+      std::cout << reply->dump() << "\n";
+      return 0;
+    }
+    const auto& r = *reply;
+    std::cout << "epoch     " << r["epoch"].get<std::uint64_t>() << "\nmembers   "
+              << ids_text(r["members"]) << "\ninstalled " << r["installed_s_ago"].get<double>()
+              << " s ago, " << (r["agreed"].get<bool>() ? "agreed" : "agreement timed out") << ": "
+              << r["cause"].get<std::string>() << "\nproposal  " << ids_text(r["proposal"])
+              << "\nlease     " << (r["lease_ok"].get<bool>() ? "valid" : "lapsed (not serving)")
+              << "\n";
+    return 0;
+  }
+  if (o.rest.size() != 2 || o.rest[0] != "set") throw UsageError("usage: view [set IDS]");
   nlohmann::json ids = nlohmann::json::array();
   std::stringstream in(o.rest[1]);
   std::string item;
@@ -392,6 +504,10 @@ int main(int argc, char** argv) {
     if (command == "status") return cmd_status(args);
     if (command == "counters") return cmd_counters(args);
     if (command == "view") return cmd_view(args);
+    if (command == "nodes") return cmd_nodes(args);
+    if (command == "history") return cmd_history(args);
+    if (command == "state") return cmd_state(args);
+    if (command == "stop" || command == "start") return cmd_stop_start(command, args);
     if (command == "config-reference") {
       std::cout << config::reference_markdown();
       return 0;

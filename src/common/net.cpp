@@ -1,6 +1,8 @@
 // Parsing and formatting of address value types.
 #include "vipfarm/common/net.hpp"
 
+#include <charconv>
+
 #include <arpa/inet.h>
 
 #include <cstdio>
@@ -61,6 +63,27 @@ std::string IpAddr::to_string() const {
     inet_ntop(AF_INET6, buf, out, sizeof out);
   }
   return out;
+}
+
+std::optional<Endpoint> parse_endpoint(std::string_view text) {
+  const auto colon = text.rfind(':');
+  if (colon == std::string_view::npos || colon + 1 == text.size()) return std::nullopt;
+  std::string_view host = text.substr(0, colon);
+  const std::string_view port_text = text.substr(colon + 1);
+  if (host.starts_with('[') && host.ends_with(']')) {
+    host = host.substr(1, host.size() - 2);
+  } else if (host.find(':') != std::string_view::npos) {
+    return std::nullopt;  // IPv6 needs brackets
+  }
+  const auto address = IpAddr::parse(host);
+  unsigned port = 0;
+  const auto [end, ec] =
+      std::from_chars(port_text.data(), port_text.data() + port_text.size(), port);
+  if (!address || ec != std::errc() || end != port_text.data() + port_text.size() || port == 0 ||
+      port > 65535) {
+    return std::nullopt;
+  }
+  return Endpoint{*address, static_cast<std::uint16_t>(port)};
 }
 
 std::optional<MacAddr> parse_mac(std::string_view text) {

@@ -242,6 +242,8 @@ PortsResult read_ports(Loader& loader, const toml::table& table, const std::stri
 constexpr std::array<std::string_view, 2> kPolls = {"busy", "adaptive"};
 constexpr std::array<std::string_view, 2> kUnmatched = {"drop", "pass"};
 constexpr std::array<std::string_view, 2> kIcmpEcho = {"one", "none"};
+constexpr std::array<std::string_view, 2> kSplitBrain = {"serve", "majority"};
+constexpr std::array<std::string_view, 4> kCheckerKinds = {"tcp", "ping", "interface", "custom"};
 constexpr std::array<std::string_view, 2> kModes = {"balance", "failover"};
 constexpr std::array<std::string_view, 4> kProtos = {"any", "tcp", "udp", "icmp"};
 constexpr std::array<std::string_view, 5> kKeys = {"on_addr", "on_port", "on_ipid", "five_tuple",
@@ -607,6 +609,204 @@ void load_endpoints(Loader& loader, const toml::table& root, Config& config) {
   }
 }
 
+std::optional<IpAddr> address_value(Loader& loader, const toml::table& t, std::string_view name,
+                                    const std::string& path, bool required) {
+  const auto text = loader.string(t, name, path, required ? std::nullopt : std::optional(""));
+  if (!text || text->empty()) return std::nullopt;
+  const auto ip = IpAddr::parse(*text);
+  if (!ip) {
+    loader.error(t.get(name)->source(), Loader::join(path, name),
+                 "not an IPv4 or IPv6 address: \"" + *text + "\"");
+  }
+  return ip;
+}
+
+void load_lans(Loader& loader, const toml::table& t, Config& config) {
+  const toml::array* lans = loader.table_array(t, "lan", "membership", false);
+  if (lans == nullptr) return;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < lans->size(); ++i) {
+    const toml::table& entry = *(*lans)[i].as_table();
+    const std::string path = "membership.lan[" + std::to_string(i) + "]";
+    loader.check_unknown(entry, "membership.lan[]", path);
+    HeartbeatLan lan;
+    if (auto name = loader.string(entry, "name", path, std::nullopt)) {
+      if (name->empty() || !names.insert(*name).second) {
+        loader.error(entry.get("name")->source(), path + ".name",
+                     name->empty() ? "must not be empty" : "duplicate network \"" + *name + "\"");
+      }
+      lan.name = std::move(*name);
+    }
+    const toml::array* nodes = loader.table_array(entry, "node", path, true);
+    std::set<unsigned> ids;
+    for (std::size_t k = 0; nodes != nullptr && k < nodes->size(); ++k) {
+      const toml::table& n = *(*nodes)[k].as_table();
+      const std::string npath = path + ".node[" + std::to_string(k) + "]";
+      loader.check_unknown(n, "membership.lan[].node[]", npath);
+      const auto id = loader.integer(n, "id", npath, 1, kMaxNodes, std::nullopt);
+      const auto address = address_value(loader, n, "address", npath, true);
+      if (!id || !address) continue;
+      const NodeId node{static_cast<std::uint8_t>(*id)};
+      if (config.find_node(node) == nullptr) {
+        loader.error(n.get("id")->source(), npath + ".id",
+                     "node " + std::to_string(*id) + " is not listed in [[cluster.node]]");
+      } else if (!ids.insert(static_cast<unsigned>(*id)).second) {
+        loader.error(n.get("id")->source(), npath + ".id",
+                     "node " + std::to_string(*id) + " listed twice");
+      }
+      lan.addresses.emplace_back(node, *address);
+    }
+    if (nodes != nullptr && config.node_id != kNoNode && lan.find(config.node_id) == nullptr) {
+      loader.error(entry.source(), path + ".node",
+                   "this node (" + std::to_string(to_int(config.node_id)) + ") has no address");
+    }
+    config.membership.lans.push_back(std::move(lan));
+  }
+}
+
+void load_keys(Loader& loader, const toml::table& t, Config& config) {
+  Membership& m = config.membership;
+  const toml::array* keys = loader.table_array(t, "key", "membership", true);
+  std::set<unsigned> ids;
+  for (std::size_t i = 0; keys != nullptr && i < keys->size(); ++i) {
+    const toml::table& entry = *(*keys)[i].as_table();
+    const std::string path = "membership.key[" + std::to_string(i) + "]";
+    loader.check_unknown(entry, "membership.key[]", path);
+    const auto id = loader.integer(entry, "id", path, 1, 255, std::nullopt);
+    auto file = loader.string(entry, "file", path, std::nullopt);
+    if (file && (file->empty() || file->front() != '/')) {
+      loader.error(entry.get("file")->source(), path + ".file", "must be an absolute path");
+    }
+    if (!id || !file) continue;
+    if (!ids.insert(static_cast<unsigned>(*id)).second) {
+      loader.error(entry.get("id")->source(), path + ".id",
+                   "duplicate key id " + std::to_string(*id));
+    }
+    m.keys.push_back({static_cast<std::uint8_t>(*id), std::move(*file)});
+  }
+  const std::optional<std::int64_t> only =
+      m.keys.size() == 1 ? std::optional<std::int64_t>(m.keys[0].id) : std::nullopt;
+  if (t.get("send_key") == nullptr && m.keys.size() > 1) {
+    loader.error(t.source(), "membership.send_key",
+                 "required when more than one [[membership.key]] is listed");
+    return;
+  }
+  if (const auto send = loader.integer(t, "send_key", "membership", 1, 255, only.value_or(1))) {
+    if (!m.keys.empty() && !ids.contains(static_cast<unsigned>(*send))) {
+      loader.error(t.get("send_key") ? t.get("send_key")->source() : t.source(),
+                   "membership.send_key",
+                   "key " + std::to_string(*send) + " is not a [[membership.key]] id");
+    }
+    m.send_key = static_cast<std::uint8_t>(*send);
+  }
+}
+
+void load_membership(Loader& loader, const toml::table& root, Config& config) {
+  const toml::node* node = root.get("membership");
+  if (node == nullptr) return;
+  const toml::table* t = node->as_table();
+  if (t == nullptr) {
+    loader.error(node->source(), "membership", "expected a table");
+    return;
+  }
+  Membership& m = config.membership;
+  m.present = true;
+  loader.check_unknown(*t, "membership", "membership");
+  auto u32 = [&](std::string_view name, std::int64_t lo, std::int64_t hi, std::uint32_t fallback) {
+    return static_cast<std::uint32_t>(
+        loader.integer(*t, name, "membership", lo, hi, fallback).value_or(fallback));
+  };
+  m.port = static_cast<std::uint16_t>(u32("port", 1, 65535, m.port));
+  const auto interval = loader.integer(*t, "interval_ms", "membership", 10, 10000, m.interval_ms);
+  if (interval) m.interval_ms = static_cast<std::uint32_t>(*interval);
+  m.dead_after = u32("dead_after", 2, 100, m.dead_after);
+  m.agreement_timeout_ms = u32("agreement_timeout_ms", 0, 60000, m.agreement_timeout_ms);
+  const auto split_brain = loader.choice(*t, "split_brain", "membership", kSplitBrain, 0);
+  if (split_brain) m.split_brain = static_cast<SplitBrain>(*split_brain);
+  m.witness = address_value(loader, *t, "witness", "membership", false);
+  m.flap_limit = u32("flap_limit", 0, 1000, m.flap_limit);
+  m.flap_window_s = u32("flap_window", 1, 86400, m.flap_window_s);
+  m.hold_down_s = u32("hold_down", 0, 86400, m.hold_down_s);
+  m.lease_ms = u32("lease_ms", 0, 600000, m.lease_ms);
+  // Checks that combine keys run only when the keys they read are valid (no cascades).
+  if (interval && m.lease_ms != 0 && m.lease_ms < 2 * m.interval_ms) {
+    loader.error(
+        t->get("lease_ms")->source(), "membership.lease_ms",
+        "must be at least two intervals (" + std::to_string(2 * m.interval_ms) + " ms) or 0");
+  }
+  if (split_brain && m.witness && m.split_brain != SplitBrain::kMajority) {
+    loader.error(t->get("witness")->source(), "membership.witness",
+                 "only used with split_brain = \"majority\"");
+  }
+  load_keys(loader, *t, config);
+  load_lans(loader, *t, config);
+}
+
+void load_checkers(Loader& loader, const toml::table& root, Config& config) {
+  const toml::array* checkers = loader.table_array(root, "checker", "", false);
+  if (checkers == nullptr) return;
+  std::set<std::string> names;
+  for (std::size_t i = 0; i < checkers->size(); ++i) {
+    const toml::table& entry = *(*checkers)[i].as_table();
+    const std::string path = "checker[" + std::to_string(i) + "]";
+    loader.check_unknown(entry, "checker[]", path);
+    Checker c;
+    if (auto name = loader.string(entry, "name", path, std::nullopt)) {
+      if (name->empty() || !names.insert(*name).second) {
+        loader.error(entry.get("name")->source(), path + ".name",
+                     name->empty() ? "must not be empty" : "duplicate checker \"" + *name + "\"");
+      }
+      c.name = std::move(*name);
+    }
+    std::optional<std::size_t> kind;
+    if (entry.get("kind") == nullptr) {
+      loader.error(entry.source(), path + ".kind", "missing required key");
+    } else {
+      kind = loader.choice(entry, "kind", path, kCheckerKinds, 0);
+    }
+    if (kind) c.kind = static_cast<CheckerKind>(*kind);
+    if (auto target = loader.string(entry, "target", path, std::nullopt)) {
+      std::string bad;
+      if (target->empty()) {
+        bad = "must not be empty";
+      } else if (!kind) {
+        // The kind is missing or unknown (reported): its target cannot be judged.
+      } else if (c.kind == CheckerKind::kTcp && !parse_endpoint(*target)) {
+        bad = "expected address:port (127.0.0.1:80, [::1]:80), got \"" + *target + "\"";
+      } else if (c.kind == CheckerKind::kPing && !IpAddr::parse(*target)) {
+        bad = "not an IPv4 or IPv6 address: \"" + *target + "\"";
+      } else if (c.kind == CheckerKind::kInterface &&
+                 (target->size() > 15 || target->find_first_of("/ \t:") != std::string::npos)) {
+        bad = "\"" + *target + "\" is not a valid interface name";
+      }
+      if (!bad.empty()) loader.error(entry.get("target")->source(), path + ".target", bad);
+      c.target = std::move(*target);
+    }
+    auto u32 = [&](std::string_view name, std::int64_t lo, std::int64_t hi,
+                   std::uint32_t fallback) {
+      return static_cast<std::uint32_t>(
+          loader.integer(entry, name, path, lo, hi, fallback).value_or(fallback));
+    };
+    c.interval_ms = u32("interval_ms", 10, 3600000, c.interval_ms);
+    c.timeout_ms = u32("timeout_ms", 1, 3600000, c.timeout_ms);
+    c.rise = u32("rise", 1, 100, c.rise);
+    c.fall = u32("fall", 1, 100, c.fall);
+    if (auto group = loader.string(entry, "group", path, "")) {
+      if (!group->empty()) {
+        const auto it = std::find_if(config.groups.begin(), config.groups.end(),
+                                     [&](const Group& g) { return g.name == *group; });
+        if (it == config.groups.end()) {
+          loader.error(entry.get("group")->source(), path + ".group",
+                       "no [[group]] named \"" + *group + "\"");
+        } else {
+          c.group = static_cast<std::size_t>(it - config.groups.begin());
+        }
+      }
+    }
+    config.checkers.push_back(std::move(c));
+  }
+}
+
 std::string hex(const unsigned char* data, std::size_t size) {
   static constexpr char kDigits[] = "0123456789abcdef";
   std::string out;
@@ -694,6 +894,8 @@ LoadResult parse(std::string_view text, std::string_view source_name) {
   load_groups(loader, root, config);
   load_daemon(loader, root, config);
   load_endpoints(loader, root, config);
+  load_membership(loader, root, config);
+  load_checkers(loader, root, config);
   if (loader.errors().empty()) {
     result.config = std::move(config);
   } else {
@@ -721,6 +923,16 @@ LoadResult load_file(const std::string& path) {
 
 std::string_view to_string(Proto proto) { return kProtos[static_cast<std::size_t>(proto)]; }
 std::string_view to_string(KeyKind key) { return kKeys[static_cast<std::size_t>(key)]; }
+std::string_view to_string(CheckerKind kind) {
+  return kCheckerKinds[static_cast<std::size_t>(kind)];
+}
+
+const IpAddr* HeartbeatLan::find(NodeId id) const noexcept {
+  for (const auto& [node, address] : addresses) {
+    if (node == id) return &address;
+  }
+  return nullptr;
+}
 
 std::string format_ports(const std::vector<PortRange>& ports) {
   if (ports.empty()) return "*";

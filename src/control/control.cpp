@@ -24,10 +24,17 @@ std::vector<unsigned> view_ids(config::ViewMask view) {
 Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
     : config_(config), dataplane_(dataplane) {}
 
-std::uint32_t Control::set_view(config::ViewMask view) {
+std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weights) {
   std::vector<std::vector<NodeId>> owners;
   for (std::size_t g = 0; g < config_.groups.size(); ++g) {
-    owners.push_back(assignment::assign(config::assignment_input(config_, g, view)));
+    assignment::Input input = config::assignment_input(config_, g, view);
+    for (assignment::Member& m : input.members) {
+      const unsigned id = to_int(m.node);
+      if (id < weights.size() && weights[id].size() == config_.groups.size()) {
+        m.weight = weights[id][g];
+      }
+    }
+    owners.push_back(assignment::assign(input));
   }
   packet::Ownership ownership(config_.groups.size(), config_.buckets);
   std::uint32_t moved = 0;
@@ -60,6 +67,15 @@ std::vector<GroupShare> Control::shares() const {
     const auto owned = static_cast<std::uint32_t>(
         std::count(owners_[g].begin(), owners_[g].end(), config_.node_id));
     out.push_back({config_.groups[g].name, owned, config_.buckets});
+  }
+  return out;
+}
+
+std::vector<std::uint32_t> Control::owned_by(NodeId node) const {
+  std::lock_guard lock(mutex_);
+  std::vector<std::uint32_t> out;
+  for (const auto& owners : owners_) {
+    out.push_back(static_cast<std::uint32_t>(std::count(owners.begin(), owners.end(), node)));
   }
   return out;
 }
@@ -138,6 +154,7 @@ nlohmann::json Control::counters() const {
           {"uplink_tx_from_kernel", s.uplink_tx_from_kernel},
           {"uplink_tx_drops", s.uplink_tx_drops},
           {"to_uplink_ring_full", s.to_uplink_ring_full},
+          {"lease_expired", s.lease_expired},
           {"kernel_rewrites", s.kernel_rewrites},
           {"foreign_unicast", s.foreign_unicast}};
 }

@@ -89,6 +89,8 @@ struct Dataplane::Impl {
   // Workers read this once per burst; acquire pairs with publish()'s release so a worker
   // sees a fully built snapshot.
   std::atomic<const Snapshot*> current{nullptr};
+  // TSC deadline of the ownership lease; the maximum until membership first renews it.
+  std::atomic<std::uint64_t> lease_until{UINT64_MAX};
   std::vector<LcoreCounters> counters;  // [0] the exception lcore, [1..] the workers
   const std::atomic<bool>* stop = nullptr;
   bool eal_up = false;
@@ -146,10 +148,16 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
     }
     c.rx_packets += n;
     snap->classifier.classify_burst(frames.data(), n, results.data());
+    const bool leased = rte_rdtsc() < lease_until.load(std::memory_order_relaxed);
     unsigned nk = 0, nr = 0, nd = 0;
     for (std::uint16_t i = 0; i < n; ++i) {
       packet::Result& r = results[i];
-      snap->ownership.apply(r);
+      if (leased) [[likely]] {
+        snap->ownership.apply(r);
+      } else if (r.verdict == packet::Verdict::kFarm) {
+        r.verdict = packet::Verdict::kNotOwner;  // a stale ownership is never served
+        ++c.lease_expired;
+      }
       ++c.verdicts[static_cast<std::size_t>(r.verdict)];
       rte_mbuf* m = rx[i];
       switch (r.verdict) {
@@ -434,6 +442,18 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   return {};
 }
 
+void Dataplane::renew_lease(std::chrono::nanoseconds duration) noexcept {
+  const auto cycles = static_cast<std::uint64_t>(static_cast<double>(duration.count()) *
+                                                 static_cast<double>(rte_get_tsc_hz()) / 1e9);
+  impl_->lease_until.store(rte_rdtsc() + cycles, std::memory_order_relaxed);
+}
+
+void Dataplane::revoke_lease() noexcept { impl_->lease_until.store(0, std::memory_order_relaxed); }
+
+bool Dataplane::leased() const noexcept {
+  return rte_rdtsc() < impl_->lease_until.load(std::memory_order_relaxed);
+}
+
 void Dataplane::publish(std::unique_ptr<Snapshot> next) {
   const Snapshot* old = impl_->current.exchange(next.release(), std::memory_order_acq_rel);
   if (old == nullptr) return;
@@ -519,6 +539,7 @@ Totals Dataplane::totals() const {
     s.foreign_unicast += c.foreign_unicast;
     s.uplink_tx_from_kernel += c.uplink_tx_from_kernel;
     s.to_uplink_ring_full += c.to_uplink_ring_full;
+    s.lease_expired += c.lease_expired;
     if (i > 0) {
       t.min_generation = first_worker ? c.generation : std::min(t.min_generation, c.generation);
       first_worker = false;

@@ -3,9 +3,11 @@
 
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <fstream>
+#include <future>
 #include <iostream>
 #include <optional>
 #include <thread>
@@ -13,6 +15,7 @@
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/control/api_server.hpp"
 #include "vipfarm/control/control.hpp"
+#include "vipfarm/control/membership_service.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 #include "vipfarm/dataplane/netlink.hpp"
 #include "vipfarm/metrics/metrics.hpp"
@@ -98,18 +101,28 @@ int run_daemon(const config::Config& config, const std::string& program,
     return 1;
   }
   control::Control control(config, dp);
-  // Until membership (issue 4) the view is every configured node; the API can change it.
-  control.set_view(config::all_nodes(config));
+  // With [membership] the node owns nothing until it has agreed a view with its peers;
+  // without it the view is every configured node, and the admin API can change it.
+  control.set_view(config.membership.present ? 0 : config::all_nodes(config));
+  // The control thread: the admin API, membership and checkers on one Asio loop.
+  boost::asio::io_context io;
+  std::optional<control::MembershipService> membership;
+  if (config.membership.present) membership.emplace(io, config, control, dp);
   metrics::Exporter exporter;
-  if (const std::string err = exporter.start(config.metrics.listen, control, dp); !err.empty()) {
+  if (const std::string err =
+          exporter.start(config.metrics.listen, control, dp, membership ? &*membership : nullptr);
+      !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
   }
-  // The control thread: the admin API (and, with issue 4, membership) on one Asio loop.
-  boost::asio::io_context io;
   std::optional<control::ApiServer> api;
-  api.emplace(io, config.api.socket,
-              [&control](const nlohmann::json& request) { return control.handle(request); });
+  api.emplace(io, config.api.socket, [&](const nlohmann::json& request) {
+    const std::string cmd = request.value("cmd", "");
+    if (membership && control::MembershipService::handles(cmd)) return membership->handle(request);
+    nlohmann::json reply = control.handle(request);
+    if (membership && cmd == "status") membership->annotate_status(reply);
+    return reply;
+  });
   if (const std::string err = api->start(); !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
@@ -157,6 +170,16 @@ int run_daemon(const config::Config& config, const std::string& program,
     return 1;
   }
 
+  if (membership) {
+    // On the io thread: the loop is already running the admin API.
+    std::promise<std::string> started;
+    boost::asio::post(io, [&] { started.set_value(membership->start()); });
+    if (const std::string err = started.get_future().get(); !err.empty()) {
+      std::cerr << "vipfarmd: " << err << "\n";
+      remove_addresses();
+      return 1;
+    }
+  }
   std::cerr << "vipfarmd: ready: node " << to_int(config.node_id) << " (" << config.node_name
             << "), " << (has_tap ? "TAP " + tap : "no TAP (net_null exception port)")
             << ", uplink MAC " << to_string(dp.uplink_mac()) << "\n";
@@ -178,6 +201,14 @@ int run_daemon(const config::Config& config, const std::string& program,
     }
   });
 
+  if (membership) {
+    std::promise<void> stopped;
+    boost::asio::post(io, [&] {
+      membership->stop();
+      stopped.set_value();
+    });
+    stopped.get_future().wait_for(std::chrono::seconds(1));
+  }
   remove_addresses();
   print_totals(dp.totals());
   // A bounded exit (SIGTERM to exit well under 2 s): stop the control thread, unlink the

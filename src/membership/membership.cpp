@@ -35,6 +35,7 @@ Membership::Membership(const Settings& settings, std::uint8_t self, std::uint64_
       weights_(std::move(weights)),
       peers_(65) {
   if (settings_.agreement_timeout == 0) settings_.agreement_timeout = 3 * settings_.interval;
+  if (settings_.lease == 0) settings_.lease = settings_.interval * settings_.dead_after;
   history_.push_back({0, 0, 0, true, "start"});
 }
 
@@ -88,14 +89,41 @@ std::uint64_t Membership::propose(Nanos now) {
     ++reachable;
     if (p.state == NodeState::kUp && p.fingerprint_ok && !p.held_down) members |= bit(id);
   }
+  const auto configured = static_cast<unsigned>(std::popcount(configured_));
   if (settings_.split_brain == SplitBrain::kMajority &&
-      2 * reachable <= static_cast<unsigned>(std::popcount(configured_))) {
-    return 0;  // a minority partition serves nothing
+      (2 * reachable < configured || (2 * reachable == configured && !witness_))) {
+    return 0;  // a minority partition serves nothing; a half only with the witness
   }
   return members;
 }
 
+bool Membership::confirmed() const noexcept {
+  const InstalledView& v = view();
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (v.members & bit(id)) == 0) continue;
+    const Peer& p = peers_[id];
+    if (!p.alive || p.last_heard <= lapsed_at_ + settings_.interval || p.installed != v.members ||
+        p.epoch != v.epoch) {
+      return false;
+    }
+  }
+  return true;
+}
+
 bool Membership::tick(Nanos now) {
+  if (last_tick_ >= 0 && now - last_tick_ > settings_.lease) {
+    // A stall: the workers' lease ran out. The peers' silence was ours: give each a fresh
+    // dead_after window rather than declaring everyone dead and serving alone.
+    lapsed_ = true;
+    lapsed_at_ = now;
+    for (Peer& p : peers_) {
+      if (p.alive) p.last_heard = now;
+    }
+    proposed_since_ = now;
+  }
+  if (last_tick_ < 0) started_ = now;
+  last_tick_ = now;
+  if (lapsed_ && confirmed()) lapsed_ = false;
   const std::uint64_t proposal = propose(now);
   if (proposal != proposal_) {
     proposal_ = proposal;
@@ -112,6 +140,14 @@ bool Membership::tick(Nanos now) {
       if (p.alive && p.installed == v.members && p.epoch > v.epoch) v.epoch = p.epoch;
     }
     return false;
+  }
+  if (now - started_ < settings_.interval * settings_.dead_after) {
+    // Starting: a node that would install a view before hearing its running peers would
+    // serve their buckets too. Wait until every configured peer was heard, or until a
+    // silent one could have been declared dead anyway.
+    for (unsigned id = 1; id <= 64; ++id) {
+      if (id != self_ && (configured_ & bit(id)) != 0 && peers_[id].last_heard < 0) return false;
+    }
   }
   bool agreed = true;
   for (unsigned id = 1; id <= 64 && agreed; ++id) {
@@ -136,6 +172,7 @@ void Membership::install(std::uint64_t members, bool agreed, Nanos now) {
   }
   const std::uint64_t epoch = adopted != 0 ? adopted : newest + 1;
   history_.push_back({epoch, members, now, agreed, describe_change(view().members, members)});
+  lapsed_ = false;
   while (history_.size() > settings_.history) history_.pop_front();
 }
 

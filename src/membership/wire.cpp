@@ -1,6 +1,14 @@
 // Heartbeat encoding and authenticated decoding (docs in wire.hpp).
 #include "vipfarm/membership/wire.hpp"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdio>
+#include <cstring>
+
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
@@ -50,9 +58,42 @@ std::string_view to_string(NodeState state) noexcept {
 }
 
 std::string_view to_string(Reject reason) noexcept {
-  static constexpr std::string_view kNames[] = {
-      "malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay"};
+  static constexpr std::string_view kNames[] = {"malformed",     "unknown_key",  "bad_mac",
+                                                "wrong_cluster", "unknown_node", "stale",
+                                                "replay",        "bad_ttl"};
   return kNames[static_cast<std::size_t>(reason)];
+}
+
+std::string read_key_file(const std::string& path, std::vector<std::uint8_t>& key) {
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+  if (fd < 0) return "key file " + path + ": " + std::strerror(errno);
+  struct stat st {};
+  std::string error;
+  if (::fstat(fd, &st) != 0) {
+    error = std::strerror(errno);
+  } else if (!S_ISREG(st.st_mode)) {
+    error = "not a regular file";
+  } else if ((st.st_mode & 077) != 0) {
+    char mode[8];
+    std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));
+    error = std::string("mode ") + mode +
+            " gives group or others access; a cluster key must be private (chmod 600)";
+  } else {
+    key.resize(static_cast<std::size_t>(st.st_size));
+    const ssize_t got = ::read(fd, key.data(), key.size());
+    if (got != static_cast<ssize_t>(key.size())) {
+      error = "short read";
+    } else if (key.size() < kMinKeyBytes) {
+      error = "holds " + std::to_string(key.size()) + " bytes; a cluster key needs at least " +
+              std::to_string(kMinKeyBytes) + " (head -c 32 /dev/urandom)";
+    }
+  }
+  ::close(fd);
+  if (!error.empty()) {
+    key.clear();
+    return "key file " + path + ": " + error;
+  }
+  return {};
 }
 
 std::string Keyring::add(std::uint16_t id, std::span<const std::uint8_t> key) {

@@ -7,6 +7,8 @@
 #include <prometheus/metric_family.h>
 
 #include <array>
+#include <bit>
+#include <limits>
 
 namespace vipfarm::metrics {
 
@@ -48,6 +50,10 @@ constexpr std::array kCounters = std::to_array<CounterSpec>({
      &LcoreCounters::to_uplink_ring_full},
     {"vipfarm_kernel_rewrites_total", "Kernel ARP/ND frames naming a VIP given the virtual MAC.",
      &LcoreCounters::kernel_rewrites},
+    {"vipfarm_lease_expired_total",
+     "Packets of owned buckets dropped because the ownership lease had lapsed (stalled control "
+     "thread).",
+     &LcoreCounters::lease_expired},
     {"vipfarm_foreign_unicast_total",
      "Host-bound frames addressed to another host's MAC (flooded by the switch), dropped.",
      &LcoreCounters::foreign_unicast},
@@ -65,10 +71,107 @@ prometheus::ClientMetric value_metric(double value, bool counter,
   return m;
 }
 
+prometheus::MetricFamily family(const char* name, const char* help, prometheus::MetricType type,
+                                std::vector<prometheus::ClientMetric> metrics = {}) {
+  return {name, help, type, std::move(metrics)};
+}
+
+// Membership, peers and checkers (absent without [membership]).
+void collect_membership(const control::MembershipStats& s,
+                        std::vector<prometheus::MetricFamily>& out) {
+  using membership::NodeState;
+  using prometheus::MetricType;
+  auto state =
+      family("vipfarm_node_state", "This node's state (1 for the current one).", MetricType::Gauge);
+  for (std::size_t i = 0; i < membership::kNodeStateCount; ++i) {
+    const auto st = static_cast<NodeState>(i);
+    state.metric.push_back(value_metric(st == s.state ? 1 : 0, false,
+                                        {{"state", std::string(membership::to_string(st))}}));
+  }
+  out.push_back(std::move(state));
+  out.push_back(family("vipfarm_view_epoch", "Epoch of the installed view.", MetricType::Gauge,
+                       {value_metric(static_cast<double>(s.epoch), false)}));
+  out.push_back(family("vipfarm_view_members", "Members (UP nodes) of the installed view.",
+                       MetricType::Gauge, {value_metric(std::popcount(s.members), false)}));
+  out.push_back(family("vipfarm_lease_ok",
+                       "1 while the workers hold a valid ownership lease (0: not serving VIPs).",
+                       MetricType::Gauge, {value_metric(s.lease_ok ? 1 : 0, false)}));
+  out.push_back(family("vipfarm_views_installed_total", "Views this node installed.",
+                       MetricType::Counter,
+                       {value_metric(static_cast<double>(s.views_installed), true)}));
+  out.push_back(family("vipfarm_heartbeats_sent_total", "Heartbeat datagrams sent.",
+                       MetricType::Counter, {value_metric(static_cast<double>(s.sent), true)}));
+  out.push_back(family("vipfarm_heartbeat_send_errors_total",
+                       "Heartbeat datagrams the kernel refused to send.", MetricType::Counter,
+                       {value_metric(static_cast<double>(s.send_errors), true)}));
+  out.push_back(family("vipfarm_heartbeats_received_total",
+                       "Heartbeats accepted (authentic, fresh, from a configured peer).",
+                       MetricType::Counter, {value_metric(static_cast<double>(s.received), true)}));
+  auto rejected = family("vipfarm_heartbeats_rejected_total",
+                         "Heartbeat datagrams rejected, by reason; they never change state.",
+                         MetricType::Counter);
+  for (std::size_t r = 0; r < membership::kRejectCount; ++r) {
+    rejected.metric.push_back(value_metric(
+        static_cast<double>(s.rejected[r]), true,
+        {{"reason", std::string(membership::to_string(static_cast<membership::Reject>(r)))}}));
+  }
+  out.push_back(std::move(rejected));
+  auto up = family("vipfarm_peer_up", "1 while a peer is heard (alive).", MetricType::Gauge);
+  auto heard = family("vipfarm_peer_last_heard_seconds",
+                      "Seconds since a peer's last accepted heartbeat (absent: never heard).",
+                      MetricType::Gauge);
+  auto mismatch =
+      family("vipfarm_peer_fingerprint_mismatch",
+             "1 when a peer runs a different farm configuration (not merged).", MetricType::Gauge);
+  auto held = family("vipfarm_peer_held_down", "1 while a flapping peer is held out of the view.",
+                     MetricType::Gauge);
+  for (const auto& p : s.peers) {
+    const std::vector<prometheus::ClientMetric::Label> labels = {{"node", std::to_string(p.id)},
+                                                                 {"name", p.name}};
+    up.metric.push_back(value_metric(p.alive ? 1 : 0, false, labels));
+    if (p.last_heard_age_s >= 0)
+      heard.metric.push_back(value_metric(p.last_heard_age_s, false, labels));
+    mismatch.metric.push_back(value_metric(p.fingerprint_ok ? 0 : 1, false, labels));
+    held.metric.push_back(value_metric(p.held_down ? 1 : 0, false, labels));
+  }
+  out.push_back(std::move(up));
+  out.push_back(std::move(heard));
+  out.push_back(std::move(mismatch));
+  out.push_back(std::move(held));
+  prometheus::ClientMetric histogram;
+  for (std::size_t b = 0; b < s.convergence_buckets.size(); ++b) {
+    histogram.histogram.bucket.push_back(
+        {s.convergence_buckets[b], control::MembershipStats::kConvergenceBounds[b]});
+  }
+  histogram.histogram.bucket.push_back(
+      {s.convergence_count, std::numeric_limits<double>::infinity()});
+  histogram.histogram.sample_count = s.convergence_count;
+  histogram.histogram.sample_sum = s.convergence_sum_s;
+  out.push_back(family("vipfarm_convergence_seconds",
+                       "From this node first proposing a view change to installing it.",
+                       MetricType::Histogram, {histogram}));
+  auto healthy =
+      family("vipfarm_checker_healthy", "1 while a checker is healthy.", MetricType::Gauge);
+  auto checks = family("vipfarm_checker_checks_total", "Checks run.", MetricType::Counter);
+  auto failures =
+      family("vipfarm_checker_failures_total", "Checks that failed.", MetricType::Counter);
+  for (const auto& c : s.checkers) {
+    const std::vector<prometheus::ClientMetric::Label> labels = {
+        {"checker", c.name}, {"kind", std::string(config::to_string(c.kind))}};
+    healthy.metric.push_back(value_metric(c.healthy ? 1 : 0, false, labels));
+    checks.metric.push_back(value_metric(static_cast<double>(c.checks), true, labels));
+    failures.metric.push_back(value_metric(static_cast<double>(c.failures), true, labels));
+  }
+  out.push_back(std::move(healthy));
+  out.push_back(std::move(checks));
+  out.push_back(std::move(failures));
+}
+
 class Collector : public prometheus::Collectable {
  public:
-  Collector(const control::Control& control, const dataplane::Dataplane& dataplane)
-      : control_(control), dataplane_(dataplane) {}
+  Collector(const control::Control& control, const dataplane::Dataplane& dataplane,
+            const control::MembershipService* membership)
+      : control_(control), dataplane_(dataplane), membership_(membership) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     const dataplane::Totals totals = dataplane_.totals();
@@ -125,12 +228,14 @@ class Collector : public prometheus::Collectable {
                    "The vipfarmd version.",
                    prometheus::MetricType::Gauge,
                    {value_metric(1, false, {{"version", VIPFARM_VERSION}})}});
+    if (membership_ != nullptr) collect_membership(membership_->stats(), out);
     return out;
   }
 
  private:
   const control::Control& control_;
   const dataplane::Dataplane& dataplane_;
+  const control::MembershipService* membership_;
 };
 
 }  // namespace
@@ -139,14 +244,15 @@ Exporter::Exporter() = default;
 Exporter::~Exporter() = default;
 
 std::string Exporter::start(const std::string& listen, const control::Control& control,
-                            const dataplane::Dataplane& dataplane) {
+                            const dataplane::Dataplane& dataplane,
+                            const control::MembershipService* membership) {
   if (listen.empty()) return {};
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(listen);
   } catch (const std::exception& e) {
     return "metrics endpoint " + listen + ": " + e.what();
   }
-  collector_ = std::make_shared<Collector>(control, dataplane);
+  collector_ = std::make_shared<Collector>(control, dataplane, membership);
   exposer_->RegisterCollectable(collector_);
   return {};
 }

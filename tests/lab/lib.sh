@@ -208,6 +208,9 @@ lab_up() {
     LAB_CLIENT_NS=$client_ns
     LAB_CLIENT_VETH=$client_veth
     LAB_DIR=$(mktemp -d "${TMPDIR:-/tmp}/vipfarm-lab-$sfx.XXXXXX") || _lab_die "lab_up: mktemp failed"
+    # The cluster key of this run (membership.key[].file in every node's config).
+    LAB_KEY=$LAB_DIR/cluster.key
+    (umask 077 && head -c 32 /dev/urandom >"$LAB_KEY") || _lab_die "lab_up: cannot write $LAB_KEY"
 
     # The switch, in a namespace of its own: the host's netfilter (br_netfilter, when it is
     # loaded, would defragment and validate IPv4 on a root-namespace bridge) never sees lab
@@ -283,10 +286,10 @@ _lab_add_veth() {
 # prefix, and [[cluster.node]] entries added for nodes the file does not list.
 _lab_write_config() {
     local k=$1
-    "$LAB_PY" - "$LAB_CONFIG" "${LAB_NODE_CONF[k]}" "$k" "vipfarm-$LAB_SUFFIX_USED-n$k" "$LAB_N" "$(lab_api_socket "$k")" <<'PY' ||
+    "$LAB_PY" - "$LAB_CONFIG" "${LAB_NODE_CONF[k]}" "$k" "vipfarm-$LAB_SUFFIX_USED-n$k" "$LAB_N" "$(lab_api_socket "$k")" "$LAB_KEY" <<'PY' ||
 import re, sys, tomllib
 
-src, out, k, prefix, n, sock = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6]
+src, out, k, prefix, n, sock, key = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4], int(sys.argv[5]), sys.argv[6], sys.argv[7]
 text = open(src, encoding="utf-8").read()
 base = tomllib.loads(text)
 listed = {node["id"]: node for node in base["cluster"]["node"]}
@@ -300,6 +303,7 @@ body, names = re.subn(r'(?m)^(\s*name\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"
 text = text[: section.start(1)] + body + text[section.end(1):]
 text, prefixes = re.subn(r"--file-prefix=[^\"'\s]*", f"--file-prefix={prefix}", text)
 text = re.sub(r'(?m)^(\s*socket\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"{sock}"', text)
+text = re.sub(r'(?m)^(\s*file\s*=\s*)"[^"]*"', lambda m: f'{m.group(1)}"{key}"', text)
 if (ids, names, prefixes) != (1, 1, 1):
     sys.exit(f"{src}: expected one [node] id, one [node] name and one --file-prefix= "
              f"(found {ids}, {names}, {prefixes})")

@@ -1,5 +1,6 @@
-// Config loading: defaults, every class of error with its location, fingerprint scope,
-// the shipped examples, and the README's reference staying generated from the schema.
+// Config loading: defaults, every class of error with its location, [membership] and
+// [[checker]], fingerprint scope, the shipped examples, the README's reference staying
+// generated from the schema, and parse_endpoint.
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -45,13 +46,16 @@ std::vector<std::string> error_lines(std::string_view text) {
   return out;
 }
 
-// Loads kMinimal with `from` replaced by `to` and returns its errors.
-std::vector<std::string> errors_with(std::string_view from, std::string_view to) {
-  std::string text = kMinimal;
+// Loads `text` with the first `from` replaced by `to` and returns its errors.
+std::vector<std::string> errors_in(std::string text, std::string_view from, std::string_view to) {
   const auto at = text.find(from);
   EXPECT_NE(at, std::string::npos) << from;
-  text.replace(at, from.size(), to);
+  if (at != std::string::npos) text.replace(at, from.size(), to);
   return error_lines(text);
+}
+
+std::vector<std::string> errors_with(std::string_view from, std::string_view to) {
+  return errors_in(kMinimal, from, to);
 }
 
 ::testing::AssertionResult has_error(const std::vector<std::string>& errors,
@@ -201,6 +205,257 @@ TEST(Config, FingerprintCoversWhatNodesMustShareAndNothingElse) {
   EXPECT_EQ(base.size(), 64u);
 }
 
+// Every [membership] key set away from its default, on kMinimal's nodes (this node is 1).
+constexpr const char* kMembership = R"(
+[membership]
+port = 9500
+interval_ms = 50
+dead_after = 6
+agreement_timeout_ms = 300
+split_brain = "majority"
+witness = "192.0.2.254"
+flap_limit = 3
+flap_window = 120
+hold_down = 45
+lease_ms = 250
+send_key = 2
+
+[[membership.key]]
+id = 1
+file = "/etc/vipfarm/cluster-1.key"
+
+[[membership.key]]
+id = 2
+file = "/etc/vipfarm/cluster-2.key"
+
+[[membership.lan]]
+name = "backplane"
+
+[[membership.lan.node]]
+id = 1
+address = "10.9.0.1"
+
+[[membership.lan.node]]
+id = 2
+address = "fd00:9::2"
+)";
+
+std::vector<std::string> membership_errors(std::string_view from, std::string_view to) {
+  return errors_in(std::string(kMinimal) + kMembership, from, to);
+}
+
+TEST(Config, MembershipReadsEveryKey) {
+  const LoadResult r = parse(std::string(kMinimal) + kMembership, "t.toml");
+  ASSERT_TRUE(r.errors.empty()) << r.errors.front().to_string();
+  const Membership& m = r.config->membership;
+  EXPECT_TRUE(m.present);
+  EXPECT_EQ(m.port, 9500u);
+  EXPECT_EQ(m.interval_ms, 50u);
+  EXPECT_EQ(m.dead_after, 6u);
+  EXPECT_EQ(m.agreement_timeout_ms, 300u);
+  EXPECT_EQ(m.split_brain, SplitBrain::kMajority);
+  EXPECT_EQ(m.witness, IpAddr::parse("192.0.2.254"));
+  EXPECT_EQ(m.flap_limit, 3u);
+  EXPECT_EQ(m.flap_window_s, 120u);
+  EXPECT_EQ(m.hold_down_s, 45u);
+  EXPECT_EQ(m.lease_ms, 250u);
+  ASSERT_EQ(m.keys.size(), 2u);
+  EXPECT_EQ(m.keys[0].id, 1u);
+  EXPECT_EQ(m.keys[0].file, "/etc/vipfarm/cluster-1.key");
+  EXPECT_EQ(m.keys[1].id, 2u);
+  EXPECT_EQ(m.keys[1].file, "/etc/vipfarm/cluster-2.key");
+  EXPECT_EQ(m.send_key, 2u);
+  ASSERT_EQ(m.lans.size(), 1u);
+  const HeartbeatLan& lan = m.lans[0];
+  EXPECT_EQ(lan.name, "backplane");
+  EXPECT_EQ(lan.addresses.size(), 2u);
+  ASSERT_NE(lan.find(NodeId{1}), nullptr);
+  EXPECT_EQ(*lan.find(NodeId{1}), IpAddr::parse("10.9.0.1"));
+  ASSERT_NE(lan.find(NodeId{2}), nullptr);
+  EXPECT_EQ(*lan.find(NodeId{2}), IpAddr::parse("fd00:9::2"));
+  EXPECT_EQ(lan.find(NodeId{3}), nullptr);
+}
+
+TEST(Config, MembershipDefaultsNeedOnlyAKey) {
+  const LoadResult r = parse(std::string(kMinimal) +
+                                 "\n[membership]\n\n[[membership.key]]\nid = 7\n"
+                                 "file = \"/etc/vipfarm/cluster.key\"\n",
+                             "t.toml");
+  ASSERT_TRUE(r.errors.empty()) << r.errors.front().to_string();
+  const Membership& m = r.config->membership;
+  EXPECT_TRUE(m.present);
+  EXPECT_EQ(m.port, 9470u);
+  EXPECT_EQ(m.interval_ms, 100u);
+  EXPECT_EQ(m.dead_after, 8u);
+  EXPECT_EQ(m.agreement_timeout_ms, 0u);
+  EXPECT_EQ(m.split_brain, SplitBrain::kServe);
+  EXPECT_FALSE(m.witness.has_value());
+  EXPECT_EQ(m.flap_limit, 4u);
+  EXPECT_EQ(m.flap_window_s, 60u);
+  EXPECT_EQ(m.hold_down_s, 30u);
+  EXPECT_EQ(m.lease_ms, 0u);
+  ASSERT_EQ(m.keys.size(), 1u);
+  EXPECT_EQ(m.send_key, 7u) << "one key: heartbeats are signed with it";
+  EXPECT_TRUE(m.lans.empty());
+}
+
+TEST(Config, NoMembershipTableMeansAStaticView) {
+  const LoadResult r = parse(kMinimal, "t.toml");
+  ASSERT_TRUE(r.config);
+  EXPECT_FALSE(r.config->membership.present);
+  EXPECT_TRUE(r.config->membership.keys.empty());
+  EXPECT_TRUE(r.config->checkers.empty());
+}
+
+TEST(Config, EachMembershipError) {
+  EXPECT_TRUE(has_error(membership_errors("interval_ms = 50", "interval_ms = 5"),
+                        "membership.interval_ms: out of range: 5 not in 10..10000"));
+  EXPECT_TRUE(has_error(membership_errors("dead_after = 6", "dead_after = 1"),
+                        "membership.dead_after: out of range: 1 not in 2..100"));
+  EXPECT_TRUE(has_error(
+      membership_errors("split_brain = \"majority\"", "split_brain = \"quorum\""),
+      "membership.split_brain: unknown value \"quorum\" (expected one of: serve, majority)"));
+  EXPECT_TRUE(has_error(membership_errors("witness = \"192.0.2.254\"", "witness = \"gateway\""),
+                        "membership.witness: not an IPv4 or IPv6 address: \"gateway\""));
+  EXPECT_TRUE(has_error(membership_errors("split_brain = \"majority\"", "split_brain = \"serve\""),
+                        "membership.witness: only used with split_brain = \"majority\""));
+  EXPECT_TRUE(has_error(membership_errors("lease_ms = 250", "lease_ms = 99"),
+                        "membership.lease_ms: must be at least two intervals (100 ms) or 0"));
+  EXPECT_TRUE(has_error(
+      membership_errors("send_key = 2\n\n[[membership.key]]\nid = 1\n"
+                        "file = \"/etc/vipfarm/cluster-1.key\"\n\n[[membership.key]]\nid = 2\n"
+                        "file = \"/etc/vipfarm/cluster-2.key\"\n",
+                        ""),
+      "membership.key: missing required key"));
+  EXPECT_TRUE(has_error(membership_errors("id = 2\nfile", "id = 1\nfile"),
+                        "membership.key[1].id: duplicate key id 1"));
+  EXPECT_TRUE(has_error(membership_errors("\"/etc/vipfarm/cluster-1.key\"", "\"cluster-1.key\""),
+                        "membership.key[0].file: must be an absolute path"));
+  EXPECT_TRUE(
+      has_error(membership_errors("send_key = 2\n", ""),
+                "membership.send_key: required when more than one [[membership.key]] is listed"));
+  EXPECT_TRUE(has_error(membership_errors("send_key = 2", "send_key = 3"),
+                        "membership.send_key: key 3 is not a [[membership.key]] id"));
+  EXPECT_TRUE(has_error(membership_errors("id = 2\naddress = \"fd00", "id = 9\naddress = \"fd00"),
+                        "membership.lan[0].node[1].id: node 9 is not listed in [[cluster.node]]"));
+  EXPECT_TRUE(has_error(membership_errors("id = 2\naddress = \"fd00", "id = 1\naddress = \"fd00"),
+                        "membership.lan[0].node[1].id: node 1 listed twice"));
+  EXPECT_TRUE(
+      has_error(membership_errors("[[membership.lan.node]]\nid = 1\naddress = \"10.9.0.1\"\n", ""),
+                "membership.lan[0].node: this node (1) has no address"));
+}
+
+TEST(Config, UnknownKeysInMembershipAndCheckersAreNamed) {
+  EXPECT_TRUE(has_error(membership_errors("interval_ms = 50", "intervall = 50"),
+                        "membership.intervall: unknown key"));
+  EXPECT_TRUE(has_error(membership_errors("id = 2\nfile", "id = 2\npath = \"/k\"\nfile"),
+                        "membership.key[1].path: unknown key"));
+  EXPECT_TRUE(
+      has_error(membership_errors("name = \"backplane\"", "name = \"backplane\"\nmtu = 9000"),
+                "membership.lan[0].mtu: unknown key"));
+  EXPECT_TRUE(
+      has_error(membership_errors("address = \"10.9.0.1\"", "address = \"10.9.0.1\"\nmac = \"\""),
+                "membership.lan[0].node[0].mac: unknown key"));
+  EXPECT_TRUE(has_error(
+      error_lines(std::string(kMinimal) + "\n[[checker]]\nname = \"web\"\nkind = \"tcp\"\n"
+                                          "target = \"127.0.0.1:80\"\nport = 80\n"),
+      "checker[0].port: unknown key"));
+}
+
+// A second group, so that binding a checker to it shows the index is resolved.
+std::string with_second_group(std::string_view tail) {
+  return std::string(kMinimal) + "\n[[group]]\nname = \"h\"\n\n[[group.rule]]\nproto = \"udp\"\n" +
+         "ports = 53\n" + std::string(tail);
+}
+
+TEST(Config, EachCheckerKindWithItsTarget) {
+  struct Case {
+    std::string_view kind;
+    std::string_view target;
+    CheckerKind expected;
+  };
+  for (const Case& c :
+       {Case{"tcp", "127.0.0.1:80", CheckerKind::kTcp},
+        Case{"tcp", "[::1]:8080", CheckerKind::kTcp}, Case{"ping", "10.0.0.1", CheckerKind::kPing},
+        Case{"interface", "eth0", CheckerKind::kInterface},
+        Case{"custom", "systemctl is-active nginx", CheckerKind::kCustom}}) {
+    const LoadResult r =
+        parse(std::string(kMinimal) + "\n[[checker]]\nname = \"c\"\nkind = \"" +
+                  std::string(c.kind) + "\"\ntarget = \"" + std::string(c.target) + "\"\n",
+              "t.toml");
+    ASSERT_TRUE(r.errors.empty()) << c.kind << " " << c.target << ": "
+                                  << r.errors.front().to_string();
+    ASSERT_EQ(r.config->checkers.size(), 1u);
+    EXPECT_EQ(r.config->checkers[0].kind, c.expected) << c.target;
+    EXPECT_EQ(r.config->checkers[0].target, c.target);
+  }
+}
+
+TEST(Config, CheckerDefaultsAndGroupBinding) {
+  const LoadResult r = parse(with_second_group("\n[[checker]]\nname = \"nginx\"\nkind = \"tcp\"\n"
+                                               "target = \"127.0.0.1:80\"\n\n"
+                                               "[[checker]]\nname = \"dns\"\nkind = \"ping\"\n"
+                                               "target = \"10.0.0.53\"\ngroup = \"h\"\n"
+                                               "interval_ms = 1000\ntimeout_ms = 900\n"
+                                               "rise = 3\nfall = 1\n"),
+                             "t.toml");
+  ASSERT_TRUE(r.errors.empty()) << r.errors.front().to_string();
+  ASSERT_EQ(r.config->checkers.size(), 2u);
+  const Checker& nginx = r.config->checkers[0];
+  EXPECT_EQ(nginx.name, "nginx");
+  EXPECT_EQ(nginx.interval_ms, 500u);
+  EXPECT_EQ(nginx.timeout_ms, 400u);
+  EXPECT_EQ(nginx.rise, 2u);
+  EXPECT_EQ(nginx.fall, 2u);
+  EXPECT_FALSE(nginx.group.has_value()) << "unbound: the whole node";
+  const Checker& dns = r.config->checkers[1];
+  EXPECT_EQ(dns.interval_ms, 1000u);
+  EXPECT_EQ(dns.timeout_ms, 900u);
+  EXPECT_EQ(dns.rise, 3u);
+  EXPECT_EQ(dns.fall, 1u);
+  EXPECT_EQ(dns.group, std::optional<std::size_t>(1));
+}
+
+constexpr const char* kChecker = R"(
+[[checker]]
+name = "web"
+kind = "tcp"
+target = "127.0.0.1:80"
+)";
+
+std::vector<std::string> checker_errors(std::string_view from, std::string_view to) {
+  return errors_in(std::string(kMinimal) + kChecker, from, to);
+}
+
+TEST(Config, EachCheckerError) {
+  const auto missing_kind = checker_errors("kind = \"tcp\"\n", "");
+  EXPECT_TRUE(has_error(missing_kind, "checker[0].kind: missing required key"));
+  EXPECT_EQ(missing_kind.size(), 1u);
+  EXPECT_TRUE(
+      has_error(checker_errors("kind = \"tcp\"", "kind = \"http\""),
+                "checker[0].kind: unknown value \"http\" (expected one of: tcp, ping, interface, "
+                "custom)"));
+  EXPECT_TRUE(has_error(checker_errors("\"127.0.0.1:80\"", "\"127.0.0.1\""),
+                        "checker[0].target: expected address:port (127.0.0.1:80, [::1]:80), got "
+                        "\"127.0.0.1\""));
+  EXPECT_TRUE(has_error(checker_errors("\"127.0.0.1:80\"", "\"::1:8080\""),
+                        "checker[0].target: expected address:port"));
+  EXPECT_TRUE(has_error(checker_errors("\"127.0.0.1:80\"", "\"127.0.0.1:0\""),
+                        "checker[0].target: expected address:port"));
+  EXPECT_TRUE(has_error(checker_errors("kind = \"tcp\"\ntarget = \"127.0.0.1:80\"",
+                                       "kind = \"ping\"\ntarget = \"gateway\""),
+                        "checker[0].target: not an IPv4 or IPv6 address: \"gateway\""));
+  EXPECT_TRUE(has_error(checker_errors("kind = \"tcp\"\ntarget = \"127.0.0.1:80\"",
+                                       "kind = \"interface\"\ntarget = \"eth0/1\""),
+                        "checker[0].target: \"eth0/1\" is not a valid interface name"));
+  EXPECT_TRUE(has_error(error_lines(std::string(kMinimal) + kChecker + kChecker),
+                        "checker[1].name: duplicate checker \"web\""));
+  EXPECT_TRUE(has_error(checker_errors("\"127.0.0.1:80\"", "\"127.0.0.1:80\"\ngroup = \"db\""),
+                        "checker[0].group: no [[group]] named \"db\""));
+  EXPECT_TRUE(has_error(checker_errors("\"127.0.0.1:80\"", "\"127.0.0.1:80\"\ninterval_ms = 0"),
+                        "checker[0].interval_ms: out of range: 0 not in 10..3600000"));
+}
+
 std::string read(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
@@ -232,6 +487,37 @@ TEST(Config, ProductionExampleCommentsEveryKey) {
     const std::string leaf(last == std::string_view::npos ? path : path.substr(last + 1));
     EXPECT_NE(text.find(leaf), std::string::npos)
         << spec.path << " is not shown in production.toml";
+  }
+}
+
+TEST(Net, ParseEndpointIpv4) {
+  const auto e = parse_endpoint("192.0.2.1:80");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->address, IpAddr::parse("192.0.2.1"));
+  EXPECT_EQ(e->port, 80u);
+}
+
+TEST(Net, ParseEndpointBracketedIpv6) {
+  const auto e = parse_endpoint("[2001:db8::1]:65535");
+  ASSERT_TRUE(e);
+  EXPECT_EQ(e->address, IpAddr::parse("2001:db8::1"));
+  EXPECT_EQ(e->port, 65535u);
+}
+
+TEST(Net, ParseEndpointRejectsMalformed) {
+  for (const std::string_view text : {
+           "192.0.2.1",        // no port
+           "192.0.2.1:",       // empty port
+           "[2001:db8::1]",    // no port
+           "192.0.2.1:65536",  // port out of range
+           "192.0.2.1:0",      // port 0
+           "192.0.2.1:8o",     // trailing garbage in the port
+           "2001:db8::1:80",   // IPv6 without brackets
+           "web.example:80",   // a name, not an address
+           "garbage",          //
+           "",                 //
+       }) {
+    EXPECT_FALSE(parse_endpoint(text)) << "\"" << text << "\"";
   }
 }
 

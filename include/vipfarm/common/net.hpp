@@ -29,6 +29,13 @@ struct IpAddr {
   std::string to_string() const;
 };
 
+// An address and a port: "192.0.2.1:80" or "[2001:db8::1]:80".
+struct Endpoint {
+  IpAddr address;
+  std::uint16_t port = 0;
+};
+std::optional<Endpoint> parse_endpoint(std::string_view text);
+
 using MacAddr = std::array<std::uint8_t, 6>;
 
 std::optional<MacAddr> parse_mac(std::string_view text);

@@ -10,6 +10,7 @@
 #include "vipfarm/assignment/assignment.hpp"
 #include "vipfarm/common/net.hpp"
 #include "vipfarm/common/types.hpp"
+#include "vipfarm/membership/membership.hpp"
 
 namespace vipfarm::config {
 
@@ -85,6 +86,56 @@ struct Metrics {
   std::string listen = "0.0.0.0:9469";  // empty: no endpoint
 };
 
+// An extra heartbeat network ([[membership.lan]]): a peer is alive if heard on any network.
+struct HeartbeatLan {
+  std::string name;
+  std::vector<std::pair<NodeId, IpAddr>> addresses;  // every node's address on it
+  const IpAddr* find(NodeId id) const noexcept;
+};
+
+struct ClusterKey {
+  std::uint8_t id;
+  std::string file;  // the key's bytes (at least 32); not group/world readable
+};
+
+using membership::SplitBrain;
+
+// [membership]: heartbeats, failure detection and view agreement (docs/membership.md).
+// Without the table the daemon runs a static view of every configured node.
+struct Membership {
+  bool present = false;
+  std::uint16_t port = 9470;  // UDP, on every heartbeat address
+  std::uint32_t interval_ms = 100;
+  std::uint32_t dead_after = 8;            // intervals
+  std::uint32_t agreement_timeout_ms = 0;  // 0: 3 intervals
+  SplitBrain split_brain = SplitBrain::kServe;
+  std::optional<IpAddr> witness;  // majority: breaks ties for even farm sizes (ping)
+  std::uint32_t flap_limit = 4;
+  std::uint32_t flap_window_s = 60;
+  std::uint32_t hold_down_s = 30;
+  std::uint32_t lease_ms = 0;  // 0: dead_after intervals
+  std::vector<ClusterKey> keys;
+  std::uint8_t send_key = 0;  // the key id heartbeats are signed with
+  std::vector<HeartbeatLan> lans;
+};
+
+enum class CheckerKind : std::uint8_t { kTcp, kPing, kInterface, kCustom };
+
+// [[checker]]: a health check of this node's application or links. A failing checker bound
+// to a group takes only that group's buckets from the node; an unbound one takes the node
+// out of the view (state WAIT).
+struct Checker {
+  std::string name;
+  CheckerKind kind = CheckerKind::kTcp;
+  std::string target;  // tcp: address:port ([v6]:port); ping: address; interface: name;
+                       // custom: a command run by /bin/sh -c (exit 0 = healthy)
+  std::uint32_t interval_ms = 500;
+  std::uint32_t timeout_ms = 400;
+  std::uint32_t rise = 2;            // consecutive successes to become healthy
+  std::uint32_t fall = 2;            // consecutive failures to become failed
+  std::optional<std::size_t> group;  // index into Config::groups; nullopt: the whole node
+};
+
 struct Config {
   std::string source;  // the file it came from, for messages
   NodeId node_id = kNoNode;
@@ -101,6 +152,8 @@ struct Config {
   Exception exception;
   Api api;
   Metrics metrics;
+  Membership membership;
+  std::vector<Checker> checkers;
 
   const ClusterNode* find_node(NodeId id) const noexcept;
 };
@@ -147,6 +200,7 @@ std::string summary(const Config& config);
 
 std::string_view to_string(Proto proto);
 std::string_view to_string(KeyKind key);
+std::string_view to_string(CheckerKind kind);
 std::string format_ports(const std::vector<PortRange>& ports);
 
 }  // namespace vipfarm::config

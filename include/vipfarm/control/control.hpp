@@ -24,14 +24,20 @@ class Control {
  public:
   Control(const config::Config& config, dataplane::Dataplane& dataplane);
 
+  // Per node id (0..64), the node's weight in each group as it advertises it; an empty
+  // entry means the configured weights.
+  using NodeWeights = std::vector<std::vector<std::uint16_t>>;
+
   // Computes the assignment for `view`, publishes it to the workers (RCU) and returns how
   // many buckets changed owner in any group.
-  std::uint32_t set_view(config::ViewMask view);
+  std::uint32_t set_view(config::ViewMask view, const NodeWeights& weights = {});
 
   // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
   nlohmann::json handle(const nlohmann::json& request);
 
   std::vector<GroupShare> shares() const;
+  // Buckets `node` owns in each group under the current assignment.
+  std::vector<std::uint32_t> owned_by(NodeId node) const;
   std::uint64_t generation() const;
 
   // Set on every ownership change; the main lcore announces the VIPs and clears it.

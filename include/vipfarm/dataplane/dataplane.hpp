@@ -5,6 +5,7 @@
 
 #include <array>
 #include <atomic>
+#include <chrono>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -46,6 +47,7 @@ struct alignas(64) LcoreCounters {
   std::uint64_t foreign_unicast = 0;
   std::uint64_t uplink_tx_from_kernel = 0;
   std::uint64_t to_uplink_ring_full = 0;  // host-bound frames for another host's MAC: dropped
+  std::uint64_t lease_expired = 0;        // owned-bucket packets dropped while the lease had lapsed
   std::uint64_t generation = 0;           // the snapshot generation this lcore last used
 };
 
@@ -75,6 +77,12 @@ class Dataplane {
   // Makes `next` the snapshot every worker uses; returns once no worker can still be
   // reading the previous one (RCU grace period), which is then freed.
   void publish(std::unique_ptr<Snapshot> next);
+
+  // The ownership lease (membership.hpp, "Leases"): workers accept VIP traffic only until
+  // `duration` after the last renewal. Without any renewal (no membership) it never lapses.
+  void renew_lease(std::chrono::nanoseconds duration) noexcept;
+  void revoke_lease() noexcept;
+  bool leased() const noexcept;
 
   // Launches the workers, then runs the exception path on the calling (main) lcore until
   // `stop` becomes true; `on_idle` is called about every 100 ms from that loop.

@@ -8,7 +8,16 @@
 // configured nodes proposes the empty view. A proposal is installed once every member of it
 // advertises the same proposal (agreement), or after agreement_timeout of proposing it
 // unchanged (the bounded fallback for asymmetric links). Each installed view gets an epoch
-// that agreeing nodes compute alike.
+// that agreeing nodes compute alike. A starting node installs nothing until it has heard
+// every configured peer or dead_after intervals have passed.
+//
+// Leases: a node whose ticks stop (its process stopped, its control thread hung) keeps the
+// last ownership its workers were given, while the others declare it dead and take its
+// buckets. So the workers only accept VIP traffic under a lease the caller renews after
+// every tick while lease_ok(); it lasts `lease` (default dead_after intervals, when the
+// others can declare the node dead at the earliest). A tick that comes more than `lease`
+// after the previous one finds the lease lapsed: the node then waits for a view agreed
+// after the stall (its peers' silence during the stall does not count against them).
 #pragma once
 
 #include <cstdint>
@@ -34,6 +43,7 @@ struct Settings {
   Nanos flap_window = 60'000 * kMillis;
   Nanos hold_down = 30'000 * kMillis;
   std::size_t history = 64;  // installed views kept
+  Nanos lease = 0;           // 0: dead_after intervals
 };
 
 struct InstalledView {
@@ -63,6 +73,10 @@ class Membership {
   // This node's own state (from its checkers and the operator). Only UP nodes own buckets.
   void set_state(NodeState state) noexcept { state_ = state; }
   NodeState state() const noexcept { return state_; }
+  // This node's weight in each group, advertised in its heartbeats (0: a group-bound
+  // checker failed, the group's buckets leave the node).
+  void set_weights(std::vector<std::uint16_t> weights) { weights_ = std::move(weights); }
+  const std::vector<std::uint16_t>& weights() const noexcept { return weights_; }
 
   // The next heartbeat to send to every peer (the sequence number advances).
   Heartbeat heartbeat(Nanos now);
@@ -71,6 +85,18 @@ class Membership {
   // Failure detection and view agreement; call at least once per interval. Returns true
   // when a new view was installed by this call.
   bool tick(Nanos now);
+  // majority mode: whether the witness answers; a partition of exactly half the configured
+  // nodes serves only while it does.
+  void set_witness(bool reachable) noexcept { witness_ = reachable; }
+
+  // The ownership lease (membership.hpp header comment, "Leases"). False from a stall of
+  // the caller (ticks further apart than the lease: SIGSTOP, a hung control thread) until
+  // a view installed after it, or every member of the installed view confirmed it by a
+  // heartbeat heard more than one interval after it (not one queued during the stall). While false,
+  // the workers must not accept VIP traffic.
+  bool lease_ok() const noexcept { return !lapsed_; }
+  Nanos lease() const noexcept { return settings_.lease; }
+
   // True when the proposal changed since the last heartbeat: send one now rather than at
   // the next interval (agreement then takes one network delay, not one interval).
   bool wants_heartbeat() const noexcept { return proposal_changed_; }
@@ -80,6 +106,7 @@ class Membership {
   std::uint64_t proposal() const noexcept { return proposal_; }
   const PeerStatus& peer(std::uint8_t id) const noexcept { return peers_[id]; }
   std::uint8_t self() const noexcept { return self_; }
+  std::uint64_t incarnation() const noexcept { return incarnation_; }
   std::uint64_t configured() const noexcept { return configured_; }
 
  private:
@@ -92,6 +119,7 @@ class Membership {
   };
 
   std::uint64_t propose(Nanos now);
+  bool confirmed() const noexcept;
   void install(std::uint64_t members, bool agreed, Nanos now);
 
   Settings settings_;
@@ -107,6 +135,11 @@ class Membership {
   std::uint64_t proposal_ = 0;
   Nanos proposed_since_ = 0;
   bool proposal_changed_ = false;
+  bool witness_ = false;
+  bool lapsed_ = false;
+  Nanos lapsed_at_ = 0;
+  Nanos last_tick_ = -1;
+  Nanos started_ = 0;
   std::deque<InstalledView> history_;
 };
 

@@ -73,8 +73,9 @@ enum class Reject : std::uint8_t {
   kUnknownNode,   // authentic, but not a configured peer (or our own id)
   kStale,         // an older incarnation of that peer
   kReplay,        // a sequence number already seen from that incarnation
+  kBadTtl,        // arrived with a TTL / hop limit other than 255: not from a neighbour
 };
-inline constexpr std::size_t kRejectCount = 7;
+inline constexpr std::size_t kRejectCount = 8;
 std::string_view to_string(Reject reason) noexcept;
 
 // Cluster keys by id. A key shorter than kMinKeyBytes is refused when added.
@@ -87,6 +88,11 @@ class Keyring {
  private:
   std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> keys_;
 };
+
+// Reads a cluster key file: its whole content is the key. Refused (error text naming the
+// file and the reason) when the file is not a regular file, grants any permission to group
+// or others (chmod 600), or holds fewer than kMinKeyBytes bytes.
+std::string read_key_file(const std::string& path, std::vector<std::uint8_t>& key);
 
 // The cluster id carried in every heartbeat.
 std::uint64_t cluster_id(std::string_view cluster_name);

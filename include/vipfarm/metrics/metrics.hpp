@@ -5,6 +5,7 @@
 #include <string>
 
 #include "vipfarm/control/control.hpp"
+#include "vipfarm/control/membership_service.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 
 namespace prometheus {
@@ -19,8 +20,10 @@ class Exporter {
   Exporter();
   ~Exporter();
   // Serves /metrics on `listen` (address:port); returns an error message, empty on success.
+  // `membership` may be null (no [membership]: a static view).
   std::string start(const std::string& listen, const control::Control& control,
-                    const dataplane::Dataplane& dataplane);
+                    const dataplane::Dataplane& dataplane,
+                    const control::MembershipService* membership);
 
  private:
   std::unique_ptr<prometheus::Exposer> exposer_;

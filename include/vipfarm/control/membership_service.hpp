@@ -1,0 +1,81 @@
+// The membership protocol in the daemon, on the control thread's io_context: heartbeats over
+// UDP (one socket per heartbeat network, TTL 255 out and checked in), the failure detector
+// and view agreement (membership::Membership), the node's checkers, the ownership lease, and
+// the admin commands nodes, view, history, state, stop and start.
+#pragma once
+
+#include <array>
+#include <boost/asio/io_context.hpp>
+#include <cstdint>
+#include <memory>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "vipfarm/config/config.hpp"
+#include "vipfarm/control/control.hpp"
+#include "vipfarm/dataplane/dataplane.hpp"
+#include "vipfarm/health/checkers.hpp"
+#include "vipfarm/membership/membership.hpp"
+
+namespace vipfarm::control {
+
+// What the metrics exporter shows; a copy taken under the service's lock.
+struct MembershipStats {
+  membership::NodeState state = membership::NodeState::kWait;
+  std::uint64_t epoch = 0;
+  std::uint64_t members = 0;
+  bool lease_ok = false;
+  std::uint64_t sent = 0;
+  std::uint64_t send_errors = 0;
+  std::uint64_t received = 0;
+  std::array<std::uint64_t, membership::kRejectCount> rejected{};
+  std::uint64_t views_installed = 0;
+  struct Peer {
+    unsigned id;
+    std::string name;
+    bool alive;
+    membership::NodeState state;
+    double last_heard_age_s;  // < 0: never heard
+    bool fingerprint_ok;
+    bool held_down;
+    std::uint64_t incarnation;
+  };
+  std::vector<Peer> peers;
+  // Convergence: from this node first proposing a change to installing it.
+  static constexpr std::array<double, 9> kConvergenceBounds = {0.01, 0.025, 0.05, 0.1, 0.25,
+                                                               0.5,  1.0,   2.5,  5.0};
+  std::array<std::uint64_t, kConvergenceBounds.size()> convergence_buckets{};  // cumulative
+  std::uint64_t convergence_count = 0;
+  double convergence_sum_s = 0;
+  std::vector<health::Checkers::Status> checkers;
+};
+
+class MembershipService {
+ public:
+  MembershipService(boost::asio::io_context& io, const config::Config& config, Control& control,
+                    dataplane::Dataplane& dataplane);
+  ~MembershipService();
+  MembershipService(const MembershipService&) = delete;
+  MembershipService& operator=(const MembershipService&) = delete;
+
+  // Reads the keys, opens the sockets, starts checkers and the heartbeat timer. Call on the
+  // io thread or before it runs, once the node's addresses exist. Returns an error text.
+  std::string start();
+  void stop();
+
+  // The admin commands this service answers (nodes, view, history, state, stop, start).
+  static bool handles(const std::string& cmd);
+  nlohmann::json handle(const nlohmann::json& request);
+  // Adds membership fields (state, epoch, lease) to the status reply.
+  void annotate_status(nlohmann::json& status) const;
+
+  MembershipStats stats() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace vipfarm::control

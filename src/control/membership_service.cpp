@@ -1,0 +1,581 @@
+// The membership protocol on the control thread (what and why in membership_service.hpp and
+// docs/membership.md). Every handler runs on the io thread; the mutex is for the metrics
+// exporter's threads, which read stats(). Nothing here is on the packet path.
+#include "vipfarm/control/membership_service.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+
+#include <boost/asio/ip/udp.hpp>
+#include <boost/asio/ip/unicast.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <chrono>
+#include <cstring>
+#include <deque>
+#include <iostream>
+#include <mutex>
+
+namespace vipfarm::control {
+
+namespace {
+
+using boost::asio::ip::udp;
+using membership::Nanos;
+using membership::NodeState;
+using membership::Reject;
+using SystemClock = std::chrono::system_clock;
+
+Nanos now_ns() {
+  return std::chrono::duration_cast<std::chrono::nanoseconds>(
+             std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+constexpr std::uint64_t bit(unsigned id) noexcept { return std::uint64_t{1} << (id - 1); }
+
+boost::asio::ip::address to_asio(const IpAddr& a) {
+  if (a.is_v4()) return boost::asio::ip::address_v4(a.v4_value());
+  boost::asio::ip::address_v6::bytes_type b;
+  for (int i = 0; i < 8; ++i) {
+    b[i] = static_cast<unsigned char>(a.hi >> (56 - 8 * i));
+    b[8 + i] = static_cast<unsigned char>(a.lo >> (56 - 8 * i));
+  }
+  return boost::asio::ip::address_v6(b);
+}
+
+std::vector<unsigned> ids_of(std::uint64_t members) {
+  std::vector<unsigned> ids;
+  for (unsigned id = 1; id <= kMaxNodes; ++id) {
+    if ((members & bit(id)) != 0) ids.push_back(id);
+  }
+  return ids;
+}
+
+std::string iso_time(SystemClock::time_point t) {
+  const std::time_t secs = SystemClock::to_time_t(t);
+  std::tm tm{};
+  gmtime_r(&secs, &tm);
+  char text[32];
+  std::strftime(text, sizeof text, "%Y-%m-%dT%H:%M:%S", &tm);
+  const auto ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(t.time_since_epoch()) % 1000;
+  char out[40];
+  std::snprintf(out, sizeof out, "%s.%03dZ", text, static_cast<int>(ms.count()));
+  return out;
+}
+
+nlohmann::json error(const std::string& message) { return {{"ok", false}, {"error", message}}; }
+
+struct HistoryRecord {
+  std::uint64_t epoch;
+  std::uint64_t members;
+  SystemClock::time_point at;
+  bool agreed;
+  std::string cause;
+  std::uint32_t moved;
+  double convergence_s;
+};
+
+}  // namespace
+
+struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
+  struct Network {
+    std::string name;
+    udp::socket socket;
+    std::vector<std::pair<std::uint8_t, udp::endpoint>> peers;
+    membership::Freshness freshness;  // per network: each heartbeat arrives once on each
+  };
+
+  Impl(boost::asio::io_context& io, const config::Config& config, Control& control,
+       dataplane::Dataplane& dp)
+      : io(io), config(config), control(control), dp(dp), timer(io) {}
+
+  boost::asio::io_context& io;
+  const config::Config& config;
+  Control& control;
+  dataplane::Dataplane& dp;
+  boost::asio::steady_timer timer;
+  membership::Keyring keys;
+  std::vector<std::uint8_t> send_key;
+  std::uint64_t cluster = 0;
+  std::uint64_t configured = 0;
+  std::unique_ptr<membership::Membership> m;
+  std::vector<std::unique_ptr<Network>> networks;
+  std::unique_ptr<health::Checkers> checkers;
+  std::unique_ptr<health::Checkers> witness;
+  Nanos next_tick = 0;
+  bool admin_stopped = false;
+  bool running = false;
+  Nanos pending_since = -1;  // this node first proposed a change it has not installed yet
+  std::deque<HistoryRecord> history;
+  Control::NodeWeights applied_weights;
+  mutable std::mutex mutex;
+  MembershipStats counts;  // sent, received, rejected, convergence
+
+  std::string open_network(const std::string& name, const IpAddr& local,
+                           const std::vector<std::pair<NodeId, IpAddr>>& peers);
+  void arm(Network& n);
+  void drain(Network& n);
+  void on_datagram(Network& n, std::span<const std::uint8_t> data, bool truncated, int ttl,
+                   Nanos now);
+  void schedule();
+  void update_state();
+  void step(Nanos now, bool periodic);
+  void send(Nanos now);
+  void installed(Nanos now);
+  Control::NodeWeights weights_table(std::uint64_t members) const;
+  nlohmann::json nodes() const;
+  nlohmann::json view() const;
+  nlohmann::json history_json() const;
+  nlohmann::json state_json() const;
+};
+
+std::string MembershipService::Impl::open_network(
+    const std::string& name, const IpAddr& local,
+    const std::vector<std::pair<NodeId, IpAddr>>& peers) {
+  auto n = std::make_unique<Network>(Network{name, udp::socket(io), {}, {}});
+  const udp::endpoint ep(to_asio(local), config.membership.port);
+  boost::system::error_code ec;
+  n->socket.open(ep.protocol(), ec);
+  const int fd = n->socket.native_handle();
+  const int one = 1;
+  // The node's address may still be tentative (IPv6 DAD) when the daemon starts.
+  if (!ec && ::setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof one) != 0) {
+    ec.assign(errno, boost::system::system_category());
+  }
+  if (!ec) n->socket.bind(ep, ec);
+  if (!ec) n->socket.set_option(boost::asio::ip::unicast::hops(255), ec);
+  if (!ec) {
+    const int rc = local.is_v4()
+                       ? ::setsockopt(fd, IPPROTO_IP, IP_RECVTTL, &one, sizeof one)
+                       : ::setsockopt(fd, IPPROTO_IPV6, IPV6_RECVHOPLIMIT, &one, sizeof one);
+    if (rc != 0) ec.assign(errno, boost::system::system_category());
+  }
+  if (!ec) n->socket.non_blocking(true, ec);
+  if (ec) {
+    return "heartbeat network " + name + ": " + local.to_string() + ":" +
+           std::to_string(config.membership.port) + ": " + ec.message();
+  }
+  for (const auto& [id, address] : peers) {
+    if (id == config.node_id) continue;
+    if (address.is_v4() != local.is_v4()) {
+      std::cerr << "vipfarmd: heartbeat network " << name << ": node " << to_int(id)
+                << "'s address " << address.to_string()
+                << " is not in the family of this node's; not sent there\n";
+      continue;
+    }
+    n->peers.emplace_back(to_int(id), udp::endpoint(to_asio(address), config.membership.port));
+  }
+  networks.push_back(std::move(n));
+  return {};
+}
+
+void MembershipService::Impl::arm(Network& n) {
+  n.socket.async_wait(udp::socket::wait_read,
+                      [self = shared_from_this(), &n](const boost::system::error_code& ec) {
+                        if (ec || !self->running) return;
+                        self->drain(n);
+                        self->arm(n);
+                      });
+}
+
+// Reads every queued datagram (bounded), then runs the protocol once.
+void MembershipService::Impl::drain(Network& n) {
+  std::array<std::uint8_t, membership::kMaxHeartbeatBytes + 1> buffer;
+  alignas(cmsghdr) char control_data[2 * CMSG_SPACE(sizeof(int))];
+  std::lock_guard lock(mutex);
+  const Nanos now = now_ns();
+  for (int i = 0; i < 4096; ++i) {
+    iovec iov{buffer.data(), buffer.size()};
+    sockaddr_storage from{};
+    msghdr msg{};
+    msg.msg_name = &from;
+    msg.msg_namelen = sizeof from;
+    msg.msg_iov = &iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control_data;
+    msg.msg_controllen = sizeof control_data;
+    const ssize_t got = ::recvmsg(n.socket.native_handle(), &msg, MSG_DONTWAIT);
+    if (got < 0) break;
+    int ttl = -1;
+    for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+      if ((c->cmsg_level == IPPROTO_IP && c->cmsg_type == IP_TTL) ||
+          (c->cmsg_level == IPPROTO_IPV6 && c->cmsg_type == IPV6_HOPLIMIT)) {
+        std::memcpy(&ttl, CMSG_DATA(c), sizeof ttl);
+      }
+    }
+    on_datagram(n, {buffer.data(), static_cast<std::size_t>(got)}, (msg.msg_flags & MSG_TRUNC) != 0,
+                ttl, now);
+  }
+  step(now, false);
+}
+
+void MembershipService::Impl::on_datagram(Network& n, std::span<const std::uint8_t> data,
+                                          bool truncated, int ttl, Nanos now) {
+  auto reject = [&](Reject reason) { ++counts.rejected[static_cast<std::size_t>(reason)]; };
+  if (truncated) return reject(Reject::kMalformed);
+  // Only a neighbour's datagram arrives with 255: anything routed or forged from afar
+  // is refused before any cryptography.
+  if (ttl != 255) return reject(Reject::kBadTtl);
+  const membership::Decoded d =
+      membership::decode(data, keys, cluster, to_int(config.node_id), configured);
+  if (!d.heartbeat) return reject(d.reason);
+  const membership::Heartbeat& hb = *d.heartbeat;
+  if (const auto stale = n.freshness.check(hb.node, hb.incarnation, hb.sequence)) {
+    return reject(*stale);
+  }
+  ++counts.received;
+  const bool was_ok = m->peer(hb.node).fingerprint_ok;
+  m->receive(hb, now);
+  if (was_ok && !m->peer(hb.node).fingerprint_ok) {
+    std::cerr << "vipfarmd: node " << unsigned{hb.node}
+              << " runs a different farm configuration (fingerprint mismatch): not merged\n";
+  }
+}
+
+void MembershipService::Impl::schedule() {
+  const Nanos interval = static_cast<Nanos>(config.membership.interval_ms) * membership::kMillis;
+  next_tick += interval;
+  const Nanos now = now_ns();
+  if (next_tick <= now) next_tick = now + interval;  // after a stall, no burst of catch-up ticks
+  timer.expires_at(std::chrono::steady_clock::time_point(std::chrono::nanoseconds(next_tick)));
+  timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+    if (ec || !self->running) return;
+    {
+      std::lock_guard lock(self->mutex);
+      self->update_state();
+      self->step(now_ns(), true);
+    }
+    self->schedule();
+  });
+}
+
+// The node's state and weights from the operator and the checkers.
+void MembershipService::Impl::update_state() {
+  NodeState state = NodeState::kUp;
+  if (admin_stopped) {
+    state = NodeState::kStop;
+  } else if (checkers && !checkers->node_healthy()) {
+    state = NodeState::kWait;
+  }
+  m->set_state(state);
+  std::vector<std::uint16_t> weights;
+  for (std::size_t g = 0; g < config.groups.size(); ++g) {
+    std::uint16_t w = 0;
+    for (const config::Member& member : config.groups[g].members) {
+      if (member.node == config.node_id) w = static_cast<std::uint16_t>(member.weight);
+    }
+    if (checkers && !checkers->group_healthy(g)) w = 0;  // a group-bound checker failed
+    weights.push_back(w);
+  }
+  m->set_weights(std::move(weights));
+}
+
+void MembershipService::Impl::step(Nanos now, bool periodic) {
+  if (m->tick(now)) installed(now);
+  if (m->proposal() != m->view().members) {
+    if (pending_since < 0) pending_since = now;
+  } else {
+    pending_since = -1;
+  }
+  // Weights travel in heartbeats, outside the agreed member set: a change re-derives the
+  // assignment for the same members (a group-bound checker, issue 5's weight changes).
+  if (m->view().epoch != 0) {
+    Control::NodeWeights weights = weights_table(m->view().members);
+    if (weights != applied_weights) {
+      const std::uint32_t moved = control.set_view(m->view().members, weights);
+      applied_weights = std::move(weights);
+      history.push_back({m->view().epoch, m->view().members, SystemClock::now(), true,
+                         "weights changed", moved, 0});
+      while (history.size() > 64) history.pop_front();
+      std::cerr << "vipfarmd: weights changed in view epoch " << m->view().epoch << ", " << moved
+                << " buckets moved\n";
+    }
+  }
+  if (periodic || m->wants_heartbeat()) send(now);
+  if (m->lease_ok() && m->view().epoch != 0) {
+    dp.renew_lease(std::chrono::nanoseconds(m->lease()));
+  } else {
+    dp.revoke_lease();
+  }
+}
+
+void MembershipService::Impl::send(Nanos now) {
+  membership::Heartbeat hb = m->heartbeat(now);
+  hb.key_id = config.membership.send_key;
+  const std::vector<std::uint8_t> datagram = membership::encode(hb, send_key);
+  for (const auto& n : networks) {
+    for (const auto& [id, endpoint] : n->peers) {
+      boost::system::error_code ec;
+      n->socket.send_to(boost::asio::buffer(datagram), endpoint, 0, ec);
+      ++(ec ? counts.send_errors : counts.sent);
+    }
+  }
+}
+
+Control::NodeWeights MembershipService::Impl::weights_table(std::uint64_t members) const {
+  Control::NodeWeights table(kMaxNodes + 1);
+  for (unsigned id = 1; id <= kMaxNodes; ++id) {
+    if ((members & bit(id)) == 0) continue;
+    const auto& w = id == to_int(config.node_id) ? m->weights()
+                                                 : m->peer(static_cast<std::uint8_t>(id)).weights;
+    if (w.size() == config.groups.size()) table[id] = w;
+  }
+  return table;
+}
+
+void MembershipService::Impl::installed(Nanos now) {
+  const membership::InstalledView& v = m->view();
+  Control::NodeWeights weights = weights_table(v.members);
+  const std::uint32_t moved = control.set_view(v.members, weights);
+  applied_weights = std::move(weights);
+  const double convergence =
+      pending_since >= 0 ? static_cast<double>(now - pending_since) / 1e9 : 0;
+  pending_since = -1;
+  ++counts.views_installed;
+  ++counts.convergence_count;
+  counts.convergence_sum_s += convergence;
+  for (std::size_t b = 0; b < MembershipStats::kConvergenceBounds.size(); ++b) {
+    if (convergence <= MembershipStats::kConvergenceBounds[b]) ++counts.convergence_buckets[b];
+  }
+  history.push_back(
+      {v.epoch, v.members, SystemClock::now(), v.agreed, v.cause, moved, convergence});
+  while (history.size() > 64) history.pop_front();
+  std::string members;
+  for (const unsigned id : ids_of(v.members))
+    members += (members.empty() ? "" : ",") + std::to_string(id);
+  std::cerr << "vipfarmd: view epoch " << v.epoch << " {" << members << "} " << v.cause << " ("
+            << (v.agreed ? "agreed" : "agreement timed out") << ", " << moved << " buckets moved, "
+            << static_cast<int>(convergence * 1000) << " ms)\n";
+}
+
+MembershipService::MembershipService(boost::asio::io_context& io, const config::Config& config,
+                                     Control& control, dataplane::Dataplane& dataplane)
+    : impl_(std::make_shared<Impl>(io, config, control, dataplane)) {}
+
+MembershipService::~MembershipService() { stop(); }
+
+std::string MembershipService::start() {
+  Impl& d = *impl_;
+  const config::Config& config = d.config;
+  const config::Membership& mc = config.membership;
+  for (const config::ClusterKey& key : mc.keys) {
+    std::vector<std::uint8_t> bytes;
+    if (std::string err = membership::read_key_file(key.file, bytes); !err.empty()) return err;
+    if (std::string err = d.keys.add(key.id, bytes); !err.empty()) return err;
+    if (key.id == mc.send_key) d.send_key = bytes;
+  }
+  const auto fingerprint = membership::fingerprint_from_hex(config::fingerprint(config));
+  d.cluster = membership::cluster_id(config.cluster_name);
+  d.configured = config::all_nodes(config);
+  membership::Settings s;
+  s.interval = static_cast<Nanos>(mc.interval_ms) * membership::kMillis;
+  s.dead_after = mc.dead_after;
+  s.agreement_timeout = static_cast<Nanos>(mc.agreement_timeout_ms) * membership::kMillis;
+  s.split_brain = mc.split_brain;
+  s.flap_limit = mc.flap_limit == 0 ? UINT32_MAX : mc.flap_limit;
+  s.flap_window = static_cast<Nanos>(mc.flap_window_s) * 1000 * membership::kMillis;
+  s.hold_down = static_cast<Nanos>(mc.hold_down_s) * 1000 * membership::kMillis;
+  s.lease = static_cast<Nanos>(mc.lease_ms) * membership::kMillis;
+  // A restart must be told apart from a replay of the previous run: the incarnation is the
+  // boot's wall-clock time in nanoseconds, larger than any earlier run's.
+  const auto incarnation = static_cast<std::uint64_t>(
+      std::chrono::duration_cast<std::chrono::nanoseconds>(SystemClock::now().time_since_epoch())
+          .count());
+  d.m = std::make_unique<membership::Membership>(s, to_int(config.node_id), d.configured, d.cluster,
+                                                 incarnation, *fingerprint,
+                                                 std::vector<std::uint16_t>{});
+  std::vector<std::pair<NodeId, IpAddr>> main;
+  for (const config::ClusterNode& node : config.nodes) main.emplace_back(node.id, node.address);
+  if (std::string err = d.open_network("main", config.find_node(config.node_id)->address, main);
+      !err.empty()) {
+    return err;
+  }
+  for (const config::HeartbeatLan& lan : mc.lans) {
+    if (std::string err = d.open_network(lan.name, *lan.find(config.node_id), lan.addresses);
+        !err.empty()) {
+      return err;
+    }
+  }
+  std::weak_ptr<Impl> weak = impl_;
+  auto on_checker_change = [weak] {
+    if (auto self = weak.lock(); self && self->running) {
+      std::lock_guard lock(self->mutex);
+      self->update_state();
+      self->step(now_ns(), false);
+    }
+  };
+  if (!config.checkers.empty()) {
+    d.checkers = std::make_unique<health::Checkers>(d.io, config.checkers, on_checker_change);
+  }
+  if (mc.witness) {
+    config::Checker ping{
+        "witness",   config::CheckerKind::kPing, mc.witness->to_string(), 500, 400, 1, 2,
+        std::nullopt};
+    d.witness = std::make_unique<health::Checkers>(d.io, std::vector{ping}, [weak] {
+      if (auto self = weak.lock(); self && self->running) {
+        std::lock_guard lock(self->mutex);
+        self->m->set_witness(self->witness->node_healthy());
+      }
+    });
+  }
+  d.running = true;
+  {
+    std::lock_guard lock(d.mutex);
+    d.update_state();
+  }
+  if (d.checkers) d.checkers->start();
+  if (d.witness) d.witness->start();
+  for (const auto& n : d.networks) d.arm(*n);
+  d.next_tick = now_ns();
+  d.schedule();
+  return {};
+}
+
+void MembershipService::stop() {
+  Impl& d = *impl_;
+  if (!d.running) return;
+  {
+    // A clean leave: one last heartbeat saying STOP lets the others take the buckets now
+    // rather than after dead_after intervals.
+    std::lock_guard lock(d.mutex);
+    d.m->set_state(NodeState::kStop);
+    d.send(now_ns());
+    d.running = false;
+  }
+  if (d.checkers) d.checkers->stop();
+  if (d.witness) d.witness->stop();
+  d.timer.cancel();
+  for (const auto& n : d.networks) {
+    boost::system::error_code ec;
+    n->socket.close(ec);
+  }
+}
+
+bool MembershipService::handles(const std::string& cmd) {
+  return cmd == "nodes" || cmd == "view" || cmd == "history" || cmd == "state" || cmd == "stop" ||
+         cmd == "start";
+}
+
+nlohmann::json MembershipService::Impl::state_json() const {
+  const NodeState s = m->state();
+  return {{"ok", true},
+          {"state", std::string(membership::to_string(s))},
+          {"code", static_cast<unsigned>(s)}};
+}
+
+nlohmann::json MembershipService::Impl::nodes() const {
+  const Nanos now = now_ns();
+  const std::uint64_t members = m->view().members;
+  nlohmann::json out = nlohmann::json::array();
+  for (const config::ClusterNode& node : config.nodes) {
+    const unsigned id = to_int(node.id);
+    const bool self = node.id == config.node_id;
+    const membership::PeerStatus& p = m->peer(static_cast<std::uint8_t>(id));
+    const bool alive = self || p.alive;
+    nlohmann::json entry = {
+        {"id", id},
+        {"name", node.name},
+        {"self", self},
+        {"alive", alive},
+        {"state", alive ? std::string(membership::to_string(self ? m->state() : p.state))
+                        : std::string("DOWN")},
+        {"in_view", (members & bit(id)) != 0},
+        {"weights", self ? m->weights() : p.weights},
+        {"share", control.owned_by(node.id)},
+        {"fingerprint_ok", self || p.fingerprint_ok},
+        {"held_down", !self && p.held_down},
+    };
+    entry["last_heard_s"] = self ? nlohmann::json(0.0)
+                            : p.last_heard < 0
+                                ? nlohmann::json(nullptr)
+                                : nlohmann::json(static_cast<double>(now - p.last_heard) / 1e9);
+    entry["incarnation"] = self ? m->incarnation() : p.incarnation;
+    out.push_back(std::move(entry));
+  }
+  nlohmann::json groups = nlohmann::json::array();
+  for (const config::Group& g : config.groups) groups.push_back(g.name);
+  return {{"ok", true}, {"groups", groups}, {"buckets", config.buckets}, {"nodes", out}};
+}
+
+nlohmann::json MembershipService::Impl::view() const {
+  const membership::InstalledView& v = m->view();
+  return {{"ok", true},
+          {"epoch", v.epoch},
+          {"members", ids_of(v.members)},
+          {"agreed", v.agreed},
+          {"cause", v.cause},
+          {"installed_s_ago", v.epoch == 0 ? 0.0 : static_cast<double>(now_ns() - v.at) / 1e9},
+          {"proposal", ids_of(m->proposal())},
+          {"lease_ok", m->lease_ok() && v.epoch != 0},
+          {"generation", control.generation()}};
+}
+
+nlohmann::json MembershipService::Impl::history_json() const {
+  nlohmann::json out = nlohmann::json::array();
+  for (const HistoryRecord& r : history) {
+    out.push_back({{"epoch", r.epoch},
+                   {"members", ids_of(r.members)},
+                   {"time", iso_time(r.at)},
+                   {"agreed", r.agreed},
+                   {"cause", r.cause},
+                   {"moved", r.moved},
+                   {"convergence_ms", r.convergence_s * 1000}});
+  }
+  return {{"ok", true}, {"history", out}};
+}
+
+nlohmann::json MembershipService::handle(const nlohmann::json& request) {
+  Impl& d = *impl_;
+  const std::string cmd = request.value("cmd", "");
+  std::lock_guard lock(d.mutex);
+  if (!d.running) return error("membership is not running");
+  if (cmd == "nodes") return d.nodes();
+  if (cmd == "view") {
+    if (request.contains("set")) {
+      return error("view set: the view is agreed by membership; use stop/start on a node");
+    }
+    return d.view();
+  }
+  if (cmd == "history") return d.history_json();
+  if (cmd == "state") return d.state_json();
+  if (cmd == "stop" || cmd == "start") {
+    d.admin_stopped = cmd == "stop";
+    d.update_state();
+    d.step(now_ns(), false);
+    return d.state_json();
+  }
+  return error("unknown command \"" + cmd + "\"");
+}
+
+void MembershipService::annotate_status(nlohmann::json& status) const {
+  const Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  if (!d.m) return;
+  status["state"] = std::string(membership::to_string(d.m->state()));
+  status["epoch"] = d.m->view().epoch;
+  status["lease_ok"] = d.m->lease_ok() && d.m->view().epoch != 0;
+}
+
+MembershipStats MembershipService::stats() const {
+  const Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  MembershipStats s = d.counts;
+  if (!d.m) return s;
+  s.state = d.m->state();
+  s.epoch = d.m->view().epoch;
+  s.members = d.m->view().members;
+  s.lease_ok = d.m->lease_ok() && s.epoch != 0;
+  const Nanos now = now_ns();
+  for (const config::ClusterNode& node : d.config.nodes) {
+    if (node.id == d.config.node_id) continue;
+    const membership::PeerStatus& p = d.m->peer(to_int(node.id));
+    s.peers.push_back({to_int(node.id), node.name, p.alive, p.state,
+                       p.last_heard < 0 ? -1.0 : static_cast<double>(now - p.last_heard) / 1e9,
+                       p.fingerprint_ok, p.held_down, p.incarnation});
+  }
+  if (d.checkers) s.checkers = d.checkers->status();
+  return s;
+}
+
+}  // namespace vipfarm::control
