@@ -3,7 +3,7 @@
 # Lab tests of issue 3 beyond the smoke test, on one 3-node farm (tests/lab/lib.sh),
 # over the IPv4 VIP and the IPv6 VIP alike (test 7):
 #  - ICMP echo to the VIP gets exactly one reply per request (SafeKit gives one per node);
-#  - a manual view change (node 2 removed on every node) moves exactly node 2's buckets
+#  - a view change (node 2 stopped by the operator) moves exactly node 2's buckets
 #    and its clients (IPv4, and the IPv6 sources node 2 served before) are served by the
 #    predicted new owners; it is announced by a gratuitous ARP and an unsolicited NA that
 #    carry the virtual MACs; every SYN of those connections gets exactly one SYN-ACK;
@@ -106,7 +106,7 @@ done
 check "IPv6: the ${#moved6[@]} sources of node 2's buckets (at least 15) served by node 2 ($served2)" \
   test "${#moved6[@]}" -ge 15 -a "$served2" -eq "${#moved6[@]}"
 
-# --- a manual view change: node 2 removed on every node ---------------------------------
+# --- a view change: node 2 stopped by the operator, membership moves its buckets ----------
 before=$("$VIPFARMCTL" buckets --socket "$(lab_api_socket 1)" --json)
 arp_cap=$LAB_DIR/arp.txt
 # ARP, and neighbour advertisements (ICMPv6 type 136, options printed with -v).
@@ -115,9 +115,8 @@ lab_spawn "$LAB_CLIENT_NS" "$arp_cap" timeout 30 tcpdump -lnnevi "$LAB_CLIENT_IF
 arp_pid=$LAB_LAST_PID
 deadline=$((SECONDS + 10))
 until grep -q "listening on" "$arp_cap" 2>/dev/null || ((SECONDS > deadline)); do sleep 0.1; done
-for k in 1 2 3; do
-  check "view set 1,3 on node $k" "$VIPFARMCTL" view set 1,3 --socket "$(lab_api_socket "$k")"
-done
+check "vipfarmctl stop on node 2" "$VIPFARMCTL" stop --socket "$(lab_api_socket 2)"
+check "every node installs the view 1,3" lab_wait_view 1,3 5
 # Every ownership change is announced: gratuitous ARP for the VIP carrying the virtual MAC
 # inside, and an unsolicited NA for the IPv6 VIP (to all nodes, override flag, the virtual
 # MAC as target link-layer address), each sent from a node's own MAC (never a virtual one).
@@ -223,7 +222,8 @@ assert rst == 0, f"{rst} resets"
 bad = [k for k in syn if synack[k] != syn[k]]
 assert not bad, f"SYN/SYN-ACK counts differ for {bad[:5]}"
 PY
-for k in 1 2 3; do "$VIPFARMCTL" view set 1,2,3 --socket "$(lab_api_socket "$k")" >/dev/null; done
+check "vipfarmctl start on node 2" "$VIPFARMCTL" start --socket "$(lab_api_socket 2)"
+check "every node installs the view 1,2,3 again" lab_wait_view 1,2,3 5
 
 # --- an ICMP fragmentation-needed quoting a live flow reaches that flow's owner (I5) -----
 flow_client=${sources[5]}

@@ -406,6 +406,51 @@ lab_wait_ready() {
     _lab_log "daemons ready"
 }
 
+# lab_kill_daemon K [SIGNAL]: send SIGNAL (default KILL) to node K's vipfarmd, by PID, and
+# reap it (its status lands in LAB_DAEMON_STATUS[k]); lab_start_daemon K starts it again.
+lab_kill_daemon() {
+    local k=$1 sig=${2:-KILL} pid=${LAB_DAEMON_PID[$1]:-}
+    [[ -n $pid ]] || _lab_die "lab_kill_daemon: node $k has no daemon"
+    kill "-$sig" "$pid" 2>/dev/null
+    _lab_reap "$pid"
+    LAB_DAEMON_STATUS[k]=$_LAB_STATUS
+    unset 'LAB_DAEMON_PID[k]'
+}
+
+# lab_stop_nginx K: stop node K's nginx (by PID) and wait until it has exited.
+lab_stop_nginx() {
+    local k=$1 pid=${LAB_NGINX_PID[$1]:-}
+    [[ -n $pid ]] || _lab_die "lab_stop_nginx: node $k has no nginx"
+    _lab_stop_pids 5 "$pid"
+    _lab_reap "$pid"
+    unset 'LAB_NGINX_PID[k]'
+}
+
+# lab_wait_view IDS [TIMEOUT] [K...]: wait until each node (default every node) has
+# installed the view IDS (e.g. "1,3"; "" for the empty view) and holds its lease; at most
+# TIMEOUT seconds (default 10). Returns 1 on timeout, naming each node's view.
+lab_wait_view() {
+    local want=$1 timeout=${2:-10} k nodes=("${@:3}") got pending deadline
+    ((${#nodes[@]})) || for ((k = 1; k <= LAB_N; k++)); do nodes+=("$k"); done
+    _lab_ms
+    deadline=$((_LAB_MS + timeout * 1000))
+    while :; do
+        pending=()
+        for k in "${nodes[@]}"; do
+            got=$("$VIPFARMCTL" view --json --socket "$(lab_api_socket "$k")" 2>/dev/null |
+                "$LAB_PY" -c 'import json,sys; v=json.load(sys.stdin); print(",".join(map(str, v["members"])) + ("" if v["lease_ok"] or not v["members"] else " (lease lapsed)"))' 2>/dev/null)
+            [[ $got == "$want" ]] || pending+=("node $k: ${got:-no answer}")
+        done
+        ((${#pending[@]})) || return 0
+        _lab_ms
+        if ((_LAB_MS >= deadline)); then
+            _lab_log "view $want not installed within ${timeout}s: ${pending[*]}"
+            return 1
+        fi
+        sleep 0.05
+    done
+}
+
 # lab_stop_daemon K / lab_stop_daemons [K...]: TERM, KILL after LAB_STOP_TIMEOUT.
 # Exit statuses land in LAB_DAEMON_STATUS[k] (137 when it had to be killed), the time
 # each took in LAB_DAEMON_STOP_MS[k]; returns non-zero when a daemon did not exit 0 by
@@ -436,10 +481,11 @@ lab_stop_daemons() {
 
 # lab_start_nginx: in every node namespace, nginx answering "node<k>\n" on port 80
 # (IPv4 and IPv6 wildcards: works before and after the daemon puts the VIPs up).
-lab_start_nginx() {
+lab_start_nginx() {  # lab_start_nginx [K...]: default every node
     command -v nginx >/dev/null || _lab_die "nginx not found"
-    local k dir deadline
-    for ((k = 1; k <= LAB_N; k++)); do
+    local k dir deadline nodes=("$@")
+    ((${#nodes[@]})) || for ((k = 1; k <= LAB_N; k++)); do nodes+=("$k"); done
+    for k in "${nodes[@]}"; do
         dir=$LAB_DIR/nginx-node$k
         mkdir -p "$dir/tmp"
         cat >"$dir/nginx.conf" <<EOF
@@ -452,6 +498,7 @@ pid $dir/nginx.pid;
 error_log $dir/error.log info;
 events { worker_connections 1024; }
 http {
+    keepalive_requests 1000000;  # long-lived test connections are never closed by nginx
     log_format lab '\$remote_addr \$server_addr:\$server_port "\$request" \$status';
     access_log $dir/access.log lab;
     client_body_temp_path $dir/tmp/body;
@@ -472,7 +519,7 @@ EOF
         LAB_NGINX_PID[k]=$!
     done
     deadline=$((SECONDS + 10))
-    for ((k = 1; k <= LAB_N; k++)); do
+    for k in "${nodes[@]}"; do
         dir=$LAB_DIR/nginx-node$k
         until [[ $(lab_exec_node "$k" ss -Hltn 'sport = :80' 2>/dev/null | wc -l) -ge 2 ]]; do
             if ! _lab_alive "${LAB_NGINX_PID[k]}" || ((SECONDS >= deadline)); then
@@ -483,7 +530,7 @@ EOF
             sleep 0.05
         done
     done
-    _lab_log "nginx listening on port 80 in $LAB_N nodes"
+    _lab_log "nginx listening on port 80 in nodes ${nodes[*]}"
 }
 
 # lab_client_addrs COUNT [4|6]: add COUNT more source addresses to the client and print
