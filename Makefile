@@ -28,6 +28,7 @@ lab: build
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/farm.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/keys.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/udp.sh
+	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/failover.sh
 
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh

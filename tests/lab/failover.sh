@@ -1,0 +1,262 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2119,SC2317 # lab_* functions take optional args; stopped_early runs from the trap
+# Lab test of issue 4: failover, rejoin and checkers of a 3-node farm with membership at
+# its defaults (100 ms heartbeats, dead after 8), under continuous client traffic
+# (tests/lab/probe.py in the client namespace):
+#  - kill -9 one node's daemon, LAB_FAILOVER_TRIALS times (each node in turn): the time
+#    from the kill until both survivors installed the view without it AND every probe
+#    source of the dead node is answered again; p99 (nearest rank) must be <= 1.0 s;
+#    answered by the owner `vipfarmctl owner` predicts for the survivors' view;
+#  - restart it: it rejoins and takes its share back;
+#  - through all of it, probes to the survivors' buckets never fail and long-lived
+#    connections to them never break;
+#  - stop nginx on a node: its tcp checker takes the node out within the checker's budget
+#    (fall x interval + timeout + agreement); start it: the node comes back.
+# Needs root, build/vipfarmd and build/vipfarmctl. Knobs: LAB_FAILOVER_TRIALS (12),
+# LAB_FAILOVER_BOUND_MS (1000), and lib.sh's. Ends with "lab-failover: N passed, M failed".
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+
+trials=${LAB_FAILOVER_TRIALS:-12}
+bound_ms=${LAB_FAILOVER_BOUND_MS:-1000}
+n_nodes=3
+py=/usr/bin/python3
+
+CHECK_NAME=lab-failover
+# shellcheck source=../lib/check.sh
+source "$here/../lib/check.sh"
+LAB_AT_EXIT=stopped_early
+
+# owner SOURCE VIEW: the node `vipfarmctl owner` predicts for a TCP flow from SOURCE.
+owner() {
+  "$VIPFARMCTL" owner --config "$conf1" --view "$2" --json tcp "$1:40000" "$LAB_VIP4:80" |
+    $py -c 'import json,sys; print(json.load(sys.stdin).get("owner", 0))'
+}
+
+# installed_at IDS K...: the latest time (ms) at which one of nodes K... installed the view
+# IDS, from each one's newest history record of that view.
+installed_at() {
+  local want=$1 k
+  shift
+  for k in "$@"; do
+    "$VIPFARMCTL" history --json --socket "$(lab_api_socket "$k")" || return 1
+  done | $py -c '
+import datetime, json, sys
+want, latest = [int(x) for x in sys.argv[1].split(",")], 0
+for line in sys.stdin:
+    records = [h for h in json.loads(line)["history"] if h["members"] == want]
+    if not records:
+        sys.exit(1)
+    t = datetime.datetime.strptime(records[-1]["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    latest = max(latest, t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
+print(int(latest))' "$want"
+}
+
+lab_up "$n_nodes"
+lab_start_daemons
+lab_wait_ready
+lab_start_nginx
+conf1=$(lab_node_config 1)
+check "the farm agrees on the view 1,2,3" lab_wait_view 1,2,3 20
+
+# Probe sources: 3 per node for new connections, 2 per node for long-lived ones, each
+# tagged with its owner in the full view and in each view without one node.
+mapfile -t candidates < <(lab_client_addrs 60)
+declare -A owner_full=() owner_without=()
+probe_args=()
+declare -A picked=()
+new_sources=()
+for addr in "${candidates[@]}"; do
+  k=$(owner "$addr" 1,2,3)
+  ((k >= 1)) || continue
+  if ((${picked[new$k]:-0} < 3)); then
+    picked[new$k]=$((${picked[new$k]:-0} + 1))
+    probe_args+=(--source "$addr")
+    new_sources+=("$addr")
+  elif ((${picked[keep$k]:-0} < 2)); then
+    picked[keep$k]=$((${picked[keep$k]:-0} + 1))
+    probe_args+=(--keep "$addr")
+  else
+    continue
+  fi
+  owner_full[$addr]=$k
+  for v in 1 2 3; do
+    view=$(printf '%s\n' 1 2 3 | grep -vx "$v" | paste -sd,)
+    owner_without[$addr,$v]=$(owner "$addr" "$view")
+  done
+done
+check "3 new-connection and 2 long-lived probe sources per node" \
+  test "${#probe_args[@]}" -eq $((2 * 5 * n_nodes))
+
+events=$LAB_DIR/probe.jsonl
+stop_file=$LAB_DIR/probe.stop
+lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/probe.log" "$py" "$here/probe.py" \
+  --target "$LAB_VIP4:80" --every-ms 40 --timeout-ms 1000 --keep-every-ms 100 \
+  --seconds $((30 + trials * 15)) --stop-file "$stop_file" --out "$events" "${probe_args[@]}"
+probe_pid=$LAB_LAST_PID
+# Every long-lived connection is open before the first kill.
+_lab_ms
+deadline=$((_LAB_MS + 10000))
+until [[ $(grep -c '"keep_open"' "$events" 2>/dev/null) -ge $((2 * n_nodes)) ]] ||
+  { _lab_ms && ((_LAB_MS > deadline)); }; do sleep 0.05; done
+check "the long-lived connections are open" test "$(grep -c '"keep_open"' "$events")" -ge $((2 * n_nodes))
+
+# --- kill -9 and restart, each node in turn --------------------------------------------
+trial_log=$LAB_DIR/trials.txt
+: >"$trial_log"
+for ((t = 1; t <= trials; t++)); do
+  victim=$(((t - 1) % n_nodes + 1))
+  survivors=$(printf '%s\n' 1 2 3 | grep -vx "$victim" | paste -sd,)
+  read -r s1 s2 <<<"${survivors/,/ }"
+  _lab_ms
+  kill_ms=$_LAB_MS
+  lab_kill_daemon "$victim"
+  # When each survivor installed the view (its history's clock), the later of the two.
+  view_ms=-1
+  if lab_wait_view "$survivors" 5 "$s1" "$s2"; then
+    view_ms=$(installed_at "$survivors" "$s1" "$s2") || view_ms=-1
+  fi
+  # Let the victim's sources be answered again before restarting it.
+  mine=()
+  for addr in "${new_sources[@]}"; do ((owner_full[$addr] == victim)) && mine+=("$addr"); done
+  _lab_ms
+  deadline=$((_LAB_MS + 3000))
+  until $py - "$events" "$kill_ms" "${mine[@]}" <<'PY'; do
+import json, sys
+path, since, sources = sys.argv[1], float(sys.argv[2]), set(sys.argv[3:])
+for line in open(path):
+    e = json.loads(line)
+    if e["kind"] == "attempt" and e["ok"] and e["start"] > since:
+        sources.discard(e["src"])
+sys.exit(1 if sources else 0)
+PY
+    _lab_ms
+    ((_LAB_MS > deadline)) && break
+    sleep 0.1
+  done
+  lab_start_daemon "$victim"
+  _lab_ms
+  restart_ms=$_LAB_MS
+  if lab_wait_view 1,2,3 20; then
+    _lab_ms
+    rejoin_ms=$_LAB_MS
+  else
+    rejoin_ms=-1
+  fi
+  sleep 0.3  # probes of the rejoined node's sources are recorded before the next kill
+  _lab_ms
+  echo "$t $victim $kill_ms $view_ms $restart_ms $rejoin_ms $_LAB_MS" >>"$trial_log"
+done
+touch "$stop_file"
+_lab_ms
+deadline=$((_LAB_MS + 5000))
+while _lab_alive "$probe_pid" && { _lab_ms && ((_LAB_MS < deadline)); }; do sleep 0.05; done
+
+# owner tables for the analysis: SOURCE FULL WITHOUT1 WITHOUT2 WITHOUT3
+owners=$LAB_DIR/owners.txt
+for addr in "${!owner_full[@]}"; do
+  echo "$addr ${owner_full[$addr]} ${owner_without[$addr,1]} ${owner_without[$addr,2]} ${owner_without[$addr,3]}"
+done >"$owners"
+$py - "$events" "$owners" "$trial_log" "$bound_ms" >"$LAB_DIR/analysis.txt" 2>&1 <<'PY'
+import json, sys
+events_path, owners_path, trials_path, bound = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+events = [json.loads(l) for l in open(events_path)]
+owners = {}
+for line in open(owners_path):
+    src, full, *without = line.split()
+    owners[src] = (int(full), [None] + [int(w) for w in without])
+trials = [list(map(int, l.split())) for l in open(trials_path)]
+attempts = [e for e in events if e["kind"] == "attempt"]
+breaks = [e for e in events if e["kind"] == "keep_break"]
+keep_sources = {e["src"] for e in events if e["kind"] in ("keep_open", "keep_end")}
+failover, problems = [], []
+for t, victim, kill, view, restart, rejoin, end in trials:
+    if view < 0 or rejoin < 0:
+        problems.append(f"trial {t}: view not installed (view {view}, rejoin {rejoin})")
+        continue
+    # Recovery of the victim's sources: the first answered attempt started after the kill.
+    recovered = []
+    for src, (full, without) in owners.items():
+        if full != victim or src in keep_sources:
+            continue
+        after = [e for e in attempts if e["src"] == src and e["ok"] and kill < e["start"] < restart]
+        if not after:
+            problems.append(f"trial {t}: {src} (node {victim}) never answered after the kill")
+            continue
+        first = min(after, key=lambda e: e["end"])
+        recovered.append(first["end"])
+        wrong = [e for e in after if e["node"] != f"node{without[victim]}"]
+        if wrong:
+            problems.append(f"trial {t}: {src} answered by {wrong[0]['node']}, predicted node{without[victim]}")
+    if recovered:
+        failover.append((max(max(recovered), view) - kill, t, victim, view - kill))
+    # The survivors' own buckets: no failed probe, no broken long-lived connection, from
+    # the kill to the end of the trial (the rejoin included).
+    for src, (full, _) in owners.items():
+        if full == victim:
+            continue
+        bad = [e for e in attempts if e["src"] == src and not e["ok"] and kill <= e["start"] <= end]
+        if bad:
+            problems.append(f"trial {t}: survivor source {src} (node {full}): {len(bad)} failed, e.g. {bad[0]['why']}")
+        cut = [e for e in breaks if e["src"] == src and kill <= e["at"] <= end]
+        if cut:
+            problems.append(f"trial {t}: long-lived connection from {src} to node {full} broke: {cut[0]['why']}")
+times = sorted(f[0] for f in failover)
+def rank(p):
+    return times[max(0, min(len(times) - 1, -(-p * len(times) // 100) - 1))]
+for ms, t, victim, view_ms in failover:
+    print(f"trial {t}: kill -9 node {victim}: view without it after {view_ms:.0f} ms, its clients answered again after {ms:.0f} ms")
+if times:
+    print(f"failover over {len(times)} trials: p50 {rank(50):.0f} ms, p90 {rank(90):.0f} ms, p99 {rank(99):.0f} ms, max {times[-1]:.0f} ms (bound {bound:.0f} ms)")
+rejoins = [rejoin - restart for t, v, k, vw, restart, rejoin, e in trials if rejoin > 0]
+if rejoins:
+    print(f"rejoin (restart to view 1,2,3 on every node): median {sorted(rejoins)[len(rejoins)//2]} ms, max {max(rejoins)} ms")
+total_ok = sum(1 for e in attempts if e["ok"])
+print(f"probes: {len(attempts)} new connections ({total_ok} answered), {len(breaks)} long-lived breaks (victims' included)")
+for p in problems[:20]:
+    print("PROBLEM:", p)
+ok = times and len(times) == len(trials) and rank(99) <= bound and not problems
+sys.exit(0 if ok else 1)
+PY
+analysis=$?
+cat "$LAB_DIR/analysis.txt"
+check "failover p99 within ${bound_ms} ms over $trials kill -9 trials, clients served by the predicted survivor, survivors' connections untouched" \
+  test "$analysis" -eq 0
+
+# --- checkers: nginx stops on node 3, its tcp checker takes it out ---------------------
+# Budget: fall (2) x interval (200 ms) + timeout (200 ms) + agreement (one interval).
+checker_bound=1000
+_lab_ms
+t0=$_LAB_MS
+lab_stop_nginx 3
+if lab_wait_view 1,2 5; then
+  _lab_ms
+  pulled=$((_LAB_MS - t0))
+else
+  pulled=-1
+fi
+echo "nginx stopped on node 3: out of the view after $pulled ms (bound $checker_bound ms)"
+check "the tcp checker takes node 3 out within ${checker_bound} ms ($pulled ms)" \
+  test "$pulled" -ge 0 -a "$pulled" -le "$checker_bound"
+check "node 3 reports WAIT" bash -c '"$1" state --socket "$2" >/dev/null; test $? -eq 1' _ \
+  "$VIPFARMCTL" "$(lab_api_socket 3)"
+lab_start_nginx 3
+_lab_ms
+t0=$_LAB_MS
+if lab_wait_view 1,2,3 5; then
+  _lab_ms
+  back=$((_LAB_MS - t0))
+else
+  back=-1
+fi
+echo "nginx started on node 3: back in the view after $back ms"
+check "node 3 comes back once nginx answers ($back ms)" test "$back" -ge 0 -a "$back" -le "$checker_bound"
+check "node 3 reports UP (exit status 2)" bash -c '"$1" state --socket "$2" >/dev/null; test $? -eq 2' _ \
+  "$VIPFARMCTL" "$(lab_api_socket 3)"
+
+lab_stop_daemons
+LAB_AT_EXIT=""
+summary
+((failed == 0))
