@@ -60,6 +60,11 @@ std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr&
   const auto at = uplink.find("iface=");
   if (at == std::string::npos) return {};
   const std::string iface = uplink.substr(at + 6, uplink.find(',', at) - at - 6);
+  if (uplink.starts_with("net_pcap") && uplink.find("phy_mac=1") == std::string::npos) {
+    // Without it every node's port has net_pcap's fixed MAC 02:70:63:61:70:00.
+    return "dataplane.uplink: a net_pcap uplink on an interface needs phy_mac=1 (\"" + uplink +
+           ",phy_mac=1\"), so the port takes " + iface + "'s MAC";
+  }
   MacAddr aside = mac;
   aside[0] = 0xAE;  // locally administered, unicast, and not the node's MAC
   if (std::string err = dataplane::netlink::set_mac(iface, aside); !err.empty()) return err;

@@ -38,6 +38,7 @@ lab_up 3
 lab_start_daemons
 lab_wait_ready
 lab_start_nginx
+check "the farm agrees on the view 1,2,3" lab_wait_view 1,2,3 20
 conf=$(lab_node_config 1)
 "$VIPFARMCTL" check-config "$conf" | grep -q "1(w1,p0) 2(w2,p0) 3(w3,p0)" ||
   { echo "FAIL: the lab config lacks weights 1:2:3" >&2; exit 1; }

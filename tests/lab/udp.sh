@@ -20,7 +20,11 @@ rule = '\n[[group.rule]]\nproto = "udp"\nports = 7\nkey = "on_addr"\n'
 anchor = 'key = "on_addr"\n'
 assert anchor in text
 text = text.replace(anchor, anchor + rule, 1)
-text = text.replace("net_af_packet0,iface=uplink", "net_pcap0,iface=uplink")
+text = text.replace("net_af_packet0,iface=uplink", "net_pcap0,iface=uplink,phy_mac=1")
+# No nginx here: the node is healthy while its UDP echo service listens (a custom checker).
+checker = 'kind = "tcp"\ntarget = "127.0.0.1:80"'
+assert checker in text
+text = text.replace(checker, 'kind = "custom"\ntarget = "ss -Hlun \'sport = :7\' | grep -q ."')
 open(sys.argv[2], "w").write(text)
 PY
 export LAB_CONFIG=$work/udp.toml
@@ -107,6 +111,8 @@ for k in 1 2 3; do
   until ss=$(lab_exec_node "$k" ss -Hlun 'sport = :7'); both_families "$ss" || ((SECONDS > deadline)); do sleep 0.1; done
   check "node $k: the echo service listens on 0.0.0.0:7 and [::]:7" both_families "$ss"
 done
+check "the farm agrees on the view 1,2,3 (each node's custom checker sees its service)" \
+  lab_wait_view 1,2,3 20
 mapfile -t sources < <(lab_client_addrs 60)
 : >"$work/expect"
 for addr in "${sources[@]}"; do
