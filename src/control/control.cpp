@@ -24,23 +24,32 @@ std::vector<unsigned> view_ids(config::ViewMask view) {
 Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
     : config_(config), dataplane_(dataplane) {}
 
-std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weights) {
-  std::vector<std::vector<NodeId>> owners;
-  for (std::size_t g = 0; g < config_.groups.size(); ++g) {
-    assignment::Input input = config::assignment_input(config_, g, view);
-    for (assignment::Member& m : input.members) {
-      const unsigned id = to_int(m.node);
-      if (id < weights.size() && weights[id].size() == config_.groups.size()) {
-        m.weight = weights[id][g];
+std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weights,
+                                std::optional<config::ViewMask> settled) {
+  auto assign = [&](config::ViewMask members) {
+    std::vector<std::vector<NodeId>> out;
+    for (std::size_t g = 0; g < config_.groups.size(); ++g) {
+      assignment::Input input = config::assignment_input(config_, g, members);
+      for (assignment::Member& m : input.members) {
+        const unsigned id = to_int(m.node);
+        if (id < weights.size() && weights[id].size() == config_.groups.size()) {
+          m.weight = weights[id][g];
+        }
       }
+      out.push_back(assignment::assign(input));
     }
-    owners.push_back(assignment::assign(input));
-  }
+    return out;
+  };
+  std::vector<std::vector<NodeId>> owners = assign(view);
+  const std::vector<std::vector<NodeId>> held =
+      settled && *settled != view ? assign(*settled) : std::vector<std::vector<NodeId>>{};
   packet::Ownership ownership(config_.groups.size(), config_.buckets);
   std::uint32_t moved = 0;
   for (std::size_t g = 0; g < owners.size(); ++g) {
     for (BucketId b = 0; b < owners[g].size(); ++b) {
-      ownership.set(static_cast<std::uint16_t>(g), b, owners[g][b] == config_.node_id);
+      const bool mine =
+          owners[g][b] == config_.node_id && (held.empty() || held[g][b] == config_.node_id);
+      ownership.set(static_cast<std::uint16_t>(g), b, mine);
       if (!owners_.empty() && owners_[g][b] != owners[g][b]) ++moved;
     }
   }

@@ -113,6 +113,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   Nanos pending_since = -1;  // this node first proposed a change it has not installed yet
   std::deque<HistoryRecord> history;
   Control::NodeWeights applied_weights;
+  std::uint64_t applied_settled = 0;
   mutable std::mutex mutex;
   MembershipStats counts;  // sent, received, rejected, convergence
 
@@ -283,24 +284,30 @@ void MembershipService::Impl::update_state() {
 }
 
 void MembershipService::Impl::step(Nanos now, bool periodic) {
-  if (m->tick(now)) installed(now);
+  const bool installed_now = m->tick(now);
+  if (installed_now) installed(now);
   if (m->proposal() != m->view().members) {
     if (pending_since < 0) pending_since = now;
   } else {
     pending_since = -1;
   }
   // Weights travel in heartbeats, outside the agreed member set: a change re-derives the
-  // assignment for the same members (a group-bound checker, issue 5's weight changes).
-  if (m->view().epoch != 0) {
+  // assignment for the same members (a group-bound checker, issue 5's weight changes). A
+  // settled view lets this node serve the buckets it gained.
+  if (m->view().epoch != 0 && !installed_now) {
     Control::NodeWeights weights = weights_table(m->view().members);
-    if (weights != applied_weights) {
-      const std::uint32_t moved = control.set_view(m->view().members, weights);
+    const bool reweighted = weights != applied_weights;
+    if (reweighted || m->settled() != applied_settled) {
+      const std::uint32_t moved = control.set_view(m->view().members, weights, m->settled());
       applied_weights = std::move(weights);
-      history.push_back({m->view().epoch, m->view().members, SystemClock::now(), true,
-                         "weights changed", moved, 0});
-      while (history.size() > 64) history.pop_front();
-      std::cerr << "vipfarmd: weights changed in view epoch " << m->view().epoch << ", " << moved
-                << " buckets moved\n";
+      applied_settled = m->settled();
+      if (reweighted) {
+        history.push_back({m->view().epoch, m->view().members, SystemClock::now(), true,
+                           "weights changed", moved, 0});
+        while (history.size() > 64) history.pop_front();
+        std::cerr << "vipfarmd: weights changed in view epoch " << m->view().epoch << ", " << moved
+                  << " buckets moved\n";
+      }
     }
   }
   if (periodic || m->wants_heartbeat()) send(now);
@@ -338,8 +345,9 @@ Control::NodeWeights MembershipService::Impl::weights_table(std::uint64_t member
 void MembershipService::Impl::installed(Nanos now) {
   const membership::InstalledView& v = m->view();
   Control::NodeWeights weights = weights_table(v.members);
-  const std::uint32_t moved = control.set_view(v.members, weights);
+  const std::uint32_t moved = control.set_view(v.members, weights, m->settled());
   applied_weights = std::move(weights);
+  applied_settled = m->settled();
   const double convergence =
       pending_since >= 0 ? static_cast<double>(now - pending_since) / 1e9 : 0;
   pending_since = -1;
@@ -518,6 +526,7 @@ nlohmann::json MembershipService::Impl::view() const {
           {"cause", v.cause},
           {"installed_s_ago", v.epoch == 0 ? 0.0 : static_cast<double>(now_ns() - v.at) / 1e9},
           {"proposal", ids_of(m->proposal())},
+          {"settled", ids_of(m->settled())},
           {"lease_ok", m->lease_ok() && v.epoch != 0},
           {"generation", control.generation()}};
 }

@@ -110,7 +110,25 @@ bool Membership::confirmed() const noexcept {
   return true;
 }
 
+bool Membership::installed_by_all() const noexcept {
+  const std::uint64_t members = view().members;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (members & bit(id)) == 0) continue;
+    if (!peers_[id].alive || peers_[id].installed != members) return false;
+  }
+  return true;
+}
+
 bool Membership::tick(Nanos now) {
+  const bool installed = decide(now);
+  if (settled_ != view().members &&
+      (installed_by_all() || now - view().at >= settings_.agreement_timeout)) {
+    settled_ = view().members;
+  }
+  return installed;
+}
+
+bool Membership::decide(Nanos now) {
   if (last_tick_ >= 0 && now - last_tick_ > settings_.lease) {
     // A stall: the workers' lease ran out. The peers' silence was ours: give each a fresh
     // dead_after window rather than declaring everyone dead and serving alone.
@@ -173,6 +191,7 @@ void Membership::install(std::uint64_t members, bool agreed, Nanos now) {
   const std::uint64_t epoch = adopted != 0 ? adopted : newest + 1;
   history_.push_back({epoch, members, now, agreed, describe_change(view().members, members)});
   lapsed_ = false;
+  proposal_changed_ = true;  // announce the install: it confirms the view to the others
   while (history_.size() > settings_.history) history_.pop_front();
 }
 

@@ -2,6 +2,11 @@
 // unauthenticated is ever accepted).
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <fstream>
 #include <random>
 
 #include "vipfarm/membership/wire.hpp"
@@ -168,6 +173,64 @@ TEST(Wire, FingerprintFromHex) {
   EXPECT_FALSE(fingerprint_from_hex(hex.substr(1)).has_value());
   EXPECT_FALSE(fingerprint_from_hex(std::string(63, 'a') + "g").has_value());
   EXPECT_NE(cluster_id("a"), cluster_id("b"));
+}
+
+// The cluster key file: private (no group/other bits), at least 32 bytes, a regular file.
+class KeyFileTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    char dir[] = "/tmp/vipfarm-keyfile-XXXXXX";
+    ASSERT_NE(::mkdtemp(dir), nullptr);
+    dir_ = dir;
+  }
+  void TearDown() override { std::system(("rm -rf " + dir_).c_str()); }
+  std::string write(const std::string& name, std::size_t bytes, mode_t mode) {
+    const std::string path = dir_ + "/" + name;
+    std::ofstream(path) << std::string(bytes, 'k');
+    ::chmod(path.c_str(), mode);
+    return path;
+  }
+  std::string dir_;
+};
+
+TEST_F(KeyFileTest, APrivateKeyOfAtLeast32BytesIsRead) {
+  std::vector<std::uint8_t> key;
+  EXPECT_EQ(read_key_file(write("ok", 32, 0600), key), "");
+  EXPECT_EQ(key, std::vector<std::uint8_t>(32, 'k'));
+  EXPECT_EQ(read_key_file(write("ro", 64, 0400), key), "");
+  EXPECT_EQ(key.size(), 64u);
+}
+
+TEST_F(KeyFileTest, GroupOrWorldAccessIsRefusedNamingTheMode) {
+  for (const mode_t mode : {0644, 0640, 0604, 0620, 0602, 0610}) {
+    std::vector<std::uint8_t> key;
+    const std::string path = write("k" + std::to_string(mode), 32, mode);
+    const std::string err = read_key_file(path, key);
+    char octal[8];
+    std::snprintf(octal, sizeof octal, "%04o", static_cast<unsigned>(mode));
+    EXPECT_NE(err.find(path), std::string::npos) << err;
+    EXPECT_NE(err.find(std::string("mode ") + octal), std::string::npos) << err;
+    EXPECT_NE(err.find("chmod 600"), std::string::npos) << err;
+    EXPECT_TRUE(key.empty());
+  }
+}
+
+TEST_F(KeyFileTest, AShortKeyAMissingFileAndADirectoryAreRefused) {
+  std::vector<std::uint8_t> key;
+  std::string err = read_key_file(write("short", 31, 0600), key);
+  EXPECT_NE(err.find("holds 31 bytes; a cluster key needs at least 32"), std::string::npos) << err;
+  EXPECT_TRUE(key.empty());
+  err = read_key_file(dir_ + "/absent", key);
+  EXPECT_NE(err.find("No such file"), std::string::npos) << err;
+  ::chmod(dir_.c_str(), 0700);
+  err = read_key_file(dir_, key);
+  EXPECT_FALSE(err.empty());
+}
+
+TEST(Reject, EveryReasonHasAName) {
+  EXPECT_EQ(to_string(Reject::kBadTtl), "bad_ttl");
+  EXPECT_EQ(to_string(Reject::kReplay), "replay");
+  EXPECT_EQ(kRejectCount, 8u);
 }
 
 }  // namespace

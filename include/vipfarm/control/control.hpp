@@ -7,6 +7,7 @@
 #include <chrono>
 #include <mutex>
 #include <nlohmann/json.hpp>
+#include <optional>
 #include <vector>
 
 #include "vipfarm/config/config.hpp"
@@ -29,8 +30,10 @@ class Control {
   using NodeWeights = std::vector<std::vector<std::uint16_t>>;
 
   // Computes the assignment for `view`, publishes it to the workers (RCU) and returns how
-  // many buckets changed owner in any group.
-  std::uint32_t set_view(config::ViewMask view, const NodeWeights& weights = {});
+  // many buckets changed owner in any group. With `settled` (membership's settled view,
+  // membership.hpp), the workers take only the buckets this node owns in both views.
+  std::uint32_t set_view(config::ViewMask view, const NodeWeights& weights = {},
+                         std::optional<config::ViewMask> settled = std::nullopt);
 
   // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
   nlohmann::json handle(const nlohmann::json& request);

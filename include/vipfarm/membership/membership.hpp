@@ -97,11 +97,18 @@ class Membership {
   bool lease_ok() const noexcept { return !lapsed_; }
   Nanos lease() const noexcept { return settings_.lease; }
 
-  // True when the proposal changed since the last heartbeat: send one now rather than at
-  // the next interval (agreement then takes one network delay, not one interval).
+  // True when the proposal or the installed view changed since the last heartbeat: send
+  // one now rather than at the next interval (agreement, and the confirmation that lets
+  // gained buckets be served, then take one network delay, not one interval).
   bool wants_heartbeat() const noexcept { return proposal_changed_; }
 
   const InstalledView& view() const noexcept { return history_.back(); }
+  // The last installed view every other member has been heard to install too (or whose
+  // confirmation timed out, after agreement_timeout). A node serves the buckets it owns in
+  // both view() and settled(): it gives up a bucket at once, and takes a bucket it gains
+  // only once the node that loses it has installed the view. Buckets never have two
+  // serving owners while heartbeats flow; a gain waits one message delay.
+  std::uint64_t settled() const noexcept { return settled_; }
   const std::deque<InstalledView>& history() const noexcept { return history_; }
   std::uint64_t proposal() const noexcept { return proposal_; }
   const PeerStatus& peer(std::uint8_t id) const noexcept { return peers_[id]; }
@@ -119,7 +126,9 @@ class Membership {
   };
 
   std::uint64_t propose(Nanos now);
+  bool decide(Nanos now);
   bool confirmed() const noexcept;
+  bool installed_by_all() const noexcept;
   void install(std::uint64_t members, bool agreed, Nanos now);
 
   Settings settings_;
@@ -137,6 +146,7 @@ class Membership {
   bool proposal_changed_ = false;
   bool witness_ = false;
   bool lapsed_ = false;
+  std::uint64_t settled_ = 0;
   Nanos lapsed_at_ = 0;
   Nanos last_tick_ = -1;
   Nanos started_ = 0;
