@@ -46,6 +46,8 @@ constexpr const char* kUsage =
     "  history  [--socket PATH] [--json]   installed views: time, members, moved, cause\n"
     "  state    [--socket PATH] [--json]   this node's state, also as the exit status:\n"
     "                               0 STOP, 1 WAIT, 2 UP, 3 DRAIN, 4 no answer\n"
+    "  reload   [--socket PATH] [--json]   re-read the config file (as SIGHUP): today the\n"
+    "                               cluster keys (rotation); an invalid file changes nothing\n"
     "  stop | start [--socket PATH] [--json]\n"
     "                               take this node out of the farm (STOP) / back in\n"
     "  view set IDS [--socket PATH] [--json]\n"
@@ -360,6 +362,21 @@ int cmd_state(const std::vector<std::string>& args) {
   return static_cast<int>((*reply)["code"].get<unsigned>());
 }
 
+int cmd_reload(const std::vector<std::string>& args) {
+  const DaemonOptions o = daemon_options(args);
+  const auto reply = ask(o.socket, {{"cmd", "reload"}});
+  if (!reply) return 1;
+  if (o.json) {
+    std::cout << reply->dump() << "\n";
+    return 0;
+  }
+  std::string applied;
+  for (const auto& key : (*reply)["applied"]) applied += " " + key.get<std::string>();
+  std::cout << "reloaded; applied:" << (applied.empty() ? " nothing" : applied) << "; "
+            << (*reply)["note"].get<std::string>() << "\n";
+  return 0;
+}
+
 int cmd_stop_start(const std::string& command, const std::vector<std::string>& args) {
   const DaemonOptions o = daemon_options(args);
   const auto reply = ask(o.socket, {{"cmd", command}});
@@ -508,6 +525,7 @@ int main(int argc, char** argv) {
     if (command == "history") return cmd_history(args);
     if (command == "state") return cmd_state(args);
     if (command == "stop" || command == "start") return cmd_stop_start(command, args);
+    if (command == "reload") return cmd_reload(args);
     if (command == "config-reference") {
       std::cout << config::reference_markdown();
       return 0;

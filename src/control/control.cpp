@@ -103,7 +103,9 @@ nlohmann::json Control::handle(const nlohmann::json& request) {
   if (name == "counters") return counters();
   if (name == "owner") return owner(request);
   if (name == "view") return view(request);
-  return error("unknown command \"" + name + "\" (status, buckets, owner, view, counters)");
+  return error("unknown command \"" + name +
+               "\" (status, buckets, owner, view, counters, reload; with "
+               "[membership]: nodes, history, state, stop, start)");
 }
 
 nlohmann::json Control::status() const {

@@ -97,6 +97,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   boost::asio::steady_timer timer;
   membership::Keyring keys;
   std::vector<std::uint8_t> send_key;
+  std::uint8_t send_key_id = 0;
   std::uint64_t cluster = 0;
   std::uint64_t configured = 0;
   std::unique_ptr<membership::Membership> m;
@@ -320,7 +321,7 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
 
 void MembershipService::Impl::send(Nanos now) {
   membership::Heartbeat hb = m->heartbeat(now);
-  hb.key_id = config.membership.send_key;
+  hb.key_id = send_key_id;
   const std::vector<std::uint8_t> datagram = membership::encode(hb, send_key);
   for (const auto& n : networks) {
     for (const auto& [id, endpoint] : n->peers) {
@@ -384,6 +385,7 @@ std::string MembershipService::start() {
     if (std::string err = d.keys.add(key.id, bytes); !err.empty()) return err;
     if (key.id == mc.send_key) d.send_key = bytes;
   }
+  d.send_key_id = mc.send_key;
   const auto fingerprint = membership::fingerprint_from_hex(config::fingerprint(config));
   d.cluster = membership::cluster_id(config.cluster_name);
   d.configured = config::all_nodes(config);
@@ -566,6 +568,27 @@ nlohmann::json MembershipService::handle(const nlohmann::json& request) {
     return d.state_json();
   }
   return error("unknown command \"" + cmd + "\"");
+}
+
+std::string MembershipService::reload_keys(const config::Membership& mc) {
+  Impl& d = *impl_;
+  membership::Keyring keys;
+  std::vector<std::uint8_t> send_key;
+  std::string ids;
+  for (const config::ClusterKey& key : mc.keys) {
+    std::vector<std::uint8_t> bytes;
+    if (std::string err = membership::read_key_file(key.file, bytes); !err.empty()) return err;
+    if (std::string err = keys.add(key.id, bytes); !err.empty()) return err;
+    if (key.id == mc.send_key) send_key = bytes;
+    ids += (ids.empty() ? "" : ", ") + std::to_string(key.id);
+  }
+  std::lock_guard lock(d.mutex);
+  d.keys = std::move(keys);
+  d.send_key = std::move(send_key);
+  d.send_key_id = mc.send_key;
+  std::cerr << "vipfarmd: cluster keys reloaded: accepting " << ids << ", signing with "
+            << unsigned{mc.send_key} << "\n";
+  return {};
 }
 
 void MembershipService::annotate_status(nlohmann::json& status) const {

@@ -26,8 +26,40 @@ using namespace vipfarm;
 namespace {
 
 std::atomic<bool> g_stop{false};
+std::atomic<bool> g_reload{false};
 
 extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
+extern "C" void on_hup(int) { g_reload.store(true, std::memory_order_relaxed); }
+
+// SIGHUP and `vipfarmctl reload`: validate the file again and apply what can change at
+// run time today, the cluster keys (rotation). Everything else needs a restart until hot
+// reload (issue 5); an invalid file changes nothing.
+nlohmann::json reload(const config::Config& running, control::MembershipService* membership) {
+  config::LoadResult loaded = config::load_file(running.source);
+  if (!loaded.config) {
+    std::string errors;
+    for (const config::Error& e : loaded.errors) errors += e.to_string() + "\n";
+    std::cerr << errors << "vipfarmd: reload refused, the running configuration stays\n";
+    return {{"ok", false},
+            {"error", "reload refused, the running configuration stays:\n" + errors}};
+  }
+  const config::Config& next = *loaded.config;
+  if (next.node_id != running.node_id || next.cluster_name != running.cluster_name) {
+    return {{"ok", false}, {"error", "reload refused: node id or cluster name changed"}};
+  }
+  nlohmann::json applied = nlohmann::json::array();
+  if (membership != nullptr && next.membership.present) {
+    if (std::string err = membership->reload_keys(next.membership); !err.empty()) {
+      std::cerr << "vipfarmd: reload: " << err << "; the running keys stay\n";
+      return {{"ok", false}, {"error", err + "; the running keys stay"}};
+    }
+    applied.push_back("membership.key");
+    applied.push_back("membership.send_key");
+  }
+  return {{"ok", true},
+          {"applied", applied},
+          {"note", "other changes take effect at the next restart"}};
+}
 
 struct TapAddress {
   IpAddr address;
@@ -99,6 +131,9 @@ int run_daemon(const config::Config& config, const std::string& program,
   sa.sa_handler = on_signal;
   sigaction(SIGTERM, &sa, nullptr);
   sigaction(SIGINT, &sa, nullptr);
+  struct sigaction hup {};
+  hup.sa_handler = on_hup;
+  sigaction(SIGHUP, &hup, nullptr);
 
   dataplane::Dataplane dp;
   if (const std::string err = dp.start(config, program, extra_eal, exception); !err.empty()) {
@@ -124,6 +159,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   api.emplace(io, config.api.socket, [&](const nlohmann::json& request) {
     const std::string cmd = request.value("cmd", "");
     if (membership && control::MembershipService::handles(cmd)) return membership->handle(request);
+    if (cmd == "reload") return reload(config, membership ? &*membership : nullptr);
     nlohmann::json reply = control.handle(request);
     if (membership && cmd == "status") membership->annotate_status(reply);
     return reply;
@@ -196,6 +232,9 @@ int run_daemon(const config::Config& config, const std::string& program,
   auto next_announcement = started_announcing;
   dp.run(g_stop, [&] {
     const auto now = Clock::now();
+    if (g_reload.exchange(false, std::memory_order_relaxed)) {
+      boost::asio::post(io, [&] { reload(config, membership ? &*membership : nullptr); });
+    }
     if (control.announce_requested.exchange(false, std::memory_order_acq_rel)) {
       dp.announce();  // an ownership change: tell the switches and clients again
       started_announcing = now;

@@ -12,6 +12,11 @@
 #    connections to them never break;
 #  - stop nginx on a node: its tcp checker takes the node out within the checker's budget
 #    (fall x interval + timeout + agreement); start it: the node comes back.
+#  - heartbeats on a second network ([[membership.lan]], IPv6): with the main network's
+#    heartbeats cut the farm stays whole; a node cut off on both leaves, and returns;
+#  - a checker bound to a group ("dns") takes only that group's buckets off the node;
+#  - cluster keys rotate without a restart (vipfarmctl reload), and a node left on a
+#    retired key is rejected (unknown_key) and leaves the view.
 # Needs root, build/vipfarmd and build/vipfarmctl. Knobs: LAB_FAILOVER_TRIALS (12),
 # LAB_FAILOVER_BOUND_MS (1000), and lib.sh's. Ends with "lab-failover: N passed, M failed".
 set -uo pipefail
@@ -24,10 +29,54 @@ bound_ms=${LAB_FAILOVER_BOUND_MS:-1000}
 n_nodes=3
 py=/usr/bin/python3
 
+# The lab config plus: a heartbeat LAN on fd78::/64, a "dns" group (UDP 53) and a custom
+# checker bound to it that fails while $work/dns-down-<the node's namespace> exists.
+work=$(mktemp -d)
+$py - "$here/../../conf/lab.toml" "$work/failover.toml" "$work" <<'PY'
+import sys
+text = open(sys.argv[1]).read()
+text += """
+[[membership.lan]]
+name = "backnet"
+[[membership.lan.node]]
+id = 1
+address = "fd78::1"
+[[membership.lan.node]]
+id = 2
+address = "fd78::2"
+[[membership.lan.node]]
+id = 3
+address = "fd78::3"
+
+[[group]]
+name = "dns"
+[[group.rule]]
+proto = "udp"
+ports = "53"
+key = "on_addr"
+
+[[checker]]
+name = "dns"
+kind = "custom"
+target = "test ! -e %s/dns-down-$(ip netns identify)"
+interval_ms = 100
+timeout_ms = 500
+rise = 1
+fall = 1
+group = "dns"
+""" % sys.argv[3]
+open(sys.argv[2], "w").write(text)
+PY
+export LAB_CONFIG=$work/failover.toml
+
 CHECK_NAME=lab-failover
 # shellcheck source=../lib/check.sh
 source "$here/../lib/check.sh"
-LAB_AT_EXIT=stopped_early
+at_exit() {
+  stopped_early "$1"
+  rm -rf "$work"
+}
+LAB_AT_EXIT=at_exit
 
 # owner SOURCE VIEW: the node `vipfarmctl owner` predicts for a TCP flow from SOURCE.
 owner() {
@@ -55,6 +104,7 @@ print(int(latest))' "$want"
 }
 
 lab_up "$n_nodes"
+lab_add_lan fd78
 lab_start_daemons
 lab_wait_ready
 lab_start_nginx
@@ -256,7 +306,126 @@ check "node 3 comes back once nginx answers ($back ms)" test "$back" -ge 0 -a "$
 check "node 3 reports UP (exit status 2)" bash -c '"$1" state --socket "$2" >/dev/null; test $? -eq 2' _ \
   "$VIPFARMCTL" "$(lab_api_socket 3)"
 
+# --- a second heartbeat network -------------------------------------------------------------
+# metric K NAME: node K's value of a metric line (the first line starting with NAME).
+metric() {
+  lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+    awk -v m="$2" 'index($0, m" ") == 1 { print $2; exit }'
+}
+# cut K IFACE: drop node K's heartbeats (UDP 9470) leaving or arriving on IFACE.
+cut() {
+  lab_exec_node "$1" nft -f - <<NFT
+table inet vfcut_$2 {
+  chain out { type filter hook output priority 0; oifname "$2" udp dport 9470 drop; }
+  chain in { type filter hook input priority 0; iifname "$2" udp dport 9470 drop; }
+}
+NFT
+}
+uncut() { lab_exec_node "$1" nft delete table inet "vfcut_$2"; }
+# epochs: every node's view epoch, space separated.
+epochs() { for k in 1 2 3; do metric "$k" vipfarm_view_epoch; done | paste -sd' '; }
+# steady SECONDS: no node's epoch changes for SECONDS (checked every 100 ms).
+steady() {
+  local before now end
+  before=$(epochs)
+  _lab_ms
+  end=$((_LAB_MS + $1 * 1000))
+  while _lab_ms && ((_LAB_MS < end)); do
+    now=$(epochs)
+    [[ $now == "$before" ]] || { echo "epochs changed: $before -> $now" >&2; return 1; }
+    sleep 0.1
+  done
+}
+check "the farm is whole before the LAN test" lab_wait_view 1,2,3 10
+received0=$(metric 1 vipfarm_heartbeats_received_total)
+for k in 1 2 3; do cut "$k" vipfarm0; done
+check "main network's heartbeats cut on every node: no view change for 2 s (heard over the LAN)" \
+  steady 2
+received1=$(metric 1 vipfarm_heartbeats_received_total)
+echo "node 1 accepted $((${received1%.*} - ${received0%.*})) heartbeats while the main network's were cut"
+check "node 1 still accepts heartbeats (over the LAN)" test "${received1%.*}" -gt $((${received0%.*} + 20))
+cut 3 hb0
+check "node 3 cut off on both networks: nodes 1 and 2 install the view 1,2" lab_wait_view 1,2 5 1 2
+check "node 3 alone installs the view 3 (serve mode)" lab_wait_view 3 5 3
+uncut 3 hb0
+for k in 1 2 3; do uncut "$k" vipfarm0; done
+check "healed: the view 1,2,3 again" lab_wait_view 1,2,3 5
+
+# --- a checker bound to a group --------------------------------------------------------------
+# owned K GROUP: buckets node K owns in GROUP, as node 1's live owner map says.
+owned() {
+  "$VIPFARMCTL" buckets --socket "$(lab_api_socket 1)" --json |
+    $py -c 'import json,sys; g=[g for g in json.load(sys.stdin)["groups"] if g["name"]==sys.argv[2]][0]; print(g["owners"].count(int(sys.argv[1])))' "$1" "$2"
+}
+wait_owned() {  # wait_owned K GROUP OP N: within 5 s, owned K GROUP OP N (e.g. -eq 0)
+  local end
+  _lab_ms
+  end=$((_LAB_MS + 5000))
+  until test "$(owned "$1" "$2")" "$3" "$4"; do
+    _lab_ms
+    ((_LAB_MS < end)) || return 1
+    sleep 0.1
+  done
+}
+web2=$(owned 2 web)
+dns2=$(owned 2 dns)
+check "node 2 owns buckets of both groups ($web2 web, $dns2 dns)" test "$web2" -gt 0 -a "$dns2" -gt 0
+touch "$work/dns-down-${LAB_NODE_NS[2]}"
+check "node 2's dns checker fails: its dns buckets leave it" wait_owned 2 dns -eq 0
+check "node 2 keeps its $web2 web buckets" test "$(owned 2 web)" -eq "$web2"
+check "node 2 stays UP in the view" bash -c '"$1" state --socket "$2" >/dev/null; test $? -eq 2' _ \
+  "$VIPFARMCTL" "$(lab_api_socket 2)"
+rm -f "$work/dns-down-${LAB_NODE_NS[2]}"
+check "node 2's dns checker recovers: its $dns2 dns buckets come back" wait_owned 2 dns -eq "$dns2"
+
+# --- cluster key rotation without a restart ----------------------------------------------------
+key2=$LAB_DIR/cluster2.key
+(umask 077 && head -c 32 /dev/urandom >"$key2")
+# keys K IDS SEND: node K's [[membership.key]] list becomes IDS (1: LAB_KEY, 2: key2),
+# signing with SEND.
+keys() {
+  $py - "$(lab_node_config "$1")" "$2" "$3" "$LAB_KEY" "$key2" <<'PY'
+import re, sys
+path, ids, send, key1, key2 = sys.argv[1:6]
+text = open(path).read()
+text = re.sub(r'(?ms)^\[\[membership\.key\]\]\n.*?(?=^\[|\Z)', '', text)
+text = re.sub(r'(?m)^send_key = \d+\n', '', text)
+text = text.replace('[membership]\n', '[membership]\nsend_key = %s\n' % send, 1)
+files = {"1": key1, "2": key2}
+for i in ids.split(","):
+    text += '\n[[membership.key]]\nid = %s\nfile = "%s"\n' % (i, files[i])
+open(path, "w").write(text)
+PY
+}
+reload_all() {
+  local k
+  for k in 1 2 3; do "$VIPFARMCTL" reload --socket "$(lab_api_socket "$k")" >/dev/null || return 1; done
+}
+unknown_key() { metric "$1" 'vipfarm_heartbeats_rejected_total{reason="unknown_key"}'; }
+for k in 1 2 3; do keys "$k" 1,2 1; done
+check "rotation step 1: key 2 added everywhere (reload)" reload_all
+for k in 1 2 3; do keys "$k" 1,2 2; done
+check "rotation step 2: every node signs with key 2 (reload)" reload_all
+for k in 1 2 3; do keys "$k" 2 2; done
+check "rotation step 3: key 1 retired everywhere (reload)" reload_all
+check "no view change during the rotation and 1 s after" steady 1
+check "no heartbeat rejected for an unknown key during the rotation" \
+  test "$(unknown_key 1)" = 0 -a "$(unknown_key 2)" = 0 -a "$(unknown_key 3)" = 0
+chmod 640 "$key2"
+out=$("$VIPFARMCTL" reload --socket "$(lab_api_socket 1)" 2>&1)
+check "a group-readable key file is refused at reload, the running keys stay" \
+  grep -q "chmod 600" <<<"$out"
+chmod 600 "$key2"
+keys 3 1 1
+check "node 3 reloads back to the retired key 1" "$VIPFARMCTL" reload --socket "$(lab_api_socket 3)"
+check "nodes 1 and 2 reject its heartbeats and install the view 1,2" lab_wait_view 1,2 5 1 2
+check "...counted as unknown_key on node 1 ($(unknown_key 1))" test "$(unknown_key 1)" -gt 0
+keys 3 2 2
+"$VIPFARMCTL" reload --socket "$(lab_api_socket 3)" >/dev/null
+check "node 3 on key 2 again: the view 1,2,3" lab_wait_view 1,2,3 5
+
 lab_stop_daemons
 LAB_AT_EXIT=""
+rm -rf "$work"
 summary
 ((failed == 0))

@@ -253,6 +253,23 @@ lab_up() {
     _lab_log "up: $n nodes, suffix $sfx, bridge $bridge, dir $LAB_DIR"
 }
 
+# lab_add_lan PREFIX6: a second network for heartbeats ([[membership.lan]]): a bridge in
+# the switch namespace and an interface "hb0" in each node namespace with PREFIX6::K/64
+# (no DAD). Nothing else uses it; lab_down removes it with the namespaces.
+lab_add_lan() {
+    local prefix=$1 br=vf${LAB_SUFFIX_USED}hb k
+    ip -n "$LAB_SWITCH_NS" link add name "$br" type bridge stp_state 0 mcast_snooping 0 &&
+        ip -n "$LAB_SWITCH_NS" link set dev "$br" up || _lab_die "lab_add_lan: cannot create $br"
+    for ((k = 1; k <= LAB_N; k++)); do
+        ip -n "$LAB_SWITCH_NS" link add name "vf${LAB_SUFFIX_USED}h$k" type veth peer name hb0 \
+            netns "${LAB_NODE_NS[k]}" &&
+            ip -n "$LAB_SWITCH_NS" link set dev "vf${LAB_SUFFIX_USED}h$k" master "$br" up &&
+            ip -n "${LAB_NODE_NS[k]}" addr add "$prefix::$k/64" dev hb0 nodad &&
+            ip -n "${LAB_NODE_NS[k]}" link set dev hb0 up ||
+            _lab_die "lab_add_lan: cannot connect node $k"
+    done
+}
+
 _lab_no_ipv6() {  # _lab_no_ipv6 IFACE [NS]
     local cmd="echo 1 >/proc/sys/net/ipv6/conf/$1/disable_ipv6"
     if [[ -n ${2:-} ]]; then

@@ -67,6 +67,10 @@ class MembershipService {
   // The admin commands this service answers (nodes, view, history, state, stop, start).
   static bool handles(const std::string& cmd);
   nlohmann::json handle(const nlohmann::json& request);
+  // Re-reads the cluster keys of `membership` (key rotation without a restart); on any
+  // error the running keys stay. Returns an error text, empty on success.
+  std::string reload_keys(const config::Membership& membership);
+
   // Adds membership fields (state, epoch, lease) to the status reply.
   void annotate_status(nlohmann::json& status) const;
 
