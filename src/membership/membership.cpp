@@ -72,6 +72,7 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
 std::uint64_t Membership::propose(Nanos now) {
   std::uint64_t members = state_ == NodeState::kUp ? bit(self_) : 0;
   unsigned reachable = 1;  // this node
+  unsigned same_config = 1, other_config = 0;
   const Nanos dead_after = settings_.interval * settings_.dead_after;
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
@@ -87,7 +88,11 @@ std::uint64_t Membership::propose(Nanos now) {
     p.held_down = p.held_until > now;
     if (!p.alive) continue;
     ++reachable;
+    (p.fingerprint_ok ? same_config : other_config) += 1;
     if (p.state == NodeState::kUp && p.fingerprint_ok && !p.held_down) members |= bit(id);
+  }
+  if (other_config > same_config) {
+    return 0;  // this node runs a config most of the farm does not: it serves nothing
   }
   const auto configured = static_cast<unsigned>(std::popcount(configured_));
   if (settings_.split_brain == SplitBrain::kMajority &&

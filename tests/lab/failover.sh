@@ -424,6 +424,24 @@ keys 3 2 2
 "$VIPFARMCTL" reload --socket "$(lab_api_socket 3)" >/dev/null
 check "node 3 on key 2 again: the view 1,2,3" lab_wait_view 1,2,3 5
 
+# --- a node running another farm config is reported, not merged --------------------------------
+conf3=$(lab_node_config 3)
+cp "$conf3" "$work/node3.toml"
+sed -i 's/^seed = .*/seed = 1/' "$conf3"
+lab_stop_daemon 3
+lab_start_daemon 3
+check "node 3 with another seed (fingerprint): nodes 1 and 2 keep the view 1,2" lab_wait_view 1,2 10 1 2
+mismatch3() { test "$(metric 1 'vipfarm_peer_fingerprint_mismatch{node="3",name="node3"}')" = 1; }
+check "node 1 reports the mismatch (vipfarm_peer_fingerprint_mismatch)" lab_wait_for 5 mismatch3
+check "vipfarmctl nodes shows it (!cfg)" \
+  bash -c '"$1" nodes --socket "$2" | grep -q "^3 .*!cfg"' _ "$VIPFARMCTL" "$(lab_api_socket 1)"
+check "node 3 never installed a view (outnumbered)" \
+  bash -c '"$1" view --json --socket "$2" | grep -q "\"epoch\":0,"' _ "$VIPFARMCTL" "$(lab_api_socket 3)"
+cp "$work/node3.toml" "$conf3"
+lab_stop_daemon 3
+lab_start_daemon 3
+check "node 3 with the farm's config again: the view 1,2,3" lab_wait_view 1,2,3 10
+
 lab_stop_daemons
 LAB_AT_EXIT=""
 rm -rf "$work"

@@ -443,6 +443,20 @@ lab_stop_nginx() {
     unset 'LAB_NGINX_PID[k]'
 }
 
+# lab_wait_for TIMEOUT CMD...: run CMD every 50 ms until it succeeds (returns 0) or TIMEOUT
+# seconds have passed (returns 1).
+lab_wait_for() {
+    local timeout=$1 deadline
+    shift
+    _lab_ms
+    deadline=$((_LAB_MS + timeout * 1000))
+    until "$@"; do
+        _lab_ms
+        ((_LAB_MS < deadline)) || return 1
+        sleep 0.05
+    done
+}
+
 # lab_wait_view IDS [TIMEOUT] [K...]: wait until each node (default every node) has
 # installed the view IDS (e.g. "1,3"; "" for the empty view) and holds its lease; at most
 # TIMEOUT seconds (default 10). Returns 1 on timeout, naming each node's view.

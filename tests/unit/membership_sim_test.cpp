@@ -394,6 +394,15 @@ TEST(MembershipSim, OnlyUpNodesAreMembersAndAMismatchedFingerprintIsNotMerged) {
   m.tick(kMillis);
   EXPECT_FALSE(m.peer(2).fingerprint_ok);
   EXPECT_EQ(m.proposal(), bit(1));
+  // Outnumbered by peers running another config, a node serves nothing.
+  Membership lone(Settings{}, 1, bit(1) | bit(2) | bit(3), kCluster, 1, Fingerprint{}, {1});
+  lone.set_state(NodeState::kUp);
+  for (const std::uint8_t id : {2, 3}) {
+    hb.node = id;
+    lone.receive(hb, 0);
+  }
+  lone.tick(kMillis);
+  EXPECT_EQ(lone.proposal(), 0u) << "a config minority proposes the empty view";
 }
 
 // A paused node (SIGSTOP, a hung control thread) and a restarted one never serve a stale or

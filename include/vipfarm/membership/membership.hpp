@@ -5,7 +5,9 @@
 // A peer is alive while it has been heard within dead_after intervals. A node proposes the
 // view {itself if UP} ∪ {alive peers that are UP, share its config fingerprint and are not
 // held down for flapping}; in majority mode a partition without a strict majority of the
-// configured nodes proposes the empty view. A proposal is installed once every member of it
+// configured nodes proposes the empty view, and so does a node that hears more live peers
+// running another farm config (fingerprint) than its own (a tie keeps both sides serving
+// their own view: neither merges the other). A proposal is installed once every member of it
 // advertises the same proposal (agreement), or after agreement_timeout of proposing it
 // unchanged (the bounded fallback for asymmetric links). Each installed view gets an epoch
 // that agreeing nodes compute alike. A starting node installs nothing until it has heard
