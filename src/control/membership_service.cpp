@@ -115,6 +115,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   std::deque<HistoryRecord> history;
   Control::NodeWeights applied_weights;
   std::uint64_t applied_settled = 0;
+  bool lease_was_ok = true;
   mutable std::mutex mutex;
   MembershipStats counts;  // sent, received, rejected, convergence
 
@@ -310,6 +311,19 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
                   << " buckets moved\n";
       }
     }
+  }
+  if (!installed_now && !history.empty() && history.back().members == m->view().members &&
+      history.back().epoch != m->view().epoch) {
+    // Installs raced (or this node was stopped meanwhile): same members, the larger epoch.
+    history.push_back({m->view().epoch, m->view().members, SystemClock::now(), true,
+                       "aligned on the peers' epoch", 0, 0});
+    while (history.size() > 64) history.pop_front();
+  }
+  if (m->lease_ok() != lease_was_ok) {
+    lease_was_ok = m->lease_ok();
+    std::cerr << (lease_was_ok ? "vipfarmd: ownership lease renewed: the view is agreed again\n"
+                               : "vipfarmd: ownership lease lapsed (the control thread stalled): "
+                                 "not serving VIP traffic until a view is agreed\n");
   }
   if (periodic || m->wants_heartbeat()) send(now);
   if (m->lease_ok() && m->view().epoch != 0) {

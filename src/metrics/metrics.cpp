@@ -93,9 +93,11 @@ void collect_membership(const control::MembershipStats& s,
                        {value_metric(static_cast<double>(s.epoch), false)}));
   out.push_back(family("vipfarm_view_members", "Members (UP nodes) of the installed view.",
                        MetricType::Gauge, {value_metric(std::popcount(s.members), false)}));
-  out.push_back(family("vipfarm_lease_ok",
-                       "1 while the workers hold a valid ownership lease (0: not serving VIPs).",
-                       MetricType::Gauge, {value_metric(s.lease_ok ? 1 : 0, false)}));
+  out.push_back(family(
+      "vipfarm_lease_ok",
+      "1 while the workers hold a valid ownership lease (0: VIP traffic refused: no view yet, "
+      "or a stall of the control thread).",
+      MetricType::Gauge, {value_metric(s.lease_ok ? 1 : 0, false)}));
   out.push_back(family("vipfarm_views_installed_total", "Views this node installed.",
                        MetricType::Counter,
                        {value_metric(static_cast<double>(s.views_installed), true)}));
