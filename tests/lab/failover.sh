@@ -78,37 +78,11 @@ at_exit() {
 }
 LAB_AT_EXIT=at_exit
 
-# owner SOURCE VIEW: the node `vipfarmctl owner` predicts for a TCP flow from SOURCE.
-owner() {
-  "$VIPFARMCTL" owner --config "$conf1" --view "$2" --json tcp "$1:40000" "$LAB_VIP4:80" |
-    $py -c 'import json,sys; print(json.load(sys.stdin).get("owner", 0))'
-}
-
-# installed_at IDS K...: the latest time (ms) at which one of nodes K... installed the view
-# IDS, from each one's newest history record of that view.
-installed_at() {
-  local want=$1 k
-  shift
-  for k in "$@"; do
-    "$VIPFARMCTL" history --json --socket "$(lab_api_socket "$k")" || return 1
-  done | $py -c '
-import datetime, json, sys
-want, latest = [int(x) for x in sys.argv[1].split(",")], 0
-for line in sys.stdin:
-    records = [h for h in json.loads(line)["history"] if h["members"] == want]
-    if not records:
-        sys.exit(1)
-    t = datetime.datetime.strptime(records[-1]["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
-    latest = max(latest, t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
-print(int(latest))' "$want"
-}
-
 lab_up "$n_nodes"
 lab_add_lan fd78
 lab_start_daemons
 lab_wait_ready
 lab_start_nginx
-conf1=$(lab_node_config 1)
 check "the farm agrees on the view 1,2,3" lab_wait_view 1,2,3 20
 
 # Probe sources: 3 per node for new connections, 2 per node for long-lived ones, each
@@ -119,7 +93,7 @@ probe_args=()
 declare -A picked=()
 new_sources=()
 for addr in "${candidates[@]}"; do
-  k=$(owner "$addr" 1,2,3)
+  k=$(lab_owner "$addr" 1,2,3)
   ((k >= 1)) || continue
   if ((${picked[new$k]:-0} < 3)); then
     picked[new$k]=$((${picked[new$k]:-0} + 1))
@@ -134,7 +108,7 @@ for addr in "${candidates[@]}"; do
   owner_full[$addr]=$k
   for v in 1 2 3; do
     view=$(printf '%s\n' 1 2 3 | grep -vx "$v" | paste -sd,)
-    owner_without[$addr,$v]=$(owner "$addr" "$view")
+    owner_without[$addr,$v]=$(lab_owner "$addr" "$view")
   done
 done
 check "3 new-connection and 2 long-lived probe sources per node" \
@@ -166,7 +140,7 @@ for ((t = 1; t <= trials; t++)); do
   # When each survivor installed the view (its history's clock), the later of the two.
   view_ms=-1
   if lab_wait_view "$survivors" 5 "$s1" "$s2"; then
-    view_ms=$(installed_at "$survivors" "$s1" "$s2") || view_ms=-1
+    view_ms=$(lab_installed_at "$survivors" "$s1" "$s2") || view_ms=-1
   fi
   # Let the victim's sources be answered again before restarting it.
   mine=()

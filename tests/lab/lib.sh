@@ -457,6 +457,33 @@ lab_wait_for() {
     done
 }
 
+# lab_owner SOURCE VIEW: the node `vipfarmctl owner` predicts (0: none) for a TCP flow from
+# SOURCE:40000 to the IPv4 VIP's port 80 when VIEW (e.g. 1,3) is the view.
+lab_owner() {
+    "$VIPFARMCTL" owner --config "$(lab_node_config 1)" --view "$2" --json tcp "$1:40000" "$LAB_VIP4:80" |
+        "$LAB_PY" -c 'import json,sys; print(json.load(sys.stdin).get("owner", 0))'
+}
+
+# lab_installed_at IDS K...: the latest time (ms since the epoch) at which one of nodes K...
+# installed the view IDS, from each one's newest history record of that view (the daemon's
+# clock, not this script's polling); fails if one of them has none.
+lab_installed_at() {
+    local want=$1 k
+    shift
+    for k in "$@"; do
+        "$VIPFARMCTL" history --json --socket "$(lab_api_socket "$k")" || return 1
+    done | "$LAB_PY" -c '
+import datetime, json, sys
+want, latest = [int(x) for x in sys.argv[1].split(",")], 0
+for line in sys.stdin:
+    records = [h for h in json.loads(line)["history"] if h["members"] == want]
+    if not records:
+        sys.exit(1)
+    t = datetime.datetime.strptime(records[-1]["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
+    latest = max(latest, t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
+print(int(latest))' "$want"
+}
+
 # lab_wait_view IDS [TIMEOUT] [K...]: wait until each node (default every node) has
 # installed the view IDS (e.g. "1,3"; "" for the empty view) and holds its lease; at most
 # TIMEOUT seconds (default 10). Returns 1 on timeout, naming each node's view.

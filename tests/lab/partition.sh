@@ -87,26 +87,6 @@ metrics() {
 metric() { # metric K NAME: one value of metrics (NaN when absent)
   metrics "$1" | awk -v n="$2" '$1 == n {v = $2} END {print (v == "" ? "NaN" : v)}'
 }
-owner() { # owner SOURCE VIEW: the node `vipfarmctl owner` predicts for a TCP flow from SOURCE
-  "$VIPFARMCTL" owner --config "$(lab_node_config 1)" --view "$2" --json tcp "$1:40000" "$LAB_VIP4:80" |
-    $py -c 'import json,sys; print(json.load(sys.stdin).get("owner", 0))'
-}
-# installed_at IDS K...: the latest wall-clock time (ms) at which one of nodes K... installed
-# the view IDS, from the newest history record of that view on each (fails if one has none).
-installed_at() {
-  local want=$1 k
-  shift
-  for k in "$@"; do ctl "$k" history || return 1; done | $py -c '
-import datetime, json, sys
-want, latest = [int(x) for x in sys.argv[1].split(",")], 0
-for line in sys.stdin:
-    records = [h for h in json.loads(line)["history"] if h["members"] == want]
-    if not records:
-        sys.exit(1)
-    t = datetime.datetime.strptime(records[-1]["time"], "%Y-%m-%dT%H:%M:%S.%fZ")
-    latest = max(latest, t.replace(tzinfo=datetime.timezone.utc).timestamp() * 1000)
-print(int(latest))' "$want"
-}
 # same_epoch K...: every node K... has installed the same view under the same epoch.
 same_epoch() {
   local k first=""
@@ -203,7 +183,7 @@ _lab_ms
 t_heal=$_LAB_MS
 heal 1 2 3 4
 if lab_wait_view 1,2,3,4 10; then
-  done_ms=$(installed_at 1,2,3,4 1 2 3 4) || done_ms=-1
+  done_ms=$(lab_installed_at 1,2,3,4 1 2 3 4) || done_ms=-1
 else
   done_ms=-1
 fi
@@ -229,7 +209,7 @@ farm 3 "test 2"
 mapfile -t sources2 < <(lab_client_addrs 30)
 mine3=()
 for addr in "${sources2[@]}"; do
-  [[ $(owner "$addr" 1,2,3) == 3 ]] && mine3+=("$addr")
+  [[ $(lab_owner "$addr" 1,2,3) == 3 ]] && mine3+=("$addr")
   ((${#mine3[@]} == 4)) && break
 done
 cut 1 10.77.0.3
@@ -252,7 +232,7 @@ accept3() { ctl 3 counters | $py -c 'import json,sys; print(json.load(sys.stdin)
 a0=$(accept3)
 bad=0
 for addr in "${mine3[@]}"; do
-  want=$(owner "$addr" 1,2)
+  want=$(lab_owner "$addr" 1,2)
   body=$(lab_exec_client curl -sS --noproxy '*' --max-time 2 --interface "$addr" "http://$LAB_VIP4/" 2>&1)
   [[ $body == "node$want" ]] || {
     bad=$((bad + 1))
@@ -267,7 +247,7 @@ _lab_ms
 t_heal=$_LAB_MS
 heal 1 2 3
 if lab_wait_view 1,2,3 10; then
-  done_ms=$(installed_at 1,2,3 1 2 3) || done_ms=-1
+  done_ms=$(lab_installed_at 1,2,3 1 2 3) || done_ms=-1
 else
   done_ms=-1
 fi
@@ -511,7 +491,7 @@ mapfile -t sources5 < <(lab_client_addrs 60)
 src2=()     # 6 sources of node 2's buckets
 declare -A ctrl_of=() # one source of node 1's, one of node 3's: never disturbed
 for addr in "${sources5[@]}"; do
-  o=$(owner "$addr" 1,2,3)
+  o=$(lab_owner "$addr" 1,2,3)
   if ((o == 2)); then
     ((${#src2[@]} < 6)) && src2+=("$addr")
   elif [[ -z ${ctrl_of[$o]:-} ]]; then
