@@ -36,9 +36,11 @@ unsigned mbuf_count(std::uint32_t workers, std::uint32_t ring_size) {
 }
 // Adaptive polling: after kIdlePollsBeforeSleep empty polls, short sleeps; after
 // kIdlePollsBeforeLongSleep, longer ones (an idle lab node then costs a few % of a core,
-// and the first packet after a long silence waits at most kLongSleepMicros).
+// and the first packet after a long silence waits at most kLongSleepMicros). The short
+// phase is brief (32 short sleeps, about 6 ms): heartbeats arrive tens of times a second,
+// and each would otherwise keep the lcore in short sleeps for most of the time.
 constexpr unsigned kIdlePollsBeforeSleep = 64;
-constexpr unsigned kIdlePollsBeforeLongSleep = 256;
+constexpr unsigned kIdlePollsBeforeLongSleep = 96;
 constexpr unsigned kShortSleepMicros = 200;
 constexpr unsigned kLongSleepMicros = 1000;
 
