@@ -401,6 +401,9 @@ int cmd_view(const std::vector<std::string>& args) {
               << r["cause"].get<std::string>() << "\nproposal  " << ids_text(r["proposal"])
               << "\nlease     " << (r["lease_ok"].get<bool>() ? "valid" : "lapsed (not serving)")
               << "\n";
+    if (r["witness"].is_boolean()) {
+      std::cout << "witness   " << (r["witness"].get<bool>() ? "reachable" : "unreachable") << "\n";
+    }
     return 0;
   }
   if (o.rest.size() != 2 || o.rest[0] != "set") throw UsageError("usage: view [set IDS]");

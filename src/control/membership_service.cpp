@@ -544,6 +544,7 @@ nlohmann::json MembershipService::Impl::view() const {
           {"proposal", ids_of(m->proposal())},
           {"settled", ids_of(m->settled())},
           {"lease_ok", m->lease_ok() && v.epoch != 0},
+          {"witness", witness ? nlohmann::json(witness->node_healthy()) : nlohmann::json(nullptr)},
           {"generation", control.generation()}};
 }
 

@@ -66,5 +66,13 @@ assert down["moved"] == owned[2], (down["moved"], owned)
 assert {o["node"] for o in down["owners"]} == {1, 3}
 PY
 
+# Daemon commands without a daemon: `state` answers 4 (its exit status is the node's state,
+# 0-3), the others 1; a malformed `view set` is a usage error.
+check "state without a daemon exits 4" test "$(status_of "$ctl" state --socket "$tmp/none.sock")" = 4
+for cmd in nodes view history stop start reload; do
+  check "$cmd without a daemon exits 1" test "$(status_of "$ctl" "$cmd" --socket "$tmp/none.sock")" = 1
+done
+check "view set without ids exits 2" test "$(status_of "$ctl" view set --socket "$tmp/none.sock")" = 2
+
 summary
 ((failed == 0))

@@ -9,6 +9,9 @@
 #  2. majority mode, 3 nodes: node 3 cut off from {1,2}; {1,2} installs 1,2, node 3 the
 #     empty view and serves nothing (owns no bucket, accepts no client frame while its
 #     former clients are served by the predicted owner among 1,2); healed within the bound;
+#  2b. majority mode with a witness (the client's address), 4 nodes: nodes 3 and 4 lose the
+#     witness (their pings dropped), then {1,2} | {3,4} are cut: the half that reaches the
+#     witness installs its view and serves all 256 buckets, the other the empty view;
 #  3. serve mode, 3 nodes: 5% of the heartbeats dropped at random on the switch (a bridge
 #     nftables table) for LAB_LOSS_SECONDS: no node installs a new view; the rule's
 #     counters show the loss was really 2-10% of the heartbeats;
@@ -40,11 +43,15 @@ serve_config=${LAB_CONFIG:-$here/../../conf/lab.toml}
 serve_config=$(cd "$(dirname "$serve_config")" && pwd)/$(basename "$serve_config")
 work=$(mktemp -d "${TMPDIR:-/tmp}/vipfarm-partition.XXXXXX")
 majority_config=$work/lab-majority.toml
-$py - "$serve_config" "$majority_config" <<'PY' || { rm -rf "$work"; echo "lab-partition: 0 passed, 1 failed"; exit 1; }
+witness_config=$work/lab-witness.toml
+$py - "$serve_config" "$majority_config" "$witness_config" <<'PY' || { rm -rf "$work"; echo "lab-partition: 0 passed, 1 failed"; exit 1; }
 import sys
 text = open(sys.argv[1]).read()
 assert text.count('split_brain = "serve"') == 1, f'{sys.argv[1]}: no split_brain = "serve"'
 open(sys.argv[2], "w").write(text.replace('split_brain = "serve"', 'split_brain = "majority"'))
+# The witness: the client's address (every node reaches it through its TAP and the switch).
+open(sys.argv[3], "w").write(text.replace('split_brain = "serve"',
+                                          'split_brain = "majority"\nwitness = "10.77.0.250"'))
 PY
 
 # shellcheck source-path=SCRIPTDIR source=lib.sh
@@ -260,6 +267,45 @@ same_epoch 1 2 3 && one=yes
 check "test 2: after the heal one epoch everywhere ($one), node 3 owns its share again ($(owned 3))" \
   test "$one" == yes -a "$(owned 3)" -ge 85
 check "test 2: the daemons exit 0 on SIGTERM" lab_stop_daemons
+lab_down
+
+# --- 2b. majority with a witness: of two equal halves, the one that reaches it serves ------
+echo "== test 2b: partition {1,2} | {3,4}, split_brain = majority, witness $LAB_CLIENT4"
+LAB_CONFIG=$witness_config
+farm 4 "test 2b"
+witness_of() { # witness_of K: true/false, node K's witness checker
+  ctl "$1" view | $py -c 'import json,sys; print(str(json.load(sys.stdin)["witness"]).lower())'
+}
+all_reach() { local k; for k in 1 2 3 4; do [[ $(witness_of "$k") == true ]] || return 1; done; }
+check "test 2b: every node reaches the witness" lab_wait_for 10 all_reach
+# Nodes 3 and 4 lose the witness (their pings to it dropped), then the halves are cut.
+for k in 3 4; do
+  lab_exec_node "$k" nft -f - <<EOF
+table inet vfwitness {
+  chain out { type filter hook output priority 0; ip daddr $LAB_CLIENT4 icmp type echo-request drop; }
+}
+EOF
+done
+lost() { [[ $(witness_of 3) == false && $(witness_of 4) == false ]]; }
+check "test 2b: nodes 3 and 4 see the witness unreachable" lab_wait_for 10 lost
+check "test 2b: with the witness lost, no view change yet (the farm is whole)" lab_wait_view 1,2,3,4 1
+cut 1 10.77.0.3 10.77.0.4
+cut 2 10.77.0.3 10.77.0.4
+cut 3 10.77.0.1 10.77.0.2
+cut 4 10.77.0.1 10.77.0.2
+_lab_ms
+t_cut=$_LAB_MS
+check "test 2b: the half with the witness (1,2) installs the view 1,2" lab_wait_view 1,2 5 1 2
+check "test 2b: the half without it (3,4) installs the empty view" lab_wait_view "" 5 3 4
+_lab_ms
+echo "test 2b: views installed $((_LAB_MS - t_cut)) ms after the cut"
+shares=$(half_owns 1,2 1 2) || shares=""
+check "test 2b: {1,2} own all 256 buckets (${shares:-wrong}), nodes 3 and 4 none ($(owned 3), $(owned 4))" \
+  test -n "$shares" -a "$(owned 3)" -eq 0 -a "$(owned 4)" -eq 0
+heal 1 2 3 4
+for k in 3 4; do lab_exec_node "$k" nft delete table inet vfwitness; done
+check "test 2b: healed: the view 1,2,3,4 again" lab_wait_view 1,2,3,4 10
+check "test 2b: the daemons exit 0 on SIGTERM" lab_stop_daemons
 lab_down
 
 # --- 3. 5% heartbeat loss on the switch: no view change ---------------------------------
