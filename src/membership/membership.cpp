@@ -51,6 +51,7 @@ Heartbeat Membership::heartbeat(Nanos) {
   hb.installed = view().members;
   hb.proposed = proposal_;
   hb.weights = weights_;
+  hb.releasing = releasing_;
   proposal_changed_ = false;
   return hb;
 }
@@ -64,6 +65,7 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
   p.incarnation = hb.incarnation;
   p.fingerprint_ok = hb.fingerprint == fingerprint_;
   p.weights = hb.weights;
+  p.releasing = hb.releasing;
   p.proposed = hb.proposed;
   p.installed = hb.installed;
   p.epoch = hb.epoch;

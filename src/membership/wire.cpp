@@ -147,7 +147,7 @@ std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8
   put16(out, hb.key_id);
   put64(out, hb.cluster);
   out.push_back(hb.node);
-  out.push_back(0);  // flags
+  out.push_back(hb.releasing ? kFlagReleasing : 0);  // flags
   out.push_back(static_cast<std::uint8_t>(groups));
   out.push_back(0);  // reserved
   put64(out, hb.incarnation);
@@ -169,7 +169,7 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   if (!std::equal(std::begin(kMagic), std::end(kMagic), d.begin()) || d[4] != kVersion) return out;
   const std::size_t groups = d[18];
   if (groups > kMaxWireGroups || d.size() != kHeaderBytes + 2 * groups + kMacBytes) return out;
-  if (d[5] >= kNodeStateCount || d[17] != 0 || d[19] != 0) return out;
+  if (d[5] >= kNodeStateCount || (d[17] & ~kFlagReleasing) != 0 || d[19] != 0) return out;
   const std::vector<std::uint8_t>* key = keys.find(get16(d.data() + 6));
   if (key == nullptr) {
     out.reason = Reject::kUnknownKey;
@@ -196,6 +196,7 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   hb.key_id = get16(d.data() + 6);
   hb.cluster = get64(d.data() + 8);
   hb.node = node;
+  hb.releasing = (d[17] & kFlagReleasing) != 0;
   hb.incarnation = get64(d.data() + 20);
   hb.sequence = get64(d.data() + 28);
   std::copy_n(d.data() + 36, hb.fingerprint.size(), hb.fingerprint.begin());

@@ -54,6 +54,11 @@ TEST_F(WireTest, RoundTrip) {
   const Decoded r = decode_as_node1(d);
   ASSERT_TRUE(r.heartbeat.has_value()) << to_string(r.reason);
   EXPECT_EQ(*r.heartbeat, hb_);
+  hb_.releasing = true;  // flags bit 0
+  const auto f = encode(hb_, key1_);
+  EXPECT_EQ(f[17], kFlagReleasing);
+  ASSERT_TRUE(decode_as_node1(f).heartbeat.has_value());
+  EXPECT_TRUE(decode_as_node1(f).heartbeat->releasing);
 }
 
 TEST_F(WireTest, EitherKeyOfTheRingVerifiesSoKeysRotateWithoutARestart) {
@@ -95,7 +100,8 @@ TEST_F(WireTest, OversizedAndBadLayoutsAreMalformed) {
   EXPECT_EQ(bad(0, 'X'), Reject::kMalformed);  // magic
   EXPECT_EQ(bad(4, 2), Reject::kMalformed);    // version
   EXPECT_EQ(bad(5, 4), Reject::kMalformed);    // state
-  EXPECT_EQ(bad(17, 1), Reject::kMalformed);   // flags
+  EXPECT_EQ(bad(17, 2), Reject::kMalformed);   // flags other than "releasing"
+  EXPECT_EQ(bad(17, 0x80), Reject::kMalformed);
   EXPECT_EQ(bad(18, 4), Reject::kMalformed);   // weight count disagrees with the size
   EXPECT_EQ(bad(18, 65), Reject::kMalformed);  // more groups than the bound
   EXPECT_EQ(bad(19, 1), Reject::kMalformed);   // reserved

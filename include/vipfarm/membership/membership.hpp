@@ -63,6 +63,7 @@ struct PeerStatus {
   std::uint64_t incarnation = 0;
   bool fingerprint_ok = true;
   bool held_down = false;
+  bool releasing = false;  // it still serves flows in buckets it gave up (issue 5)
   std::vector<std::uint16_t> weights;
 };
 
@@ -79,6 +80,9 @@ class Membership {
   // checker failed, the group's buckets leave the node).
   void set_weights(std::vector<std::uint16_t> weights) { weights_ = std::move(weights); }
   const std::vector<std::uint16_t>& weights() const noexcept { return weights_; }
+  // Whether this node still serves flows in buckets it gave up (flow handoff, issue 5);
+  // advertised in heartbeats so the new owners know when they own those buckets whole.
+  void set_releasing(bool releasing) noexcept { releasing_ = releasing; }
 
   // The next heartbeat to send to every peer (the sequence number advances).
   Heartbeat heartbeat(Nanos now);
@@ -147,6 +151,7 @@ class Membership {
   Nanos proposed_since_ = 0;
   bool proposal_changed_ = false;
   bool witness_ = false;
+  bool releasing_ = false;
   bool lapsed_ = false;
   std::uint64_t settled_ = 0;
   Nanos lapsed_at_ = 0;

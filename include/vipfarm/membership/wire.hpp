@@ -9,7 +9,8 @@
 //     6     2  key id (which cluster key signed it)
 //     8     8  cluster id (first 8 bytes of SHA-256 of the cluster name)
 //    16     1  node id (1..64)
-//    17     1  flags (reserved, 0)
+//    17     1  flags: bit 0 "releasing" (the sender still serves flows in buckets it gave
+//              up, issue 5's handoff); the other bits must be 0
 //    18     1  number of group weights W (0..kMaxWireGroups)
 //    19     1  reserved (0)
 //    20     8  incarnation (per boot; a restart has a larger one)
@@ -44,6 +45,7 @@ inline constexpr std::size_t kMacBytes = 32;
 inline constexpr std::size_t kMinHeartbeatBytes = kHeaderBytes + kMacBytes;
 inline constexpr std::size_t kMaxHeartbeatBytes = kHeaderBytes + 2 * kMaxWireGroups + kMacBytes;
 inline constexpr std::size_t kMinKeyBytes = 32;
+inline constexpr std::uint8_t kFlagReleasing = 0x01;
 
 using Fingerprint = std::array<std::uint8_t, 32>;
 
@@ -59,6 +61,7 @@ struct Heartbeat {
   std::uint64_t installed = 0;
   std::uint64_t proposed = 0;
   std::vector<std::uint16_t> weights;
+  bool releasing = false;  // flags bit 0
 
   friend bool operator==(const Heartbeat&, const Heartbeat&) = default;
 };
