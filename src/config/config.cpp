@@ -742,6 +742,35 @@ void load_membership(Loader& loader, const toml::table& root, Config& config) {
   load_lans(loader, *t, config);
 }
 
+void load_flows(Loader& loader, const toml::table& root, Config& config) {
+  const toml::node* node = root.get("flows");
+  if (node == nullptr) return;
+  const toml::table* t = node->as_table();
+  if (t == nullptr) {
+    loader.error(node->source(), "flows", "expected a table");
+    return;
+  }
+  loader.check_unknown(*t, "flows", "flows");
+  Flows& f = config.flows;
+  if (const toml::node* h = t->get("handoff")) {
+    if (const auto value = h->value_exact<bool>()) {
+      f.handoff = *value;
+    } else {
+      loader.error(h->source(), "flows.handoff", "expected true or false");
+    }
+  }
+  auto u32 = [&](std::string_view name, std::int64_t lo, std::int64_t hi, std::uint32_t fallback) {
+    return static_cast<std::uint32_t>(
+        loader.integer(*t, name, "flows", lo, hi, fallback).value_or(fallback));
+  };
+  f.capacity = u32("capacity", 1024, 16 * 1024 * 1024, f.capacity);
+  f.window_s = u32("window", 1, 86400, f.window_s);
+  f.syn_timeout_ms = u32("syn_timeout_ms", 100, 600000, f.syn_timeout_ms);
+  f.established_timeout_s = u32("established_timeout", 10, 7 * 86400, f.established_timeout_s);
+  f.closing_timeout_ms = u32("closing_timeout_ms", 100, 600000, f.closing_timeout_ms);
+  f.udp_timeout_s = u32("udp_timeout", 1, 86400, f.udp_timeout_s);
+}
+
 void load_checkers(Loader& loader, const toml::table& root, Config& config) {
   const toml::array* checkers = loader.table_array(root, "checker", "", false);
   if (checkers == nullptr) return;
@@ -895,6 +924,7 @@ LoadResult parse(std::string_view text, std::string_view source_name) {
   load_daemon(loader, root, config);
   load_endpoints(loader, root, config);
   load_membership(loader, root, config);
+  load_flows(loader, root, config);
   load_checkers(loader, root, config);
   if (loader.errors().empty()) {
     result.config = std::move(config);

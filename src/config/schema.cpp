@@ -143,6 +143,22 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"membership.lan[].node[].id", kInteger, "required", "a cluster.node id", kRestart, "Node id."},
     {"membership.lan[].node[].address", kString, "required", "IPv4 or IPv6", kRestart,
      "The node's address on this network (must be configured on the host)."},
+    {"flows", kTable, "defaults", "", kRestart,
+     "Flow tracking and handoff: planned changes keep live connections (docs/handoff.md)."},
+    {"flows.handoff", kBool, "true", "true, false", kReloadable,
+     "false: a plain bucket filter (connections in moved buckets break on every change)."},
+    {"flows.capacity", kInteger, "262144", "1024-16777216", kRestart,
+     "Flows tracked per worker (about 100 bytes each)."},
+    {"flows.window", kInteger, "600", "1-86400 seconds", kReloadable,
+     "Longest a handoff keeps flows on their old owner; it ends earlier when none is left."},
+    {"flows.syn_timeout_ms", kInteger, "5000", "100-600000", kReloadable,
+     "A connection that never completes its handshake is forgotten after this."},
+    {"flows.established_timeout", kInteger, "3600", "10-604800 seconds", kReloadable,
+     "An idle established TCP connection is forgotten after this."},
+    {"flows.closing_timeout_ms", kInteger, "10000", "100-600000", kReloadable,
+     "A connection that saw FIN or RST is forgotten after this."},
+    {"flows.udp_timeout", kInteger, "30", "1-86400 seconds", kReloadable,
+     "An idle UDP flow is forgotten after this."},
     {"checker", kTableArray, "none", "", kReloadable,
      "Health checks; a failing checker takes the node (or its group's buckets) out."},
     {"checker[].name", kString, "required", "non-empty, unique", kReloadable,
@@ -178,6 +194,8 @@ std::string_view type_name(ValueType type) {
       return "array of strings";
     case kPorts:
       return "string, integer or array";
+    case kBool:
+      return "boolean";
   }
   return "";
 }

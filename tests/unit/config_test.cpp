@@ -89,6 +89,39 @@ TEST(Config, MinimalGetsDefaults) {
   EXPECT_EQ(vipfarm::to_string(c.vips[0].mac), "5A:FE:C6:33:64:32");
 }
 
+TEST(Config, FlowsDefaultsValuesAndErrors) {
+  const LoadResult d = parse(kMinimal, "t.toml");
+  ASSERT_TRUE(d.config.has_value());
+  EXPECT_TRUE(d.config->flows.handoff);
+  EXPECT_EQ(d.config->flows.capacity, 262144u);
+  EXPECT_EQ(d.config->flows.window_s, 600u);
+  const std::string text = std::string(kMinimal) +
+                           "\n[flows]\nhandoff = false\ncapacity = 4096\nwindow = 30\n"
+                           "syn_timeout_ms = 1000\nestablished_timeout = 60\n"
+                           "closing_timeout_ms = 2000\nudp_timeout = 5\n";
+  const LoadResult r = parse(text, "t.toml");
+  ASSERT_TRUE(r.errors.empty()) << r.errors.front().to_string();
+  const Flows& f = r.config->flows;
+  EXPECT_FALSE(f.handoff);
+  EXPECT_EQ(f.capacity, 4096u);
+  EXPECT_EQ(f.window_s, 30u);
+  EXPECT_EQ(f.syn_timeout_ms, 1000u);
+  EXPECT_EQ(f.established_timeout_s, 60u);
+  EXPECT_EQ(f.closing_timeout_ms, 2000u);
+  EXPECT_EQ(f.udp_timeout_s, 5u);
+  auto errors = [](std::string_view body) {
+    const LoadResult bad =
+        parse(std::string(kMinimal) + "\n[flows]\n" + std::string(body), "t.toml");
+    std::vector<std::string> out;
+    for (const Error& e : bad.errors) out.push_back(e.key + ": " + e.message);
+    return out;
+  };
+  EXPECT_TRUE(has_error(errors("handoff = \"yes\"\n"), "flows.handoff: expected true or false"));
+  EXPECT_TRUE(has_error(errors("capacity = 10\n"), "flows.capacity: out of range: 10"));
+  EXPECT_TRUE(has_error(errors("window = 0\n"), "flows.window: out of range"));
+  EXPECT_TRUE(has_error(errors("udp_timeot = 5\n"), "flows.udp_timeot: unknown key"));
+}
+
 TEST(Config, Ipv6VipGetsAStableLocalMac) {
   const LoadResult r =
       parse(std::string(kMinimal) + "\n[[vip]]\naddress = \"2001:db8::50\"\n", "t");

@@ -119,6 +119,19 @@ struct Membership {
   std::vector<HeartbeatLan> lans;
 };
 
+// [flows]: flow tracking and handoff (docs/handoff.md). With handoff, planned changes
+// (a node joins, stops or drains, a weight or rule changes) keep live connections: the old
+// owner of a moved bucket keeps the flows it tracks, the new owner takes new ones.
+struct Flows {
+  bool handoff = true;
+  std::uint32_t capacity = 262144;  // tracked flows per worker
+  std::uint32_t window_s = 600;     // longest a handoff keeps flows on their old owner
+  std::uint32_t syn_timeout_ms = 5000;
+  std::uint32_t established_timeout_s = 3600;
+  std::uint32_t closing_timeout_ms = 10000;
+  std::uint32_t udp_timeout_s = 30;
+};
+
 enum class CheckerKind : std::uint8_t { kTcp, kPing, kInterface, kCustom };
 
 // [[checker]]: a health check of this node's application or links. A failing checker bound
@@ -153,6 +166,7 @@ struct Config {
   Api api;
   Metrics metrics;
   Membership membership;
+  Flows flows;
   std::vector<Checker> checkers;
 
   const ClusterNode* find_node(NodeId id) const noexcept;
