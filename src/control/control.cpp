@@ -24,49 +24,108 @@ std::vector<unsigned> view_ids(config::ViewMask view) {
 Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
     : config_(config), dataplane_(dataplane) {}
 
+std::vector<std::vector<NodeId>> Control::assign(config::ViewMask members,
+                                                 const NodeWeights& weights) const {
+  std::vector<std::vector<NodeId>> out;
+  for (std::size_t g = 0; g < config_.groups.size(); ++g) {
+    assignment::Input input = config::assignment_input(config_, g, members);
+    for (assignment::Member& m : input.members) {
+      const unsigned id = to_int(m.node);
+      if (id < weights.size() && weights[id].size() == config_.groups.size()) {
+        m.weight = weights[id][g];
+      }
+    }
+    out.push_back(assignment::assign(input));
+  }
+  return out;
+}
+
 std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weights,
-                                std::optional<config::ViewMask> settled) {
-  auto assign = [&](config::ViewMask members) {
-    std::vector<std::vector<NodeId>> out;
-    for (std::size_t g = 0; g < config_.groups.size(); ++g) {
-      assignment::Input input = config::assignment_input(config_, g, members);
-      for (assignment::Member& m : input.members) {
-        const unsigned id = to_int(m.node);
-        if (id < weights.size() && weights[id].size() == config_.groups.size()) {
-          m.weight = weights[id][g];
+                                std::optional<config::ViewMask> settled, config::ViewMask alive) {
+  std::vector<std::vector<NodeId>> owners = assign(view, weights);
+  const std::vector<std::vector<NodeId>> held = settled && *settled != view
+                                                    ? assign(*settled, weights)
+                                                    : std::vector<std::vector<NodeId>>{};
+  const config::ViewMask self = config::view_bit(config_.node_id);
+  std::lock_guard lock(mutex_);
+  // Where each bucket was before: this node's previous assignment, or, for a node joining
+  // (not in its previous view), the farm's without it: who served the buckets it gains.
+  const std::vector<std::vector<NodeId>> before =
+      (view_ & self) != 0 || (view & self) == 0 ? owners_ : assign(view & ~self, weights);
+  const bool handoff = config_.flows.handoff;
+  if (handoff && taking_.empty()) {
+    taking_ = packet::Ownership(config_.groups.size(), config_.buckets);
+    releasing_ = packet::Ownership(config_.groups.size(), config_.buckets);
+  }
+  ownership_ = packet::Ownership(config_.groups.size(), config_.buckets);
+  std::uint32_t moved = 0;
+  bool planned = false;
+  for (std::size_t g = 0; g < owners.size(); ++g) {
+    const auto group = static_cast<std::uint16_t>(g);
+    for (BucketId b = 0; b < owners[g].size(); ++b) {
+      const bool mine_now = owners[g][b] == config_.node_id;
+      const bool mine =
+          mine_now && (held.empty() || held[g][b] == config_.node_id);
+      ownership_.set(group, b, mine);
+      if (!owners_.empty() && owners_[g][b] != owners[g][b]) ++moved;
+      if (!handoff || before.empty()) continue;
+      const NodeId was = before[g][b];
+      if (mine_now) {
+        releasing_.set(group, b, false);
+        // Gained from a live node (a planned change): it keeps its flows, this node takes
+        // new connections only, until it says it released them. From a dead one: at once.
+        if (was != config_.node_id && was != kNoNode && (alive & config::view_bit(was)) != 0) {
+          taking_.set(group, b, true);
+          planned = true;
+        }
+      } else {
+        taking_.set(group, b, false);
+        if (was == config_.node_id) {
+          releasing_.set(group, b, true);
+          planned = true;
         }
       }
-      out.push_back(assignment::assign(input));
-    }
-    return out;
-  };
-  std::vector<std::vector<NodeId>> owners = assign(view);
-  const std::vector<std::vector<NodeId>> held =
-      settled && *settled != view ? assign(*settled) : std::vector<std::vector<NodeId>>{};
-  packet::Ownership ownership(config_.groups.size(), config_.buckets);
-  std::uint32_t moved = 0;
-  for (std::size_t g = 0; g < owners.size(); ++g) {
-    for (BucketId b = 0; b < owners[g].size(); ++b) {
-      const bool mine =
-          owners[g][b] == config_.node_id && (held.empty() || held[g][b] == config_.node_id);
-      ownership.set(static_cast<std::uint16_t>(g), b, mine);
-      if (!owners_.empty() && owners_[g][b] != owners[g][b]) ++moved;
     }
   }
-  std::uint64_t generation;
-  {
-    std::lock_guard lock(mutex_);
-    generation = ++generation_;
+  if (planned) {
+    handoff_deadline_ =
+        std::chrono::steady_clock::now() + std::chrono::seconds(config_.flows.window_s);
   }
-  dataplane_.publish(std::make_unique<dataplane::Snapshot>(dataplane::Snapshot{
-      packet::Classifier(config_), std::move(ownership), generation, config_.unmatched}));
-  {
-    std::lock_guard lock(mutex_);
-    view_ = view;
-    owners_ = std::move(owners);
-  }
-  announce_requested.store(true, std::memory_order_release);
+  view_ = view;
+  owners_ = std::move(owners);
+  publish_locked();
   return moved;
+}
+
+void Control::publish_locked() {
+  const std::uint64_t generation = ++generation_;
+  auto snapshot = std::make_unique<dataplane::Snapshot>(dataplane::Snapshot{
+      packet::Classifier(config_), ownership_, generation, config_.unmatched, taking_,
+      releasing_, config_.flows.handoff});
+  dataplane_.publish(std::move(snapshot));
+  announce_requested.store(true, std::memory_order_release);
+}
+
+Control::Handoff Control::handoff() const {
+  std::lock_guard lock(mutex_);
+  Handoff h;
+  h.deadline = handoff_deadline_;
+  for (std::size_t g = 0; g < config_.groups.size() && !taking_.empty(); ++g) {
+    for (BucketId b = 0; b < config_.buckets; ++b) {
+      const auto group = static_cast<std::uint16_t>(g);
+      if (taking_.owns(group, b)) ++h.taking;
+      if (releasing_.owns(group, b)) h.releasing.emplace_back(group, b);
+    }
+  }
+  return h;
+}
+
+void Control::end_handoff(bool releasing, bool taking) {
+  std::lock_guard lock(mutex_);
+  if (taking_.empty()) return;
+  if (releasing) releasing_ = packet::Ownership(config_.groups.size(), config_.buckets);
+  if (taking) taking_ = packet::Ownership(config_.groups.size(), config_.buckets);
+  publish_locked();
 }
 
 std::vector<GroupShare> Control::shares() const {

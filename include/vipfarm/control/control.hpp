@@ -32,8 +32,22 @@ class Control {
   // Computes the assignment for `view`, publishes it to the workers (RCU) and returns how
   // many buckets changed owner in any group. With `settled` (membership's settled view,
   // membership.hpp), the workers take only the buckets this node owns in both views.
+  // With flow handoff ([flows] handoff, docs/handoff.md) a bucket gained from a node in
+  // `alive` is taken for new connections only, and a bucket given up keeps serving the
+  // flows this node tracks there, until end_handoff().
   std::uint32_t set_view(config::ViewMask view, const NodeWeights& weights = {},
-                         std::optional<config::ViewMask> settled = std::nullopt);
+                         std::optional<config::ViewMask> settled = std::nullopt,
+                         config::ViewMask alive = 0);
+
+  struct Handoff {
+    std::uint32_t taking = 0;  // buckets gained, new connections only
+    std::vector<std::pair<std::uint16_t, BucketId>> releasing;  // given up, flows kept
+    std::chrono::steady_clock::time_point deadline;  // the window's end
+  };
+  Handoff handoff() const;
+  // The released buckets' flows are gone (or the window passed) / the previous owners
+  // released theirs: serve those buckets as usual from now on.
+  void end_handoff(bool releasing, bool taking);
 
   // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
   nlohmann::json handle(const nlohmann::json& request);
@@ -57,9 +71,16 @@ class Control {
   dataplane::Dataplane& dataplane_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   mutable std::mutex mutex_;
+  std::vector<std::vector<NodeId>> assign(config::ViewMask members,
+                                         const NodeWeights& weights) const;
+  void publish_locked();
+
   config::ViewMask view_ = 0;
   std::uint64_t generation_ = 0;
   std::vector<std::vector<NodeId>> owners_;  // per group, per bucket
+  packet::Ownership ownership_;              // what the workers accept
+  packet::Ownership taking_, releasing_;     // flow handoff; empty() without it
+  std::chrono::steady_clock::time_point handoff_deadline_{};
 };
 
 }  // namespace vipfarm::control

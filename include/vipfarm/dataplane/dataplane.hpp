@@ -24,6 +24,12 @@ struct Snapshot {
   packet::Ownership ownership;
   std::uint64_t generation;
   config::Unmatched unmatched;
+  // Flow handoff (docs/handoff.md): owned buckets where only new connections and tracked
+  // flows are accepted (a previous owner still serves its flows there), and buckets given
+  // up where this node still serves the flows it tracks. Empty sets without handoff.
+  packet::Ownership taking;
+  packet::Ownership releasing;
+  bool track = false;  // [flows] handoff: track the flows of owned buckets
 };
 
 // Plain per-lcore counters, written by one lcore, summed by readers (relaxed reads of

@@ -67,6 +67,7 @@ class Ownership {
   static Ownership compute(const config::Config& config, NodeId self, config::ViewMask view);
 
   void set(std::uint16_t group, BucketId bucket, bool owned) noexcept;
+  bool empty() const noexcept { return bits_.empty(); }  // default-constructed
   bool owns(std::uint16_t group, BucketId bucket) const noexcept {
     const std::uint64_t word = bits_[group * words_per_group_ + (bucket >> 6)];
     return (word >> (bucket & 63)) & 1;
