@@ -43,9 +43,8 @@ std::vector<std::vector<NodeId>> Control::assign(config::ViewMask members,
 std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weights,
                                 std::optional<config::ViewMask> settled, config::ViewMask alive) {
   std::vector<std::vector<NodeId>> owners = assign(view, weights);
-  const std::vector<std::vector<NodeId>> held = settled && *settled != view
-                                                    ? assign(*settled, weights)
-                                                    : std::vector<std::vector<NodeId>>{};
+  const std::vector<std::vector<NodeId>> held =
+      settled && *settled != view ? assign(*settled, weights) : std::vector<std::vector<NodeId>>{};
   const config::ViewMask self = config::view_bit(config_.node_id);
   std::lock_guard lock(mutex_);
   // Where each bucket was before: this node's previous assignment, or, for a node joining
@@ -64,8 +63,7 @@ std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weight
     const auto group = static_cast<std::uint16_t>(g);
     for (BucketId b = 0; b < owners[g].size(); ++b) {
       const bool mine_now = owners[g][b] == config_.node_id;
-      const bool mine =
-          mine_now && (held.empty() || held[g][b] == config_.node_id);
+      const bool mine = mine_now && (held.empty() || held[g][b] == config_.node_id);
       ownership_.set(group, b, mine);
       if (!owners_.empty() && owners_[g][b] != owners[g][b]) ++moved;
       if (!handoff || before.empty()) continue;
@@ -99,9 +97,9 @@ std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weight
 
 void Control::publish_locked() {
   const std::uint64_t generation = ++generation_;
-  auto snapshot = std::make_unique<dataplane::Snapshot>(dataplane::Snapshot{
-      packet::Classifier(config_), ownership_, generation, config_.unmatched, taking_,
-      releasing_, config_.flows.handoff});
+  auto snapshot = std::make_unique<dataplane::Snapshot>(
+      dataplane::Snapshot{packet::Classifier(config_), ownership_, generation, config_.unmatched,
+                          taking_, releasing_, config_.flows.handoff});
   dataplane_.publish(std::move(snapshot));
   announce_requested.store(true, std::memory_order_release);
 }
@@ -225,6 +223,11 @@ nlohmann::json Control::counters() const {
           {"uplink_tx_drops", s.uplink_tx_drops},
           {"to_uplink_ring_full", s.to_uplink_ring_full},
           {"lease_expired", s.lease_expired},
+          {"handoff",
+           {{"kept", s.handoff.kept},
+            {"new_flows", s.handoff.new_flows},
+            {"refused", s.handoff.refused},
+            {"untracked", s.handoff.untracked}}},
           {"kernel_rewrites", s.kernel_rewrites},
           {"foreign_unicast", s.foreign_unicast}};
 }

@@ -130,6 +130,9 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   void step(Nanos now, bool periodic);
   void send(Nanos now);
   void installed(Nanos now);
+  config::ViewMask alive_mask() const;
+  void manage_handoff();
+  std::uint64_t peer_epoch(std::uint8_t id) const { return m->peer_epoch(id); }
   Control::NodeWeights weights_table(std::uint64_t members) const;
   nlohmann::json nodes() const;
   nlohmann::json view() const;
@@ -300,7 +303,8 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
     Control::NodeWeights weights = weights_table(m->view().members);
     const bool reweighted = weights != applied_weights;
     if (reweighted || m->settled() != applied_settled) {
-      const std::uint32_t moved = control.set_view(m->view().members, weights, m->settled());
+      const std::uint32_t moved =
+          control.set_view(m->view().members, weights, m->settled(), alive_mask());
       applied_weights = std::move(weights);
       applied_settled = m->settled();
       if (reweighted) {
@@ -325,11 +329,56 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
                                : "vipfarmd: ownership lease lapsed (the control thread stalled): "
                                  "not serving VIP traffic until a view is agreed\n");
   }
+  if (config.flows.handoff) manage_handoff();
   if (periodic || m->wants_heartbeat()) send(now);
   if (m->lease_ok() && m->view().epoch != 0) {
     dp.renew_lease(std::chrono::nanoseconds(m->lease()));
   } else {
     dp.revoke_lease();
+  }
+}
+
+config::ViewMask MembershipService::Impl::alive_mask() const {
+  config::ViewMask alive = config::view_bit(config.node_id);
+  for (const config::ClusterNode& node : config.nodes) {
+    if (node.id != config.node_id && m->peer(to_int(node.id)).alive)
+      alive |= config::view_bit(node.id);
+  }
+  return alive;
+}
+
+// Flow handoff (docs/handoff.md): buckets given up are released once this node's workers
+// track no flow in them (or the window passed), and announced so in heartbeats; buckets
+// taken become whole once no live peer still releases flows under this view or a later one.
+void MembershipService::Impl::manage_handoff() {
+  const Control::Handoff h = control.handoff();
+  const bool expired = std::chrono::steady_clock::now() >= h.deadline;
+  bool releasing = !h.releasing.empty();
+  if (releasing) {
+    const std::uint64_t flows = dp.flows_in(h.releasing);
+    if (flows == 0 || expired) {
+      control.end_handoff(true, false);
+      releasing = false;
+      std::cerr << "vipfarmd: handoff: " << h.releasing.size() << " buckets given up released ("
+                << (flows == 0 ? "their flows ended"
+                               : std::to_string(flows) + " flows cut: the window passed")
+                << ")\n";
+    }
+  }
+  m->set_releasing(releasing);
+  if (h.taking != 0) {
+    bool released = true;
+    for (const config::ClusterNode& node : config.nodes) {
+      const membership::PeerStatus& p = m->peer(to_int(node.id));
+      if (node.id == config.node_id || !p.alive) continue;
+      // A peer's flag counts once it speaks of this view (or a later one).
+      if (p.releasing || peer_epoch(to_int(node.id)) < m->view().epoch) released = false;
+    }
+    if (released || expired) {
+      control.end_handoff(false, true);
+      std::cerr << "vipfarmd: handoff: " << h.taking << " buckets taken whole ("
+                << (released ? "the previous owners released them" : "the window passed") << ")\n";
+    }
   }
 }
 
@@ -360,7 +409,7 @@ Control::NodeWeights MembershipService::Impl::weights_table(std::uint64_t member
 void MembershipService::Impl::installed(Nanos now) {
   const membership::InstalledView& v = m->view();
   Control::NodeWeights weights = weights_table(v.members);
-  const std::uint32_t moved = control.set_view(v.members, weights, m->settled());
+  const std::uint32_t moved = control.set_view(v.members, weights, m->settled(), alive_mask());
   applied_weights = std::move(weights);
   applied_settled = m->settled();
   const double convergence =

@@ -94,6 +94,8 @@ struct Dataplane::Impl {
   // TSC deadline of the ownership lease; the maximum until membership first renews it.
   std::atomic<std::uint64_t> lease_until{UINT64_MAX};
   std::vector<LcoreCounters> counters;  // [0] the exception lcore, [1..] the workers
+  std::vector<std::unique_ptr<flow::FlowTable>> flows;  // per worker; empty without handoff
+  std::uint64_t cycles_per_ms = 1;
   const std::atomic<bool>* stop = nullptr;
   bool eal_up = false;
   std::vector<unsigned> worker_lcores;
@@ -125,7 +127,10 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
   std::array<std::span<const std::byte>, packet::Classifier::kMaxBurst> frames;
   std::array<packet::Result, packet::Classifier::kMaxBurst> results;
   std::array<rte_mbuf*, packet::Classifier::kMaxBurst> kernel, reply, drop;
-  unsigned idle = 0;
+  std::array<flow::FlowTuple, packet::Classifier::kMaxBurst> tuples;
+  std::array<std::uint64_t, packet::Classifier::kMaxBurst> hashes;
+  flow::FlowTable* table = flows.empty() ? nullptr : flows[queue].get();
+  unsigned idle = 0, bursts = 0;
   while (!stop->load(std::memory_order_relaxed)) {
     if (queue == 0) drain_to_uplink(c);
     const std::uint16_t n =
@@ -135,6 +140,9 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
       // generation already (what "applied everywhere" waits for).
       c.generation = current.load(std::memory_order_acquire)->generation;
       rte_rcu_qsbr_quiescent(qsbr, thread_id);
+      if (table != nullptr && idle % 16 == 0) {
+        table->sweep(static_cast<std::uint32_t>(rte_rdtsc() / cycles_per_ms), 64);
+      }
       if (adaptive) idle_backoff(idle);
       continue;
     }
@@ -149,12 +157,45 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
       if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 4], void*));
     }
     c.rx_packets += n;
-    snap->classifier.classify_burst(frames.data(), n, results.data());
-    const bool leased = rte_rdtsc() < lease_until.load(std::memory_order_relaxed);
+    const bool track = table != nullptr && snap->track;
+    snap->classifier.classify_burst(frames.data(), n, results.data(),
+                                    track ? tuples.data() : nullptr);
+    const std::uint64_t tsc = rte_rdtsc();
+    const bool leased = tsc < lease_until.load(std::memory_order_relaxed);
+    const auto now_ms = static_cast<std::uint32_t>(tsc / cycles_per_ms);
+    const bool handing = track && !snap->taking.empty();
+    if (track) {
+      // Flow lookups of the burst: hash and prefetch them all, then decide packet by packet.
+      for (std::uint16_t i = 0; i < n; ++i) {
+        const packet::Result& r = results[i];
+        if (r.verdict == packet::Verdict::kFarm &&
+            (snap->ownership.owns(r.group, r.bucket) ||
+             (handing && snap->releasing.owns(r.group, r.bucket)))) {
+          hashes[i] = flow::hash_tuple(tuples[i]);
+          table->prefetch(hashes[i]);
+        }
+      }
+      if (++bursts % 64 == 0) table->sweep(now_ms, 4);
+    }
     unsigned nk = 0, nr = 0, nd = 0;
     for (std::uint16_t i = 0; i < n; ++i) {
       packet::Result& r = results[i];
-      if (leased) [[likely]] {
+      if (leased && track && r.verdict == packet::Verdict::kFarm) {
+        const bool mine = snap->ownership.owns(r.group, r.bucket);
+        const bool releasing = !mine && handing && snap->releasing.owns(r.group, r.bucket);
+        if (mine || releasing) {
+          const flow::BucketMode mode = releasing ? flow::BucketMode::kReleasing
+                                        : handing && snap->taking.owns(r.group, r.bucket)
+                                            ? flow::BucketMode::kTaking
+                                            : flow::BucketMode::kOwned;
+          r.verdict =
+              flow::admit(*table, tuples[i], hashes[i], mode, r.group, r.bucket, now_ms, c.handoff)
+                  ? packet::Verdict::kAccept
+                  : packet::Verdict::kNotOwner;
+        } else {
+          r.verdict = packet::Verdict::kNotOwner;
+        }
+      } else if (leased) [[likely]] {
         snap->ownership.apply(r);
       } else if (r.verdict == packet::Verdict::kFarm) {
         r.verdict = packet::Verdict::kNotOwner;  // a stale ownership is never served
@@ -441,7 +482,27 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   if (int rc = rte_eth_dev_start(d.uplink); rc < 0) return port_error("start uplink", rc);
   if (int rc = rte_eth_dev_start(d.tap); rc < 0) return port_error("start TAP", rc);
   d.counters.assign(d.workers + 1, LcoreCounters{});
+  d.cycles_per_ms = std::max<std::uint64_t>(1, rte_get_tsc_hz() / 1000);
+  if (config.flows.handoff) {
+    const flow::FlowTimeouts timeouts{
+        config.flows.syn_timeout_ms, config.flows.established_timeout_s * 1000,
+        config.flows.closing_timeout_ms, config.flows.udp_timeout_s * 1000};
+    for (std::uint32_t w = 0; w < d.workers; ++w) {
+      d.flows.push_back(std::make_unique<flow::FlowTable>(
+          config.flows.capacity, timeouts, static_cast<std::uint16_t>(config.groups.size()),
+          config.buckets));
+    }
+  }
   return {};
+}
+
+std::uint64_t Dataplane::flows_in(
+    const std::vector<std::pair<std::uint16_t, BucketId>>& buckets) const {
+  std::uint64_t sum = 0;
+  for (const auto& table : impl_->flows) {
+    for (const auto& [group, bucket] : buckets) sum += table->live_in(group, bucket);
+  }
+  return sum;
 }
 
 void Dataplane::renew_lease(std::chrono::nanoseconds duration) noexcept {
@@ -542,10 +603,26 @@ Totals Dataplane::totals() const {
     s.uplink_tx_from_kernel += c.uplink_tx_from_kernel;
     s.to_uplink_ring_full += c.to_uplink_ring_full;
     s.lease_expired += c.lease_expired;
+    s.handoff.kept += c.handoff.kept;
+    s.handoff.new_flows += c.handoff.new_flows;
+    s.handoff.refused += c.handoff.refused;
+    s.handoff.untracked += c.handoff.untracked;
     if (i > 0) {
       t.min_generation = first_worker ? c.generation : std::min(t.min_generation, c.generation);
       first_worker = false;
     }
+  }
+  // Read while the workers write: monotonic counters and gauges, a scrape-time view.
+  for (const auto& table : impl_->flows) {
+    const flow::FlowStats& f = table->stats();
+    t.flows.inserted += f.inserted;
+    t.flows.refused += f.refused;
+    t.flows.evicted_embryonic += f.evicted_embryonic;
+    t.flows.evicted_established += f.evicted_established;
+    t.flows.expired += f.expired;
+    t.flows.erased += f.erased;
+    t.flows.live += f.live;
+    t.flows.embryonic += f.embryonic;
   }
   return t;
 }

@@ -226,6 +226,45 @@ class Collector : public prometheus::Collectable {
                    "Lowest snapshot generation any worker has used for a burst.",
                    prometheus::MetricType::Gauge,
                    {value_metric(static_cast<double>(totals.min_generation), false)}});
+    const flow::FlowStats& f = totals.flows;
+    const flow::HandoffCounters& h = s.handoff;
+    auto counter = [&](const char* name, const char* help, std::uint64_t value) {
+      out.push_back({name,
+                     help,
+                     prometheus::MetricType::Counter,
+                     {value_metric(static_cast<double>(value), true)}});
+    };
+    auto gauge = [&](const char* name, const char* help, double value) {
+      out.push_back({name, help, prometheus::MetricType::Gauge, {value_metric(value, false)}});
+    };
+    gauge("vipfarm_flows_tracked", "Flows the workers track (flow handoff).",
+          static_cast<double>(f.live));
+    gauge("vipfarm_flows_embryonic", "Tracked TCP flows that have not completed a handshake.",
+          static_cast<double>(f.embryonic));
+    counter("vipfarm_flows_inserted_total", "Flows the workers started tracking.", f.inserted);
+    counter("vipfarm_flows_refused_total",
+            "New flows not tracked: their set was full of flows that may not be evicted.",
+            f.refused);
+    counter("vipfarm_flows_evicted_total",
+            "Tracked flows evicted for a new one (embryonic first, established last).",
+            f.evicted_embryonic + f.evicted_established);
+    counter("vipfarm_flows_expired_total", "Tracked flows forgotten after their timeout.",
+            f.expired);
+    counter("vipfarm_handoff_kept_total",
+            "Packets of tracked flows a node accepted in buckets it gave up (connections kept).",
+            h.kept);
+    counter("vipfarm_handoff_new_flows_total",
+            "New connections a node accepted in buckets it is taking over.", h.new_flows);
+    counter("vipfarm_handoff_refused_total",
+            "TCP segments of flows a node never saw, dropped in buckets it is taking over.",
+            h.refused);
+    const control::Control::Handoff handoff = control_.handoff();
+    gauge("vipfarm_handoff_taking_buckets",
+          "Buckets gained in a planned change: new connections only, until released.",
+          handoff.taking);
+    gauge("vipfarm_handoff_releasing_buckets",
+          "Buckets given up whose tracked flows this node still serves.",
+          static_cast<double>(handoff.releasing.size()));
     out.push_back({"vipfarm_build_info",
                    "The vipfarmd version.",
                    prometheus::MetricType::Gauge,

@@ -48,6 +48,7 @@ struct Flow {
   bool has_ports = false;
   bool ports_unknown = false;  // a fragment or a short quote of TCP/UDP: match on vip+proto
   bool echo_request = false;
+  std::uint8_t tcp_flags = 0;  // a TCP segment's own flags (not a quote's)
 };
 
 // The IPv6 extension-header walk (§1.5). On return `offset` is the upper-layer header.
@@ -143,6 +144,7 @@ inline Malformed parse_l4(const std::uint8_t* l4, std::uint32_t len, Flow& flow)
       if (doff < 20 || doff > len) return Malformed::kTcpDataOffset;
       flow.client_port = be16(l4);
       flow.server_port = be16(l4 + 2);
+      flow.tcp_flags = l4[13];
       flow.has_ports = true;
       return Malformed::kNone;
     }
@@ -356,8 +358,8 @@ inline int Classifier::find_vip6(const IpAddr& address) const noexcept {
   return -1;
 }
 
-void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key,
-                         Result& result) const noexcept {
+void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result& result,
+                         flow::FlowTuple* tuple) const noexcept {
   const auto* p = reinterpret_cast<const std::uint8_t*>(frame.data());
   const auto size = static_cast<std::uint32_t>(frame.size());
   // Written in place, field by field: a Result built on the stack and returned in registers
@@ -488,13 +490,20 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key,
   result.verdict = Verdict::kFarm;
   result.group = match->group;
   key = make_key(*match, flow);
-  return;
+  if (tuple != nullptr) {
+    tuple->client = flow.client;
+    tuple->server = flow.server;
+    tuple->client_port = flow.client_port;
+    tuple->server_port = flow.server_port;
+    tuple->proto = flow.proto;
+    tuple->tcp_flags = flow.tcp_flags;
+  }
 }
 
 Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
   FlowKey key;  // set by prepare() exactly when the verdict is kFarm
   Result result;
-  prepare(frame, key, result);
+  prepare(frame, key, result, nullptr);
   if (result.verdict == Verdict::kFarm) {
     result.bucket = static_cast<BucketId>(hash_key(seeds_, key) & bucket_mask_);
   }
@@ -502,13 +511,16 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
 }
 
 void Classifier::classify_burst(const std::span<const std::byte>* frames, std::size_t count,
-                                Result* results) const noexcept {
+                                Result* results, flow::FlowTuple* tuples) const noexcept {
   // Stage 1 parses and matches (branchy), stage 2 hashes (independent multiplies that
   // pipeline across packets): one packet's hash no longer waits behind the next's parse.
   std::array<FlowKey, kMaxBurst> keys;  // only farm results' keys are set and read
   for (std::size_t done = 0; done < count; done += kMaxBurst) {
     const std::size_t n = std::min(kMaxBurst, count - done);
-    for (std::size_t i = 0; i < n; ++i) prepare(frames[done + i], keys[i], results[done + i]);
+    for (std::size_t i = 0; i < n; ++i) {
+      prepare(frames[done + i], keys[i], results[done + i],
+              tuples != nullptr ? tuples + done + i : nullptr);
+    }
     for (std::size_t i = 0; i < n; ++i) {
       Result& r = results[done + i];
       if (r.verdict == Verdict::kFarm) {

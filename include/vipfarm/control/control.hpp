@@ -42,7 +42,7 @@ class Control {
   struct Handoff {
     std::uint32_t taking = 0;  // buckets gained, new connections only
     std::vector<std::pair<std::uint16_t, BucketId>> releasing;  // given up, flows kept
-    std::chrono::steady_clock::time_point deadline;  // the window's end
+    std::chrono::steady_clock::time_point deadline;             // the window's end
   };
   Handoff handoff() const;
   // The released buckets' flows are gone (or the window passed) / the previous owners
@@ -72,7 +72,7 @@ class Control {
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   mutable std::mutex mutex_;
   std::vector<std::vector<NodeId>> assign(config::ViewMask members,
-                                         const NodeWeights& weights) const;
+                                          const NodeWeights& weights) const;
   void publish_locked();
 
   config::ViewMask view_ = 0;

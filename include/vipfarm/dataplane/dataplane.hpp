@@ -13,6 +13,8 @@
 #include <vector>
 
 #include "vipfarm/config/config.hpp"
+#include "vipfarm/flow/flow_table.hpp"
+#include "vipfarm/flow/handoff.hpp"
 #include "vipfarm/packet/classify.hpp"
 #include "vipfarm/packet/reply.hpp"
 
@@ -54,11 +56,13 @@ struct alignas(64) LcoreCounters {
   std::uint64_t uplink_tx_from_kernel = 0;
   std::uint64_t to_uplink_ring_full = 0;  // host-bound frames for another host's MAC: dropped
   std::uint64_t lease_expired = 0;        // owned-bucket packets dropped while the lease had lapsed
+  flow::HandoffCounters handoff;          // flow handoff outcomes (docs/handoff.md)
   std::uint64_t generation = 0;           // the snapshot generation this lcore last used
 };
 
 struct Totals {
   LcoreCounters sum;
+  flow::FlowStats flows{};           // every worker's flow table
   std::uint64_t min_generation = 0;  // every worker has applied at least this one
 };
 
@@ -102,6 +106,9 @@ class Dataplane {
   void shutdown();
 
   Totals totals() const;
+  // Flows the workers track in these buckets (flow handoff: a given-up bucket is released
+  // when none is left).
+  std::uint64_t flows_in(const std::vector<std::pair<std::uint16_t, BucketId>>& buckets) const;
   MacAddr uplink_mac() const;
 
   struct Impl;

@@ -118,6 +118,8 @@ class Membership {
   const std::deque<InstalledView>& history() const noexcept { return history_; }
   std::uint64_t proposal() const noexcept { return proposal_; }
   const PeerStatus& peer(std::uint8_t id) const noexcept { return peers_[id]; }
+  // The epoch of the view a peer last said it installed.
+  std::uint64_t peer_epoch(std::uint8_t id) const noexcept { return peers_[id].epoch; }
   std::uint8_t self() const noexcept { return self_; }
   std::uint64_t incarnation() const noexcept { return incarnation_; }
   std::uint64_t configured() const noexcept { return configured_; }

@@ -11,6 +11,7 @@
 #include "vipfarm/common/net.hpp"
 #include "vipfarm/common/types.hpp"
 #include "vipfarm/config/config.hpp"
+#include "vipfarm/flow/flow_table.hpp"
 #include "vipfarm/packet/hash.hpp"
 
 namespace vipfarm::packet {
@@ -92,9 +93,11 @@ class Classifier {
 
   // Never reads past frame.size(); never allocates or throws.
   Result classify(std::span<const std::byte> frame) const noexcept;
-  // The same verdicts for `count` frames, in stages (the dataplane's path).
-  void classify_burst(const std::span<const std::byte>* frames, std::size_t count,
-                      Result* results) const noexcept;
+  // The same verdicts for `count` frames, in stages (the dataplane's path). With `tuples`,
+  // each farm packet's flow as the client sent it (an ICMP error's: the quoted flow) goes
+  // to tuples[i], for flow tracking.
+  void classify_burst(const std::span<const std::byte>* frames, std::size_t count, Result* results,
+                      flow::FlowTuple* tuples = nullptr) const noexcept;
 
   std::uint32_t buckets() const noexcept { return bucket_mask_ + 1; }
   std::size_t vip_count() const noexcept { return vips_.size(); }
@@ -126,7 +129,8 @@ class Classifier {
   int find_vip4(std::uint32_t address) const noexcept;
   int find_vip6(const IpAddr& address) const noexcept;
   // Everything but the hash: kFarm results come with their key for the hashing stage.
-  void prepare(std::span<const std::byte> frame, FlowKey& key, Result& result) const noexcept;
+  void prepare(std::span<const std::byte> frame, FlowKey& key, Result& result,
+               flow::FlowTuple* tuple) const noexcept;
 
   HashSeeds seeds_;
   std::uint32_t bucket_mask_;

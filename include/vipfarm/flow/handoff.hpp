@@ -1,0 +1,70 @@
+// The flow handoff rule (docs/handoff.md) for one farm packet on one worker: whether to
+// accept it, given what this node is to the packet's bucket and the flows it tracks. Pure
+// and inline: the worker calls it per packet, the unit tests call it directly.
+//
+//   owned      accept; track the flow (so it can be handed off later).
+//   taking     the bucket was gained from a live node that still serves its flows there:
+//              a TCP flow this node tracks, or a new connection (SYN without ACK, then
+//              tracked): accept; any other TCP segment belongs to the previous owner's flows:
+//              drop. UDP and other protocols stay with the previous owner for the window:
+//              drop.
+//   releasing  the bucket was given up: a flow this node tracks: accept (the connection
+//              lives on); any other TCP segment: drop (the new owner's); UDP and others:
+//              accept, untracked (this node keeps the bucket's datagrams until it releases
+//              it, so no datagram is answered twice or by nobody).
+#pragma once
+
+#include <cstdint>
+
+#include "vipfarm/flow/flow_table.hpp"
+
+namespace vipfarm::flow {
+
+enum class BucketMode : std::uint8_t { kOwned, kTaking, kReleasing };
+
+inline constexpr std::uint8_t kTcpFin = 0x01, kTcpSyn = 0x02, kTcpRst = 0x04, kTcpAck = 0x10;
+inline constexpr std::uint8_t kProtoTcp = 6;
+
+// Per-worker counters of the rule's outcomes (added to the verdict counters, not instead).
+struct HandoffCounters {
+  std::uint64_t kept = 0;       // releasing: a tracked flow's packet accepted
+  std::uint64_t new_flows = 0;  // taking: a new connection accepted
+  std::uint64_t refused = 0;    // taking: a TCP segment of a flow this node never saw
+  std::uint64_t untracked = 0;  // owned: a flow the full table could not track
+};
+
+inline bool admit(FlowTable& table, const FlowTuple& t, std::uint64_t hash, BucketMode mode,
+                  std::uint16_t group, std::uint32_t bucket, std::uint32_t now_ms,
+                  HandoffCounters& c) noexcept {
+  const bool tcp = t.proto == kProtoTcp;
+  if (FlowTable::Entry* e = table.find(t, hash, now_ms)) {
+    table.touch(*e, t.tcp_flags, now_ms);
+    if (mode == BucketMode::kReleasing) ++c.kept;
+    return true;
+  }
+  const bool syn = tcp && (t.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
+  switch (mode) {
+    case BucketMode::kOwned: {
+      // A segment that ends a connection is not worth a slot.
+      if (tcp && (t.tcp_flags & (kTcpFin | kTcpRst)) != 0) return true;
+      const FlowState state = !tcp  ? FlowState::kUdp
+                              : syn ? FlowState::kSyn
+                                    : FlowState::kEstablished;
+      if (table.insert(t, hash, state, group, bucket, now_ms) == nullptr) ++c.untracked;
+      return true;
+    }
+    case BucketMode::kTaking:
+      if (syn) {
+        table.insert(t, hash, FlowState::kSyn, group, bucket, now_ms);
+        ++c.new_flows;
+        return true;
+      }
+      if (tcp) ++c.refused;
+      return false;
+    case BucketMode::kReleasing:
+      return !tcp;  // an unknown TCP flow is the new owner's
+  }
+  return false;
+}
+
+}  // namespace vipfarm::flow

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2119,SC2317 # lab_* functions take optional args; at_exit runs from the trap
+# Lab test of issue 5 (flow handoff): LAB_HANDOFF_CONNECTIONS (200) long-lived TCP
+# connections (HTTP keep-alive to nginx on the VIP, a request every 100 ms, each answer
+# checked: same node, within 1 s) spread over a 3-node farm, plus new connections from 6
+# more sources every 100 ms. Then, one at a time: node 4 joins; node 2 leaves the farm
+# (vipfarmctl stop). Across all of it: no long-lived connection breaks or stalls, every new
+# connection succeeds. The same scenario with [flows] handoff = false counts how many break
+# without it; both numbers are printed.
+# Needs root, build/vipfarmd and build/vipfarmctl. Ends with "lab-handoff: N passed, M failed".
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+py=/usr/bin/python3
+connections=${LAB_HANDOFF_CONNECTIONS:-200}
+work=$(mktemp -d "${TMPDIR:-/tmp}/vipfarm-handoff.XXXXXX")
+# The lab config with handoff on (the default) and off.
+$py - "$here/../../conf/lab.toml" "$work" <<'PY' || exit 1
+import sys
+text = open(sys.argv[1]).read()
+open(sys.argv[2] + "/on.toml", "w").write(text + "\n[flows]\nhandoff = true\ncapacity = 65536\n")
+open(sys.argv[2] + "/off.toml", "w").write(text + "\n[flows]\nhandoff = false\n")
+PY
+
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+CHECK_NAME=lab-handoff
+# shellcheck source=../lib/check.sh
+source "$here/../lib/check.sh"
+at_exit() {
+  stopped_early "$1"
+  rm -rf "$work"
+}
+LAB_AT_EXIT=at_exit
+
+# scenario MODE: the whole scenario on a fresh 4-node lab (node 4 starts later); prints
+# "MODE: B breaks of C long-lived connections, F failed of N new connections" and leaves
+# the counts in breaks/new_failed.
+scenario() {
+  local mode=$1 events stop_file probe_pid k
+  LAB_CONFIG=$work/$mode.toml
+  lab_up 4
+  lab_start_daemons 1 2 3
+  lab_wait_ready 1 2 3
+  lab_start_nginx
+  check "$mode: nodes 1-3 agree on the view 1,2,3" lab_wait_view 1,2,3 20 1 2 3
+  mapfile -t keep < <(lab_client_addrs "$connections")
+  mapfile -t fresh < <(lab_client_addrs 6)
+  local args=()
+  for a in "${keep[@]}"; do args+=(--keep "$a"); done
+  for a in "${fresh[@]}"; do args+=(--source "$a"); done
+  events=$LAB_DIR/probe-$mode.jsonl
+  stop_file=$LAB_DIR/probe-$mode.stop
+  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/probe-$mode.log" "$py" "$here/probe.py" \
+    --target "$LAB_VIP4:80" --every-ms 100 --timeout-ms 2000 --keep-every-ms 100 \
+    --keep-timeout-ms 1000 --seconds 120 --stop-file "$stop_file" --out "$events" "${args[@]}"
+  probe_pid=$LAB_LAST_PID
+  opened() { [[ $(grep -c '"keep_open"' "$events" 2>/dev/null) -ge $connections ]]; }
+  check "$mode: $connections long-lived connections open" lab_wait_for 30 opened
+  sleep 3  # a soak window of steady traffic before the first change (not a wait)
+
+  # 1. node 4 joins.
+  lab_start_daemon 4
+  lab_wait_ready 4
+  check "$mode: node 4 joins: the view 1,2,3,4" lab_wait_view 1,2,3,4 20
+  sleep 3  # a soak window: traffic goes on across the change
+  # 2. node 2 leaves the farm (stopped by the operator; its daemon keeps running).
+  check "$mode: node 2 stopped" "$VIPFARMCTL" stop --socket "$(lab_api_socket 2)"
+  check "$mode: node 2 leaves: the view 1,3,4" lab_wait_view 1,3,4 5 1 3 4
+  sleep 3  # a soak window: traffic goes on across the change
+
+  touch "$stop_file"
+  _lab_ms
+  local deadline=$((_LAB_MS + 5000))
+  while _lab_alive "$probe_pid" && { _lab_ms && ((_LAB_MS < deadline)); }; do sleep 0.05; done
+  read -r breaks new_total new_failed < <($py - "$events" <<'PY'
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1])]
+breaks = [e for e in events if e["kind"] == "keep_break"]
+attempts = [e for e in events if e["kind"] == "attempt"]
+failed = [e for e in attempts if not e["ok"]]
+for e in breaks[:5]:
+    print(f"  break: {e['src']} ({e['node']}): {e['why']}", file=sys.stderr)
+for e in failed[:5]:
+    print(f"  new connection failed: {e['src']}: {e['why']}", file=sys.stderr)
+print(len({e["src"] for e in breaks}), len(attempts), len(failed))
+PY
+  )
+  echo "$mode: $breaks of $connections long-lived connections broke or stalled; $new_failed of $new_total new connections failed"
+  for k in 1 2 3 4; do
+    "$VIPFARMCTL" counters --socket "$(lab_api_socket "$k")" --json |
+      $py -c 'import json,sys; c=json.load(sys.stdin); print("  node", sys.argv[1], "handoff", c.get("handoff"))' "$k"
+  done
+  lab_stop_daemons
+  lab_down
+}
+
+scenario on
+on_breaks=$breaks
+check "handoff on: no long-lived connection broke or stalled ($on_breaks of $connections)" test "$on_breaks" -eq 0
+check "handoff on: every new connection succeeded ($new_failed of $new_total failed)" test "$new_failed" -eq 0
+scenario off
+off_breaks=$breaks
+echo "long-lived connections broken by a join and a leave: $on_breaks with handoff, $off_breaks without (of $connections)"
+check "handoff off: connections in moved buckets break (the comparison shows something: $off_breaks)" \
+  test "$off_breaks" -gt 0
+
+LAB_AT_EXIT=""
+rm -rf "$work"
+summary
+((failed == 0))
