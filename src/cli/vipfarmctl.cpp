@@ -46,8 +46,13 @@ constexpr const char* kUsage =
     "  history  [--socket PATH] [--json]   installed views: time, members, moved, cause\n"
     "  state    [--socket PATH] [--json]   this node's state, also as the exit status:\n"
     "                               0 STOP, 1 WAIT, 2 UP, 3 DRAIN, 4 no answer\n"
-    "  reload   [--socket PATH] [--json]   re-read the config file (as SIGHUP): today the\n"
-    "                               cluster keys (rotation); an invalid file changes nothing\n"
+    "  reload   [--socket PATH] [--json]   re-read the config file (as SIGHUP): cluster keys\n"
+    "                               and weights apply at once; other changes are refused,\n"
+    "                               named; an invalid file changes nothing\n"
+    "  drain [--timeout SECONDS] [--socket PATH] [--json]\n"
+    "                               leave the farm keeping this node's connections until\n"
+    "                               they end or the timeout (default [flows] window); STOP\n"
+    "  resume   [--socket PATH] [--json]   back from DRAIN or STOP\n"
     "  stop | start [--socket PATH] [--json]\n"
     "                               take this node out of the farm (STOP) / back in\n"
     "  view set IDS [--socket PATH] [--json]\n"
@@ -372,14 +377,27 @@ int cmd_reload(const std::vector<std::string>& args) {
   }
   std::string applied;
   for (const auto& key : (*reply)["applied"]) applied += " " + key.get<std::string>();
-  std::cout << "reloaded; applied:" << (applied.empty() ? " nothing" : applied) << "; "
-            << (*reply)["note"].get<std::string>() << "\n";
+  std::cout << "reloaded; changed:" << (applied.empty() ? " nothing" : applied) << "\n";
   return 0;
 }
 
 int cmd_stop_start(const std::string& command, const std::vector<std::string>& args) {
-  const DaemonOptions o = daemon_options(args);
-  const auto reply = ask(o.socket, {{"cmd", command}});
+  DaemonOptions o;
+  double timeout = 0;
+  if (command == "drain") {
+    po::options_description options("drain");
+    options.add_options()("socket", po::value(&o.socket), "admin socket")(
+        "json", po::bool_switch(&o.json), "JSON output")("timeout", po::value(&timeout),
+                                                         "seconds to keep the connections at most");
+    po::variables_map vm;
+    po::store(po::command_line_parser(args).options(options).run(), vm);
+    po::notify(vm);
+  } else {
+    o = daemon_options(args);
+  }
+  nlohmann::json request = {{"cmd", command}};
+  if (timeout > 0) request["timeout_s"] = timeout;
+  const auto reply = ask(o.socket, request);
   if (!reply) return 1;
   std::cout << (o.json ? reply->dump() : "state " + (*reply)["state"].get<std::string>()) << "\n";
   return 0;
@@ -527,7 +545,9 @@ int main(int argc, char** argv) {
     if (command == "nodes") return cmd_nodes(args);
     if (command == "history") return cmd_history(args);
     if (command == "state") return cmd_state(args);
-    if (command == "stop" || command == "start") return cmd_stop_start(command, args);
+    if (command == "stop" || command == "start" || command == "drain" || command == "resume") {
+      return cmd_stop_start(command, args);
+    }
     if (command == "reload") return cmd_reload(args);
     if (command == "config-reference") {
       std::cout << config::reference_markdown();

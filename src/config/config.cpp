@@ -1022,6 +1022,78 @@ std::string fingerprint(const Config& config) {
   return hex(digest, size);
 }
 
+std::vector<std::string> changed_keys(const Config& a, const Config& b) {
+  std::vector<std::string> out;
+  auto note = [&out](bool differs, const char* key) {
+    if (differs) out.emplace_back(key);
+  };
+  note(a.node_id != b.node_id || a.node_name != b.node_name, "node");
+  note(fingerprint(a) != fingerprint(b),
+       "the farm (cluster, vip, group members, priorities or rules: the fingerprint)");
+  bool weights = a.groups.size() != b.groups.size();
+  for (std::size_t g = 0; !weights && g < a.groups.size(); ++g) {
+    weights = a.groups[g].members.size() != b.groups[g].members.size();
+    for (std::size_t m = 0; !weights && m < a.groups[g].members.size(); ++m) {
+      weights = a.groups[g].members[m].weight != b.groups[g].members[m].weight;
+    }
+  }
+  note(weights, "group[].member[].weight");
+  const Dataplane &da = a.dataplane, &db = b.dataplane;
+  note(da.uplink != db.uplink, "dataplane.uplink");
+  note(da.eal_args != db.eal_args, "dataplane.eal_args");
+  note(da.workers != db.workers, "dataplane.workers");
+  note(da.poll != db.poll, "dataplane.poll");
+  note(da.burst != db.burst, "dataplane.burst");
+  note(da.garp_interval_s != db.garp_interval_s, "dataplane.garp_interval");
+  note(da.garp_duration_s != db.garp_duration_s, "dataplane.garp_duration");
+  note(a.exception.name != b.exception.name, "exception.name");
+  note(a.exception.prefix != b.exception.prefix, "exception.prefix");
+  note(a.exception.prefix6 != b.exception.prefix6, "exception.prefix6");
+  note(a.exception.ring_size != b.exception.ring_size, "exception.ring_size");
+  note(a.api.socket != b.api.socket, "api.socket");
+  note(a.metrics.listen != b.metrics.listen, "metrics.listen");
+  const Membership &ma = a.membership, &mb = b.membership;
+  note(ma.present != mb.present, "membership");
+  note(ma.port != mb.port, "membership.port");
+  note(ma.interval_ms != mb.interval_ms, "membership.interval_ms");
+  note(ma.dead_after != mb.dead_after, "membership.dead_after");
+  note(ma.agreement_timeout_ms != mb.agreement_timeout_ms, "membership.agreement_timeout_ms");
+  note(ma.split_brain != mb.split_brain, "membership.split_brain");
+  note(ma.witness != mb.witness, "membership.witness");
+  note(ma.flap_limit != mb.flap_limit, "membership.flap_limit");
+  note(ma.flap_window_s != mb.flap_window_s, "membership.flap_window");
+  note(ma.hold_down_s != mb.hold_down_s, "membership.hold_down");
+  note(ma.lease_ms != mb.lease_ms, "membership.lease_ms");
+  bool keys = ma.keys.size() != mb.keys.size();
+  for (std::size_t k = 0; !keys && k < ma.keys.size(); ++k) {
+    keys = ma.keys[k].id != mb.keys[k].id || ma.keys[k].file != mb.keys[k].file;
+  }
+  note(keys, "membership.key");
+  note(ma.send_key != mb.send_key, "membership.send_key");
+  bool lans = ma.lans.size() != mb.lans.size();
+  for (std::size_t l = 0; !lans && l < ma.lans.size(); ++l) {
+    lans = ma.lans[l].name != mb.lans[l].name || ma.lans[l].addresses != mb.lans[l].addresses;
+  }
+  note(lans, "membership.lan");
+  const Flows &fa = a.flows, &fb = b.flows;
+  note(fa.handoff != fb.handoff, "flows.handoff");
+  note(fa.capacity != fb.capacity, "flows.capacity");
+  note(fa.window_s != fb.window_s, "flows.window");
+  note(fa.syn_timeout_ms != fb.syn_timeout_ms ||
+           fa.established_timeout_s != fb.established_timeout_s ||
+           fa.closing_timeout_ms != fb.closing_timeout_ms || fa.udp_timeout_s != fb.udp_timeout_s,
+       "flows timeouts");
+  bool checkers = a.checkers.size() != b.checkers.size();
+  for (std::size_t c = 0; !checkers && c < a.checkers.size(); ++c) {
+    const Checker &x = a.checkers[c], &y = b.checkers[c];
+    checkers = x.name != y.name || x.kind != y.kind || x.target != y.target ||
+               x.interval_ms != y.interval_ms || x.timeout_ms != y.timeout_ms || x.rise != y.rise ||
+               x.fall != y.fall || x.group != y.group;
+  }
+  note(checkers, "checker");
+  return out;
+}
+
 std::string summary(const Config& config) {
   std::ostringstream out;
   const std::string fp = fingerprint(config);

@@ -66,6 +66,19 @@ std::string iso_time(SystemClock::time_point t) {
 
 nlohmann::json error(const std::string& message) { return {{"ok", false}, {"error", message}}; }
 
+// This node's configured weight in each group (0 where it is not a member).
+std::vector<std::uint16_t> own_weights(const config::Config& config) {
+  std::vector<std::uint16_t> out;
+  for (const config::Group& group : config.groups) {
+    std::uint16_t w = 0;
+    for (const config::Member& member : group.members) {
+      if (member.node == config.node_id) w = static_cast<std::uint16_t>(member.weight);
+    }
+    out.push_back(w);
+  }
+  return out;
+}
+
 struct HistoryRecord {
   std::uint64_t epoch;
   std::uint64_t members;
@@ -109,7 +122,10 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   Nanos interval() const {
     return static_cast<Nanos>(config.membership.interval_ms) * membership::kMillis;
   }
+  std::vector<std::uint16_t> own_weights;  // this node's weight per group (config, reload)
   bool admin_stopped = false;
+  bool draining = false;  // vipfarmctl drain: DRAIN until its flows end or drain_deadline
+  std::chrono::steady_clock::time_point drain_deadline{};
   bool running = false;
   Nanos pending_since = -1;  // this node first proposed a change it has not installed yet
   std::deque<HistoryRecord> history;
@@ -132,6 +148,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   void installed(Nanos now);
   config::ViewMask alive_mask() const;
   void manage_handoff();
+  void finish_drain();
   std::uint64_t peer_epoch(std::uint8_t id) const { return m->peer_epoch(id); }
   Control::NodeWeights weights_table(std::uint64_t members) const;
   nlohmann::json nodes() const;
@@ -270,7 +287,9 @@ void MembershipService::Impl::schedule() {
 // The node's state and weights from the operator and the checkers.
 void MembershipService::Impl::update_state() {
   NodeState state = NodeState::kUp;
-  if (admin_stopped) {
+  if (draining) {
+    state = NodeState::kDrain;
+  } else if (admin_stopped) {
     state = NodeState::kStop;
   } else if (checkers && !checkers->node_healthy()) {
     state = NodeState::kWait;
@@ -278,10 +297,7 @@ void MembershipService::Impl::update_state() {
   m->set_state(state);
   std::vector<std::uint16_t> weights;
   for (std::size_t g = 0; g < config.groups.size(); ++g) {
-    std::uint16_t w = 0;
-    for (const config::Member& member : config.groups[g].members) {
-      if (member.node == config.node_id) w = static_cast<std::uint16_t>(member.weight);
-    }
+    std::uint16_t w = own_weights[g];
     if (checkers && !checkers->group_healthy(g)) w = 0;  // a group-bound checker failed
     weights.push_back(w);
   }
@@ -330,6 +346,7 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
                                  "not serving VIP traffic until a view is agreed\n");
   }
   if (config.flows.handoff) manage_handoff();
+  if (draining) finish_drain();
   if (periodic || m->wants_heartbeat()) send(now);
   if (m->lease_ok() && m->view().epoch != 0) {
     dp.renew_lease(std::chrono::nanoseconds(m->lease()));
@@ -380,6 +397,27 @@ void MembershipService::Impl::manage_handoff() {
                 << (released ? "the previous owners released them" : "the window passed") << ")\n";
     }
   }
+}
+
+// A draining node stops once it is out of the view and its flows are gone, or at the
+// drain's deadline (the flows left are cut).
+void MembershipService::Impl::finish_drain() {
+  const bool out = (m->view().members & config::view_bit(config.node_id)) == 0;
+  const Control::Handoff h = control.handoff();
+  const bool timed_out = std::chrono::steady_clock::now() >= drain_deadline;
+  if (!timed_out && !(out && h.releasing.empty())) return;
+  std::uint64_t cut = 0;
+  if (!h.releasing.empty()) {
+    cut = dp.flows_in(h.releasing);
+    control.end_handoff(true, false);
+    m->set_releasing(false);
+  }
+  draining = false;
+  admin_stopped = true;
+  update_state();
+  std::cerr << "vipfarmd: drained: "
+            << (timed_out ? "timeout, " + std::to_string(cut) + " flows cut" : "every flow ended")
+            << "; state STOP\n";
 }
 
 void MembershipService::Impl::send(Nanos now) {
@@ -503,6 +541,7 @@ std::string MembershipService::start() {
       }
     });
   }
+  d.own_weights = own_weights(config);
   d.running = true;
   {
     std::lock_guard lock(d.mutex);
@@ -538,7 +577,7 @@ void MembershipService::stop() {
 
 bool MembershipService::handles(const std::string& cmd) {
   return cmd == "nodes" || cmd == "view" || cmd == "history" || cmd == "state" || cmd == "stop" ||
-         cmd == "start";
+         cmd == "start" || cmd == "drain" || cmd == "resume";
 }
 
 nlohmann::json MembershipService::Impl::state_json() const {
@@ -625,13 +664,37 @@ nlohmann::json MembershipService::handle(const nlohmann::json& request) {
   }
   if (cmd == "history") return d.history_json();
   if (cmd == "state") return d.state_json();
-  if (cmd == "stop" || cmd == "start") {
+  if (cmd == "stop" || cmd == "start" || cmd == "resume") {
     d.admin_stopped = cmd == "stop";
+    d.draining = false;
+    d.update_state();
+    d.step(now_ns(), false);
+    return d.state_json();
+  }
+  if (cmd == "drain") {
+    // Leave the view but keep serving this node's connections (flow handoff) until they end
+    // or the timeout; then STOP. NLB's drainstop.
+    const auto timeout = request.value("timeout_s", static_cast<double>(d.config.flows.window_s));
+    if (!(timeout > 0 && timeout <= 86400)) return error("drain: timeout_s must be in (0, 86400]");
+    d.draining = true;
+    d.drain_deadline = std::chrono::steady_clock::now() +
+                       std::chrono::milliseconds(static_cast<std::int64_t>(timeout * 1000));
     d.update_state();
     d.step(now_ns(), false);
     return d.state_json();
   }
   return error("unknown command \"" + cmd + "\"");
+}
+
+void MembershipService::set_weights(const config::Config& next) {
+  Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  const std::vector<std::uint16_t> weights = own_weights(next);
+  if (weights == d.own_weights) return;
+  d.own_weights = weights;
+  d.update_state();
+  d.step(now_ns(), false);  // advertised at once; every node moves the buckets by handoff
+  std::cerr << "vipfarmd: reload: this node's weights changed\n";
 }
 
 std::string MembershipService::reload_keys(const config::Membership& mc) {

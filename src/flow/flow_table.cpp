@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <limits>
+#include <cstring>
+#include <cstdlib>
+#include <sys/mman.h>
 
 namespace vipfarm::flow {
 
@@ -37,6 +40,18 @@ FlowTable::FlowTable(std::uint32_t capacity, FlowTimeouts timeouts, std::uint16_
       live_storage_(std::size_t{groups} * buckets) {
   sigs_ = sig_storage_.get();
   ways_ = way_storage_.get();
+  if (std::getenv("FLOW_HUGE")) {
+    const std::size_t bytes = (std::size_t{set_mask_} + 1) * sizeof(Ways);
+    auto* raw = static_cast<Ways*>(::operator new(bytes, std::align_val_t{1 << 21}));
+    madvise(raw, bytes, MADV_HUGEPAGE);
+    std::memset(static_cast<void*>(raw), 0, bytes);
+    ways_ = raw;
+    const std::size_t sb = (std::size_t{set_mask_} + 1) * sizeof(Signatures);
+    auto* rs = static_cast<Signatures*>(::operator new(sb, std::align_val_t{1 << 21}));
+    madvise(rs, sb, MADV_HUGEPAGE);
+    std::memset(static_cast<void*>(rs), 0, sb);
+    sigs_ = rs;
+  }
   live_counts_ = live_storage_.data();
 }
 

@@ -10,6 +10,7 @@
 #include <future>
 #include <iostream>
 #include <optional>
+#include <set>
 #include <thread>
 
 #include "vipfarm/config/config.hpp"
@@ -31,34 +32,49 @@ std::atomic<bool> g_reload{false};
 extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
 extern "C" void on_hup(int) { g_reload.store(true, std::memory_order_relaxed); }
 
-// SIGHUP and `vipfarmctl reload`: validate the file again and apply what can change at
-// run time today, the cluster keys (rotation). Everything else needs a restart until hot
-// reload (issue 5); an invalid file changes nothing.
-nlohmann::json reload(const config::Config& running, control::MembershipService* membership) {
+// SIGHUP and `vipfarmctl reload`: validate the file again and apply it when everything that
+// changed can change at run time: the cluster keys (rotation) and this node's weights (the
+// buckets move through flow handoff). Any other change is refused, naming the keys, and
+// nothing is applied: an invalid or partly applicable file never half-applies.
+nlohmann::json reload(config::Config& running, control::MembershipService* membership) {
   config::LoadResult loaded = config::load_file(running.source);
+  auto refuse = [](const std::string& why) {
+    std::cerr << "vipfarmd: reload refused: " << why << "; the running configuration stays\n";
+    return nlohmann::json{
+        {"ok", false}, {"error", "reload refused: " + why + "; the running configuration stays"}};
+  };
   if (!loaded.config) {
     std::string errors;
-    for (const config::Error& e : loaded.errors) errors += e.to_string() + "\n";
-    std::cerr << errors << "vipfarmd: reload refused, the running configuration stays\n";
-    return {{"ok", false},
-            {"error", "reload refused, the running configuration stays:\n" + errors}};
+    for (const config::Error& e : loaded.errors) errors += "\n" + e.to_string();
+    return refuse("the file is invalid:" + errors);
   }
-  const config::Config& next = *loaded.config;
-  if (next.node_id != running.node_id || next.cluster_name != running.cluster_name) {
-    return {{"ok", false}, {"error", "reload refused: node id or cluster name changed"}};
+  config::Config& next = *loaded.config;
+  const std::vector<std::string> changed = config::changed_keys(running, next);
+  const std::set<std::string> applicable =
+      membership != nullptr ? std::set<std::string>{"membership.key", "membership.send_key",
+                                                    "group[].member[].weight"}
+                            : std::set<std::string>{};
+  std::string refused;
+  for (const std::string& key : changed) {
+    if (!applicable.contains(key)) refused += (refused.empty() ? "" : ", ") + key;
   }
-  nlohmann::json applied = nlohmann::json::array();
-  if (membership != nullptr && next.membership.present) {
+  if (!refused.empty()) {
+    return refuse("these changes need a restart (or the rolling procedure in docs/handoff.md): " +
+                  refused);
+  }
+  // The key files are read again even when the file names did not change (a key replaced
+  // in place, or its permissions): a bad one refuses the reload.
+  if (membership != nullptr) {
     if (std::string err = membership->reload_keys(next.membership); !err.empty()) {
-      std::cerr << "vipfarmd: reload: " << err << "; the running keys stay\n";
-      return {{"ok", false}, {"error", err + "; the running keys stay"}};
+      return refuse(err);
     }
-    applied.push_back("membership.key");
-    applied.push_back("membership.send_key");
+    membership->set_weights(next);
   }
-  return {{"ok", true},
-          {"applied", applied},
-          {"note", "other changes take effect at the next restart"}};
+  nlohmann::json applied = changed;
+  running.membership.keys = next.membership.keys;
+  running.membership.send_key = next.membership.send_key;
+  running.groups = next.groups;  // only weights differ (the fingerprint is the same)
+  return {{"ok", true}, {"applied", applied}};
 }
 
 struct TapAddress {
@@ -141,6 +157,8 @@ int run_daemon(const config::Config& config, const std::string& program,
     return 1;
   }
   control::Control control(config, dp);
+  // What reload compares a new file with: the start-up config plus what reloads applied.
+  config::Config running = config;
   // With [membership] the node owns nothing until it has agreed a view with its peers;
   // without it the view is every configured node, and the admin API can change it.
   control.set_view(config.membership.present ? 0 : config::all_nodes(config));
@@ -159,7 +177,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   api.emplace(io, config.api.socket, [&](const nlohmann::json& request) {
     const std::string cmd = request.value("cmd", "");
     if (membership && control::MembershipService::handles(cmd)) return membership->handle(request);
-    if (cmd == "reload") return reload(config, membership ? &*membership : nullptr);
+    if (cmd == "reload") return reload(running, membership ? &*membership : nullptr);
     nlohmann::json reply = control.handle(request);
     if (membership && cmd == "status") membership->annotate_status(reply);
     return reply;
@@ -233,7 +251,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   dp.run(g_stop, [&] {
     const auto now = Clock::now();
     if (g_reload.exchange(false, std::memory_order_relaxed)) {
-      boost::asio::post(io, [&] { reload(config, membership ? &*membership : nullptr); });
+      boost::asio::post(io, [&] { reload(running, membership ? &*membership : nullptr); });
     }
     if (control.announce_requested.exchange(false, std::memory_order_acq_rel)) {
       dp.announce();  // an ownership change: tell the switches and clients again

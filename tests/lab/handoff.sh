@@ -3,9 +3,10 @@
 # Lab test of issue 5 (flow handoff): LAB_HANDOFF_CONNECTIONS (200) long-lived TCP
 # connections (HTTP keep-alive to nginx on the VIP, a request every 100 ms, each answer
 # checked: same node, within 1 s) spread over a 3-node farm, plus new connections from 6
-# more sources every 100 ms. Then, one at a time: node 4 joins; node 2 leaves the farm
-# (vipfarmctl stop). Across all of it: no long-lived connection breaks or stalls, every new
-# connection succeeds. The same scenario with [flows] handoff = false counts how many break
+# more sources every 100 ms. Then, one at a time: node 4 joins; node 2 is drained
+# (vipfarmctl drain); node 3's weight goes from 1 to 3 (vipfarmctl reload of every node's
+# file). Across all of it: no long-lived connection breaks or stalls, every new connection
+# succeeds. The same scenario with [flows] handoff = false counts how many break
 # without it; both numbers are printed.
 # Needs root, build/vipfarmd and build/vipfarmctl. Ends with "lab-handoff: N passed, M failed".
 set -uo pipefail
@@ -17,6 +18,12 @@ work=$(mktemp -d "${TMPDIR:-/tmp}/vipfarm-handoff.XXXXXX")
 $py - "$here/../../conf/lab.toml" "$work" <<'PY' || exit 1
 import sys
 text = open(sys.argv[1]).read()
+# Explicit members (weight 1 each) so that a reload can change node 3's weight.
+anchor = 'name = "web"\n'
+assert anchor in text
+members = "".join(f"\n[[group.member]]\nnode = {k}\nweight = 1\n" for k in (1, 2, 3, 4))
+text = text.replace(anchor, anchor + members, 1)
+text += '\n[[cluster.node]]\nid = 4\nname = "node4"\naddress = "10.77.0.4"\n'
 open(sys.argv[2] + "/on.toml", "w").write(text + "\n[flows]\nhandoff = true\ncapacity = 65536\n")
 open(sys.argv[2] + "/off.toml", "w").write(text + "\n[flows]\nhandoff = false\n")
 PY
@@ -31,6 +38,16 @@ at_exit() {
   rm -rf "$work"
 }
 LAB_AT_EXIT=at_exit
+
+owned_by() {  # owned_by K: buckets node K owns in node 1's live owner map
+  "$VIPFARMCTL" buckets --socket "$(lab_api_socket 1)" --json |
+    $py -c 'import json,sys; print(json.load(sys.stdin)["groups"][0]["owners"].count(int(sys.argv[1])))' "$1"
+}
+owns_more() { (($(owned_by "$1") > $2)); }
+reload_all() {
+  local k
+  for k in 1 2 3 4; do "$VIPFARMCTL" reload --socket "$(lab_api_socket "$k")" >/dev/null || return 1; done
+}
 
 # scenario MODE: the whole scenario on a fresh 4-node lab (node 4 starts later); prints
 # "MODE: B breaks of C long-lived connections, F failed of N new connections" and leaves
@@ -63,9 +80,20 @@ scenario() {
   lab_wait_ready 4
   check "$mode: node 4 joins: the view 1,2,3,4" lab_wait_view 1,2,3,4 20
   sleep 3  # a soak window: traffic goes on across the change
-  # 2. node 2 leaves the farm (stopped by the operator; its daemon keeps running).
-  check "$mode: node 2 stopped" "$VIPFARMCTL" stop --socket "$(lab_api_socket 2)"
+  # 2. node 2 is drained: it leaves the view, its connections stay (until the timeout).
+  check "$mode: node 2 drained" "$VIPFARMCTL" drain --timeout 600 --socket "$(lab_api_socket 2)"
   check "$mode: node 2 leaves: the view 1,3,4" lab_wait_view 1,3,4 5 1 3 4
+  sleep 3  # a soak window: traffic goes on across the change
+  # 3. node 3's weight: 1 -> 3, reloaded on every node (each advertises its own weight).
+  local before3 after3
+  before3=$(owned_by 3)
+  for k in 1 2 3 4; do
+    sed -i '/^\[\[group.member\]\]$/{n;/^node = 3$/{n;s/^weight = 1$/weight = 3/}}' "$(lab_node_config "$k")"
+  done
+  check "$mode: node 3's new weight reloaded on every node" reload_all
+  check "$mode: node 3 owns more buckets after the weight change" lab_wait_for 5 owns_more 3 "$before3"
+  after3=$(owned_by 3)
+  echo "$mode: node 3 owned $before3 buckets, $after3 with weight 3"
   sleep 3  # a soak window: traffic goes on across the change
 
   touch "$stop_file"
@@ -100,7 +128,7 @@ check "handoff on: no long-lived connection broke or stalled ($on_breaks of $con
 check "handoff on: every new connection succeeded ($new_failed of $new_total failed)" test "$new_failed" -eq 0
 scenario off
 off_breaks=$breaks
-echo "long-lived connections broken by a join and a leave: $on_breaks with handoff, $off_breaks without (of $connections)"
+echo "long-lived connections broken by a join, a drain and a weight change: $on_breaks with handoff, $off_breaks without (of $connections)"
 check "handoff off: connections in moved buckets break (the comparison shows something: $off_breaks)" \
   test "$off_breaks" -gt 0
 

@@ -209,6 +209,10 @@ assignment::Input assignment_input(const Config& config, std::size_t group, View
 // travel in heartbeats) and rules.
 std::string fingerprint(const Config& config);
 
+// The keys (dotted, as in the schema; a few grouped) whose values differ between `a` and `b`:
+// what a reload would change.
+std::vector<std::string> changed_keys(const Config& a, const Config& b);
+
 // A short human-readable description: nodes, VIPs, groups and rules.
 std::string summary(const Config& config);
 

@@ -70,6 +70,9 @@ class MembershipService {
   // Re-reads the cluster keys of `membership` (key rotation without a restart); on any
   // error the running keys stay. Returns an error text, empty on success.
   std::string reload_keys(const config::Membership& membership);
+  // Takes this node's weights from `next` (hot reload): advertised at once, and every node
+  // moves the buckets through flow handoff.
+  void set_weights(const config::Config& next);
 
   // Adds membership fields (state, epoch, lease) to the status reply.
   void annotate_status(nlohmann::json& status) const;

@@ -46,6 +46,10 @@
 #include <memory>
 #include <vector>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 #include "vipfarm/common/net.hpp"
 #include "vipfarm/packet/hash.hpp"
 
@@ -135,6 +139,19 @@ class alignas(64) FlowTable {
     __builtin_prefetch(&sigs_[set_of(hash)]);
   }
 
+  // The second stage of a burst, once prefetch() has run for all of it: reads the set's
+  // signature line (cached by now) and prefetches the entries it matches, normally one.
+  void prefetch_entry(std::uint64_t hash) const noexcept {
+    const std::uint32_t set = set_of(hash);
+    for (std::uint32_t m = match(sigs_[set], signature_of(hash)); m != 0; m &= m - 1) {
+      const auto* e = reinterpret_cast<const char*>(&ways_[set].way[std::countr_zero(m)]);
+      __builtin_prefetch(e);
+      __builtin_prefetch(e + sizeof(Entry) - 1);  // half the entries straddle two lines
+    }
+  }
+
+  const void* sig_addr(std::uint32_t set) const noexcept { return &sigs_[set]; }
+  const void* ent_addr() const noexcept { return ways_; }
   // The live entry of `t`, or nullptr. An expired entry found is freed (counted as expired).
   Entry* find(const FlowTuple& t, std::uint64_t hash, std::uint32_t now_ms) noexcept;
 
@@ -188,11 +205,20 @@ class alignas(64) FlowTable {
     const auto sig = static_cast<std::uint16_t>(hash >> 48);
     return sig == 0 ? 1 : sig;
   }
-  // Bit w set where way w's signature equals `sig` (0: the free ways).
+  // Bit w set where way w's signature equals `sig` (0: the free ways). SSE2 is part of
+  // x86-64 itself; the scalar loop (which GCC does not vectorise) keeps other targets building.
   static std::uint32_t match(const Signatures& s, std::uint16_t sig) noexcept {
+#if defined(__SSE2__)
+    const __m128i needle = _mm_set1_epi16(static_cast<short>(sig));
+    const auto* lanes = reinterpret_cast<const __m128i*>(s.way.data());
+    const __m128i lo = _mm_cmpeq_epi16(_mm_load_si128(lanes), needle);
+    const __m128i hi = _mm_cmpeq_epi16(_mm_load_si128(lanes + 1), needle);
+    return static_cast<std::uint32_t>(_mm_movemask_epi8(_mm_packs_epi16(lo, hi)));
+#else
     std::uint32_t mask = 0;
     for (std::uint32_t w = 0; w < kWays; ++w) mask |= std::uint32_t{s.way[w] == sig} << w;
     return mask;
+#endif
   }
   static bool same_flow(const Entry& e, const FlowTuple& t) noexcept {
     return ((e.client_.hi ^ t.client.hi) | (e.client_.lo ^ t.client.lo) |
