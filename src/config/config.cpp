@@ -1022,14 +1022,24 @@ std::string fingerprint(const Config& config) {
   return hex(digest, size);
 }
 
+bool rules_only_change(const Config& a, const Config& b) {
+  if (a.groups.size() != b.groups.size()) return false;
+  Config with_rules = a;
+  for (std::size_t g = 0; g < a.groups.size(); ++g) with_rules.groups[g].rules = b.groups[g].rules;
+  return fingerprint(with_rules) == fingerprint(b);
+}
+
 std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   std::vector<std::string> out;
   auto note = [&out](bool differs, const char* key) {
     if (differs) out.emplace_back(key);
   };
   note(a.node_id != b.node_id || a.node_name != b.node_name, "node");
-  note(fingerprint(a) != fingerprint(b),
-       "the farm (cluster, vip, group members, priorities or rules: the fingerprint)");
+  if (fingerprint(a) != fingerprint(b)) {
+    note(rules_only_change(a, b), "group[].rule");
+    note(!rules_only_change(a, b),
+         "the farm (cluster, vip, groups, members or priorities: the fingerprint)");
+  }
   bool weights = a.groups.size() != b.groups.size();
   for (std::size_t g = 0; !weights && g < a.groups.size(); ++g) {
     weights = a.groups[g].members.size() != b.groups[g].members.size();

@@ -41,10 +41,13 @@ std::vector<std::vector<NodeId>> Control::assign(config::ViewMask members,
 }
 
 std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weights,
-                                std::optional<config::ViewMask> settled, config::ViewMask alive) {
+                                std::optional<config::ViewMask> settled, config::ViewMask alive,
+                                const NodeWeights* held_weights) {
   std::vector<std::vector<NodeId>> owners = assign(view, weights);
   const std::vector<std::vector<NodeId>> held =
       settled && *settled != view ? assign(*settled, weights) : std::vector<std::vector<NodeId>>{};
+  const std::vector<std::vector<NodeId>> held_w =
+      held_weights != nullptr ? assign(view, *held_weights) : std::vector<std::vector<NodeId>>{};
   const config::ViewMask self = config::view_bit(config_.node_id);
   std::lock_guard lock(mutex_);
   // Where each bucket was before: this node's previous assignment, or, for a node joining
@@ -63,16 +66,20 @@ std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weight
     const auto group = static_cast<std::uint16_t>(g);
     for (BucketId b = 0; b < owners[g].size(); ++b) {
       const bool mine_now = owners[g][b] == config_.node_id;
-      const bool mine = mine_now && (held.empty() || held[g][b] == config_.node_id);
+      const bool mine = mine_now && (held.empty() || held[g][b] == config_.node_id) &&
+                        (held_w.empty() || held_w[g][b] == config_.node_id);
       ownership_.set(group, b, mine);
       if (!owners_.empty() && owners_[g][b] != owners[g][b]) ++moved;
       if (!handoff || before.empty()) continue;
       const NodeId was = before[g][b];
       if (mine_now) {
         releasing_.set(group, b, false);
-        // Gained from a live node (a planned change): it keeps its flows, this node takes
-        // new connections only, until it says it released them. From a dead one: at once.
-        if (was != config_.node_id && was != kNoNode && (alive & config::view_bit(was)) != 0) {
+        // Gained from a live node (a planned change), or from no owner this node knows of
+        // while other nodes are alive (it had no view: another may have served the bucket):
+        // new connections only, until the others say they released their flows. From a
+        // dead node: at once.
+        const bool from_dead = was != kNoNode && (alive & config::view_bit(was)) == 0;
+        if (was != config_.node_id && !from_dead && (alive & ~self) != 0) {
           taking_.set(group, b, true);
           planned = true;
         }
@@ -96,10 +103,16 @@ std::uint32_t Control::set_view(config::ViewMask view, const NodeWeights& weight
 }
 
 void Control::publish_locked() {
+  releasing_any_ = false;
+  for (std::size_t g = 0; g < config_.groups.size() && !releasing_.empty(); ++g) {
+    for (BucketId b = 0; b < config_.buckets && !releasing_any_; ++b) {
+      releasing_any_ = releasing_.owns(static_cast<std::uint16_t>(g), b);
+    }
+  }
   const std::uint64_t generation = ++generation_;
   auto snapshot = std::make_unique<dataplane::Snapshot>(
       dataplane::Snapshot{packet::Classifier(config_), ownership_, generation, config_.unmatched,
-                          taking_, releasing_, config_.flows.handoff});
+                          taking_, releasing_, config_.flows.handoff, releasing_any_});
   dataplane_.publish(std::move(snapshot));
   announce_requested.store(true, std::memory_order_release);
 }
@@ -116,6 +129,13 @@ Control::Handoff Control::handoff() const {
     }
   }
   return h;
+}
+
+void Control::set_rules(const config::Config& next) {
+  std::lock_guard lock(mutex_);
+  for (std::size_t g = 0; g < config_.groups.size(); ++g)
+    config_.groups[g].rules = next.groups[g].rules;
+  publish_locked();
 }
 
 void Control::end_handoff(bool releasing, bool taking) {

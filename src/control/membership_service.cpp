@@ -131,6 +131,8 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   std::deque<HistoryRecord> history;
   Control::NodeWeights applied_weights;
   std::uint64_t applied_settled = 0;
+  Control::NodeWeights held_weights;  // before a weight change, while its gains wait
+  Nanos hold_until = -1;
   bool lease_was_ok = true;
   mutable std::mutex mutex;
   MembershipStats counts;  // sent, received, rejected, convergence
@@ -318,9 +320,20 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   if (m->view().epoch != 0 && !installed_now) {
     Control::NodeWeights weights = weights_table(m->view().members);
     const bool reweighted = weights != applied_weights;
-    if (reweighted || m->settled() != applied_settled) {
+    const bool hold_over = hold_until >= 0 && now >= hold_until;
+    if (reweighted || m->settled() != applied_settled || hold_over) {
+      // Weights are not agreed like views: each node applies a change when it hears it. The
+      // buckets a node gains by it wait two intervals, until every node has heard it and
+      // given them up (their owners' connections go on through handoff).
+      if (reweighted && !applied_weights.empty()) {
+        held_weights = applied_weights;
+        hold_until = now + 2 * interval();
+      } else if (hold_over) {
+        hold_until = -1;
+      }
       const std::uint32_t moved =
-          control.set_view(m->view().members, weights, m->settled(), alive_mask());
+          control.set_view(m->view().members, weights, m->settled(), alive_mask(),
+                           hold_until >= 0 ? &held_weights : nullptr);
       applied_weights = std::move(weights);
       applied_settled = m->settled();
       if (reweighted) {
@@ -684,6 +697,13 @@ nlohmann::json MembershipService::handle(const nlohmann::json& request) {
     return d.state_json();
   }
   return error("unknown command \"" + cmd + "\"");
+}
+
+void MembershipService::set_fingerprint(const config::Config& next) {
+  Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  d.m->set_fingerprint(*membership::fingerprint_from_hex(config::fingerprint(next)));
+  d.step(now_ns(), false);
 }
 
 void MembershipService::set_weights(const config::Config& next) {

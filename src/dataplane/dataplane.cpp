@@ -163,14 +163,15 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
     const std::uint64_t tsc = rte_rdtsc();
     const bool leased = tsc < lease_until.load(std::memory_order_relaxed);
     const auto now_ms = static_cast<std::uint32_t>(tsc / cycles_per_ms);
+    // The handoff sets exist (flows tracked); releasing_any: some bucket is being released.
     const bool handing = track && !snap->taking.empty();
+    const bool releasing_any = handing && snap->releasing_any;
     if (track) {
       // Flow lookups of the burst: hash and prefetch them all, then decide packet by packet.
       for (std::uint16_t i = 0; i < n; ++i) {
         const packet::Result& r = results[i];
         if (r.verdict == packet::Verdict::kFarm &&
-            (snap->ownership.owns(r.group, r.bucket) ||
-             (handing && snap->releasing.owns(r.group, r.bucket)))) {
+            (releasing_any || snap->ownership.owns(r.group, r.bucket))) {
           hashes[i] = flow::hash_tuple(tuples[i]);
           table->prefetch(hashes[i]);
         }
@@ -182,12 +183,14 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
       packet::Result& r = results[i];
       if (leased && track && r.verdict == packet::Verdict::kFarm) {
         const bool mine = snap->ownership.owns(r.group, r.bucket);
-        const bool releasing = !mine && handing && snap->releasing.owns(r.group, r.bucket);
-        if (mine || releasing) {
-          const flow::BucketMode mode = releasing ? flow::BucketMode::kReleasing
-                                        : handing && snap->taking.owns(r.group, r.bucket)
-                                            ? flow::BucketMode::kTaking
-                                            : flow::BucketMode::kOwned;
+        if (mine || releasing_any) {
+          // Releasing: every packet of a flow this node tracks, whatever bucket today's rules
+          // give it (a reload may change them); untracked UDP only in the buckets given up.
+          const flow::BucketMode mode =
+              !mine ? (snap->releasing.owns(r.group, r.bucket) ? flow::BucketMode::kReleasing
+                                                               : flow::BucketMode::kTrackedOnly)
+              : handing && snap->taking.owns(r.group, r.bucket) ? flow::BucketMode::kTaking
+                                                                : flow::BucketMode::kOwned;
           r.verdict =
               flow::admit(*table, tuples[i], hashes[i], mode, r.group, r.bucket, now_ms, c.handoff)
                   ? packet::Verdict::kAccept

@@ -1,6 +1,7 @@
 // vipfarmd: wires config, data plane and TAP addresses together, then runs until SIGTERM.
 #include <signal.h>
 
+#include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/post.hpp>
@@ -36,7 +37,8 @@ extern "C" void on_hup(int) { g_reload.store(true, std::memory_order_relaxed); }
 // changed can change at run time: the cluster keys (rotation) and this node's weights (the
 // buckets move through flow handoff). Any other change is refused, naming the keys, and
 // nothing is applied: an invalid or partly applicable file never half-applies.
-nlohmann::json reload(config::Config& running, control::MembershipService* membership) {
+nlohmann::json reload(config::Config& running, control::Control& control,
+                      control::MembershipService* membership) {
   config::LoadResult loaded = config::load_file(running.source);
   auto refuse = [](const std::string& why) {
     std::cerr << "vipfarmd: reload refused: " << why << "; the running configuration stays\n";
@@ -52,8 +54,8 @@ nlohmann::json reload(config::Config& running, control::MembershipService* membe
   const std::vector<std::string> changed = config::changed_keys(running, next);
   const std::set<std::string> applicable =
       membership != nullptr ? std::set<std::string>{"membership.key", "membership.send_key",
-                                                    "group[].member[].weight"}
-                            : std::set<std::string>{};
+                                                    "group[].member[].weight", "group[].rule"}
+                            : std::set<std::string>{"group[].rule"};
   std::string refused;
   for (const std::string& key : changed) {
     if (!applicable.contains(key)) refused += (refused.empty() ? "" : ", ") + key;
@@ -70,10 +72,20 @@ nlohmann::json reload(config::Config& running, control::MembershipService* membe
     }
     membership->set_weights(next);
   }
+  if (std::find(changed.begin(), changed.end(), "group[].rule") != changed.end()) {
+    control.set_rules(next);
+    if (membership != nullptr) membership->set_fingerprint(next);
+    for (std::size_t g = 0; g < running.groups.size(); ++g)
+      running.groups[g].rules = next.groups[g].rules;
+    std::cerr << "vipfarmd: reload: rules changed (fingerprint " << config::fingerprint(next)
+              << ")\n";
+  }
   nlohmann::json applied = changed;
   running.membership.keys = next.membership.keys;
   running.membership.send_key = next.membership.send_key;
-  running.groups = next.groups;  // only weights differ (the fingerprint is the same)
+  for (std::size_t g = 0; g < running.groups.size(); ++g) {
+    running.groups[g].members = next.groups[g].members;  // weights
+  }
   return {{"ok", true}, {"applied", applied}};
 }
 
@@ -177,7 +189,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   api.emplace(io, config.api.socket, [&](const nlohmann::json& request) {
     const std::string cmd = request.value("cmd", "");
     if (membership && control::MembershipService::handles(cmd)) return membership->handle(request);
-    if (cmd == "reload") return reload(running, membership ? &*membership : nullptr);
+    if (cmd == "reload") return reload(running, control, membership ? &*membership : nullptr);
     nlohmann::json reply = control.handle(request);
     if (membership && cmd == "status") membership->annotate_status(reply);
     return reply;
@@ -251,7 +263,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   dp.run(g_stop, [&] {
     const auto now = Clock::now();
     if (g_reload.exchange(false, std::memory_order_relaxed)) {
-      boost::asio::post(io, [&] { reload(running, membership ? &*membership : nullptr); });
+      boost::asio::post(io, [&] { reload(running, control, membership ? &*membership : nullptr); });
     }
     if (control.announce_requested.exchange(false, std::memory_order_acq_rel)) {
       dp.announce();  // an ownership change: tell the switches and clients again

@@ -64,6 +64,7 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
   p.state = hb.state;
   p.incarnation = hb.incarnation;
   p.fingerprint_ok = hb.fingerprint == fingerprint_;
+  p.fingerprint = hb.fingerprint;
   p.weights = hb.weights;
   p.releasing = hb.releasing;
   p.proposed = hb.proposed;
@@ -93,8 +94,13 @@ std::uint64_t Membership::propose(Nanos now) {
     (p.fingerprint_ok ? same_config : other_config) += 1;
     if (p.state == NodeState::kUp && p.fingerprint_ok && !p.held_down) members |= bit(id);
   }
-  if (other_config > same_config) {
-    return 0;  // this node runs a config most of the farm does not: it serves nothing
+  // A node that runs a config most of the live farm does not serves nothing (a rolling
+  // config change: nodes move to the new config's side one by one, docs/handoff.md). An
+  // exact tie between two configs goes to the larger fingerprint, so the halves never both
+  // serve.
+  if (other_config > same_config ||
+      (other_config == same_config && other_config != 0 && larger_config_elsewhere())) {
+    return 0;
   }
   const auto configured = static_cast<unsigned>(std::popcount(configured_));
   if (settings_.split_brain == SplitBrain::kMajority &&
@@ -117,11 +123,23 @@ bool Membership::confirmed() const noexcept {
   return true;
 }
 
+bool Membership::larger_config_elsewhere() const noexcept {
+  for (unsigned id = 1; id <= 64; ++id) {
+    const Peer& p = peers_[id];
+    if (id != self_ && p.alive && !p.fingerprint_ok && p.fingerprint > fingerprint_) return true;
+  }
+  return false;
+}
+
+// Every live peer running this config has installed the current view: members, and also
+// nodes that just left it (stopped, draining, waiting), which may still serve its buckets.
 bool Membership::installed_by_all() const noexcept {
   const std::uint64_t members = view().members;
   for (unsigned id = 1; id <= 64; ++id) {
-    if (id == self_ || (members & bit(id)) == 0) continue;
-    if (!peers_[id].alive || peers_[id].installed != members) return false;
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    const Peer& p = peers_[id];
+    if ((members & bit(id)) != 0 && !p.alive) return false;
+    if (p.alive && p.fingerprint_ok && p.installed != members) return false;
   }
   return true;
 }

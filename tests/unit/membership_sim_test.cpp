@@ -382,8 +382,11 @@ TEST(MembershipSim, OnlyUpNodesAreMembersAndAMismatchedFingerprintIsNotMerged) {
   EXPECT_GE(time_to_converge(sim, bit(1) | bit(3), sim.now() + 1'000 * kMillis), 0);
   sim.node(2).set_state(NodeState::kUp);
   EXPECT_GE(time_to_converge(sim, sim.running_set(), sim.now() + 1'000 * kMillis), 0);
-  // A node whose config differs: heartbeats with another fingerprint are not merged.
-  Membership m(Settings{}, 1, bit(1) | bit(2), kCluster, 1, Fingerprint{}, {1});
+  // A node whose config differs: heartbeats with another fingerprint are not merged. (One
+  // against one is a tie, which the larger fingerprint wins: here this node's.)
+  Fingerprint mine{};
+  mine[0] = 2;
+  Membership m(Settings{}, 1, bit(1) | bit(2), kCluster, 1, mine, {1});
   m.set_state(NodeState::kUp);
   Heartbeat hb;
   hb.node = 2;
@@ -394,6 +397,11 @@ TEST(MembershipSim, OnlyUpNodesAreMembersAndAMismatchedFingerprintIsNotMerged) {
   m.tick(kMillis);
   EXPECT_FALSE(m.peer(2).fingerprint_ok);
   EXPECT_EQ(m.proposal(), bit(1));
+  Membership smaller(Settings{}, 1, bit(1) | bit(2), kCluster, 1, Fingerprint{}, {1});
+  smaller.set_state(NodeState::kUp);
+  smaller.receive(hb, 0);
+  smaller.tick(kMillis);
+  EXPECT_EQ(smaller.proposal(), 0u) << "a tie goes to the larger fingerprint: not this one";
   // Outnumbered by peers running another config, a node serves nothing.
   Membership lone(Settings{}, 1, bit(1) | bit(2) | bit(3), kCluster, 1, Fingerprint{}, {1});
   lone.set_state(NodeState::kUp);

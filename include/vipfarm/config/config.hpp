@@ -212,6 +212,8 @@ std::string fingerprint(const Config& config);
 // The keys (dotted, as in the schema; a few grouped) whose values differ between `a` and `b`:
 // what a reload would change.
 std::vector<std::string> changed_keys(const Config& a, const Config& b);
+// True when `b`'s fingerprint equals `a`'s with `b`'s rules: only rules changed.
+bool rules_only_change(const Config& a, const Config& b);
 
 // A short human-readable description: nodes, VIPs, groups and rules.
 std::string summary(const Config& config);

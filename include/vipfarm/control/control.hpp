@@ -34,10 +34,11 @@ class Control {
   // membership.hpp), the workers take only the buckets this node owns in both views.
   // With flow handoff ([flows] handoff, docs/handoff.md) a bucket gained from a node in
   // `alive` is taken for new connections only, and a bucket given up keeps serving the
-  // flows this node tracks there, until end_handoff().
+  // flows this node tracks there, until end_handoff(). With `held_weights` (a weight
+  // change not yet heard by every node), buckets gained by the new weights wait too.
   std::uint32_t set_view(config::ViewMask view, const NodeWeights& weights = {},
                          std::optional<config::ViewMask> settled = std::nullopt,
-                         config::ViewMask alive = 0);
+                         config::ViewMask alive = 0, const NodeWeights* held_weights = nullptr);
 
   struct Handoff {
     std::uint32_t taking = 0;  // buckets gained, new connections only
@@ -48,6 +49,11 @@ class Control {
   // The released buckets' flows are gone (or the window passed) / the previous owners
   // released theirs: serve those buckets as usual from now on.
   void end_handoff(bool releasing, bool taking);
+
+  // Hot reload of the rules: `next` differs from the running config in its groups' rules
+  // only (config::rules_only_change). The workers classify with them from the next burst;
+  // ownership is unchanged (the assignment does not depend on rules).
+  void set_rules(const config::Config& next);
 
   // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
   nlohmann::json handle(const nlohmann::json& request);
@@ -67,7 +73,7 @@ class Control {
   nlohmann::json owner(const nlohmann::json& request) const;
   nlohmann::json view(const nlohmann::json& request);
 
-  const config::Config config_;
+  config::Config config_;  // rules change on reload (set_rules), under mutex_
   dataplane::Dataplane& dataplane_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   mutable std::mutex mutex_;
@@ -80,6 +86,7 @@ class Control {
   std::vector<std::vector<NodeId>> owners_;  // per group, per bucket
   packet::Ownership ownership_;              // what the workers accept
   packet::Ownership taking_, releasing_;     // flow handoff; empty() without it
+  bool releasing_any_ = false;
   std::chrono::steady_clock::time_point handoff_deadline_{};
 };
 

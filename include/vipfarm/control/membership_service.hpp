@@ -73,6 +73,9 @@ class MembershipService {
   // Takes this node's weights from `next` (hot reload): advertised at once, and every node
   // moves the buckets through flow handoff.
   void set_weights(const config::Config& next);
+  // Advertises `next`'s fingerprint (a reload changed the rules): until the other nodes have
+  // the same rules, the farm treats this node as running another config (docs/handoff.md).
+  void set_fingerprint(const config::Config& next);
 
   // Adds membership fields (state, epoch, lease) to the status reply.
   void annotate_status(nlohmann::json& status) const;

@@ -31,7 +31,8 @@ struct Snapshot {
   // up where this node still serves the flows it tracks. Empty sets without handoff.
   packet::Ownership taking;
   packet::Ownership releasing;
-  bool track = false;  // [flows] handoff: track the flows of owned buckets
+  bool track = false;          // [flows] handoff: track the flows of owned buckets
+  bool releasing_any = false;  // some bucket is being released: look up every farm packet
 };
 
 // Plain per-lcore counters, written by one lcore, summed by readers (relaxed reads of

@@ -20,7 +20,9 @@
 
 namespace vipfarm::flow {
 
-enum class BucketMode : std::uint8_t { kOwned, kTaking, kReleasing };
+// kTrackedOnly: a bucket neither owned nor given up, while this node releases others: only
+// the flows it tracks (their bucket may have changed with a reload of the rules).
+enum class BucketMode : std::uint8_t { kOwned, kTaking, kReleasing, kTrackedOnly };
 
 inline constexpr std::uint8_t kTcpFin = 0x01, kTcpSyn = 0x02, kTcpRst = 0x04, kTcpAck = 0x10;
 inline constexpr std::uint8_t kProtoTcp = 6;
@@ -63,6 +65,8 @@ inline bool admit(FlowTable& table, const FlowTuple& t, std::uint64_t hash, Buck
       return false;
     case BucketMode::kReleasing:
       return !tcp;  // an unknown TCP flow is the new owner's
+    case BucketMode::kTrackedOnly:
+      return false;
   }
   return false;
 }

@@ -63,7 +63,8 @@ struct PeerStatus {
   std::uint64_t incarnation = 0;
   bool fingerprint_ok = true;
   bool held_down = false;
-  bool releasing = false;  // it still serves flows in buckets it gave up (issue 5)
+  bool releasing = false;     // it still serves flows in buckets it gave up (issue 5)
+  Fingerprint fingerprint{};  // its farm config's
   std::vector<std::uint16_t> weights;
 };
 
@@ -83,6 +84,14 @@ class Membership {
   // Whether this node still serves flows in buckets it gave up (flow handoff, issue 5);
   // advertised in heartbeats so the new owners know when they own those buckets whole.
   void set_releasing(bool releasing) noexcept { releasing_ = releasing; }
+  // A reload changed the farm config (its rules): every peer is compared with the new one
+  // at once, from the fingerprint of its last heartbeat.
+  void set_fingerprint(const Fingerprint& fingerprint) noexcept {
+    fingerprint_ = fingerprint;
+    for (Peer& p : peers_) {
+      if (p.last_heard >= 0) p.fingerprint_ok = p.fingerprint == fingerprint_;
+    }
+  }
 
   // The next heartbeat to send to every peer (the sequence number advances).
   Heartbeat heartbeat(Nanos now);
@@ -109,7 +118,7 @@ class Membership {
   bool wants_heartbeat() const noexcept { return proposal_changed_; }
 
   const InstalledView& view() const noexcept { return history_.back(); }
-  // The last installed view every other member has been heard to install too (or whose
+  // The last installed view every other live node has been heard to install too (or whose
   // confirmation timed out, after agreement_timeout). A node serves the buckets it owns in
   // both view() and settled(): it gives up a bucket at once, and takes a bucket it gains
   // only once the node that loses it has installed the view. Buckets never have two
@@ -137,6 +146,7 @@ class Membership {
   bool decide(Nanos now);
   bool confirmed() const noexcept;
   bool installed_by_all() const noexcept;
+  bool larger_config_elsewhere() const noexcept;
   void install(std::uint64_t members, bool agreed, Nanos now);
 
   Settings settings_;
