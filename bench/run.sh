@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build=${1:-build}
 reps=${BENCH_REPETITIONS:-7}
-for bench in bench_classify bench_assignment; do
+for bench in bench_classify bench_assignment bench_flow; do
   echo "== $bench (median of $reps runs)"
   "$build/bench/$bench" --benchmark_repetitions="$reps" --benchmark_min_time=0.2 \
     --benchmark_report_aggregates_only=true --benchmark_format=console 2>/dev/null |

@@ -4,8 +4,9 @@
 
 #include <algorithm>
 #include <limits>
-#include <cstring>
-#include <cstdlib>
+#include <memory>
+#include <new>
+
 #include <sys/mman.h>
 
 namespace vipfarm::flow {
@@ -19,11 +20,32 @@ constexpr std::int32_t cap_timeout(std::uint32_t ms) noexcept {
 
 // At least two slots per flow, in a power of two of sets.
 std::uint32_t set_count(std::uint32_t capacity) noexcept {
-  const std::uint64_t sets = (std::uint64_t{capacity} * 2 + FlowTable::kWays - 1) / FlowTable::kWays;
+  const std::uint64_t sets =
+      (std::uint64_t{capacity} * 2 + FlowTable::kWays - 1) / FlowTable::kWays;
   return static_cast<std::uint32_t>(std::bit_ceil(std::max<std::uint64_t>(sets, 1)));
 }
 
+constexpr std::size_t kHugePage = std::size_t{2} << 20;
+
 }  // namespace
+
+void FlowTable::AlignedDelete::operator()(void* p) const noexcept {
+  ::operator delete (p, std::align_val_t{align});
+}
+
+// Zeroed (free) slots. Arrays of 2 MiB and more start on a 2 MiB boundary and ask for
+// transparent huge pages: with 4 KiB pages every lookup at 1M flows also misses the TLB, and
+// huge pages measured 10-20% faster there. Where THP is off the hint does nothing.
+template <typename T>
+std::unique_ptr<T, FlowTable::AlignedDelete> FlowTable::allocate(std::size_t count) {
+  const std::size_t bytes = count * sizeof(T);
+  const std::size_t align = bytes >= kHugePage ? kHugePage : alignof(T);
+  void* raw = ::operator new (bytes, std::align_val_t{align});
+  if (align == kHugePage) static_cast<void>(::madvise(raw, bytes, MADV_HUGEPAGE));
+  std::unique_ptr<T, AlignedDelete> owned(static_cast<T*>(raw), AlignedDelete{align});
+  std::uninitialized_value_construct_n(owned.get(), count);
+  return owned;
+}
 
 FlowTable::FlowTable(std::uint32_t capacity, FlowTimeouts timeouts, std::uint16_t groups,
                      std::uint32_t buckets)
@@ -35,23 +57,11 @@ FlowTable::FlowTable(std::uint32_t capacity, FlowTimeouts timeouts, std::uint16_
       buckets_(buckets),
       groups_(groups),
       capacity_(capacity),
-      sig_storage_(new Signatures[std::size_t{set_mask_} + 1]()),
-      way_storage_(new Ways[std::size_t{set_mask_} + 1]()),
+      sig_storage_(allocate<Signatures>(std::size_t{set_mask_} + 1)),
+      way_storage_(allocate<Ways>(std::size_t{set_mask_} + 1)),
       live_storage_(std::size_t{groups} * buckets) {
   sigs_ = sig_storage_.get();
   ways_ = way_storage_.get();
-  if (std::getenv("FLOW_HUGE")) {
-    const std::size_t bytes = (std::size_t{set_mask_} + 1) * sizeof(Ways);
-    auto* raw = static_cast<Ways*>(::operator new(bytes, std::align_val_t{1 << 21}));
-    madvise(raw, bytes, MADV_HUGEPAGE);
-    std::memset(static_cast<void*>(raw), 0, bytes);
-    ways_ = raw;
-    const std::size_t sb = (std::size_t{set_mask_} + 1) * sizeof(Signatures);
-    auto* rs = static_cast<Signatures*>(::operator new(sb, std::align_val_t{1 << 21}));
-    madvise(rs, sb, MADV_HUGEPAGE);
-    std::memset(static_cast<void*>(rs), 0, sb);
-    sigs_ = rs;
-  }
   live_counts_ = live_storage_.data();
 }
 
