@@ -2,6 +2,8 @@
 // rule lookup, key, hash. Every read is bounds-checked against the frame or datagram end.
 #include "vipfarm/packet/classify.hpp"
 
+#include "vipfarm/flow/handoff.hpp"
+
 #include <algorithm>
 #include <array>
 
@@ -49,6 +51,7 @@ struct Flow {
   bool ports_unknown = false;  // a fragment or a short quote of TCP/UDP: match on vip+proto
   bool echo_request = false;
   std::uint8_t tcp_flags = 0;  // a TCP segment's own flags (not a quote's)
+  bool quoted = false;         // the flow quoted by an ICMP error
 };
 
 // The IPv6 extension-header walk (§1.5). On return `offset` is the upper-layer header.
@@ -167,6 +170,7 @@ inline Malformed parse_l4(const std::uint8_t* l4, std::uint32_t len, Flow& flow)
         Flow quoted;
         quoted.v6 = flow.v6;
         const Malformed m = parse_quote(l4 + 8, len - 8, flow.v6, quoted);
+        quoted.quoted = true;
         if (m == Malformed::kNone) flow = quoted;
         return m;
       }
@@ -497,6 +501,7 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
     tuple->server_port = flow.server_port;
     tuple->proto = flow.proto;
     tuple->tcp_flags = flow.tcp_flags;
+    tuple->pad[0] = flow.quoted ? flow::kQuotedByIcmpError : 0;
   }
 }
 

@@ -6,8 +6,8 @@
 //   taking     the bucket was gained from a live node that still serves its flows there:
 //              a TCP flow this node tracks, or a new connection (SYN without ACK, then
 //              tracked): accept; any other TCP segment belongs to the previous owner's flows:
-//              drop. UDP and other protocols stay with the previous owner for the window:
-//              drop.
+//              drop (an ICMP error quoting it: accept, harmless). UDP and other protocols stay
+//              with the previous owner for the window: drop.
 //   releasing  the bucket was given up: a flow this node tracks: accept (the connection
 //              lives on); any other TCP segment: drop (the new owner's); UDP and others:
 //              accept, untracked (this node keeps the bucket's datagrams until it releases
@@ -26,6 +26,11 @@ enum class BucketMode : std::uint8_t { kOwned, kTaking, kReleasing, kTrackedOnly
 
 inline constexpr std::uint8_t kTcpFin = 0x01, kTcpSyn = 0x02, kTcpRst = 0x04, kTcpAck = 0x10;
 inline constexpr std::uint8_t kProtoTcp = 6;
+// FlowTuple::pad[0] (not part of a flow's identity): the packet is an ICMP error quoting the
+// flow. Delivering one to a kernel without the connection is harmless (it is ignored), so
+// a taking node accepts those of flows it does not know: PMTU discovery of the previous
+// owner's connections keeps working if it has them, and of new ones in any case.
+inline constexpr std::uint8_t kQuotedByIcmpError = 1;
 
 // Per-worker counters of the rule's outcomes (added to the verdict counters, not instead).
 struct HandoffCounters {
@@ -39,12 +44,18 @@ inline bool admit(FlowTable& table, const FlowTuple& t, std::uint64_t hash, Buck
                   std::uint16_t group, std::uint32_t bucket, std::uint32_t now_ms,
                   HandoffCounters& c) noexcept {
   const bool tcp = t.proto == kProtoTcp;
-  if (FlowTable::Entry* e = table.find(t, hash, now_ms)) {
-    table.touch(*e, t.tcp_flags, now_ms);
-    if (mode == BucketMode::kReleasing) ++c.kept;
-    return true;
-  }
   const bool syn = tcp && (t.tcp_flags & (kTcpSyn | kTcpAck)) == kTcpSyn;
+  if (FlowTable::Entry* e = table.find(t, hash, now_ms)) {
+    if (syn && table.state(*e) == FlowState::kClosing) {
+      // The client reuses the tuple of a connection that ended: a new connection, which
+      // belongs to the bucket's owner, not to this node's memory of the old one.
+      table.erase(*e);
+    } else {
+      table.touch(*e, t.tcp_flags, now_ms);
+      if (mode == BucketMode::kReleasing) ++c.kept;
+      return true;
+    }
+  }
   switch (mode) {
     case BucketMode::kOwned: {
       // A segment that ends a connection is not worth a slot.
@@ -56,6 +67,7 @@ inline bool admit(FlowTable& table, const FlowTuple& t, std::uint64_t hash, Buck
       return true;
     }
     case BucketMode::kTaking:
+      if (t.pad[0] == kQuotedByIcmpError) return true;
       if (syn) {
         table.insert(t, hash, FlowState::kSyn, group, bucket, now_ms);
         ++c.new_flows;
