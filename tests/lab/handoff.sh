@@ -3,7 +3,8 @@
 # Lab test of issue 5 (flow handoff): LAB_HANDOFF_CONNECTIONS (200) long-lived TCP
 # connections (HTTP keep-alive to nginx on the VIP, a request every 100 ms, each answer
 # checked: same node, within 1 s) spread over a 3-node farm, plus new connections from 6
-# more sources every 100 ms. Then, one at a time: node 4 joins; node 2 is drained
+# more sources every 100 ms. Then, one at a time: node 4 joins (during a SYN flood of
+# 30000 random sources, beyond the flow tables' 4096 flows per worker); node 2 is drained
 # (vipfarmctl drain); node 3's weight goes from 1 to 3 (vipfarmctl reload of every node's
 # file); a rule change is reloaded node by node. Across all of it: no long-lived connection breaks or stalls, every new connection
 # succeeds. Then node 2, still serving its connections, is killed: only those are lost. The
@@ -14,9 +15,11 @@ set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 py=/usr/bin/python3
 connections=${LAB_HANDOFF_CONNECTIONS:-200}
+capacity=${LAB_HANDOFF_CAPACITY:-4096}  # flows per worker: the SYN flood overflows it
+flood=${LAB_HANDOFF_FLOOD:-30000}
 work=$(mktemp -d "${TMPDIR:-/tmp}/vipfarm-handoff.XXXXXX")
 # The lab config with handoff on (the default) and off.
-$py - "$here/../../conf/lab.toml" "$work" <<'PY' || exit 1
+$py - "$here/../../conf/lab.toml" "$work" "$capacity" <<'PY' || exit 1
 import sys
 text = open(sys.argv[1]).read()
 # Explicit members (weight 1 each) so that a reload can change node 3's weight.
@@ -26,6 +29,8 @@ assert anchor in text
 members = "".join(f"\n[[group.member]]\nnode = {k}\nweight = 1\n" for k in (1, 2, 3, 4))
 text = text.replace(anchor, anchor + members, 1)
 text += '\n[[cluster.node]]\nid = 4\nname = "node4"\naddress = "10.77.0.4"\n'
+import re
+text = re.sub(r"(?m)^capacity = \d+", "capacity = " + sys.argv[3], text)
 open(sys.argv[2] + "/on.toml", "w").write(text.replace("[flows]\n", "[flows]\nhandoff = true\n", 1))
 open(sys.argv[2] + "/off.toml", "w").write(text.replace("[flows]\n", "[flows]\nhandoff = false\n", 1))
 PY
@@ -56,6 +61,7 @@ reload_all() {
 # the counts in breaks/new_failed.
 scenario() {
   local mode=$1 events stop_file probe_pid k
+  evicted=0
   LAB_CONFIG=$work/$mode.toml
   lab_up 4
   lab_start_daemons 1 2 3
@@ -77,10 +83,31 @@ scenario() {
   check "$mode: $connections long-lived connections open" lab_wait_for 30 opened
   sleep 3  # a soak window of steady traffic before the first change (not a wait)
 
-  # 1. node 4 joins.
+  # 1. node 4 joins, under a SYN flood from random sources (more SYNs than the flow tables,
+  # LAB_HANDOFF_CAPACITY flows per worker, hold): the tracked connections must not suffer.
+  local vmac flood_pid
+  vmac=$("$VIPFARMCTL" check-config "$(lab_node_config 1)" | awk '$1 == "vip" && $2 == "'"$LAB_VIP4"'" {print $4}')
+  cat >"$work/flood.py" <<'PY'
+import random, sys
+from scapy.all import IP, TCP, Ether, sendp
+iface, vmac, vip, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+rng = random.Random(5)
+frames = [bytes(Ether(dst=vmac) / IP(src="10.%d.%d.%d" % (rng.randrange(100, 250), rng.randrange(256),
+                                      rng.randrange(1, 255)), dst=vip) /
+                TCP(sport=rng.randrange(1024, 65535), dport=80, flags="S", seq=rng.randrange(2**32)))
+          for _ in range(count)]
+sendp(frames, iface=iface, verbose=False)
+print("sent", len(frames))
+PY
+  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/flood-$mode.log" "$py" "$work/flood.py" "$LAB_CLIENT_IF" \
+    "$vmac" "$LAB_VIP4" "$flood"
+  flood_pid=$LAB_LAST_PID
   lab_start_daemon 4
   lab_wait_ready 4
   check "$mode: node 4 joins: the view 1,2,3,4" lab_wait_view 1,2,3,4 20
+  local flood_deadline=$((SECONDS + 120))
+  while _lab_alive "$flood_pid" && ((SECONDS < flood_deadline)); do sleep 0.2; done
+  check "$mode: the SYN flood of $flood random sources was sent" grep -q "^sent $flood" "$LAB_DIR/flood-$mode.log"
   sleep 3  # a soak window: traffic goes on across the change
   # 2. node 2 is drained: it leaves the view, its connections stay (until the timeout).
   check "$mode: node 2 drained" "$VIPFARMCTL" drain --timeout 600 --socket "$(lab_api_socket 2)"
@@ -150,6 +177,12 @@ PY
   for k in 1 2 3 4; do
     "$VIPFARMCTL" counters --socket "$(lab_api_socket "$k")" --json |
       $py -c 'import json,sys; c=json.load(sys.stdin); print("  node", sys.argv[1], "handoff", c.get("handoff"))' "$k"
+    [[ $k == 2 ]] && continue  # killed
+    local flows_line
+    flows_line=$(lab_exec_node "$k" curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+      awk '/^vipfarm_flows_(inserted|refused|evicted)_total / {printf "%s %s  ", $1, $2}')
+    echo "    flows: $flows_line"
+    [[ $flows_line =~ vipfarm_flows_evicted_total\ ([0-9]+) ]] && evicted=$((evicted + BASH_REMATCH[1]))
   done
   lab_stop_daemons
   lab_down
@@ -157,6 +190,8 @@ PY
 
 scenario on
 on_breaks=$breaks
+check "handoff on: the SYN flood overflowed the flow tables ($evicted embryonic flows evicted) and no tracked connection broke" \
+  test "$evicted" -gt 0 -a "$on_breaks" -eq 0
 check "handoff on: the old owner's death mid-handoff lost its own connections ($lost2), no other ($lost_others)" \
   test "$lost2" -gt 0 -a "$lost_others" -eq 0
 check "handoff on: no long-lived connection broke or stalled ($on_breaks of $connections)" test "$on_breaks" -eq 0
