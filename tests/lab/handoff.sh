@@ -7,7 +7,9 @@
 # 30000 random sources, beyond the flow tables' 4096 flows per worker); node 2 is drained
 # (vipfarmctl drain); node 3's weight goes from 1 to 3 (vipfarmctl reload of every node's
 # file); a rule change is reloaded node by node. Across all of it: no long-lived connection breaks or stalls, every new connection
-# succeeds. Then node 2, still serving its connections, is killed: only those are lost. The
+# succeeds. Then node 2, still serving its connections, is killed: only those are lost; an
+# invalid file and a restart-only change are refused at reload; a drain with a timeout ends
+# in STOP. The
 # same scenario with [flows] handoff = false counts how many break
 # without it; both numbers are printed.
 # Needs root, build/vipfarmd and build/vipfarmctl. Ends with "lab-handoff: N passed, M failed".
@@ -149,16 +151,39 @@ PY
   lab_kill_daemon 2
   sleep 3  # a soak window: the survivors take node 2's buckets at once
 
+  # 6. an invalid file is refused at reload, naming the problem; the running config stays.
+  local conf1 out after_ms
+  _lab_ms
+  after_ms=$_LAB_MS
+  conf1=$(lab_node_config 1)
+  cp "$conf1" "$work/node1.toml"
+  printf '\n[flows]\nwindow = 0\n' >>"$conf1"
+  out=$("$VIPFARMCTL" reload --socket "$(lab_api_socket 1)" 2>&1)
+  check "$mode: an invalid file is refused at reload, naming the key" \
+    grep -q "reload refused: the file is invalid" <<<"$out"
+  cp "$work/node1.toml" "$conf1"
+  sed -i 's/^workers = 1$/workers = 2/' "$conf1"
+  out=$("$VIPFARMCTL" reload --socket "$(lab_api_socket 1)" 2>&1)
+  check "$mode: a restart-only change is refused, named (dataplane.workers)" \
+    grep -q "need a restart.*dataplane.workers" <<<"$out"
+  cp "$work/node1.toml" "$conf1"
+  check "$mode: the farm still runs the view 1,3,4" lab_wait_view 1,3,4 2 1 3 4
+  # 7. a drain with a timeout ends in STOP, cutting what is left.
+  check "$mode: node 4 drained with a 1 s timeout" \
+    "$VIPFARMCTL" drain --timeout 1 --socket "$(lab_api_socket 4)"
+  stopped4() { "$VIPFARMCTL" state --socket "$(lab_api_socket 4)" >/dev/null; test $? -eq 0; }
+  check "$mode: node 4 is STOP after its drain timeout (exit status 0)" lab_wait_for 5 stopped4
+
   touch "$stop_file"
   _lab_ms
   local deadline=$((_LAB_MS + 5000))
   while _lab_alive "$probe_pid" && { _lab_ms && ((_LAB_MS < deadline)); }; do sleep 0.05; done
-  read -r breaks new_total new_failed lost2 lost_others < <($py - "$events" "$kill_ms" <<'PY'
+  read -r breaks new_total new_failed lost2 lost_others < <($py - "$events" "$kill_ms" "$after_ms" <<'PY'
 import json, sys
 events = [json.loads(l) for l in open(sys.argv[1])]
-kill = float(sys.argv[2])
+kill, until = float(sys.argv[2]), float(sys.argv[3])
 breaks = [e for e in events if e["kind"] == "keep_break" and e["at"] < kill]
-after = [e for e in events if e["kind"] == "keep_break" and e["at"] >= kill]
+after = [e for e in events if e["kind"] == "keep_break" and kill <= e["at"] < until]
 attempts = [e for e in events if e["kind"] == "attempt" and e["start"] < kill]
 failed = [e for e in attempts if not e["ok"]]
 for e in breaks[:5]:
