@@ -70,6 +70,13 @@ class Loader {
     return value;
   }
 
+  // An optional unsigned integer in lo..hi; `fallback` when absent or invalid (reported).
+  std::uint32_t u32(const toml::table& table, std::string_view name, const std::string& path,
+                    std::int64_t lo, std::int64_t hi, std::uint32_t fallback) {
+    return static_cast<std::uint32_t>(
+        integer(table, name, path, lo, hi, fallback).value_or(fallback));
+  }
+
   std::optional<std::string> string(const toml::table& table, std::string_view name,
                                     const std::string& path,
                                     std::optional<std::string_view> fallback) {
@@ -713,8 +720,7 @@ void load_membership(Loader& loader, const toml::table& root, Config& config) {
   m.present = true;
   loader.check_unknown(*t, "membership", "membership");
   auto u32 = [&](std::string_view name, std::int64_t lo, std::int64_t hi, std::uint32_t fallback) {
-    return static_cast<std::uint32_t>(
-        loader.integer(*t, name, "membership", lo, hi, fallback).value_or(fallback));
+    return loader.u32(*t, name, "membership", lo, hi, fallback);
   };
   m.port = static_cast<std::uint16_t>(u32("port", 1, 65535, m.port));
   const auto interval = loader.integer(*t, "interval_ms", "membership", 10, 10000, m.interval_ms);
@@ -760,8 +766,7 @@ void load_flows(Loader& loader, const toml::table& root, Config& config) {
     }
   }
   auto u32 = [&](std::string_view name, std::int64_t lo, std::int64_t hi, std::uint32_t fallback) {
-    return static_cast<std::uint32_t>(
-        loader.integer(*t, name, "flows", lo, hi, fallback).value_or(fallback));
+    return loader.u32(*t, name, "flows", lo, hi, fallback);
   };
   f.capacity = u32("capacity", 1024, 16 * 1024 * 1024, f.capacity);
   f.window_s = u32("window", 1, 86400, f.window_s);
@@ -813,8 +818,7 @@ void load_checkers(Loader& loader, const toml::table& root, Config& config) {
     }
     auto u32 = [&](std::string_view name, std::int64_t lo, std::int64_t hi,
                    std::uint32_t fallback) {
-      return static_cast<std::uint32_t>(
-          loader.integer(entry, name, path, lo, hi, fallback).value_or(fallback));
+      return loader.u32(entry, name, path, lo, hi, fallback);
     };
     c.interval_ms = u32("interval_ms", 10, 3600000, c.interval_ms);
     c.timeout_ms = u32("timeout_ms", 1, 3600000, c.timeout_ms);

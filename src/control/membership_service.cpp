@@ -148,6 +148,13 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   void step(Nanos now, bool periodic);
   void send(Nanos now);
   void installed(Nanos now);
+  // One history entry (vipfarmctl history), the newest 64 kept.
+  void record(std::uint64_t epoch, std::uint64_t members, bool agreed, std::string cause,
+              std::uint32_t moved, double convergence_s) {
+    history.push_back(
+        {epoch, members, SystemClock::now(), agreed, std::move(cause), moved, convergence_s});
+    while (history.size() > 64) history.pop_front();
+  }
   config::ViewMask alive_mask() const;
   void manage_handoff();
   void finish_drain();
@@ -337,9 +344,7 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
       applied_weights = std::move(weights);
       applied_settled = m->settled();
       if (reweighted) {
-        history.push_back({m->view().epoch, m->view().members, SystemClock::now(), true,
-                           "weights changed", moved, 0});
-        while (history.size() > 64) history.pop_front();
+        record(m->view().epoch, m->view().members, true, "weights changed", moved, 0);
         std::cerr << "vipfarmd: weights changed in view epoch " << m->view().epoch << ", " << moved
                   << " buckets moved\n";
       }
@@ -348,9 +353,7 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   if (!installed_now && !history.empty() && history.back().members == m->view().members &&
       history.back().epoch != m->view().epoch) {
     // Installs raced (or this node was stopped meanwhile): same members, the larger epoch.
-    history.push_back({m->view().epoch, m->view().members, SystemClock::now(), true,
-                       "aligned on the peers' epoch", 0, 0});
-    while (history.size() > 64) history.pop_front();
+    record(m->view().epoch, m->view().members, true, "aligned on the peers' epoch", 0, 0);
   }
   if (m->lease_ok() != lease_was_ok) {
     lease_was_ok = m->lease_ok();
@@ -472,9 +475,7 @@ void MembershipService::Impl::installed(Nanos now) {
   for (std::size_t b = 0; b < MembershipStats::kConvergenceBounds.size(); ++b) {
     if (convergence <= MembershipStats::kConvergenceBounds[b]) ++counts.convergence_buckets[b];
   }
-  history.push_back(
-      {v.epoch, v.members, SystemClock::now(), v.agreed, v.cause, moved, convergence});
-  while (history.size() > 64) history.pop_front();
+  record(v.epoch, v.members, v.agreed, v.cause, moved, convergence);
   std::string members;
   for (const unsigned id : ids_of(v.members))
     members += (members.empty() ? "" : ",") + std::to_string(id);

@@ -140,6 +140,12 @@ table inet vfpart {
 }
 EOF
 }
+cut_halves() { # cut_halves: heartbeats cut between {1,2} and {3,4}
+  cut 1 10.77.0.3 10.77.0.4
+  cut 2 10.77.0.3 10.77.0.4
+  cut 3 10.77.0.1 10.77.0.2
+  cut 4 10.77.0.1 10.77.0.2
+}
 cut_drops() { # cut_drops K: heartbeats node K's partition rules dropped (out + in)
   lab_exec_node "$1" nft list table inet vfpart 2>/dev/null |
     awk '/counter packets/ {for (i = 1; i < NF; i++) if ($i == "packets") s += $(i + 1)} END {print s + 0}'
@@ -161,10 +167,7 @@ echo "== test 1: partition {1,2} | {3,4}, split_brain = serve"
 farm 4 "test 1"
 epoch0=$(view_of 1)
 epoch0=${epoch0%% *}
-cut 1 10.77.0.3 10.77.0.4
-cut 2 10.77.0.3 10.77.0.4
-cut 3 10.77.0.1 10.77.0.2
-cut 4 10.77.0.1 10.77.0.2
+cut_halves
 _lab_ms
 t_cut=$_LAB_MS
 check "test 1: nodes 1 and 2 install the view 1,2" lab_wait_view 1,2 5 1 2
@@ -289,10 +292,7 @@ done
 lost() { [[ $(witness_of 3) == false && $(witness_of 4) == false ]]; }
 check "test 2b: nodes 3 and 4 see the witness unreachable" lab_wait_for 10 lost
 check "test 2b: with the witness lost, no view change yet (the farm is whole)" lab_wait_view 1,2,3,4 1
-cut 1 10.77.0.3 10.77.0.4
-cut 2 10.77.0.3 10.77.0.4
-cut 3 10.77.0.1 10.77.0.2
-cut 4 10.77.0.1 10.77.0.2
+cut_halves
 _lab_ms
 t_cut=$_LAB_MS
 check "test 2b: the half with the witness (1,2) installs the view 1,2" lab_wait_view 1,2 5 1 2
