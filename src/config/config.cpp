@@ -11,6 +11,7 @@
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 #include "vipfarm/config/schema.hpp"
 
@@ -1026,32 +1027,58 @@ std::string fingerprint(const Config& config) {
   return hex(digest, size);
 }
 
-bool rules_only_change(const Config& a, const Config& b) {
-  if (a.groups.size() != b.groups.size()) return false;
-  Config with_rules = a;
-  for (std::size_t g = 0; g < a.groups.size(); ++g) with_rules.groups[g].rules = b.groups[g].rules;
-  return fingerprint(with_rules) == fingerprint(b);
-}
-
 std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   std::vector<std::string> out;
   auto note = [&out](bool differs, const char* key) {
     if (differs) out.emplace_back(key);
   };
   note(a.node_id != b.node_id || a.node_name != b.node_name, "node");
-  if (fingerprint(a) != fingerprint(b)) {
-    note(rules_only_change(a, b), "group[].rule");
-    note(!rules_only_change(a, b),
-         "the farm (cluster, vip, groups, members or priorities: the fingerprint)");
+  note(a.cluster_name != b.cluster_name, "cluster.name");
+  note(a.buckets != b.buckets, "cluster.buckets");
+  note(a.seed != b.seed, "cluster.seed");
+  note(a.unmatched != b.unmatched, "cluster.unmatched");
+  note(a.icmp_echo != b.icmp_echo, "cluster.icmp_echo");
+  bool nodes = a.nodes.size() != b.nodes.size();
+  for (std::size_t n = 0; !nodes && n < a.nodes.size(); ++n) {
+    nodes = a.nodes[n].id != b.nodes[n].id || a.nodes[n].name != b.nodes[n].name ||
+            a.nodes[n].address != b.nodes[n].address;
   }
-  bool weights = a.groups.size() != b.groups.size();
-  for (std::size_t g = 0; !weights && g < a.groups.size(); ++g) {
-    weights = a.groups[g].members.size() != b.groups[g].members.size();
-    for (std::size_t m = 0; !weights && m < a.groups[g].members.size(); ++m) {
-      weights = a.groups[g].members[m].weight != b.groups[g].members[m].weight;
+  note(nodes, "cluster.node");
+  bool vips = a.vips.size() != b.vips.size();
+  for (std::size_t v = 0; !vips && v < a.vips.size(); ++v) {
+    vips = a.vips[v].address != b.vips[v].address || a.vips[v].mac != b.vips[v].mac;
+  }
+  note(vips, "vip");
+  // Groups: their list and names, then per group (same list) what changed in it.
+  bool groups = a.groups.size() != b.groups.size();
+  for (std::size_t g = 0; !groups && g < a.groups.size(); ++g) {
+    groups = a.groups[g].name != b.groups[g].name;
+  }
+  note(groups, "group");
+  bool mode = false, members = false, weights = false, rules = false;
+  for (std::size_t g = 0; !groups && g < a.groups.size(); ++g) {
+    const Group &x = a.groups[g], &y = b.groups[g];
+    mode = mode || x.mode != y.mode;
+    auto roster = [](const Group& group, bool with_weights) {
+      std::vector<std::tuple<unsigned, std::int32_t, std::uint32_t>> out;
+      for (const Member& m : group.members)
+        out.emplace_back(to_int(m.node), m.priority, with_weights ? m.weight : 0);
+      std::sort(out.begin(), out.end());
+      return out;
+    };
+    const bool same_roster = roster(x, false) == roster(y, false);
+    members = members || !same_roster;
+    weights = weights || (same_roster && roster(x, true) != roster(y, true));
+    bool same_rules = x.rules.size() == y.rules.size();
+    for (std::size_t r = 0; same_rules && r < x.rules.size(); ++r) {
+      same_rules = describe_rule(a, x.rules[r]) == describe_rule(b, y.rules[r]);
     }
+    rules = rules || !same_rules;
   }
+  note(mode, "group[].mode");
+  note(members, "group[].member");
   note(weights, "group[].member[].weight");
+  note(rules, "group[].rule");
   const Dataplane &da = a.dataplane, &db = b.dataplane;
   note(da.uplink != db.uplink, "dataplane.uplink");
   note(da.eal_args != db.eal_args, "dataplane.eal_args");
@@ -1093,10 +1120,10 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   note(fa.handoff != fb.handoff, "flows.handoff");
   note(fa.capacity != fb.capacity, "flows.capacity");
   note(fa.window_s != fb.window_s, "flows.window");
-  note(fa.syn_timeout_ms != fb.syn_timeout_ms ||
-           fa.established_timeout_s != fb.established_timeout_s ||
-           fa.closing_timeout_ms != fb.closing_timeout_ms || fa.udp_timeout_s != fb.udp_timeout_s,
-       "flows timeouts");
+  note(fa.syn_timeout_ms != fb.syn_timeout_ms, "flows.syn_timeout_ms");
+  note(fa.established_timeout_s != fb.established_timeout_s, "flows.established_timeout");
+  note(fa.closing_timeout_ms != fb.closing_timeout_ms, "flows.closing_timeout_ms");
+  note(fa.udp_timeout_s != fb.udp_timeout_s, "flows.udp_timeout");
   bool checkers = a.checkers.size() != b.checkers.size();
   for (std::size_t c = 0; !checkers && c < a.checkers.size(); ++c) {
     const Checker &x = a.checkers[c], &y = b.checkers[c];
@@ -1106,6 +1133,36 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   }
   note(checkers, "checker");
   return out;
+}
+
+std::string reload_refusal(const Config& running, const Config& next) {
+  std::string restart;
+  for (const std::string& key : changed_keys(running, next)) {
+    const KeySpec* spec = find_key(key);
+    if (spec == nullptr || spec->reload == Reload::kRestart)
+      restart += (restart.empty() ? "" : ", ") + key;
+  }
+  if (!restart.empty()) {
+    return "these changes need a restart (or the rolling procedure in docs/handoff.md): " + restart;
+  }
+  const Membership &a = running.membership, &b = next.membership;
+  if (!b.present || (a.interval_ms == b.interval_ms && a.dead_after == b.dead_after)) return {};
+  const std::uint64_t old_dead = std::uint64_t{a.interval_ms} * a.dead_after;
+  const std::uint64_t new_dead = std::uint64_t{b.interval_ms} * b.dead_after;
+  auto ms = [](std::uint64_t v) { return std::to_string(v) + " ms"; };
+  if (2 * std::uint64_t{b.interval_ms} > old_dead) {
+    return "membership.interval_ms " + std::to_string(b.interval_ms) +
+           ": the peers still on the running timers declare a node dead after " + ms(old_dead) +
+           " and would lose this one; change the timers in steps, each interval at most half "
+           "the other side's dead time (docs/membership.md)";
+  }
+  if (2 * std::uint64_t{a.interval_ms} > new_dead) {
+    return "membership.interval_ms x dead_after = " + ms(new_dead) +
+           ": this node would declare dead the peers still sending every " + ms(a.interval_ms) +
+           "; change the timers in steps, each interval at most half the other side's dead "
+           "time (docs/membership.md)";
+  }
+  return {};
 }
 
 std::string summary(const Config& config) {

@@ -1,5 +1,6 @@
-// The schema table: one row per key. Reloadable keys are applied by hot reload (issue 5);
-// restart-only keys need a restart of the daemon.
+// The schema table: one row per key. Reloadable keys are applied by hot reload (vipfarmd's
+// reload(), docs/handoff.md); restart-only keys need a restart of the daemon, and reload
+// refuses a file that changes one, naming it.
 #include "vipfarm/config/schema.hpp"
 
 #include <array>
@@ -27,21 +28,20 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"cluster.icmp_echo", kString, "\"one\"", "one, none", kReloadable,
      "Echo requests to a VIP that no rule matches: one node answers (keyed on the client "
      "address in the VIP's first group), or none."},
-    {"cluster.node", kTableArray, "required", "1-64 entries", kReloadable,
-     "Every node of the farm."},
-    {"cluster.node[].id", kInteger, "required", "1-64, unique", kReloadable, "Node id."},
-    {"cluster.node[].name", kString, "required", "non-empty, unique", kReloadable, "Node name."},
-    {"cluster.node[].address", kString, "required", "IPv4 or IPv6, unique", kReloadable,
+    {"cluster.node", kTableArray, "required", "1-64 entries", kRestart, "Every node of the farm."},
+    {"cluster.node[].id", kInteger, "required", "1-64, unique", kRestart, "Node id."},
+    {"cluster.node[].name", kString, "required", "non-empty, unique", kRestart, "Node name."},
+    {"cluster.node[].address", kString, "required", "IPv4 or IPv6, unique", kRestart,
      "The node's own address (heartbeats, management)."},
-    {"vip", kTableArray, "required", "1 or more entries", kReloadable, "Virtual IP addresses."},
-    {"vip[].address", kString, "required", "IPv4 or IPv6, unique", kReloadable,
+    {"vip", kTableArray, "required", "1 or more entries", kRestart, "Virtual IP addresses."},
+    {"vip[].address", kString, "required", "IPv4 or IPv6, unique", kRestart,
      "The virtual address clients use."},
     {"vip[].mac", kString, "5A:FE:<IPv4 in hex>; IPv6: 5A:F6:<hash of the address>",
-     "unicast MAC, unique", kReloadable,
+     "unicast MAC, unique", kRestart,
      "Virtual MAC answered for the VIP; never used as a source address."},
-    {"group", kTableArray, "required", "1 or more entries", kReloadable,
+    {"group", kTableArray, "required", "1 or more entries", kRestart,
      "Load-balancing groups: members, mode and rules."},
-    {"group[].name", kString, "required", "non-empty, unique", kReloadable, "Group name."},
+    {"group[].name", kString, "required", "non-empty, unique", kRestart, "Group name."},
     {"group[].mode", kString, "\"balance\"", "balance, failover", kReloadable,
      "balance: buckets shared by weight; failover: the highest-priority member owns all."},
     {"group[].member", kTableArray, "every cluster node, weight 1", "", kReloadable,
@@ -75,12 +75,12 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "Extra EAL arguments, e.g. [\"--no-huge\", \"-m\", \"256\", \"--file-prefix=node1\"]."},
     {"dataplane.workers", kInteger, "1", "1-64", kRestart,
      "Worker lcores, one uplink RX queue each."},
-    {"dataplane.poll", kString, "\"busy\"", "busy, adaptive", kReloadable,
+    {"dataplane.poll", kString, "\"busy\"", "busy, adaptive", kRestart,
      "busy: spin; adaptive: back off to short sleeps when idle (labs, shared cores)."},
     {"dataplane.burst", kInteger, "32", "1-64", kRestart, "Packets per RX burst."},
-    {"dataplane.garp_interval", kInteger, "60", "1-3600 seconds", kReloadable,
+    {"dataplane.garp_interval", kInteger, "60", "1-3600 seconds", kRestart,
      "Gratuitous ARP / unsolicited NA period for every VIP."},
-    {"dataplane.garp_duration", kInteger, "1200", "0-86400 seconds", kReloadable,
+    {"dataplane.garp_duration", kInteger, "1200", "0-86400 seconds", kRestart,
      "How long after start or an ownership change the periodic announcements go on."},
     {"exception", kTable, "defaults", "", kRestart, "The TAP interface into the kernel."},
     {"exception.name", kString, "\"vipfarm0\"", "a Linux interface name (1-15 characters)",
@@ -145,7 +145,7 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "The node's address on this network (must be configured on the host)."},
     {"flows", kTable, "defaults", "", kRestart,
      "Flow tracking and handoff: planned changes keep live connections (docs/handoff.md)."},
-    {"flows.handoff", kBool, "true", "true, false", kReloadable,
+    {"flows.handoff", kBool, "true", "true, false", kRestart,
      "false: a plain bucket filter (connections in moved buckets break on every change)."},
     {"flows.capacity", kInteger, "262144", "1024-16777216", kRestart,
      "Flows tracked per worker (about 100 bytes each)."},

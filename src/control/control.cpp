@@ -110,9 +110,9 @@ void Control::publish_locked() {
     }
   }
   const std::uint64_t generation = ++generation_;
-  auto snapshot = std::make_unique<dataplane::Snapshot>(
-      dataplane::Snapshot{packet::Classifier(config_), ownership_, generation, config_.unmatched,
-                          taking_, releasing_, config_.flows.handoff, releasing_any_});
+  auto snapshot = std::make_unique<dataplane::Snapshot>(dataplane::Snapshot{
+      packet::Classifier(config_), ownership_, generation, config_.unmatched, taking_, releasing_,
+      config_.flows.handoff, releasing_any_, dataplane::flow_timeouts(config_.flows)});
   dataplane_.publish(std::move(snapshot));
   announce_requested.store(true, std::memory_order_release);
 }
@@ -124,26 +124,42 @@ Control::Handoff Control::handoff() const {
   for (std::size_t g = 0; g < config_.groups.size() && !taking_.empty(); ++g) {
     for (BucketId b = 0; b < config_.buckets; ++b) {
       const auto group = static_cast<std::uint16_t>(g);
-      if (taking_.owns(group, b)) ++h.taking;
+      if (taking_.owns(group, b)) h.taking.emplace_back(group, b);
       if (releasing_.owns(group, b)) h.releasing.emplace_back(group, b);
     }
   }
   return h;
 }
 
-void Control::set_rules(const config::Config& next) {
+void Control::settle_handoff(const std::vector<Bucket>& released,
+                             const std::vector<Bucket>& whole) {
   std::lock_guard lock(mutex_);
-  for (std::size_t g = 0; g < config_.groups.size(); ++g)
-    config_.groups[g].rules = next.groups[g].rules;
+  if (taking_.empty() || (released.empty() && whole.empty())) return;
+  for (const auto& [group, bucket] : released) releasing_.set(group, bucket, false);
+  for (const auto& [group, bucket] : whole) taking_.set(group, bucket, false);
   publish_locked();
 }
 
-void Control::end_handoff(bool releasing, bool taking) {
+void Control::set_farm(const config::Config& next) {
   std::lock_guard lock(mutex_);
-  if (taking_.empty()) return;
-  if (releasing) releasing_ = packet::Ownership(config_.groups.size(), config_.buckets);
-  if (taking) taking_ = packet::Ownership(config_.groups.size(), config_.buckets);
+  config_.unmatched = next.unmatched;
+  config_.icmp_echo = next.icmp_echo;
+  for (std::size_t g = 0; g < config_.groups.size() && g < next.groups.size(); ++g) {
+    config_.groups[g].mode = next.groups[g].mode;
+    config_.groups[g].members = next.groups[g].members;
+    config_.groups[g].rules = next.groups[g].rules;
+  }
+  config_.flows.window_s = next.flows.window_s;
+  config_.flows.syn_timeout_ms = next.flows.syn_timeout_ms;
+  config_.flows.established_timeout_s = next.flows.established_timeout_s;
+  config_.flows.closing_timeout_ms = next.flows.closing_timeout_ms;
+  config_.flows.udp_timeout_s = next.flows.udp_timeout_s;
   publish_locked();
+}
+
+config::ViewMask Control::current_view() const {
+  std::lock_guard lock(mutex_);
+  return view_;
 }
 
 std::vector<GroupShare> Control::shares() const {

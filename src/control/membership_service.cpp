@@ -79,6 +79,19 @@ std::vector<std::uint16_t> own_weights(const config::Config& config) {
   return out;
 }
 
+membership::Settings settings_of(const config::Membership& mc) {
+  membership::Settings s;
+  s.interval = static_cast<Nanos>(mc.interval_ms) * membership::kMillis;
+  s.dead_after = mc.dead_after;
+  s.agreement_timeout = static_cast<Nanos>(mc.agreement_timeout_ms) * membership::kMillis;
+  s.split_brain = mc.split_brain;
+  s.flap_limit = mc.flap_limit == 0 ? UINT32_MAX : mc.flap_limit;
+  s.flap_window = static_cast<Nanos>(mc.flap_window_s) * 1000 * membership::kMillis;
+  s.hold_down = static_cast<Nanos>(mc.hold_down_s) * 1000 * membership::kMillis;
+  s.lease = static_cast<Nanos>(mc.lease_ms) * membership::kMillis;
+  return s;
+}
+
 struct HistoryRecord {
   std::uint64_t epoch;
   std::uint64_t members;
@@ -104,7 +117,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
       : io(io), config(config), control(control), dp(dp), timer(io) {}
 
   boost::asio::io_context& io;
-  const config::Config& config;
+  config::Config config;  // the start-up file, then what reloads applied (apply())
   Control& control;
   dataplane::Dataplane& dp;
   boost::asio::steady_timer timer;
@@ -117,6 +130,8 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   std::vector<std::unique_ptr<Network>> networks;
   std::unique_ptr<health::Checkers> checkers;
   std::unique_ptr<health::Checkers> witness;
+  std::function<void()> on_checker_change;
+  bool reassign = false;  // a reload changed the farm config of a node alone: re-derive
   Nanos next_tick = 0;
   Nanos next_heartbeat = 0;
   Nanos interval() const {
@@ -156,7 +171,8 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
     while (history.size() > 64) history.pop_front();
   }
   config::ViewMask alive_mask() const;
-  void manage_handoff();
+  void start_witness();
+  void manage_handoff(Nanos now);
   void finish_drain();
   std::uint64_t peer_epoch(std::uint8_t id) const { return m->peer_epoch(id); }
   Control::NodeWeights weights_table(std::uint64_t members) const;
@@ -328,7 +344,8 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
     Control::NodeWeights weights = weights_table(m->view().members);
     const bool reweighted = weights != applied_weights;
     const bool hold_over = hold_until >= 0 && now >= hold_until;
-    if (reweighted || m->settled() != applied_settled || hold_over) {
+    if (reweighted || m->settled() != applied_settled || hold_over || reassign) {
+      reassign = false;
       // Weights are not agreed like views: each node applies a change when it hears it. The
       // buckets a node gains by it wait two intervals, until every node has heard it and
       // given them up (their owners' connections go on through handoff).
@@ -361,7 +378,7 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
                                : "vipfarmd: ownership lease lapsed (the control thread stalled): "
                                  "not serving VIP traffic until a view is agreed\n");
   }
-  if (config.flows.handoff) manage_handoff();
+  if (config.flows.handoff) manage_handoff(now);
   if (draining) finish_drain();
   if (periodic || m->wants_heartbeat()) send(now);
   if (m->lease_ok() && m->view().epoch != 0) {
@@ -380,38 +397,75 @@ config::ViewMask MembershipService::Impl::alive_mask() const {
   return alive;
 }
 
-// Flow handoff (docs/handoff.md): buckets given up are released once this node's workers
-// track no flow in them (or the window passed), and announced so in heartbeats; buckets
-// taken become whole once no live peer still releases flows under this view or a later one.
-void MembershipService::Impl::manage_handoff() {
+// majority mode's witness: pinged like a checker (every 500 ms, failed after 2 misses).
+// Replaces the running one (a reload); none when the config names none.
+void MembershipService::Impl::start_witness() {
+  if (witness) witness->stop();
+  witness.reset();
+  m->set_witness(false);
+  if (!config.membership.witness) return;
+  const config::Checker ping{"witness",
+                             config::CheckerKind::kPing,
+                             config.membership.witness->to_string(),
+                             500,
+                             400,
+                             1,
+                             2,
+                             std::nullopt};
+  std::weak_ptr<Impl> weak = shared_from_this();
+  witness = std::make_unique<health::Checkers>(io, std::vector{ping}, [weak] {
+    if (auto self = weak.lock(); self && self->running) {
+      std::lock_guard lock(self->mutex);
+      self->m->set_witness(self->witness->node_healthy());
+    }
+  });
+  if (running) witness->start();
+}
+
+// Flow handoff (docs/handoff.md), bucket by bucket: a bucket given up is released once this
+// node's workers track no flow in it (or the window passed), and the buckets still held are
+// announced in every heartbeat (the release map); a bucket taken becomes whole once every
+// live peer that has installed this view (or a later one) leaves it out of its map. While a
+// weight change's gains wait (hold_until), the peers may not have heard of it yet: nothing
+// is taken whole before the hold ends.
+void MembershipService::Impl::manage_handoff(Nanos now) {
   const Control::Handoff h = control.handoff();
   const bool expired = std::chrono::steady_clock::now() >= h.deadline;
-  bool releasing = !h.releasing.empty();
-  if (releasing) {
-    const std::uint64_t flows = dp.flows_in(h.releasing);
-    if (flows == 0 || expired) {
-      control.end_handoff(true, false);
-      releasing = false;
-      std::cerr << "vipfarmd: handoff: " << h.releasing.size() << " buckets given up released ("
-                << (flows == 0 ? "their flows ended"
-                               : std::to_string(flows) + " flows cut: the window passed")
-                << ")\n";
+  std::vector<Control::Bucket> released, held, whole;
+  std::uint64_t cut = 0;
+  const std::vector<std::uint64_t> flows = dp.flows_in(h.releasing);
+  for (std::size_t i = 0; i < h.releasing.size(); ++i) {
+    if (flows[i] == 0 || expired) {
+      released.push_back(h.releasing[i]);
+      cut += flows[i];
+    } else {
+      held.push_back(h.releasing[i]);
     }
   }
-  m->set_releasing(releasing);
-  if (h.taking != 0) {
-    bool released = true;
+  m->set_releasing(membership::release_map(held, config.groups.size(), config.buckets));
+  const bool holding = hold_until >= 0 && now < hold_until;
+  for (const Control::Bucket& bucket : h.taking) {
+    bool free = !holding;
     for (const config::ClusterNode& node : config.nodes) {
       const membership::PeerStatus& p = m->peer(to_int(node.id));
-      if (node.id == config.node_id || !p.alive) continue;
-      // A peer's flag counts once it speaks of this view (or a later one).
-      if (p.releasing || peer_epoch(to_int(node.id)) < m->view().epoch) released = false;
+      if (!free || node.id == config.node_id || !p.alive) continue;
+      free = peer_epoch(to_int(node.id)) >= m->view().epoch &&
+             !membership::releases(p.releasing, bucket.first, bucket.second, config.buckets);
     }
-    if (released || expired) {
-      control.end_handoff(false, true);
-      std::cerr << "vipfarmd: handoff: " << h.taking << " buckets taken whole ("
-                << (released ? "the previous owners released them" : "the window passed") << ")\n";
-    }
+    if (free || expired) whole.push_back(bucket);
+  }
+  if (released.empty() && whole.empty()) return;
+  control.settle_handoff(released, whole);
+  if (!released.empty()) {
+    std::cerr << "vipfarmd: handoff: " << released.size() << " buckets given up released ("
+              << (cut == 0 ? "their flows ended"
+                           : std::to_string(cut) + " flows cut: the window passed")
+              << "), " << held.size() << " still serving flows\n";
+  }
+  if (!whole.empty()) {
+    std::cerr << "vipfarmd: handoff: " << whole.size() << " buckets taken whole ("
+              << (expired ? "the window passed" : "their previous owners released them") << "), "
+              << h.taking.size() - whole.size() << " still waiting\n";
   }
 }
 
@@ -423,11 +477,9 @@ void MembershipService::Impl::finish_drain() {
   const bool timed_out = std::chrono::steady_clock::now() >= drain_deadline;
   if (!timed_out && !(out && h.releasing.empty())) return;
   std::uint64_t cut = 0;
-  if (!h.releasing.empty()) {
-    cut = dp.flows_in(h.releasing);
-    control.end_handoff(true, false);
-    m->set_releasing(false);
-  }
+  for (const std::uint64_t n : dp.flows_in(h.releasing)) cut += n;
+  control.settle_handoff(h.releasing, {});
+  m->set_releasing({});
   draining = false;
   admin_stopped = true;
   update_state();
@@ -504,15 +556,7 @@ std::string MembershipService::start() {
   const auto fingerprint = membership::fingerprint_from_hex(config::fingerprint(config));
   d.cluster = membership::cluster_id(config.cluster_name);
   d.configured = config::all_nodes(config);
-  membership::Settings s;
-  s.interval = static_cast<Nanos>(mc.interval_ms) * membership::kMillis;
-  s.dead_after = mc.dead_after;
-  s.agreement_timeout = static_cast<Nanos>(mc.agreement_timeout_ms) * membership::kMillis;
-  s.split_brain = mc.split_brain;
-  s.flap_limit = mc.flap_limit == 0 ? UINT32_MAX : mc.flap_limit;
-  s.flap_window = static_cast<Nanos>(mc.flap_window_s) * 1000 * membership::kMillis;
-  s.hold_down = static_cast<Nanos>(mc.hold_down_s) * 1000 * membership::kMillis;
-  s.lease = static_cast<Nanos>(mc.lease_ms) * membership::kMillis;
+  const membership::Settings s = settings_of(mc);
   // A restart must be told apart from a replay of the previous run: the incarnation is the
   // boot's wall-clock time in nanoseconds, larger than any earlier run's.
   const auto incarnation = static_cast<std::uint64_t>(
@@ -534,7 +578,7 @@ std::string MembershipService::start() {
     }
   }
   std::weak_ptr<Impl> weak = impl_;
-  auto on_checker_change = [weak] {
+  d.on_checker_change = [weak] {
     if (auto self = weak.lock(); self && self->running) {
       std::lock_guard lock(self->mutex);
       self->update_state();
@@ -542,18 +586,7 @@ std::string MembershipService::start() {
     }
   };
   if (!config.checkers.empty()) {
-    d.checkers = std::make_unique<health::Checkers>(d.io, config.checkers, on_checker_change);
-  }
-  if (mc.witness) {
-    config::Checker ping{
-        "witness",   config::CheckerKind::kPing, mc.witness->to_string(), 500, 400, 1, 2,
-        std::nullopt};
-    d.witness = std::make_unique<health::Checkers>(d.io, std::vector{ping}, [weak] {
-      if (auto self = weak.lock(); self && self->running) {
-        std::lock_guard lock(self->mutex);
-        self->m->set_witness(self->witness->node_healthy());
-      }
-    });
+    d.checkers = std::make_unique<health::Checkers>(d.io, config.checkers, d.on_checker_change);
   }
   d.own_weights = own_weights(config);
   d.running = true;
@@ -562,7 +595,7 @@ std::string MembershipService::start() {
     d.update_state();
   }
   if (d.checkers) d.checkers->start();
-  if (d.witness) d.witness->start();
+  d.start_witness();
   for (const auto& n : d.networks) d.arm(*n);
   d.next_tick = d.next_heartbeat = now_ns();
   d.schedule();
@@ -700,22 +733,53 @@ nlohmann::json MembershipService::handle(const nlohmann::json& request) {
   return error("unknown command \"" + cmd + "\"");
 }
 
-void MembershipService::set_fingerprint(const config::Config& next) {
+void MembershipService::apply(const config::Config& next) {
   Impl& d = *impl_;
   std::lock_guard lock(d.mutex);
-  d.m->set_fingerprint(*membership::fingerprint_from_hex(config::fingerprint(next)));
-  d.step(now_ns(), false);
-}
-
-void MembershipService::set_weights(const config::Config& next) {
-  Impl& d = *impl_;
-  std::lock_guard lock(d.mutex);
-  const std::vector<std::uint16_t> weights = own_weights(next);
-  if (weights == d.own_weights) return;
-  d.own_weights = weights;
+  const config::Config before = d.config;
+  d.config = next;
+  const config::Membership &was = before.membership, &is = next.membership;
+  const membership::Settings settings = settings_of(is);
+  if (settings_of(was) != settings) {
+    d.m->set_settings(settings);
+    std::cerr << "vipfarmd: reload: membership timers: heartbeat every " << is.interval_ms
+              << " ms, dead after " << is.dead_after << ", lease " << d.m->lease() / 1'000'000
+              << " ms, split brain "
+              << (is.split_brain == membership::SplitBrain::kMajority ? "majority" : "serve")
+              << "\n";
+  }
+  if (was.witness != is.witness) {
+    d.start_witness();
+    std::cerr << "vipfarmd: reload: witness " << (is.witness ? is.witness->to_string() : "none")
+              << "\n";
+  }
+  if (before.checkers != next.checkers) {
+    // Checkers keep their health by name; new ones start healthy (health::Checkers).
+    std::vector<health::Checkers::Status> previous;
+    if (d.checkers) {
+      previous = d.checkers->status();
+      d.checkers->stop();
+    }
+    d.checkers.reset();
+    if (!next.checkers.empty()) {
+      d.checkers =
+          std::make_unique<health::Checkers>(d.io, next.checkers, d.on_checker_change, &previous);
+      d.checkers->start();
+    }
+    std::cerr << "vipfarmd: reload: " << next.checkers.size() << " checkers\n";
+  }
+  const std::string fingerprint = config::fingerprint(next);
+  if (fingerprint != config::fingerprint(before)) {
+    d.m->set_fingerprint(*membership::fingerprint_from_hex(fingerprint));
+    // With live peers the fingerprint change itself changes the view (docs/handoff.md); a
+    // node alone re-derives its assignment now.
+    d.reassign = d.alive_mask() == config::view_bit(next.node_id);
+    std::cerr << "vipfarmd: reload: farm configuration changed (fingerprint " << fingerprint
+              << ")\n";
+  }
+  d.own_weights = own_weights(next);
   d.update_state();
   d.step(now_ns(), false);  // advertised at once; every node moves the buckets by handoff
-  std::cerr << "vipfarmd: reload: this node's weights changed\n";
 }
 
 std::string MembershipService::reload_keys(const config::Membership& mc) {

@@ -130,6 +130,10 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
   std::array<flow::FlowTuple, packet::Classifier::kMaxBurst> tuples;
   std::array<std::uint64_t, packet::Classifier::kMaxBurst> hashes;
   flow::FlowTable* table = flows.empty() ? nullptr : flows[queue].get();
+  // A snapshot with other flow timeouts (a reload) reaches this lcore's table here.
+  auto follow = [table](const Snapshot* s) noexcept {
+    if (table != nullptr && !(s->timeouts == table->timeouts())) table->set_timeouts(s->timeouts);
+  };
   unsigned idle = 0, bursts = 0;
   while (!stop->load(std::memory_order_relaxed)) {
     if (queue == 0) drain_to_uplink(c);
@@ -138,7 +142,9 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
     if (n == 0) {
       // Idle: the next burst will use the current snapshot, so this lcore runs its
       // generation already (what "applied everywhere" waits for).
-      c.generation = current.load(std::memory_order_acquire)->generation;
+      const Snapshot* now = current.load(std::memory_order_acquire);
+      c.generation = now->generation;
+      follow(now);
       rte_rcu_qsbr_quiescent(qsbr, thread_id);
       if (table != nullptr && idle % 16 == 0) {
         table->sweep(static_cast<std::uint32_t>(rte_rdtsc() / cycles_per_ms), 64);
@@ -149,6 +155,7 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
     idle = 0;
     const Snapshot* snap = current.load(std::memory_order_acquire);
     c.generation = snap->generation;
+    follow(snap);
     for (std::uint16_t i = 0; i < n; ++i) {
       // Only the first segment is classified: headers of interest live in it (af_packet
       // and NIC ports deliver single-segment frames up to the mbuf size).
@@ -487,9 +494,7 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   d.counters.assign(d.workers + 1, LcoreCounters{});
   d.cycles_per_ms = std::max<std::uint64_t>(1, rte_get_tsc_hz() / 1000);
   if (config.flows.handoff) {
-    const flow::FlowTimeouts timeouts{
-        config.flows.syn_timeout_ms, config.flows.established_timeout_s * 1000,
-        config.flows.closing_timeout_ms, config.flows.udp_timeout_s * 1000};
+    const flow::FlowTimeouts timeouts = flow_timeouts(config.flows);
     for (std::uint32_t w = 0; w < d.workers; ++w) {
       d.flows.push_back(std::make_unique<flow::FlowTable>(
           config.flows.capacity, timeouts, static_cast<std::uint16_t>(config.groups.size()),
@@ -499,13 +504,15 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   return {};
 }
 
-std::uint64_t Dataplane::flows_in(
+std::vector<std::uint64_t> Dataplane::flows_in(
     const std::vector<std::pair<std::uint16_t, BucketId>>& buckets) const {
-  std::uint64_t sum = 0;
+  std::vector<std::uint64_t> out(buckets.size(), 0);
   for (const auto& table : impl_->flows) {
-    for (const auto& [group, bucket] : buckets) sum += table->live_in(group, bucket);
+    for (std::size_t i = 0; i < buckets.size(); ++i) {
+      out[i] += table->live_in(buckets[i].first, buckets[i].second);
+    }
   }
-  return sum;
+  return out;
 }
 
 void Dataplane::renew_lease(std::chrono::nanoseconds duration) noexcept {

@@ -50,9 +50,7 @@ std::unique_ptr<T, FlowTable::AlignedDelete> FlowTable::allocate(std::size_t cou
 FlowTable::FlowTable(std::uint32_t capacity, FlowTimeouts timeouts, std::uint16_t groups,
                      std::uint32_t buckets)
     : set_mask_(set_count(capacity) - 1),
-      timeout_ms_{std::numeric_limits<std::int32_t>::max(), cap_timeout(timeouts.syn),
-                  cap_timeout(timeouts.established), cap_timeout(timeouts.closing),
-                  cap_timeout(timeouts.udp)},
+      timeout_ms_{},
       stats_{},
       buckets_(buckets),
       groups_(groups),
@@ -63,6 +61,14 @@ FlowTable::FlowTable(std::uint32_t capacity, FlowTimeouts timeouts, std::uint16_
   sigs_ = sig_storage_.get();
   ways_ = way_storage_.get();
   live_counts_ = live_storage_.data();
+  set_timeouts(timeouts);
+}
+
+void FlowTable::set_timeouts(FlowTimeouts timeouts) noexcept {
+  timeouts_ = timeouts;
+  timeout_ms_ = {std::numeric_limits<std::int32_t>::max(), cap_timeout(timeouts.syn),
+                 cap_timeout(timeouts.established), cap_timeout(timeouts.closing),
+                 cap_timeout(timeouts.udp)};
 }
 
 std::size_t FlowTable::memory_bytes() const noexcept {

@@ -29,8 +29,8 @@
 
 namespace vipfarm::health {
 
-RiseFall::RiseFall(unsigned rise, unsigned fall) noexcept
-    : rise_(std::max(rise, 1U)), fall_(std::max(fall, 1U)) {}
+RiseFall::RiseFall(unsigned rise, unsigned fall, bool healthy) noexcept
+    : rise_(std::max(rise, 1U)), fall_(std::max(fall, 1U)), healthy_(healthy) {}
 
 bool RiseFall::record(bool success) noexcept {
   if (success == healthy_) {
@@ -197,10 +197,10 @@ void kill_child(pid_t pid) {
 struct Checkers::Impl : std::enable_shared_from_this<Impl> {
   // One checker's schedule and the I/O of its check in flight. Touched only on the io thread.
   struct Probe {
-    Probe(asio::io_context& io, config::Checker checker, std::size_t i)
+    Probe(asio::io_context& io, config::Checker checker, std::size_t i, bool healthy)
         : config(std::move(checker)),
           index(i),
-          state(config.rise, config.fall),
+          state(config.rise, config.fall, healthy),
           next(io),
           deadline(io) {}
 
@@ -224,12 +224,24 @@ struct Checkers::Impl : std::enable_shared_from_this<Impl> {
   };
 
   Impl(asio::io_context& io_context, std::vector<config::Checker> checkers,
-       std::function<void()> changed)
+       std::function<void()> changed, const std::vector<Status>* previous)
       : io(io_context), on_change(std::move(changed)) {
     for (auto& checker : checkers) {
-      statuses.push_back(
-          {checker.name, checker.kind, checker.target, checker.group, false, 0, 0, {}, 0.0});
-      probes.push_back(std::make_unique<Probe>(io, std::move(checker), probes.size()));
+      Status s{checker.name, checker.kind, checker.target, checker.group, previous != nullptr, 0, 0,
+               {},           0.0};
+      if (previous != nullptr) {
+        const auto same = std::find_if(previous->begin(), previous->end(),
+                                       [&](const Status& p) { return p.name == checker.name; });
+        if (same != previous->end()) {
+          s.healthy = same->healthy;
+          s.checks = same->checks;
+          s.failures = same->failures;
+          s.last_error = same->last_error;
+          s.last_duration_s = same->last_duration_s;
+        }
+      }
+      probes.push_back(std::make_unique<Probe>(io, std::move(checker), probes.size(), s.healthy));
+      statuses.push_back(std::move(s));
     }
   }
 
@@ -444,8 +456,8 @@ struct Checkers::Impl : std::enable_shared_from_this<Impl> {
 };
 
 Checkers::Checkers(asio::io_context& io, std::vector<config::Checker> checkers,
-                   std::function<void()> on_change)
-    : impl_(std::make_shared<Impl>(io, std::move(checkers), std::move(on_change))) {}
+                   std::function<void()> on_change, const std::vector<Status>* previous)
+    : impl_(std::make_shared<Impl>(io, std::move(checkers), std::move(on_change), previous)) {}
 
 Checkers::~Checkers() { impl_->stop(); }
 

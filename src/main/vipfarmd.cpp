@@ -33,10 +33,11 @@ std::atomic<bool> g_reload{false};
 extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
 extern "C" void on_hup(int) { g_reload.store(true, std::memory_order_relaxed); }
 
-// SIGHUP and `vipfarmctl reload`: validate the file again and apply it when everything that
-// changed can change at run time: the cluster keys (rotation) and this node's weights (the
-// buckets move through flow handoff). Any other change is refused, naming the keys, and
-// nothing is applied: an invalid or partly applicable file never half-applies.
+// SIGHUP and `vipfarmctl reload`: validate the file again and apply it when every key that
+// changed is reloadable (the schema says which, config::reload_refusal): cluster keys, rules,
+// groups' modes, members and weights, unmatched/icmp_echo, heartbeat timers and policies,
+// the witness, checkers, flow timeouts and window. Otherwise it is refused, naming the keys,
+// and nothing is applied: an invalid or partly applicable file never half-applies.
 nlohmann::json reload(config::Config& running, control::Control& control,
                       control::MembershipService* membership) {
   config::LoadResult loaded = config::load_file(running.source);
@@ -51,42 +52,26 @@ nlohmann::json reload(config::Config& running, control::Control& control,
     return refuse("the file is invalid:" + errors);
   }
   config::Config& next = *loaded.config;
-  const std::vector<std::string> changed = config::changed_keys(running, next);
-  const std::set<std::string> applicable =
-      membership != nullptr ? std::set<std::string>{"membership.key", "membership.send_key",
-                                                    "group[].member[].weight", "group[].rule"}
-                            : std::set<std::string>{"group[].rule"};
-  std::string refused;
-  for (const std::string& key : changed) {
-    if (!applicable.contains(key)) refused += (refused.empty() ? "" : ", ") + key;
-  }
-  if (!refused.empty()) {
-    return refuse("these changes need a restart (or the rolling procedure in docs/handoff.md): " +
-                  refused);
-  }
+  if (std::string why = config::reload_refusal(running, next); !why.empty()) return refuse(why);
   // The key files are read again even when the file names did not change (a key replaced
-  // in place, or its permissions): a bad one refuses the reload.
+  // in place, or its permissions): a bad one refuses the reload. Nothing after it fails.
   if (membership != nullptr) {
     if (std::string err = membership->reload_keys(next.membership); !err.empty()) {
       return refuse(err);
     }
-    membership->set_weights(next);
   }
-  if (std::find(changed.begin(), changed.end(), "group[].rule") != changed.end()) {
-    control.set_rules(next);
-    if (membership != nullptr) membership->set_fingerprint(next);
-    for (std::size_t g = 0; g < running.groups.size(); ++g)
-      running.groups[g].rules = next.groups[g].rules;
-    std::cerr << "vipfarmd: reload: rules changed (fingerprint " << config::fingerprint(next)
-              << ")\n";
+  const std::vector<std::string> changed = config::changed_keys(running, next);
+  control.set_farm(next);
+  if (membership != nullptr) {
+    membership->apply(next);
+  } else {
+    control.set_view(control.current_view());  // the static view: the new assignment at once
   }
-  nlohmann::json applied = changed;
-  running.membership.keys = next.membership.keys;
-  running.membership.send_key = next.membership.send_key;
-  for (std::size_t g = 0; g < running.groups.size(); ++g) {
-    running.groups[g].members = next.groups[g].members;  // weights
-  }
-  return {{"ok", true}, {"applied", applied}};
+  running = std::move(next);
+  std::string names;
+  for (const std::string& key : changed) names += (names.empty() ? "" : ", ") + key;
+  std::cerr << "vipfarmd: reload applied: " << (names.empty() ? "no change" : names) << "\n";
+  return {{"ok", true}, {"applied", changed}};
 }
 
 struct TapAddress {

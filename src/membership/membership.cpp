@@ -34,9 +34,14 @@ Membership::Membership(const Settings& settings, std::uint8_t self, std::uint64_
       fingerprint_(fingerprint),
       weights_(std::move(weights)),
       peers_(65) {
+  set_settings(settings);
+  history_.push_back({0, 0, 0, true, "start"});
+}
+
+void Membership::set_settings(const Settings& settings) {
+  settings_ = settings;
   if (settings_.agreement_timeout == 0) settings_.agreement_timeout = 3 * settings_.interval;
   if (settings_.lease == 0) settings_.lease = settings_.interval * settings_.dead_after;
-  history_.push_back({0, 0, 0, true, "start"});
 }
 
 Heartbeat Membership::heartbeat(Nanos) {

@@ -20,7 +20,7 @@ namespace vipfarm::membership {
 namespace {
 
 constexpr std::uint8_t kMagic[4] = {'V', 'F', 'H', 'B'};
-constexpr std::uint8_t kVersion = 1;
+constexpr std::uint8_t kVersion = 2;
 
 void put16(std::vector<std::uint8_t>& out, std::uint16_t v) {
   out.push_back(static_cast<std::uint8_t>(v >> 8));
@@ -137,17 +137,40 @@ std::optional<Fingerprint> fingerprint_from_hex(std::string_view hex) {
   return out;
 }
 
+std::size_t release_bit(std::size_t group, std::uint32_t bucket, std::uint32_t buckets) noexcept {
+  return (group * buckets + bucket) % kReleaseBits;
+}
+
+std::vector<std::uint8_t> release_map(std::span<const std::pair<std::uint16_t, std::uint32_t>> held,
+                                      std::size_t groups, std::uint32_t buckets) {
+  if (held.empty()) return {};
+  const std::size_t bits = std::min(groups * buckets, kReleaseBits);
+  std::vector<std::uint8_t> map((bits + 7) / 8, 0);
+  for (const auto& [group, bucket] : held) {
+    const std::size_t i = release_bit(group, bucket, buckets);
+    if (i / 8 < map.size()) map[i / 8] = static_cast<std::uint8_t>(map[i / 8] | 1U << (i % 8));
+  }
+  return map;
+}
+
+bool releases(std::span<const std::uint8_t> map, std::size_t group, std::uint32_t bucket,
+              std::uint32_t buckets) noexcept {
+  const std::size_t i = release_bit(group, bucket, buckets);
+  return i / 8 < map.size() && ((map[i / 8] >> (i % 8)) & 1) != 0;
+}
+
 std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8_t> key) {
   const std::size_t groups = std::min(hb.weights.size(), kMaxWireGroups);
+  const std::size_t released = std::min(hb.releasing.size(), kMaxReleaseBytes);
   std::vector<std::uint8_t> out;
-  out.reserve(kHeaderBytes + 2 * groups + kMacBytes);
+  out.reserve(kHeaderBytes + 2 * groups + 2 + released + kMacBytes);
   out.insert(out.end(), std::begin(kMagic), std::end(kMagic));
   out.push_back(kVersion);
   out.push_back(static_cast<std::uint8_t>(hb.state));
   put16(out, hb.key_id);
   put64(out, hb.cluster);
   out.push_back(hb.node);
-  out.push_back(hb.releasing ? kFlagReleasing : 0);  // flags
+  out.push_back(0);  // flags
   out.push_back(static_cast<std::uint8_t>(groups));
   out.push_back(0);  // reserved
   put64(out, hb.incarnation);
@@ -157,6 +180,9 @@ std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8
   put64(out, hb.installed);
   put64(out, hb.proposed);
   for (std::size_t g = 0; g < groups; ++g) put16(out, hb.weights[g]);
+  put16(out, static_cast<std::uint16_t>(released));
+  out.insert(out.end(), hb.releasing.begin(),
+             hb.releasing.begin() + static_cast<std::ptrdiff_t>(released));
   const auto mac = mac_of(key, out);
   out.insert(out.end(), mac.begin(), mac.end());
   return out;
@@ -168,8 +194,11 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   if (d.size() < kMinHeartbeatBytes || d.size() > kMaxHeartbeatBytes) return out;
   if (!std::equal(std::begin(kMagic), std::end(kMagic), d.begin()) || d[4] != kVersion) return out;
   const std::size_t groups = d[18];
-  if (groups > kMaxWireGroups || d.size() != kHeaderBytes + 2 * groups + kMacBytes) return out;
-  if (d[5] >= kNodeStateCount || (d[17] & ~kFlagReleasing) != 0 || d[19] != 0) return out;
+  if (groups > kMaxWireGroups || d.size() < kHeaderBytes + 2 * groups + 2 + kMacBytes) return out;
+  const std::size_t map_at = kHeaderBytes + 2 * groups + 2;
+  const std::size_t released = get16(d.data() + map_at - 2);
+  if (released > kMaxReleaseBytes || d.size() != map_at + released + kMacBytes) return out;
+  if (d[5] >= kNodeStateCount || d[17] != 0 || d[19] != 0) return out;
   const std::vector<std::uint8_t>* key = keys.find(get16(d.data() + 6));
   if (key == nullptr) {
     out.reason = Reject::kUnknownKey;
@@ -196,7 +225,6 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   hb.key_id = get16(d.data() + 6);
   hb.cluster = get64(d.data() + 8);
   hb.node = node;
-  hb.releasing = (d[17] & kFlagReleasing) != 0;
   hb.incarnation = get64(d.data() + 20);
   hb.sequence = get64(d.data() + 28);
   std::copy_n(d.data() + 36, hb.fingerprint.size(), hb.fingerprint.begin());
@@ -204,6 +232,7 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   hb.installed = get64(d.data() + 76);
   hb.proposed = get64(d.data() + 84);
   for (std::size_t g = 0; g < groups; ++g) hb.weights.push_back(get16(d.data() + 92 + 2 * g));
+  hb.releasing.assign(d.data() + map_at, d.data() + map_at + released);
   out.heartbeat = std::move(hb);
   return out;
 }

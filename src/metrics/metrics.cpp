@@ -261,7 +261,7 @@ class Collector : public prometheus::Collectable {
     const control::Control::Handoff handoff = control_.handoff();
     gauge("vipfarm_handoff_taking_buckets",
           "Buckets gained in a planned change: new connections only, until released.",
-          handoff.taking);
+          static_cast<double>(handoff.taking.size()));
     gauge("vipfarm_handoff_releasing_buckets",
           "Buckets given up whose tracked flows this node still serves.",
           static_cast<double>(handoff.releasing.size()));

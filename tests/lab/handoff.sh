@@ -110,6 +110,22 @@ PY
   local flood_deadline=$((SECONDS + 120))
   while _lab_alive "$flood_pid" && ((SECONDS < flood_deadline)); do sleep 0.2; done
   check "$mode: the SYN flood of $flood random sources was sent" grep -q "^sent $flood" "$LAB_DIR/flood-$mode.log"
+  if [[ $mode == on ]]; then
+    # The handoff ends bucket by bucket: once the flood's embryonic flows have timed out
+    # ([flows] syn_timeout_ms, 5 s), the buckets node 4 took that hold no live connection
+    # are whole, the others still wait for their old owner's connections (a per-node
+    # release would keep all of them waiting while any connection lives).
+    local gained4
+    gained4=$(owned_by 4)
+    taking4() {
+      lab_exec_node 4 curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+        awk '/^vipfarm_handoff_taking_buckets / {printf "%d", $2}'
+    }
+    partly_taken() { local t; t=$(taking4); [[ -n $t ]] && ((t > 0 && t < gained4)); }
+    check "$mode: node 4's taken buckets become whole bucket by bucket (of $gained4)" \
+      lab_wait_for 15 partly_taken
+    echo "$mode: node 4 took $gained4 buckets; $(taking4) still wait for the old owners' connections"
+  fi
   sleep 3  # a soak window: traffic goes on across the change
   # 2. node 2 is drained: it leaves the view, its connections stay (until the timeout).
   check "$mode: node 2 drained" "$VIPFARMCTL" drain --timeout 600 --socket "$(lab_api_socket 2)"

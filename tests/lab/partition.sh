@@ -402,13 +402,15 @@ fingerprint = bytes.fromhex(fp_hex)
 members = 0b111
 
 def header(node=2, key_id=1, cluster=cluster, incarnation=incarnation, sequence=1, state=2,
-           weights=(1,), version=1, count=None):
-    # wire.hpp, version 1: a 92-byte header, 2 bytes per group weight, big-endian.
+           weights=(1,), version=2, count=None, release=b"", release_len=None):
+    # wire.hpp, version 2: a 92-byte header, 2 bytes per group weight, the release map's
+    # length (2 bytes) and the map, big-endian.
     return (b"VFHB" + struct.pack(">BBH", version, state, key_id) + cluster +
             struct.pack(">BBBB", node, 0, len(weights) if count is None else count, 0) +
             struct.pack(">QQ", incarnation, sequence) + fingerprint +
             struct.pack(">QQQ", epoch, members, members) +
-            b"".join(struct.pack(">H", w) for w in weights))
+            b"".join(struct.pack(">H", w) for w in weights) +
+            struct.pack(">H", len(release) if release_len is None else release_len) + release)
 
 def sign(h, k=key):
     return h + hmac.new(k, h, hashlib.sha256).digest()
@@ -417,15 +419,16 @@ def sign(h, k=key):
 real = [bytes(p[UDP].payload) for p in rdpcap(pcap) if UDP in p and p[IP].src == "10.77.0.2"]
 assert len(real) == 5, f"{len(real)} heartbeats of node 2 in the capture"
 for r in real:
-    assert len(r) == 92 + 2 + 32, len(r)
+    assert len(r) == 92 + 2 + 2 + 32, len(r)
     assert hmac.new(key, r[:-32], hashlib.sha256).digest() == r[-32:], "captured MAC does not verify"
     node, _, w, _ = struct.unpack(">BBBB", r[16:20])
     inc, seq = struct.unpack(">QQ", r[20:36])
     ep, inst, prop = struct.unpack(">QQQ", r[68:92])
     weights = struct.unpack(">%dH" % w, r[92:92 + 2 * w])
+    (release_len,) = struct.unpack(">H", r[92 + 2 * w:94 + 2 * w])
     again = sign(b"VFHB" + r[4:16] + struct.pack(">BBBB", node, 0, w, 0) +
                  struct.pack(">QQ", inc, seq) + r[36:68] + struct.pack(">QQQ", ep, inst, prop) +
-                 b"".join(struct.pack(">H", x) for x in weights))
+                 b"".join(struct.pack(">H", x) for x in weights) + struct.pack(">H", release_len))
     assert again == r and node == 2 and inc == incarnation and r[8:16] == cluster, "re-encoding differs"
 
 good = sign(header(sequence=1 << 40))
@@ -452,11 +455,13 @@ for i, ttl in enumerate((64, 64, 64, 254, 1)):
     kinds.append(("bad_ttl", sign(header(sequence=1 << 46 | i)), ttl, "10.77.0.2"))
 for cut in (0, 20, 91, 100, 123, len(good) - 1):           # (i) truncated
     kinds.append(("malformed", good[:cut], 255, "10.77.0.2"))
-for extra in (1, 126, 127, 1300):                          # (i) too long: for W=1, the largest
-                                                           # heartbeat (252), the read buffer, IP
+for extra in (1, 256, 257, 1300):                          # (i) too long: for W=1, the largest
+                                                           # heartbeat (384), the read buffer, IP
     kinds.append(("malformed", good + os.urandom(extra), 255, "10.77.0.2"))
 kinds.append(("malformed", sign(header(count=2, sequence=1 << 47)), 255, "10.77.0.2"))    # W says 2, 1 there
-kinds.append(("malformed", sign(header(version=2, sequence=1 << 47)), 255, "10.77.0.2"))  # version 2
+kinds.append(("malformed", sign(header(version=1, sequence=1 << 47)), 255, "10.77.0.2"))  # version 1
+kinds.append(("malformed", sign(header(release=b"\xff" * 32, release_len=33, sequence=1 << 47)),
+              255, "10.77.0.2"))                                                            # map: 33 said, 32 there
 kinds.append(("malformed", sign(header(state=4, sequence=1 << 47)), 255, "10.77.0.2"))    # no such state
 s = conf.L2socket(iface=iface)
 counts = {}

@@ -50,15 +50,47 @@ class WireTest : public ::testing::Test {
 
 TEST_F(WireTest, RoundTrip) {
   const auto d = encode(hb_, key1_);
-  EXPECT_EQ(d.size(), kHeaderBytes + 2 * 3 + kMacBytes);
+  EXPECT_EQ(d.size(), kHeaderBytes + 2 * 3 + 2 + kMacBytes);
   const Decoded r = decode_as_node1(d);
   ASSERT_TRUE(r.heartbeat.has_value()) << to_string(r.reason);
   EXPECT_EQ(*r.heartbeat, hb_);
-  hb_.releasing = true;  // flags bit 0
+  // Releasing buckets 5 of group 0 and 200 of group 2, with 3 groups of 256 buckets.
+  const std::vector<std::pair<std::uint16_t, std::uint32_t>> held = {{0, 5}, {2, 200}};
+  hb_.releasing = release_map(held, 3, 256);
+  ASSERT_EQ(hb_.releasing.size(), 3 * 256 / 8);
   const auto f = encode(hb_, key1_);
-  EXPECT_EQ(f[17], kFlagReleasing);
-  ASSERT_TRUE(decode_as_node1(f).heartbeat.has_value());
-  EXPECT_TRUE(decode_as_node1(f).heartbeat->releasing);
+  EXPECT_EQ(f.size(), kHeaderBytes + 2 * 3 + 2 + 96 + kMacBytes);
+  const Decoded g = decode_as_node1(f);
+  ASSERT_TRUE(g.heartbeat.has_value()) << to_string(g.reason);
+  EXPECT_EQ(*g.heartbeat, hb_);
+  for (std::size_t group = 0; group < 3; ++group) {
+    for (std::uint32_t b = 0; b < 256; ++b) {
+      const bool want = (group == 0 && b == 5) || (group == 2 && b == 200);
+      ASSERT_EQ(releases(g.heartbeat->releasing, group, b, 256), want) << group << " " << b;
+    }
+  }
+}
+
+TEST(ReleaseMap, EveryBucketHasItsBitUpTo2048AndLargerFarmsFoldConservatively) {
+  std::vector<std::pair<std::uint16_t, std::uint32_t>> held = {{1, 1023}};
+  auto map = release_map(held, 2, 1024);
+  EXPECT_EQ(map.size(), kMaxReleaseBytes);
+  std::size_t set = 0;
+  for (std::size_t g = 0; g < 2; ++g) {
+    for (std::uint32_t b = 0; b < 1024; ++b) set += releases(map, g, b, 1024) ? 1 : 0;
+  }
+  EXPECT_EQ(set, 1U);
+  EXPECT_TRUE(releases(map, 1, 1023, 1024));
+  // 65536 buckets: bucket 3 and bucket 3 + 2048 share a bit (both read as held), never
+  // one held and read as released.
+  held = {{0, 3}};
+  map = release_map(held, 1, 65536);
+  EXPECT_EQ(map.size(), kMaxReleaseBytes);
+  EXPECT_TRUE(releases(map, 0, 3, 65536));
+  EXPECT_TRUE(releases(map, 0, 3 + 2048, 65536));
+  EXPECT_FALSE(releases(map, 0, 4, 65536));
+  EXPECT_TRUE(release_map({}, 1, 65536).empty());
+  EXPECT_FALSE(releases({}, 0, 3, 65536));
 }
 
 TEST_F(WireTest, EitherKeyOfTheRingVerifiesSoKeysRotateWithoutARestart) {
@@ -98,13 +130,23 @@ TEST_F(WireTest, OversizedAndBadLayoutsAreMalformed) {
     return decode_as_node1(copy).reason;
   };
   EXPECT_EQ(bad(0, 'X'), Reject::kMalformed);  // magic
-  EXPECT_EQ(bad(4, 2), Reject::kMalformed);    // version
+  EXPECT_EQ(bad(4, 3), Reject::kMalformed);    // version
   EXPECT_EQ(bad(5, 4), Reject::kMalformed);    // state
-  EXPECT_EQ(bad(17, 2), Reject::kMalformed);   // flags other than "releasing"
+  EXPECT_EQ(bad(4, 1), Reject::kMalformed);    // version 1 (a "releasing" flag, no map)
+  EXPECT_EQ(bad(17, 1), Reject::kMalformed);   // flags: none defined
   EXPECT_EQ(bad(17, 0x80), Reject::kMalformed);
   EXPECT_EQ(bad(18, 4), Reject::kMalformed);   // weight count disagrees with the size
   EXPECT_EQ(bad(18, 65), Reject::kMalformed);  // more groups than the bound
   EXPECT_EQ(bad(19, 1), Reject::kMalformed);   // reserved
+  // Release map length: disagreeing with the size, or over the bound.
+  const std::size_t len_at = kHeaderBytes + 2 * 3;
+  EXPECT_EQ(bad(len_at + 1, 1), Reject::kMalformed);
+  hb_.releasing.assign(kMaxReleaseBytes, 0xFF);
+  auto full = encode(hb_, key1_);
+  EXPECT_EQ(full.size(), kHeaderBytes + 2 * 3 + 2 + kMaxReleaseBytes + kMacBytes);
+  EXPECT_TRUE(decode_as_node1(full).heartbeat.has_value());
+  full[len_at] = 0x01;  // 256 + 256 bytes claimed
+  EXPECT_EQ(decode_as_node1(full).reason, Reject::kMalformed);
 }
 
 TEST_F(WireTest, UnknownKeyAndBadMac) {
@@ -145,6 +187,7 @@ TEST_F(WireTest, RandomDatagramsAreNeverAccepted) {
       for (std::size_t at = 8; at < junk.size(); ++at) junk[at] = static_cast<std::uint8_t>(rng());
       junk[17] = junk[19] = 0;
       junk[18] = 3;
+      junk[kHeaderBytes + 6] = junk[kHeaderBytes + 7] = 0;  // no release map
     } else {
       junk.resize(rng() % (kMaxHeartbeatBytes + 16));
       for (auto& b : junk) b = static_cast<std::uint8_t>(rng());

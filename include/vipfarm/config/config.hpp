@@ -147,6 +147,7 @@ struct Checker {
   std::uint32_t rise = 2;            // consecutive successes to become healthy
   std::uint32_t fall = 2;            // consecutive failures to become failed
   std::optional<std::size_t> group;  // index into Config::groups; nullopt: the whole node
+  friend bool operator==(const Checker&, const Checker&) = default;
 };
 
 struct Config {
@@ -209,11 +210,17 @@ assignment::Input assignment_input(const Config& config, std::size_t group, View
 // travel in heartbeats) and rules.
 std::string fingerprint(const Config& config);
 
-// The keys (dotted, as in the schema; a few grouped) whose values differ between `a` and `b`:
-// what a reload would change.
+// The schema keys (find_key() knows each) whose values differ between `a` and `b`: what a
+// reload would change. A table array counts as one key when its entries are added,
+// removed or reordered (cluster.node, vip, group, membership.key, membership.lan, checker);
+// within the same groups, group[].mode, group[].member (who, with which priority),
+// group[].member[].weight and group[].rule are told apart.
 std::vector<std::string> changed_keys(const Config& a, const Config& b);
-// True when `b`'s fingerprint equals `a`'s with `b`'s rules: only rules changed.
-bool rules_only_change(const Config& a, const Config& b);
+// Why the running daemon (`running`) cannot take `next` by hot reload, empty when it can:
+// a restart-only key changed (named), or a heartbeat timer change that the peers still on
+// the current timers could not follow (each side's interval must stay within half the
+// other side's failure-detection time, interval x dead_after; docs/membership.md).
+std::string reload_refusal(const Config& running, const Config& next);
 
 // A short human-readable description: nodes, VIPs, groups and rules.
 std::string summary(const Config& config);

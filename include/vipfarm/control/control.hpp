@@ -40,24 +40,28 @@ class Control {
                          std::optional<config::ViewMask> settled = std::nullopt,
                          config::ViewMask alive = 0, const NodeWeights* held_weights = nullptr);
 
+  using Bucket = std::pair<std::uint16_t, BucketId>;  // (group, bucket)
   struct Handoff {
-    std::uint32_t taking = 0;  // buckets gained, new connections only
-    std::vector<std::pair<std::uint16_t, BucketId>> releasing;  // given up, flows kept
-    std::chrono::steady_clock::time_point deadline;             // the window's end
+    std::vector<Bucket> taking;                      // gained: new connections only, until settled
+    std::vector<Bucket> releasing;                   // given up: the flows this node tracks stay
+    std::chrono::steady_clock::time_point deadline;  // the window's end
   };
   Handoff handoff() const;
-  // The released buckets' flows are gone (or the window passed) / the previous owners
-  // released theirs: serve those buckets as usual from now on.
-  void end_handoff(bool releasing, bool taking);
+  // Ends the handoff of some buckets: `released` (given up, their flows gone or the window
+  // passed) stop being served; `whole` (gained, their previous owner released them or died,
+  // or the window passed) are served as usual from now on.
+  void settle_handoff(const std::vector<Bucket>& released, const std::vector<Bucket>& whole);
 
-  // Hot reload of the rules: `next` differs from the running config in its groups' rules
-  // only (config::rules_only_change). The workers classify with them from the next burst;
-  // ownership is unchanged (the assignment does not depend on rules).
-  void set_rules(const config::Config& next);
+  // Hot reload (vipfarmd's reload()): takes `next`'s reloadable farm keys (cluster.unmatched,
+  // cluster.icmp_echo, each group's mode, members, weights and rules; the groups themselves
+  // are the same) and its [flows] window and timeouts. The workers classify with them from
+  // the next burst; the assignment follows at the next set_view().
+  void set_farm(const config::Config& next);
 
   // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
   nlohmann::json handle(const nlohmann::json& request);
 
+  config::ViewMask current_view() const;
   std::vector<GroupShare> shares() const;
   // Buckets `node` owns in each group under the current assignment.
   std::vector<std::uint32_t> owned_by(NodeId node) const;
@@ -73,7 +77,7 @@ class Control {
   nlohmann::json owner(const nlohmann::json& request) const;
   nlohmann::json view(const nlohmann::json& request);
 
-  config::Config config_;  // rules change on reload (set_rules), under mutex_
+  config::Config config_;  // reloadable keys change on reload (set_farm), under mutex_
   dataplane::Dataplane& dataplane_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
   mutable std::mutex mutex_;

@@ -70,12 +70,14 @@ class MembershipService {
   // Re-reads the cluster keys of `membership` (key rotation without a restart); on any
   // error the running keys stay. Returns an error text, empty on success.
   std::string reload_keys(const config::Membership& membership);
-  // Takes this node's weights from `next` (hot reload): advertised at once, and every node
-  // moves the buckets through flow handoff.
-  void set_weights(const config::Config& next);
-  // Advertises `next`'s fingerprint (a reload changed the rules): until the other nodes have
-  // the same rules, the farm treats this node as running another config (docs/handoff.md).
-  void set_fingerprint(const config::Config& next);
+  // Hot reload of everything reloadable that the service runs (call after reload_keys
+  // succeeded): timers and policies (membership.interval_ms, dead_after, agreement_timeout_ms,
+  // split_brain, flap_*, hold_down, lease_ms) from the next tick; the witness; the checkers
+  // (kept by name with their health, new ones start healthy); this node's weights
+  // (advertised at once; the buckets move through flow handoff, gains held two intervals);
+  // and the farm fingerprint (a rule, group or policy change: until the other nodes have
+  // the same, the farm treats this node as running another config, docs/handoff.md).
+  void apply(const config::Config& next);
 
   // Adds membership fields (state, epoch, lease) to the status reply.
   void annotate_status(nlohmann::json& status) const;

@@ -21,6 +21,12 @@
 namespace vipfarm::dataplane {
 
 // What the workers classify with: immutable once published.
+// The flow table's timeouts from [flows].
+inline flow::FlowTimeouts flow_timeouts(const config::Flows& f) noexcept {
+  return {f.syn_timeout_ms, f.established_timeout_s * 1000, f.closing_timeout_ms,
+          f.udp_timeout_s * 1000};
+}
+
 struct Snapshot {
   packet::Classifier classifier;
   packet::Ownership ownership;
@@ -31,8 +37,9 @@ struct Snapshot {
   // up where this node still serves the flows it tracks. Empty sets without handoff.
   packet::Ownership taking;
   packet::Ownership releasing;
-  bool track = false;          // [flows] handoff: track the flows of owned buckets
-  bool releasing_any = false;  // some bucket is being released: look up every farm packet
+  bool track = false;           // [flows] handoff: track the flows of owned buckets
+  bool releasing_any = false;   // some bucket is being released: look up every farm packet
+  flow::FlowTimeouts timeouts;  // [flows] timeouts (a reload may change them)
 };
 
 // Plain per-lcore counters, written by one lcore, summed by readers (relaxed reads of
@@ -107,9 +114,10 @@ class Dataplane {
   void shutdown();
 
   Totals totals() const;
-  // Flows the workers track in these buckets (flow handoff: a given-up bucket is released
-  // when none is left).
-  std::uint64_t flows_in(const std::vector<std::pair<std::uint16_t, BucketId>>& buckets) const;
+  // Flows the workers track in each of these buckets (flow handoff: a given-up bucket is
+  // released when none is left).
+  std::vector<std::uint64_t> flows_in(
+      const std::vector<std::pair<std::uint16_t, BucketId>>& buckets) const;
   MacAddr uplink_mac() const;
 
   struct Impl;

@@ -106,6 +106,7 @@ struct FlowTimeouts {  // milliseconds; capped at 2^31 - 1
   std::uint32_t established = 3'600'000;
   std::uint32_t closing = 10'000;
   std::uint32_t udp = 30'000;
+  friend bool operator==(const FlowTimeouts&, const FlowTimeouts&) = default;
 };
 
 struct FlowStats {
@@ -144,6 +145,11 @@ class alignas(64) FlowTable {
             std::uint32_t buckets);
   FlowTable(const FlowTable&) = delete;
   FlowTable& operator=(const FlowTable&) = delete;
+
+  // New timeouts (a reload): they apply to every entry, tracked ones included, from the
+  // next lookup or sweep.
+  void set_timeouts(FlowTimeouts timeouts) noexcept;
+  const FlowTimeouts& timeouts() const noexcept { return timeouts_; }
 
   // The set's signature line: for a whole burst before its first find().
   void prefetch(std::uint64_t hash) const noexcept { __builtin_prefetch(&sigs_[set_of(hash)]); }
@@ -260,6 +266,7 @@ class alignas(64) FlowTable {
   Ways* ways_;
   std::uint32_t set_mask_;
   std::array<std::int32_t, 5> timeout_ms_;  // by FlowState; kFree never expires
+  FlowTimeouts timeouts_;                   // as given
   FlowStats stats_;
   // Cold.
   std::uint32_t* live_counts_;

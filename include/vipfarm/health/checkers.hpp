@@ -17,10 +17,11 @@ namespace vipfarm::health {
 
 // Debounces check results: healthy after `rise` consecutive successes, failed again after
 // `fall` consecutive failures. It starts failed, so a node stays WAIT until its checkers
-// have risen. A rise or fall of 0 counts as 1.
+// have risen (a reload starts new checkers healthy: see Checkers). A rise or fall of 0
+// counts as 1.
 class RiseFall {
  public:
-  RiseFall(unsigned rise, unsigned fall) noexcept;
+  RiseFall(unsigned rise, unsigned fall, bool healthy = false) noexcept;
 
   // Returns true when healthy() changed.
   bool record(bool success) noexcept;
@@ -52,8 +53,12 @@ class Checkers {
   };
 
   // `on_change` runs on the io thread whenever a checker becomes healthy or failed.
+  // `previous` (a reload replacing a running set): a checker whose name is there keeps its
+  // health and counters; any other starts healthy, so adding a checker to a serving node
+  // takes it out only once the new check has failed `fall` times. Without `previous`
+  // (start-up) every checker starts failed and must rise.
   Checkers(boost::asio::io_context& io, std::vector<config::Checker> checkers,
-           std::function<void()> on_change);
+           std::function<void()> on_change, const std::vector<Status>* previous = nullptr);
   Checkers(const Checkers&) = delete;
   Checkers& operator=(const Checkers&) = delete;
   ~Checkers();

@@ -46,6 +46,7 @@ struct Settings {
   Nanos hold_down = 30'000 * kMillis;
   std::size_t history = 64;  // installed views kept
   Nanos lease = 0;           // 0: dead_after intervals
+  friend bool operator==(const Settings&, const Settings&) = default;
 };
 
 struct InstalledView {
@@ -63,8 +64,8 @@ struct PeerStatus {
   std::uint64_t incarnation = 0;
   bool fingerprint_ok = true;
   bool held_down = false;
-  bool releasing = false;     // it still serves flows in buckets it gave up (issue 5)
-  Fingerprint fingerprint{};  // its farm config's
+  std::vector<std::uint8_t> releasing;  // buckets it still releases (wire.hpp's release map)
+  Fingerprint fingerprint{};            // its farm config's
   std::vector<std::uint16_t> weights;
 };
 
@@ -81,9 +82,10 @@ class Membership {
   // checker failed, the group's buckets leave the node).
   void set_weights(std::vector<std::uint16_t> weights) { weights_ = std::move(weights); }
   const std::vector<std::uint16_t>& weights() const noexcept { return weights_; }
-  // Whether this node still serves flows in buckets it gave up (flow handoff, issue 5);
-  // advertised in heartbeats so the new owners know when they own those buckets whole.
-  void set_releasing(bool releasing) noexcept { releasing_ = releasing; }
+  // The buckets in which this node still serves flows though it gave them up (flow handoff,
+  // wire.hpp's release map; empty: none), advertised in heartbeats so each new owner knows
+  // when it owns a bucket whole.
+  void set_releasing(std::vector<std::uint8_t> map) { releasing_ = std::move(map); }
   // A reload changed the farm config (its rules): every peer is compared with the new one
   // at once, from the fingerprint of its last heartbeat.
   void set_fingerprint(const Fingerprint& fingerprint) noexcept {
@@ -92,6 +94,11 @@ class Membership {
       if (p.last_heard >= 0) p.fingerprint_ok = p.fingerprint == fingerprint_;
     }
   }
+
+  // New timers and policies (a reload): they apply from the next tick — a peer's deadline
+  // is its last heartbeat plus the new dead_after intervals.
+  void set_settings(const Settings& settings);
+  const Settings& settings() const noexcept { return settings_; }
 
   // The next heartbeat to send to every peer (the sequence number advances).
   Heartbeat heartbeat(Nanos now);
@@ -163,7 +170,7 @@ class Membership {
   Nanos proposed_since_ = 0;
   bool proposal_changed_ = false;
   bool witness_ = false;
-  bool releasing_ = false;
+  std::vector<std::uint8_t> releasing_;
   bool lapsed_ = false;
   std::uint64_t settled_ = 0;
   Nanos lapsed_at_ = 0;

@@ -1,16 +1,16 @@
-// The heartbeat wire format (version 1): fixed header, a bounded list of group weights,
-// then an HMAC-SHA256 over everything before it. Every field has explicit bounds; decoding
+// The heartbeat wire format (version 2): fixed header, a bounded list of group weights, the
+// bounded map of buckets the sender still releases, then an HMAC-SHA256 over everything
+// before it. Every field has explicit bounds; decoding
 // never trusts a field before the MAC over it has been checked.
 //
 //   off  size  field
 //     0     4  magic "VFHB"
-//     4     1  version (1)
+//     4     1  version (2; version 1 had one "releasing" flag instead of the release map)
 //     5     1  state (NodeState)
 //     6     2  key id (which cluster key signed it)
 //     8     8  cluster id (first 8 bytes of SHA-256 of the cluster name)
 //    16     1  node id (1..64)
-//    17     1  flags: bit 0 "releasing" (the sender still serves flows in buckets it gave
-//              up, issue 5's handoff); the other bits must be 0
+//    17     1  flags (none defined; must be 0)
 //    18     1  number of group weights W (0..kMaxWireGroups)
 //    19     1  reserved (0)
 //    20     8  incarnation (per boot; a restart has a larger one)
@@ -20,7 +20,10 @@
 //    76     8  installed view (bit id-1 per member)
 //    84     8  proposed view: who the sender sees alive, UP and compatible
 //    92   2*W  weight of this node in each group (config order)
-//  92+2W   32  HMAC-SHA256 of bytes [0, 92+2W) under the key named by the key id
+//  92+2W    2  R: bytes of the release map (0..kMaxReleaseBytes; 0: releasing nothing)
+//  94+2W    R  release map: bit i (byte i/8, bit i%8) set while the sender still serves
+//              flows in a bucket it gave up whose release_bit() is i (flow handoff)
+//  94+2W+R 32  HMAC-SHA256 of everything before it under the key named by the key id
 // All integers big-endian.
 #pragma once
 
@@ -31,6 +34,7 @@
 #include <span>
 #include <string>
 #include <string_view>
+#include <utility>
 #include <vector>
 
 namespace vipfarm::membership {
@@ -42,10 +46,24 @@ std::string_view to_string(NodeState state) noexcept;
 inline constexpr std::size_t kMaxWireGroups = 64;
 inline constexpr std::size_t kHeaderBytes = 92;
 inline constexpr std::size_t kMacBytes = 32;
-inline constexpr std::size_t kMinHeartbeatBytes = kHeaderBytes + kMacBytes;
-inline constexpr std::size_t kMaxHeartbeatBytes = kHeaderBytes + 2 * kMaxWireGroups + kMacBytes;
+inline constexpr std::size_t kReleaseBits = 2048;
+inline constexpr std::size_t kMaxReleaseBytes = kReleaseBits / 8;
+inline constexpr std::size_t kMinHeartbeatBytes = kHeaderBytes + 2 + kMacBytes;
+inline constexpr std::size_t kMaxHeartbeatBytes =
+    kHeaderBytes + 2 * kMaxWireGroups + 2 + kMaxReleaseBytes + kMacBytes;
 inline constexpr std::size_t kMinKeyBytes = 32;
-inline constexpr std::uint8_t kFlagReleasing = 0x01;
+
+// The release map's bit for a bucket: buckets numbered group after group, folded onto
+// kReleaseBits bits. Up to 2048 buckets over all groups each has its own bit; beyond, a set
+// bit stands for every bucket folded onto it, so a new owner may wait longer, never less.
+std::size_t release_bit(std::size_t group, std::uint32_t bucket, std::uint32_t buckets) noexcept;
+// The map for these (group, bucket) pairs; empty when there are none. Its size is what the
+// farm's groups x buckets need, at most kMaxReleaseBytes.
+std::vector<std::uint8_t> release_map(std::span<const std::pair<std::uint16_t, std::uint32_t>> held,
+                                      std::size_t groups, std::uint32_t buckets);
+// Whether `map` (a peer's) says it still releases (group, bucket).
+bool releases(std::span<const std::uint8_t> map, std::size_t group, std::uint32_t bucket,
+              std::uint32_t buckets) noexcept;
 
 using Fingerprint = std::array<std::uint8_t, 32>;
 
@@ -61,7 +79,7 @@ struct Heartbeat {
   std::uint64_t installed = 0;
   std::uint64_t proposed = 0;
   std::vector<std::uint16_t> weights;
-  bool releasing = false;  // flags bit 0
+  std::vector<std::uint8_t> releasing;  // the release map; empty: nothing released
 
   friend bool operator==(const Heartbeat&, const Heartbeat&) = default;
 };
