@@ -523,6 +523,103 @@ TEST(Config, ProductionExampleCommentsEveryKey) {
   }
 }
 
+// Hot reload: what changed, named by schema keys, and whether a running daemon may take it.
+Config loaded(const std::string& text) {
+  LoadResult r = parse(text, "t.toml");
+  EXPECT_TRUE(r.config.has_value()) << (r.errors.empty() ? "" : r.errors[0].to_string()) << text;
+  return r.config ? *r.config : Config{};
+}
+
+std::string replaced(std::string text, std::string_view from, std::string_view to) {
+  const auto at = text.find(from);
+  EXPECT_NE(at, std::string::npos) << from;
+  if (at != std::string::npos) text.replace(at, from.size(), to);
+  return text;
+}
+
+const std::string kWithMembership = std::string(kMinimal) + R"(
+[membership]
+[[membership.key]]
+id = 1
+file = "/etc/vipfarm/cluster.key"
+[[checker]]
+name = "web"
+kind = "tcp"
+target = "127.0.0.1:80"
+)";
+
+TEST(Reload, ChangedKeysNameSchemaKeysAndTellReloadableFromRestart) {
+  const Config base = loaded(kWithMembership);
+  struct Case {
+    std::string_view from, to, key;
+    bool reloadable;
+  };
+  const std::vector<Case> cases = {
+      {"ports = 80", "ports = \"80,443\"", "group[].rule", true},
+      {"name = \"g\"", "name = \"g\"\nmode = \"failover\"", "group[].mode", true},
+      {"name = \"g\"", "name = \"g\"\n[[group.member]]\nnode = 1\nweight = 1", "group[].member",
+       true},
+      {"[[vip]]", "[flows]\nudp_timeout = 60\n[[vip]]", "flows.udp_timeout", true},
+      {"[[vip]]", "[flows]\nwindow = 60\n[[vip]]", "flows.window", true},
+      {"[[vip]]", "[flows]\nhandoff = false\n[[vip]]", "flows.handoff", false},
+      {"[[vip]]", "[flows]\ncapacity = 4096\n[[vip]]", "flows.capacity", false},
+      {"name = \"web\"\n\n", "name = \"web\"\nunmatched = \"pass\"\n\n", "cluster.unmatched", true},
+      {"name = \"web\"\n\n", "name = \"web\"\nbuckets = 512\n\n", "cluster.buckets", false},
+      {"address = \"192.0.2.2\"", "address = \"192.0.2.3\"", "cluster.node", false},
+      {"address = \"198.51.100.50\"", "address = \"198.51.100.51\"", "vip", false},
+      {"name = \"g\"", "name = \"h\"", "group", false},
+      {"[membership]", "[membership]\ninterval_ms = 150", "membership.interval_ms", true},
+      {"[membership]", "[membership]\nsplit_brain = \"majority\"", "membership.split_brain", true},
+      {"[membership]", "[membership]\nsplit_brain = \"majority\"\nwitness = \"192.0.2.254\"",
+       "membership.split_brain", true},
+      {"[membership]", "[membership]\nport = 9471", "membership.port", false},
+      {"target = \"127.0.0.1:80\"", "target = \"127.0.0.1:8080\"", "checker", true},
+      {"[[checker]]", "[dataplane]\nuplink = \"net_null0\"\nworkers = 2\n[[checker]]",
+       "dataplane.uplink", false},
+  };
+  for (const Case& c : cases) {
+    const Config next = loaded(replaced(kWithMembership, c.from, c.to));
+    const std::vector<std::string> keys = changed_keys(base, next);
+    ASSERT_FALSE(keys.empty()) << c.key;
+    EXPECT_EQ(keys.front(), c.key) << c.to;
+    for (const std::string& key : keys) EXPECT_NE(find_key(key), nullptr) << key;
+    const std::string refusal = reload_refusal(base, next);
+    if (c.reloadable) {
+      EXPECT_EQ(refusal, "") << c.key;
+    } else {
+      EXPECT_NE(refusal.find("need a restart"), std::string::npos) << c.key;
+      EXPECT_NE(refusal.find(c.key), std::string::npos) << refusal;
+    }
+  }
+  // A weight alone is a weight change, not a member change.
+  const Config weighted = loaded(replaced(kWithMembership, "name = \"g\"",
+                                          "name = \"g\"\n[[group.member]]\nnode = 1\nweight = 1\n"
+                                          "[[group.member]]\nnode = 2\nweight = 1"));
+  const Config heavier = loaded(replaced(kWithMembership, "name = \"g\"",
+                                         "name = \"g\"\n[[group.member]]\nnode = 1\nweight = 3\n"
+                                         "[[group.member]]\nnode = 2\nweight = 1"));
+  EXPECT_EQ(changed_keys(weighted, heavier), std::vector<std::string>{"group[].member[].weight"});
+  EXPECT_TRUE(changed_keys(base, loaded(kWithMembership)).empty());
+}
+
+TEST(Reload, HeartbeatTimersChangeOnlyInStepsThePeersCanFollow) {
+  const Config base = loaded(kWithMembership);  // 100 ms x 8: dead after 800 ms
+  auto with = [](std::string_view timers) {
+    return loaded(
+        replaced(kWithMembership, "[membership]", "[membership]\n" + std::string(timers)));
+  };
+  EXPECT_EQ(reload_refusal(base, with("interval_ms = 400")), "");  // 400 <= 800/2, 100 <= 3200/2
+  EXPECT_EQ(reload_refusal(base, with("interval_ms = 50")), "");
+  EXPECT_EQ(reload_refusal(base, with("dead_after = 4")), "");  // 100 <= 400/2
+  const std::string too_slow = reload_refusal(base, with("interval_ms = 500"));
+  EXPECT_NE(too_slow.find("membership.interval_ms 500"), std::string::npos) << too_slow;
+  EXPECT_NE(too_slow.find("800 ms"), std::string::npos) << too_slow;
+  const std::string too_eager = reload_refusal(base, with("interval_ms = 20\ndead_after = 5"));
+  EXPECT_NE(too_eager.find("100 ms"), std::string::npos) << too_eager;
+  // The same target in two steps: 100 -> 400 -> 1000 with dead_after 8.
+  EXPECT_EQ(reload_refusal(with("interval_ms = 400"), with("interval_ms = 1000")), "");
+}
+
 TEST(Net, ParseEndpointIpv4) {
   const auto e = parse_endpoint("192.0.2.1:80");
   ASSERT_TRUE(e);

@@ -295,6 +295,21 @@ TEST(FlowTable, ExpiryAcrossClockWrap) {
   EXPECT_EQ(table.stats().expired, 2u);
 }
 
+// A reload's new timeouts apply to the flows already tracked, from the next lookup.
+TEST(FlowTable, NewTimeoutsApplyToTrackedFlows) {
+  FlowTable table(64, kTimeouts, 1, 1);
+  const FlowTuple est = v4(0x0A000001, 1), udp = v4(0x0A000002, 2, kUdp, 53);
+  ASSERT_NE(insert(table, est, FlowState::kEstablished, 0), nullptr);
+  ASSERT_NE(insert(table, udp, FlowState::kUdp, 0), nullptr);
+  EXPECT_NE(find(table, est, 400), nullptr);  // seen at 0, timeout 1000 ms
+  table.set_timeouts({.syn = 100, .established = 500, .closing = 50, .udp = 2000});
+  EXPECT_EQ(table.timeouts().established, 500u);
+  EXPECT_NE(find(table, est, 500), nullptr);   // 500 ms idle: the new limit
+  EXPECT_EQ(find(table, est, 501), nullptr);   // past it (the old one was 1000)
+  EXPECT_NE(find(table, udp, 1900), nullptr);  // the old 300 ms would have expired it
+  EXPECT_EQ(table.stats().expired, 1u);
+}
+
 TEST(FlowTable, UdpIdleTimeout) {
   FlowTable table(64, {.syn = 5'000, .established = 3'600'000, .closing = 10'000, .udp = 30'000}, 1,
                   1);

@@ -276,5 +276,43 @@ TEST_F(HealthCheckers, OnChangeFiresExactlyOnFlips) {
   EXPECT_EQ(node_history_, (std::vector<bool>{true, false}));
 }
 
+// A reload replaces the running set: a checker kept by name keeps its health and counters,
+// a new one starts healthy and falls only after `fall` failures (never taking a serving
+// node out before its check has really failed).
+TEST_F(HealthCheckers, AReloadKeepsCheckersByNameAndStartsNewOnesHealthy) {
+  auto kept = checker(CheckerKind::kCustom, "true", 2, 2);
+  kept.name = "kept";
+  auto& running = make({kept});
+  ASSERT_TRUE(run_until(io_, [&] { return running.node_healthy() && checked(3); }));
+  const std::vector<Checkers::Status> previous = running.status();
+  running.stop();
+
+  auto failing = checker(CheckerKind::kCustom, "exit 1", 2, 3);
+  failing.name = "new";
+  kept.interval_ms = 40;  // changed, same name: still the same checker
+  int changes = 0;
+  bool first_change_to = true;
+  Checkers reloaded(
+      io_, {kept, failing},
+      [&] {
+        if (changes++ == 0) first_change_to = false;
+      },
+      &previous);
+  const auto at_start = reloaded.status();
+  EXPECT_TRUE(at_start[0].healthy);
+  EXPECT_EQ(at_start[0].checks, previous[0].checks);
+  EXPECT_TRUE(at_start[1].healthy);
+  EXPECT_EQ(at_start[1].checks, 0U);
+  EXPECT_TRUE(reloaded.node_healthy());
+  reloaded.start();
+  ASSERT_TRUE(run_until(io_, [&] { return !reloaded.node_healthy(); }));
+  EXPECT_EQ(reloaded.status()[1].failures, 3U);  // fell at its third failure, not before
+  EXPECT_EQ(changes, 1);
+  EXPECT_FALSE(first_change_to);
+  EXPECT_TRUE(reloaded.status()[0].healthy);
+  EXPECT_GT(reloaded.status()[0].checks, previous[0].checks);
+  reloaded.stop();
+}
+
 }  // namespace
 }  // namespace vipfarm::health
