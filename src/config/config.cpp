@@ -1027,6 +1027,16 @@ std::string fingerprint(const Config& config) {
   return hex(digest, size);
 }
 
+namespace {
+
+// Two lists differ when their lengths do, or any pair of entries is not `same`.
+template <typename T, typename Same>
+bool lists_differ(const std::vector<T>& x, const std::vector<T>& y, Same same) {
+  return !std::equal(x.begin(), x.end(), y.begin(), y.end(), same);
+}
+
+}  // namespace
+
 std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   std::vector<std::string> out;
   auto note = [&out](bool differs, const char* key) {
@@ -1038,17 +1048,15 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   note(a.seed != b.seed, "cluster.seed");
   note(a.unmatched != b.unmatched, "cluster.unmatched");
   note(a.icmp_echo != b.icmp_echo, "cluster.icmp_echo");
-  bool nodes = a.nodes.size() != b.nodes.size();
-  for (std::size_t n = 0; !nodes && n < a.nodes.size(); ++n) {
-    nodes = a.nodes[n].id != b.nodes[n].id || a.nodes[n].name != b.nodes[n].name ||
-            a.nodes[n].address != b.nodes[n].address;
-  }
-  note(nodes, "cluster.node");
-  bool vips = a.vips.size() != b.vips.size();
-  for (std::size_t v = 0; !vips && v < a.vips.size(); ++v) {
-    vips = a.vips[v].address != b.vips[v].address || a.vips[v].mac != b.vips[v].mac;
-  }
-  note(vips, "vip");
+  note(lists_differ(a.nodes, b.nodes,
+                    [](const ClusterNode& x, const ClusterNode& y) {
+                      return x.id == y.id && x.name == y.name && x.address == y.address;
+                    }),
+       "cluster.node");
+  note(lists_differ(
+           a.vips, b.vips,
+           [](const Vip& x, const Vip& y) { return x.address == y.address && x.mac == y.mac; }),
+       "vip");
   // Groups: their list and names, then per group (same list) what changed in it.
   bool groups = a.groups.size() != b.groups.size();
   for (std::size_t g = 0; !groups && g < a.groups.size(); ++g) {
@@ -1105,17 +1113,17 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   note(ma.flap_window_s != mb.flap_window_s, "membership.flap_window");
   note(ma.hold_down_s != mb.hold_down_s, "membership.hold_down");
   note(ma.lease_ms != mb.lease_ms, "membership.lease_ms");
-  bool keys = ma.keys.size() != mb.keys.size();
-  for (std::size_t k = 0; !keys && k < ma.keys.size(); ++k) {
-    keys = ma.keys[k].id != mb.keys[k].id || ma.keys[k].file != mb.keys[k].file;
-  }
-  note(keys, "membership.key");
+  note(lists_differ(ma.keys, mb.keys,
+                    [](const ClusterKey& x, const ClusterKey& y) {
+                      return x.id == y.id && x.file == y.file;
+                    }),
+       "membership.key");
   note(ma.send_key != mb.send_key, "membership.send_key");
-  bool lans = ma.lans.size() != mb.lans.size();
-  for (std::size_t l = 0; !lans && l < ma.lans.size(); ++l) {
-    lans = ma.lans[l].name != mb.lans[l].name || ma.lans[l].addresses != mb.lans[l].addresses;
-  }
-  note(lans, "membership.lan");
+  note(lists_differ(ma.lans, mb.lans,
+                    [](const HeartbeatLan& x, const HeartbeatLan& y) {
+                      return x.name == y.name && x.addresses == y.addresses;
+                    }),
+       "membership.lan");
   const Flows &fa = a.flows, &fb = b.flows;
   note(fa.handoff != fb.handoff, "flows.handoff");
   note(fa.capacity != fb.capacity, "flows.capacity");
@@ -1124,14 +1132,7 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   note(fa.established_timeout_s != fb.established_timeout_s, "flows.established_timeout");
   note(fa.closing_timeout_ms != fb.closing_timeout_ms, "flows.closing_timeout_ms");
   note(fa.udp_timeout_s != fb.udp_timeout_s, "flows.udp_timeout");
-  bool checkers = a.checkers.size() != b.checkers.size();
-  for (std::size_t c = 0; !checkers && c < a.checkers.size(); ++c) {
-    const Checker &x = a.checkers[c], &y = b.checkers[c];
-    checkers = x.name != y.name || x.kind != y.kind || x.target != y.target ||
-               x.interval_ms != y.interval_ms || x.timeout_ms != y.timeout_ms || x.rise != y.rise ||
-               x.fall != y.fall || x.group != y.group;
-  }
-  note(checkers, "checker");
+  note(a.checkers != b.checkers, "checker");
   return out;
 }
 

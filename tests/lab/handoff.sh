@@ -53,9 +53,27 @@ owned_by() {  # owned_by K: buckets node K owns in node 1's live owner map
     $py -c 'import json,sys; print(json.load(sys.stdin)["groups"][0]["owners"].count(int(sys.argv[1])))' "$1"
 }
 owns_more() { (($(owned_by "$1") > $2)); }
-reload_all() {
-  local k
-  for k in 1 2 3 4; do "$VIPFARMCTL" reload --socket "$(lab_api_socket "$k")" >/dev/null || return 1; done
+reload_all() {  # reload_all [K...]: every node (1-4) by default
+  local k nodes=("$@")
+  ((${#nodes[@]})) || nodes=(1 2 3 4)
+  for k in "${nodes[@]}"; do "$VIPFARMCTL" reload --socket "$(lab_api_socket "$k")" >/dev/null || return 1; done
+}
+metric() {  # metric K NAME: node K's sample of NAME (no labels)
+  lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics | awk -v n="$2" '$1 == n {print $2}'
+}
+epoch_of() { metric "$1" vipfarm_view_epoch; }
+heartbeat_rate() {  # heartbeat_rate K SECONDS: heartbeats node K sent per second
+  local a b
+  a=$(metric "$1" vipfarm_heartbeats_sent_total)
+  sleep "$2"  # the measuring window itself
+  b=$(metric "$1" vipfarm_heartbeats_sent_total)
+  $py -c 'import sys; print("%.1f" % ((float(sys.argv[2]) - float(sys.argv[1])) / float(sys.argv[3])))' "$a" "$b" "$2"
+}
+checker_runs() {  # checker_runs K NAME: node K has run checker NAME twice, and it is healthy
+  local text
+  text=$(lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics)
+  grep -q "^vipfarm_checker_healthy{.*checker=\"$2\".*} 1" <<<"$text" &&
+    grep "^vipfarm_checker_checks_total{.*checker=\"$2\"" <<<"$text" | awk '{exit !($2 >= 2)}'
 }
 
 # scenario MODE: the whole scenario on a fresh 4-node lab (node 4 starts later); prints
@@ -184,6 +202,41 @@ PY
     grep -q "need a restart.*dataplane.workers" <<<"$out"
   cp "$work/node1.toml" "$conf1"
   check "$mode: the farm still runs the view 1,3,4" lab_wait_view 1,3,4 2 1 3 4
+  if [[ $mode == on ]]; then
+    # 6b. Timers and checkers reload without a restart. Heartbeats 100 -> 200 ms on every
+    # node (a step the peers can follow) and a second checker: no view change, and node 1's
+    # heartbeat rate halves. 100 -> 1000 ms at once is refused (the peers would lose it).
+    local epoch0 rate
+    epoch0=$(epoch_of 1)
+    for k in 1 2 3 4; do
+      sed -i 's/^split_brain = "serve"$/split_brain = "serve"\ninterval_ms = 200/' "$(lab_node_config "$k")"
+      printf '\n[[checker]]\nname = "nginx-again"\nkind = "tcp"\ntarget = "127.0.0.1:80"\ninterval_ms = 300\n' \
+        >>"$(lab_node_config "$k")"
+    done
+    check "$mode: heartbeat interval and a new checker reloaded on nodes 1,3,4" reload_all 1 3 4
+    rate=$(heartbeat_rate 1 2)
+    echo "$mode: node 1 sends $rate heartbeats/s to its 3 peers after the reload (30/s at 100 ms)"
+    check "$mode: node 1 beats every 200 ms now ($rate/s, 15 expected)" \
+      $py -c 'import sys; r = float(sys.argv[1]); sys.exit(0 if 12 <= r <= 19 else 1)' "$rate"
+    check "$mode: the new checker runs on node 3" lab_wait_for 5 checker_runs 3 nginx-again
+    check "$mode: no view change from the timer and checker reload" test "$(epoch_of 1)" = "$epoch0"
+    sed -i 's/^interval_ms = 200$/interval_ms = 1000/' "$conf1"
+    out=$("$VIPFARMCTL" reload --socket "$(lab_api_socket 1)" 2>&1)
+    check "$mode: a heartbeat interval the peers cannot follow (200 -> 1000 ms) is refused, named" \
+      grep -q "membership.interval_ms 1000" <<<"$out"
+    sed -i 's/^interval_ms = 1000$/interval_ms = 200/' "$conf1"
+    # A checker that fails, added by reload on node 3: it leaves the view once the check has
+    # failed twice (fall), and returns when the reload takes it away again.
+    local conf3
+    conf3=$(lab_node_config 3)
+    cp "$conf3" "$work/node3.toml"
+    printf '\n[[checker]]\nname = "port81"\nkind = "tcp"\ntarget = "127.0.0.1:81"\ninterval_ms = 200\n' >>"$conf3"
+    check "$mode: a failing checker reloaded on node 3" "$VIPFARMCTL" reload --socket "$(lab_api_socket 3)"
+    check "$mode: node 3 leaves on its new failing checker" lab_wait_view 1,4 5 1 3 4
+    cp "$work/node3.toml" "$conf3"
+    check "$mode: the failing checker reloaded away on node 3" "$VIPFARMCTL" reload --socket "$(lab_api_socket 3)"
+    check "$mode: node 3 is back" lab_wait_view 1,3,4 5 1 3 4
+  fi
   # 7. a drain with a timeout ends in STOP, cutting what is left.
   check "$mode: node 4 drained with a 1 s timeout" \
     "$VIPFARMCTL" drain --timeout 1 --socket "$(lab_api_socket 4)"
