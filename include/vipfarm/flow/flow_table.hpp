@@ -266,9 +266,9 @@ class alignas(64) FlowTable {
   Ways* ways_;
   std::uint32_t set_mask_;
   std::array<std::int32_t, 5> timeout_ms_;  // by FlowState; kFree never expires
-  FlowTimeouts timeouts_;                   // as given
   FlowStats stats_;
   // Cold.
+  FlowTimeouts timeouts_;  // as given (timeout_ms_ holds them for the lookups)
   std::uint32_t* live_counts_;
   std::uint32_t buckets_;
   std::uint16_t groups_;
