@@ -633,6 +633,7 @@ Totals Dataplane::totals() const {
     t.flows.erased += f.erased;
     t.flows.live += f.live;
     t.flows.embryonic += f.embryonic;
+    t.flows_capacity += table->capacity();
   }
   return t;
 }

@@ -239,6 +239,10 @@ class Collector : public prometheus::Collectable {
     };
     gauge("vipfarm_flows_tracked", "Flows the workers track (flow handoff).",
           static_cast<double>(f.live));
+    gauge("vipfarm_flows_capacity",
+          "Flows the workers' tables hold at most ([flows] capacity per worker; 0 without "
+          "handoff).",
+          static_cast<double>(totals.flows_capacity));
     gauge("vipfarm_flows_embryonic", "Tracked TCP flows that have not completed a handshake.",
           static_cast<double>(f.embryonic));
     counter("vipfarm_flows_inserted_total", "Flows the workers started tracking.", f.inserted);

@@ -71,6 +71,7 @@ struct alignas(64) LcoreCounters {
 struct Totals {
   LcoreCounters sum;
   flow::FlowStats flows{};           // every worker's flow table
+  std::uint64_t flows_capacity = 0;  // flows all the tables must hold ([flows] capacity each)
   std::uint64_t min_generation = 0;  // every worker has applied at least this one
 };
 
