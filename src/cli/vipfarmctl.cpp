@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "top.hpp"
 #include "vipfarm/assignment/assignment.hpp"
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/config/schema.hpp"
@@ -37,6 +38,9 @@ constexpr const char* kUsage =
     "                               buckets per node and group; with --from-view, how many\n"
     "                               moved going from that view to --view\n"
     "  config-reference             the configuration keys as a Markdown table\n"
+    "  top --config FILE [--interval SECONDS] [--count N] [--json]\n"
+    "                               live per-node view of the farm (state, epoch, share,\n"
+    "                               packet rates, flows) from every node's /metrics\n"
     "\n"
     "commands for a running vipfarmd (admin socket, default /run/vipfarm/vipfarmd.sock):\n"
     "  status   [--socket PATH] [--json]   node, view, snapshot generation, owned buckets\n"
@@ -521,6 +525,26 @@ int cmd_buckets(const std::vector<std::string>& args) {
   return 0;
 }
 
+int cmd_top(const std::vector<std::string>& args) {
+  po::options_description options("top");
+  std::string config_path;
+  cli::TopOptions top;
+  options.add_options()("config", po::value(&config_path), "the farm's config file")(
+      "interval", po::value(&top.interval_s), "seconds between frames")(
+      "count", po::value(&top.count), "frames to show (0: until interrupted)")(
+      "json", po::bool_switch(&top.json), "one JSON object per frame");
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(options).run(), vm);
+  po::notify(vm);
+  if (config_path.empty()) throw UsageError("top needs --config FILE");
+  if (!(top.interval_s >= 0.1 && top.interval_s <= 3600)) {
+    throw UsageError("top: --interval must be 0.1-3600 seconds");
+  }
+  const auto config = load_or_report(config_path);
+  if (!config) return 1;
+  return cli::run_top(*config, top);
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -549,6 +573,7 @@ int main(int argc, char** argv) {
       return cmd_stop_start(command, args);
     }
     if (command == "reload") return cmd_reload(args);
+    if (command == "top") return cmd_top(args);
     if (command == "config-reference") {
       std::cout << config::reference_markdown();
       return 0;

@@ -74,5 +74,23 @@ for cmd in nodes view history stop start reload; do
 done
 check "view set without ids exits 2" test "$(status_of "$ctl" view set --socket "$tmp/none.sock")" = 2
 
+# top: a farm none of whose nodes answers (loopback addresses, a port nothing listens on):
+# each node reported unreachable with the reason, exit 1; usage errors exit 2.
+port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+sed -e 's/"10\.77\.0\.\([123]\)"/"127.0.0.\1"/' -e "s/^listen = .*/listen = \"0.0.0.0:$port\"/" \
+  conf/lab.toml >"$tmp/top.toml"
+check "top config points at loopback" grep -q "listen = \"0.0.0.0:$port\"" "$tmp/top.toml"
+check "top with no node answering exits 1" \
+  test "$(status_of "$ctl" top --config "$tmp/top.toml" --count 1 --json)" = 1
+check "top reports every node unreachable, with the reason" /usr/bin/python3 - "$tmp/out" <<'PY'
+import json, sys
+frame = json.loads(open(sys.argv[1]).read())
+assert [n["id"] for n in frame["nodes"]] == [1, 2, 3], frame
+assert all(not n["ok"] and "refused" in n["error"] for n in frame["nodes"]), frame
+PY
+check "top without --config exits 2" test "$(status_of "$ctl" top --count 1)" = 2
+check "top with a bad interval exits 2" \
+  test "$(status_of "$ctl" top --config "$tmp/top.toml" --interval 0)" = 2
+
 summary
 ((failed == 0))

@@ -371,6 +371,26 @@ assert rx > 0 and rx == verdicts, (rx, verdicts)
 PY
 done
 
+# --- vipfarmctl top from the client (an operator's machine): every node's /metrics -------
+# Three frames half a second apart; the last must show all three nodes UP in one epoch,
+# their shares adding up to every bucket, and live packet rates (heartbeats arrive always).
+top_out=$(lab_exec_client "$VIPFARMCTL" top --config "$(lab_node_config 1)" --count 3 --interval 0.5 --json)
+check "vipfarmctl top: 3 nodes UP in one epoch, shares adding up to every bucket, rates measured" \
+  $py - "$top_out" <<'PY'
+import json, sys
+frames = [json.loads(l) for l in sys.argv[1].splitlines()]
+assert len(frames) == 3, len(frames)
+nodes = frames[-1]["nodes"]
+assert [n["ok"] for n in nodes] == [True] * 3, nodes
+assert {n["state"] for n in nodes} == {"UP"}, nodes
+assert len({n["epoch"] for n in nodes}) == 1, nodes
+for group, buckets in nodes[0]["buckets"].items():
+    assert sum(n["owned"][group] for n in nodes) == buckets, (group, nodes)
+assert all(n["rx_pps"] is not None and n["rx_pps"] > 0 for n in nodes), nodes
+assert all(n["rx_pps"] is None for n in frames[0]["nodes"]), "no rate without an earlier frame"
+PY
+echo "$top_out" | tail -1
+
 # --- the virtual MACs: in the client's cache, never a source, never in the bridge's table
 neigh=$(ip -n "$LAB_CLIENT_NS" neigh show "$LAB_VIP4")
 check "client's ARP entry for the VIP is the virtual MAC ($neigh)" grep -qi "lladdr $vmac4" <<<"$neigh"
