@@ -27,7 +27,7 @@ constexpr const char* kUsage =
     "usage: vipfarmctl COMMAND [options]\n"
     "\n"
     "commands:\n"
-    "  check-config FILE            validate a config; print a summary or every error\n"
+    "  check-config FILE [--json]   validate a config; print a summary or every error\n"
     "  owner --config FILE [--view 1,2,3] [--json] PROTO CLIENT SERVER\n"
     "                               which group, bucket and node take this flow\n"
     "                               PROTO: tcp|udp|icmp; CLIENT/SERVER: 192.0.2.7:40000,\n"
@@ -146,11 +146,42 @@ std::string human(const nlohmann::json& d) {
 }
 
 int cmd_check_config(const std::vector<std::string>& args) {
-  if (args.size() != 1) throw UsageError("check-config takes one FILE");
-  const auto config = load_or_report(args[0]);
-  if (!config) return 1;
-  std::cout << args[0] << ": OK\n" << config::summary(*config);
-  return 0;
+  std::vector<std::string> files;
+  bool json = false;
+  for (const std::string& a : args) {
+    if (a == "--json") {
+      json = true;
+    } else {
+      files.push_back(a);
+    }
+  }
+  if (files.size() != 1) throw UsageError("check-config takes one FILE");
+  if (!json) {
+    const auto config = load_or_report(files[0]);
+    if (!config) return 1;
+    std::cout << files[0] << ": OK\n" << config::summary(*config);
+    return 0;
+  }
+  const config::LoadResult loaded = config::load_file(files[0]);
+  nlohmann::json out{{"file", files[0]}, {"ok", loaded.config.has_value()}};
+  if (loaded.config) {
+    out["fingerprint"] = config::fingerprint(*loaded.config);
+    out["node"] = to_int(loaded.config->node_id);
+    out["nodes"] = loaded.config->nodes.size();
+    out["vips"] = loaded.config->vips.size();
+    out["groups"] = loaded.config->groups.size();
+    out["buckets"] = loaded.config->buckets;
+  }
+  out["errors"] = nlohmann::json::array();
+  for (const config::Error& e : loaded.errors) {
+    out["errors"].push_back({{"file", e.file},
+                             {"line", e.line},
+                             {"column", e.column},
+                             {"key", e.key},
+                             {"reason", e.message}});
+  }
+  std::cout << out.dump() << "\n";
+  return loaded.config ? 0 : 1;
 }
 
 int cmd_owner(const std::vector<std::string>& args) {

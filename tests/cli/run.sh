@@ -30,6 +30,23 @@ check "errors are file:line:col: key: reason" \
 check "every error is reported" grep -q "cluster.colour: unknown key" "$tmp/err"
 check "power of two" grep -q "$tmp/bad.toml:6:11: cluster.buckets: must be a power of two, got 3" "$tmp/err"
 check "missing file exits 1" test "$(status_of "$ctl" check-config "$tmp/none.toml")" = 1
+check "check-config --json: exit 1, every error with line, column, key and reason" \
+  test "$(status_of "$ctl" check-config --json "$tmp/bad.toml")" = 1
+check "check-config --json errors" /usr/bin/python3 - "$tmp/out" <<'PY'
+import json, sys
+out = json.load(open(sys.argv[1]))
+assert out["ok"] is False, out
+assert {"line": 2, "column": 6, "key": "node.id", "reason": "expected an integer"}.items() <= \
+    next(e for e in out["errors"] if e["key"] == "node.id").items(), out
+assert any(e["key"] == "cluster.colour" for e in out["errors"]), out
+PY
+check "check-config --json on a good file: exit 0, its fingerprint" \
+  test "$(status_of "$ctl" check-config conf/production.toml --json)" = 0
+check "check-config --json fingerprint" /usr/bin/python3 -c '
+import json, re, sys
+out = json.load(open(sys.argv[1]))
+assert out["ok"] and re.fullmatch("[0-9a-f]{64}", out["fingerprint"]) and out["errors"] == [], out
+' "$tmp/out"
 check "usage error exits 2" test "$(status_of "$ctl" frobnicate)" = 2
 check "bad endpoint exits 2" test "$(status_of "$ctl" owner --config conf/lab.toml tcp 10.77.1.1 10.77.0.100:80)" = 2
 
