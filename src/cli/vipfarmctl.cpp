@@ -1,7 +1,9 @@
 // vipfarmctl: offline tools over the core library (config check, owner query, pcap
 // verdicts, config reference). Talks to no daemon and links no DPDK.
 #include <boost/program_options.hpp>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <fstream>
 #include <iostream>
 #include <iterator>
@@ -12,6 +14,7 @@
 #include "top.hpp"
 #include "vipfarm/assignment/assignment.hpp"
 #include "vipfarm/config/config.hpp"
+#include "vipfarm/config/safekit.hpp"
 #include "vipfarm/config/schema.hpp"
 #include "vipfarm/control/api_client.hpp"
 #include "vipfarm/packet/build.hpp"
@@ -38,6 +41,11 @@ constexpr const char* kUsage =
     "                               buckets per node and group; with --from-view, how many\n"
     "                               moved going from that view to --view\n"
     "  config-reference             the configuration keys as a Markdown table\n"
+    "  import-safekit USERCONFIG.XML [--cluster CLUSTER.XML] [--node NAME] [--name CLUSTER]\n"
+    "                [-o OUT.toml]\n"
+    "                               convert a SafeKit farm module's configuration to a\n"
+    "                               vipfarm TOML; what cannot be mapped is listed on stderr\n"
+    "                               (and as comments in the TOML)\n"
     "  top --config FILE [--interval SECONDS] [--count N] [--json]\n"
     "                               live per-node view of the farm (state, epoch, share,\n"
     "                               packet rates, flows) from every node's /metrics\n"
@@ -556,6 +564,60 @@ int cmd_buckets(const std::vector<std::string>& args) {
   return 0;
 }
 
+// The whole of a file, or nullopt with the reason printed.
+std::optional<std::string> read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::string text((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  if (!in.good() && !in.eof()) {
+    std::cerr << "vipfarmctl: " << path << ": cannot read: " << std::strerror(errno) << "\n";
+    return std::nullopt;
+  }
+  return text;
+}
+
+int cmd_import_safekit(const std::vector<std::string>& args) {
+  po::options_description options("import-safekit");
+  std::string userconfig, cluster_path, node, name, out_path;
+  options.add_options()("userconfig", po::value(&userconfig), "userconfig.xml")(
+      "cluster", po::value(&cluster_path), "cluster.xml (SafeKit 7.2 and later)")(
+      "node", po::value(&node), "the SafeKit node that becomes [node]")(
+      "name", po::value(&name), "[cluster] name")("output,o", po::value(&out_path), "output file");
+  po::positional_options_description positional;
+  positional.add("userconfig", 1);
+  po::variables_map vm;
+  po::store(po::command_line_parser(args).options(options).positional(positional).run(), vm);
+  po::notify(vm);
+  if (userconfig.empty()) throw UsageError("import-safekit needs a userconfig.xml");
+  const auto xml = read_text(userconfig);
+  if (!xml) return 1;
+  std::optional<std::string> cluster;
+  if (!cluster_path.empty() && !(cluster = read_text(cluster_path))) return 1;
+  const config::SafekitImport r = config::import_safekit(
+      *xml, userconfig,
+      {.node = node,
+       .cluster_name = name,
+       .cluster_xml = cluster ? std::string_view(*cluster) : std::string_view(),
+       .cluster_xml_source = cluster_path.empty() ? "cluster.xml" : cluster_path});
+  for (const config::SafekitNote& n : r.notes) std::cerr << n.to_string() << "\n";
+  if (r.error) {
+    std::cerr << r.error->to_string() << "\n";
+    return 1;
+  }
+  if (out_path.empty()) {
+    std::cout << r.toml;
+  } else {
+    std::ofstream out(out_path, std::ios::binary | std::ios::trunc);
+    out << r.toml;
+    if (!out.flush()) {
+      std::cerr << "vipfarmctl: " << out_path << ": cannot write: " << std::strerror(errno) << "\n";
+      return 1;
+    }
+  }
+  std::cerr << userconfig << ": converted, " << r.notes.size() << " note"
+            << (r.notes.size() == 1 ? "" : "s") << " above\n";
+  return 0;
+}
+
 int cmd_top(const std::vector<std::string>& args) {
   po::options_description options("top");
   std::string config_path;
@@ -605,6 +667,7 @@ int main(int argc, char** argv) {
     }
     if (command == "reload") return cmd_reload(args);
     if (command == "top") return cmd_top(args);
+    if (command == "import-safekit") return cmd_import_safekit(args);
     if (command == "config-reference") {
       std::cout << config::reference_markdown();
       return 0;

@@ -109,5 +109,20 @@ check "top without --config exits 2" test "$(status_of "$ctl" top --count 1)" = 
 check "top with a bad interval exits 2" \
   test "$(status_of "$ctl" top --config "$tmp/top.toml" --interval 0)" = 2
 
+# import-safekit: a SafeKit farm module converts into a config vipfarm loads; what cannot be
+# mapped is named on stderr; malformed XML exits 1 with its position; no file exits 2.
+sk=tests/fixtures/safekit
+check "import-safekit converts the web farm example (exit 0)" \
+  test "$(status_of "$ctl" import-safekit "$sk/web_farm.xml" --cluster "$sk/cluster_three_nodes.xml" \
+    --node node2 -o "$tmp/sk.toml")" = 0
+check "the imported config loads, as node 2 of 3" \
+  bash -c '"$1" check-config "$2" | grep -q "^this node: 2 (node2)$"' _ "$ctl" "$tmp/sk.toml"
+check "what SafeKit had and vipfarm does not is named (the module scripts)" \
+  grep -q "/safe/service/user: unmapped" "$tmp/err"
+printf '<safe><service mode="farm"><vip>\n<interface_list>\n' >"$tmp/broken.xml"
+check "malformed XML exits 1" test "$(status_of "$ctl" import-safekit "$tmp/broken.xml")" = 1
+check "malformed XML: the error names the file and line" grep -q "^$tmp/broken.xml:[0-9]*:" "$tmp/err"
+check "import-safekit without a file exits 2" test "$(status_of "$ctl" import-safekit)" = 2
+
 summary
 ((failed == 0))
