@@ -565,6 +565,7 @@ std::string MembershipService::start() {
   d.m = std::make_unique<membership::Membership>(s, to_int(config.node_id), d.configured, d.cluster,
                                                  incarnation, *fingerprint,
                                                  std::vector<std::uint16_t>{});
+  d.m->set_mac(d.dp.uplink_mac());
   std::vector<std::pair<NodeId, IpAddr>> main;
   for (const config::ClusterNode& node : config.nodes) main.emplace_back(node.id, node.address);
   if (std::string err = d.open_network("main", config.find_node(config.node_id)->address, main);
@@ -661,6 +662,10 @@ nlohmann::json MembershipService::Impl::nodes() const {
                                 ? nlohmann::json(nullptr)
                                 : nlohmann::json(static_cast<double>(now - p.last_heard) / 1e9);
     entry["incarnation"] = self ? m->incarnation() : p.incarnation;
+    // The uplink MAC it advertises (null before its first heartbeat).
+    entry["mac"] = self               ? nlohmann::json(to_string(dp.uplink_mac()))
+                   : p.last_heard < 0 ? nlohmann::json(nullptr)
+                                      : nlohmann::json(to_string(p.mac));
     out.push_back(std::move(entry));
   }
   nlohmann::json groups = nlohmann::json::array();

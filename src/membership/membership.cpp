@@ -57,6 +57,7 @@ Heartbeat Membership::heartbeat(Nanos) {
   hb.proposed = proposal_;
   hb.weights = weights_;
   hb.releasing = releasing_;
+  hb.mac = mac_;
   proposal_changed_ = false;
   return hb;
 }
@@ -72,6 +73,7 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
   p.fingerprint = hb.fingerprint;
   p.weights = hb.weights;
   p.releasing = hb.releasing;
+  p.mac = hb.mac;
   p.proposed = hb.proposed;
   p.installed = hb.installed;
   p.epoch = hb.epoch;

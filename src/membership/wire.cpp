@@ -179,6 +179,8 @@ std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8
   put64(out, hb.epoch);
   put64(out, hb.installed);
   put64(out, hb.proposed);
+  out.insert(out.end(), hb.mac.begin(), hb.mac.end());
+  put16(out, 0);  // reserved
   for (std::size_t g = 0; g < groups; ++g) put16(out, hb.weights[g]);
   put16(out, static_cast<std::uint16_t>(released));
   out.insert(out.end(), hb.releasing.begin(),
@@ -198,7 +200,7 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   const std::size_t map_at = kHeaderBytes + 2 * groups + 2;
   const std::size_t released = get16(d.data() + map_at - 2);
   if (released > kMaxReleaseBytes || d.size() != map_at + released + kMacBytes) return out;
-  if (d[5] >= kNodeStateCount || d[17] != 0 || d[19] != 0) return out;
+  if (d[5] >= kNodeStateCount || d[17] != 0 || d[19] != 0 || get16(d.data() + 98) != 0) return out;
   const std::vector<std::uint8_t>* key = keys.find(get16(d.data() + 6));
   if (key == nullptr) {
     out.reason = Reject::kUnknownKey;
@@ -231,7 +233,9 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   hb.epoch = get64(d.data() + 68);
   hb.installed = get64(d.data() + 76);
   hb.proposed = get64(d.data() + 84);
-  for (std::size_t g = 0; g < groups; ++g) hb.weights.push_back(get16(d.data() + 92 + 2 * g));
+  std::copy_n(d.data() + 92, hb.mac.size(), hb.mac.begin());
+  for (std::size_t g = 0; g < groups; ++g)
+    hb.weights.push_back(get16(d.data() + kHeaderBytes + 2 * g));
   hb.releasing.assign(d.data() + map_at, d.data() + map_at + released);
   out.heartbeat = std::move(hb);
   return out;

@@ -390,12 +390,18 @@ fingerprint=$($py -c 'import json,sys; print(json.loads(sys.argv[1])["fingerprin
 incarnation2=$(ctl 1 nodes | $py -c 'import json,sys; print(next(n["incarnation"] for n in json.load(sys.stdin)["nodes"] if n["id"] == 2))')
 read -r epoch4 _ <<<"$(view_of 1)"
 client_mac=$(ip -n "$LAB_CLIENT_NS" link show dev "$LAB_CLIENT_IF" | awk '/link\/ether/ {print $2}')
+mac_of() {  # mac_of K J: node J's uplink MAC as node K knows it (K = J: its own)
+  ctl "$1" nodes | $py -c 'import json,sys; print(next(n["mac"] for n in json.load(sys.stdin)["nodes"] if n["id"] == int(sys.argv[1])))' "$2"
+}
+mac2=$(mac_of 2 2)
+check "test 4: node 1 learned node 2's uplink MAC ($mac2) from its heartbeats" test "$(mac_of 1 2)" = "$mac2"
 sent4=$(lab_exec_client $py - "$LAB_CLIENT_IF" "$client_mac" 02:77:00:00:01:01 "$LAB_KEY" "$pcap" \
-  "$incarnation2" "$fingerprint" "$epoch4" <<'PY'
+  "$incarnation2" "$fingerprint" "$epoch4" "$mac2" <<'PY'
 import hashlib, hmac, json, os, struct, sys, time
 from scapy.all import IP, UDP, Ether, Raw, conf, rdpcap
-iface, src_mac, dst_mac, key_path, pcap, incarnation, fp_hex, epoch = sys.argv[1:9]
+iface, src_mac, dst_mac, key_path, pcap, incarnation, fp_hex, epoch, mac2 = sys.argv[1:10]
 incarnation, epoch = int(incarnation), int(epoch)
+mac2 = bytes.fromhex(mac2.replace(":", ""))
 key = open(key_path, "rb").read()
 cluster = hashlib.sha256(b"lab").digest()[:8]
 fingerprint = bytes.fromhex(fp_hex)
@@ -403,12 +409,13 @@ members = 0b111
 
 def header(node=2, key_id=1, cluster=cluster, incarnation=incarnation, sequence=1, state=2,
            weights=(1,), version=2, count=None, release=b"", release_len=None):
-    # wire.hpp, version 2: a 92-byte header, 2 bytes per group weight, the release map's
-    # length (2 bytes) and the map, big-endian.
+    # wire.hpp, version 2: a 100-byte header (the sender's MAC and 2 reserved bytes at
+    # 92), 2 bytes per group weight, the release map's length (2 bytes) and the map,
+    # big-endian.
     return (b"VFHB" + struct.pack(">BBH", version, state, key_id) + cluster +
             struct.pack(">BBBB", node, 0, len(weights) if count is None else count, 0) +
             struct.pack(">QQ", incarnation, sequence) + fingerprint +
-            struct.pack(">QQQ", epoch, members, members) +
+            struct.pack(">QQQ", epoch, members, members) + mac2 + b"\0\0" +
             b"".join(struct.pack(">H", w) for w in weights) +
             struct.pack(">H", len(release) if release_len is None else release_len) + release)
 
@@ -419,16 +426,19 @@ def sign(h, k=key):
 real = [bytes(p[UDP].payload) for p in rdpcap(pcap) if UDP in p and p[IP].src == "10.77.0.2"]
 assert len(real) == 5, f"{len(real)} heartbeats of node 2 in the capture"
 for r in real:
-    assert len(r) == 92 + 2 + 2 + 32, len(r)
+    assert len(r) == 100 + 2 + 2 + 32, len(r)
     assert hmac.new(key, r[:-32], hashlib.sha256).digest() == r[-32:], "captured MAC does not verify"
     node, _, w, _ = struct.unpack(">BBBB", r[16:20])
     inc, seq = struct.unpack(">QQ", r[20:36])
     ep, inst, prop = struct.unpack(">QQQ", r[68:92])
-    weights = struct.unpack(">%dH" % w, r[92:92 + 2 * w])
-    (release_len,) = struct.unpack(">H", r[92 + 2 * w:94 + 2 * w])
+    mac = r[92:98]
+    weights = struct.unpack(">%dH" % w, r[100:100 + 2 * w])
+    (release_len,) = struct.unpack(">H", r[100 + 2 * w:102 + 2 * w])
     again = sign(b"VFHB" + r[4:16] + struct.pack(">BBBB", node, 0, w, 0) +
                  struct.pack(">QQ", inc, seq) + r[36:68] + struct.pack(">QQQ", ep, inst, prop) +
-                 b"".join(struct.pack(">H", x) for x in weights) + struct.pack(">H", release_len))
+                 mac + b"\0\0" + b"".join(struct.pack(">H", x) for x in weights) +
+                 struct.pack(">H", release_len))
+    assert mac == mac2, f"node 2 advertises {mac.hex()}, its uplink is {mac2.hex()}"
     assert again == r and node == 2 and inc == incarnation and r[8:16] == cluster, "re-encoding differs"
 
 good = sign(header(sequence=1 << 40))
@@ -456,7 +466,7 @@ for i, ttl in enumerate((64, 64, 64, 254, 1)):
 for cut in (0, 20, 91, 100, 123, len(good) - 1):           # (i) truncated
     kinds.append(("malformed", good[:cut], 255, "10.77.0.2"))
 for extra in (1, 256, 257, 1300):                          # (i) too long: for W=1, the largest
-                                                           # heartbeat (384), the read buffer, IP
+                                                           # heartbeat (392), the read buffer, IP
     kinds.append(("malformed", good + os.urandom(extra), 255, "10.77.0.2"))
 kinds.append(("malformed", sign(header(count=2, sequence=1 << 47)), 255, "10.77.0.2"))    # W says 2, 1 there
 kinds.append(("malformed", sign(header(version=1, sequence=1 << 47)), 255, "10.77.0.2"))  # version 1

@@ -35,6 +35,7 @@ class WireTest : public ::testing::Test {
     hb_.epoch = 9;
     hb_.installed = 0b111;
     hb_.proposed = 0b101;
+    hb_.mac = {0x02, 0x00, 0x5e, 0x10, 0x20, 0x30};
     hb_.weights = {1, 2, 300};
   }
 
@@ -138,6 +139,8 @@ TEST_F(WireTest, OversizedAndBadLayoutsAreMalformed) {
   EXPECT_EQ(bad(18, 4), Reject::kMalformed);   // weight count disagrees with the size
   EXPECT_EQ(bad(18, 65), Reject::kMalformed);  // more groups than the bound
   EXPECT_EQ(bad(19, 1), Reject::kMalformed);   // reserved
+  EXPECT_EQ(bad(98, 1), Reject::kMalformed);   // reserved after the MAC
+  EXPECT_EQ(bad(99, 1), Reject::kMalformed);
   // Release map length: disagreeing with the size, or over the bound.
   const std::size_t len_at = kHeaderBytes + 2 * 3;
   EXPECT_EQ(bad(len_at + 1, 1), Reject::kMalformed);
@@ -156,7 +159,7 @@ TEST_F(WireTest, UnknownKeyAndBadMac) {
   EXPECT_EQ(decode_as_node1(encode(hb_, key2_)).reason, Reject::kBadMac);  // wrong key
   // Any bit flipped in a signed field the layout checks do not catch: bad MAC.
   const auto d = encode(hb_, key1_);
-  for (std::size_t at : {8, 16, 20, 28, 36, 67, 68, 76, 84, 92, 97}) {
+  for (std::size_t at : {8, 16, 20, 28, 36, 67, 68, 76, 84, 92, 97, 100, 105}) {
     auto copy = d;
     copy[at] ^= 0x01;
     ASSERT_EQ(decode_as_node1(copy).reason, Reject::kBadMac) << at;
@@ -185,7 +188,7 @@ TEST_F(WireTest, RandomDatagramsAreNeverAccepted) {
     if (i % 2 == 0) {  // valid header and size, random bytes after the key id
       junk = d;
       for (std::size_t at = 8; at < junk.size(); ++at) junk[at] = static_cast<std::uint8_t>(rng());
-      junk[17] = junk[19] = 0;
+      junk[17] = junk[19] = junk[98] = junk[99] = 0;
       junk[18] = 3;
       junk[kHeaderBytes + 6] = junk[kHeaderBytes + 7] = 0;  // no release map
     } else {

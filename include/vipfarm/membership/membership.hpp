@@ -22,6 +22,7 @@
 // after the stall (its peers' silence during the stall does not count against them).
 #pragma once
 
+#include <array>
 #include <cstdint>
 #include <deque>
 #include <string>
@@ -66,6 +67,7 @@ struct PeerStatus {
   bool held_down = false;
   std::vector<std::uint8_t> releasing;  // buckets it still releases (wire.hpp's release map)
   Fingerprint fingerprint{};            // its farm config's
+  std::array<std::uint8_t, 6> mac{};    // its uplink MAC, from its heartbeats
   std::vector<std::uint16_t> weights;
 };
 
@@ -86,6 +88,8 @@ class Membership {
   // wire.hpp's release map; empty: none), advertised in heartbeats so each new owner knows
   // when it owns a bucket whole.
   void set_releasing(std::vector<std::uint8_t> map) { releasing_ = std::move(map); }
+  // This node's uplink MAC, advertised in its heartbeats.
+  void set_mac(const std::array<std::uint8_t, 6>& mac) noexcept { mac_ = mac; }
   // A reload changed the farm config (its rules): every peer is compared with the new one
   // at once, from the fingerprint of its last heartbeat.
   void set_fingerprint(const Fingerprint& fingerprint) noexcept {
@@ -171,6 +175,7 @@ class Membership {
   bool proposal_changed_ = false;
   bool witness_ = false;
   std::vector<std::uint8_t> releasing_;
+  std::array<std::uint8_t, 6> mac_{};
   bool lapsed_ = false;
   std::uint64_t settled_ = 0;
   Nanos lapsed_at_ = 0;

@@ -19,11 +19,13 @@
 //    68     8  installed view epoch
 //    76     8  installed view (bit id-1 per member)
 //    84     8  proposed view: who the sender sees alive, UP and compatible
-//    92   2*W  weight of this node in each group (config order)
-//  92+2W    2  R: bytes of the release map (0..kMaxReleaseBytes; 0: releasing nothing)
-//  94+2W    R  release map: bit i (byte i/8, bit i%8) set while the sender still serves
+//    92     6  the sender's uplink MAC (the farm's nodes learn each other's from it)
+//    98     2  reserved (0)
+//   100   2*W  weight of this node in each group (config order)
+// 100+2W    2  R: bytes of the release map (0..kMaxReleaseBytes; 0: releasing nothing)
+// 102+2W    R  release map: bit i (byte i/8, bit i%8) set while the sender still serves
 //              flows in a bucket it gave up whose release_bit() is i (flow handoff)
-//  94+2W+R 32  HMAC-SHA256 of everything before it under the key named by the key id
+// 102+2W+R 32  HMAC-SHA256 of everything before it under the key named by the key id
 // All integers big-endian.
 #pragma once
 
@@ -44,7 +46,7 @@ inline constexpr std::size_t kNodeStateCount = 4;
 std::string_view to_string(NodeState state) noexcept;
 
 inline constexpr std::size_t kMaxWireGroups = 64;
-inline constexpr std::size_t kHeaderBytes = 92;
+inline constexpr std::size_t kHeaderBytes = 100;
 inline constexpr std::size_t kMacBytes = 32;
 inline constexpr std::size_t kReleaseBits = 2048;
 inline constexpr std::size_t kMaxReleaseBytes = kReleaseBits / 8;
@@ -78,6 +80,7 @@ struct Heartbeat {
   std::uint64_t epoch = 0;
   std::uint64_t installed = 0;
   std::uint64_t proposed = 0;
+  std::array<std::uint8_t, 6> mac{};  // the sender's uplink MAC
   std::vector<std::uint16_t> weights;
   std::vector<std::uint8_t> releasing;  // the release map; empty: nothing released
 
