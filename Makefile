@@ -4,7 +4,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 60
 MESON_OPTS ?= -Dwerror=true
 
-.PHONY: setup build demo test unit cli oracle lab fuzz-build fuzz-smoke bench format check-format clean
+.PHONY: setup build demo test unit cli oracle deploy lab fuzz-build fuzz-smoke bench format check-format clean
 
 setup:
 	./scripts/setup
@@ -31,6 +31,12 @@ lab: build
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/failover.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/partition.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/handoff.sh
+	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/prometheus.sh
+
+# What ships in deploy/: Prometheus config, alert rules and their unit tests (promtool), the
+# Grafana dashboard's queries against the metrics vipfarm exports.
+deploy: build
+	tests/deploy/prometheus.sh
 
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh
@@ -41,10 +47,10 @@ demo: build
 check-format: setup
 	scripts/check-format
 
-# Each step (check-format, unit, cli, oracle, lab, fuzz-smoke) stops `make` on failure,
-# so reaching the last line means all six passed.
-test: check-format unit cli oracle lab fuzz-smoke
-	@echo "test: 6 passed, 0 failed"
+# Each step (check-format, unit, cli, oracle, deploy, lab, fuzz-smoke) stops `make` on
+# failure, so reaching the last line means all seven passed.
+test: check-format unit cli oracle deploy lab fuzz-smoke
+	@echo "test: 7 passed, 0 failed"
 
 $(FUZZ_BUILD)/build.ninja:
 	CXX=clang++ meson setup $(FUZZ_BUILD) -Dfuzz=true -Dbench=false -Dwerror=true
