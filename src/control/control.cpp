@@ -157,6 +157,11 @@ void Control::set_farm(const config::Config& next) {
   publish_locked();
 }
 
+Control::Identity Control::identity() const {
+  std::lock_guard lock(mutex_);
+  return {config_.cluster_name, to_int(config_.node_id), config_.node_name};
+}
+
 config::ViewMask Control::current_view() const {
   std::lock_guard lock(mutex_);
   return view_;

@@ -269,10 +269,15 @@ class Collector : public prometheus::Collectable {
     gauge("vipfarm_handoff_releasing_buckets",
           "Buckets given up whose tracked flows this node still serves.",
           static_cast<double>(handoff.releasing.size()));
+    const control::Control::Identity id = control_.identity();
     out.push_back({"vipfarm_build_info",
-                   "The vipfarmd version.",
+                   "The vipfarmd version, and which node of which farm this is.",
                    prometheus::MetricType::Gauge,
-                   {value_metric(1, false, {{"version", VIPFARM_VERSION}})}});
+                   {value_metric(1, false,
+                                 {{"version", VIPFARM_VERSION},
+                                  {"cluster", id.cluster},
+                                  {"node", std::to_string(id.node)},
+                                  {"name", id.name}})}});
     if (membership_ != nullptr) collect_membership(membership_->stats(), out);
     return out;
   }

@@ -62,6 +62,12 @@ class Control {
   nlohmann::json handle(const nlohmann::json& request);
 
   config::ViewMask current_view() const;
+  struct Identity {
+    std::string cluster;
+    unsigned node;
+    std::string name;
+  };
+  Identity identity() const;
   std::vector<GroupShare> shares() const;
   // Buckets `node` owns in each group under the current assignment.
   std::vector<std::uint32_t> owned_by(NodeId node) const;
