@@ -514,6 +514,14 @@ Control::NodeWeights MembershipService::Impl::weights_table(std::uint64_t member
 
 void MembershipService::Impl::installed(Nanos now) {
   const membership::InstalledView& v = m->view();
+  const std::uint64_t before = history.empty() ? 0 : history.back().members;
+  for (const unsigned id : ids_of(before & ~v.members)) {
+    const membership::PeerStatus& p = m->peer(static_cast<std::uint8_t>(id));
+    const bool died = !p.alive && p.state != NodeState::kStop && p.state != NodeState::kDrain;
+    if (died && p.last_heard >= 0) {
+      counts.failover.observe(static_cast<double>(now - p.last_heard) / 1e9);
+    }
+  }
   Control::NodeWeights weights = weights_table(v.members);
   const std::uint32_t moved = control.set_view(v.members, weights, m->settled(), alive_mask());
   applied_weights = std::move(weights);
@@ -522,11 +530,7 @@ void MembershipService::Impl::installed(Nanos now) {
       pending_since >= 0 ? static_cast<double>(now - pending_since) / 1e9 : 0;
   pending_since = -1;
   ++counts.views_installed;
-  ++counts.convergence_count;
-  counts.convergence_sum_s += convergence;
-  for (std::size_t b = 0; b < MembershipStats::kConvergenceBounds.size(); ++b) {
-    if (convergence <= MembershipStats::kConvergenceBounds[b]) ++counts.convergence_buckets[b];
-  }
+  counts.convergence.observe(convergence);
   record(v.epoch, v.members, v.agreed, v.cause, moved, convergence);
   std::string members;
   for (const unsigned id : ids_of(v.members))

@@ -140,18 +140,23 @@ void collect_membership(const control::MembershipStats& s,
   out.push_back(std::move(heard));
   out.push_back(std::move(mismatch));
   out.push_back(std::move(held));
-  prometheus::ClientMetric histogram;
-  for (std::size_t b = 0; b < s.convergence_buckets.size(); ++b) {
-    histogram.histogram.bucket.push_back(
-        {s.convergence_buckets[b], control::MembershipStats::kConvergenceBounds[b]});
-  }
-  histogram.histogram.bucket.push_back(
-      {s.convergence_count, std::numeric_limits<double>::infinity()});
-  histogram.histogram.sample_count = s.convergence_count;
-  histogram.histogram.sample_sum = s.convergence_sum_s;
-  out.push_back(family("vipfarm_convergence_seconds",
-                       "From this node first proposing a view change to installing it.",
-                       MetricType::Histogram, {histogram}));
+  auto histogram = [&](const char* name, const char* help,
+                       const control::MembershipStats::Histogram& h) {
+    prometheus::ClientMetric metric;
+    for (std::size_t b = 0; b < h.bounds.size(); ++b) {
+      metric.histogram.bucket.push_back({h.buckets[b], h.bounds[b]});
+    }
+    metric.histogram.bucket.push_back({h.count, std::numeric_limits<double>::infinity()});
+    metric.histogram.sample_count = h.count;
+    metric.histogram.sample_sum = h.sum_s;
+    out.push_back(family(name, help, MetricType::Histogram, {metric}));
+  };
+  histogram("vipfarm_convergence_seconds",
+            "From this node first proposing a view change to installing it.", s.convergence);
+  histogram("vipfarm_failover_seconds",
+            "From the last heartbeat of a peer that died to this node installing the view "
+            "without it (detection and agreement).",
+            s.failover);
   auto healthy =
       family("vipfarm_checker_healthy", "1 while a checker is healthy.", MetricType::Gauge);
   auto checks = family("vipfarm_checker_checks_total", "Checks run.", MetricType::Counter);

@@ -61,7 +61,10 @@ def source_families():
     for i, m in enumerate(lits):
         end = lits[i + 1].start() if i + 1 < len(lits) else len(text)
         kind = re.search(r"MetricType::(\w+)", text[m.end():end])
-        fams[m.group(1)] = kind.group(1).lower() if kind else "counter"
+        if re.search(r"\bhistogram\(\s*$", text[:m.start()]):  # histogram("vipfarm_...", ...)
+            fams[m.group(1)] = "histogram"
+        else:
+            fams[m.group(1)] = kind.group(1).lower() if kind else "counter"
     return fams
 
 

@@ -252,6 +252,22 @@ cat "$LAB_DIR/analysis.txt"
 check "failover p99 within ${bound_ms} ms over $trials kill -9 trials, clients served by the predicted survivor, survivors' connections untouched" \
   test "$analysis" -eq 0
 
+# vipfarm_failover_seconds: each node counts the failovers it saw since its last restart
+# (the trials after it was last the victim), every one of them within the bound.
+failover_metric() {  # failover_metric K: "COUNT WITHIN_1S" of node K's histogram
+  lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+    awk '/^vipfarm_failover_seconds_count / {c = $2} /^vipfarm_failover_seconds_bucket\{le="1(\.0)?"\}/ {w = $2}
+         END {printf "%d %d", c, w}'
+}
+for k in 1 2 3; do
+  last=$(awk -v k="$k" '$2 == k {t = $1} END {print t + 0}' "$trial_log")
+  want=$((trials - last))
+  read -r got within <<<"$(failover_metric "$k")"
+  echo "node $k: vipfarm_failover_seconds counted $got failovers ($within within 1 s), $want expected"
+  check "node $k's vipfarm_failover_seconds: the $want failovers it saw, all within 1 s" \
+    test "$got" -eq "$want" -a "$within" -eq "$want"
+done
+
 # --- checkers: nginx stops on node 3, its tcp checker takes it out ---------------------
 # Budget: fall (2) x interval (200 ms) + timeout (200 ms) + agreement (one interval).
 checker_bound=1000

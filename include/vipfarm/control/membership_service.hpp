@@ -42,12 +42,25 @@ struct MembershipStats {
     std::uint64_t incarnation;
   };
   std::vector<Peer> peers;
-  // Convergence: from this node first proposing a change to installing it.
-  static constexpr std::array<double, 9> kConvergenceBounds = {0.01, 0.025, 0.05, 0.1, 0.25,
-                                                               0.5,  1.0,   2.5,  5.0};
-  std::array<std::uint64_t, kConvergenceBounds.size()> convergence_buckets{};  // cumulative
-  std::uint64_t convergence_count = 0;
-  double convergence_sum_s = 0;
+  // A Prometheus histogram of durations in seconds.
+  struct Histogram {
+    std::vector<double> bounds;          // upper bounds, ascending
+    std::vector<std::uint64_t> buckets;  // cumulative count per bound
+    std::uint64_t count = 0;
+    double sum_s = 0;
+    explicit Histogram(std::vector<double> upper)
+        : bounds(std::move(upper)), buckets(bounds.size()) {}
+    void observe(double seconds) {
+      ++count;
+      sum_s += seconds;
+      for (std::size_t b = 0; b < bounds.size(); ++b) buckets[b] += seconds <= bounds[b] ? 1 : 0;
+    }
+  };
+  // From this node first proposing a view change to installing it.
+  Histogram convergence{{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0}};
+  // Failover: from the last heartbeat of a peer that died (not one that stopped or drained)
+  // to this node installing a view without it: detection and agreement together.
+  Histogram failover{{0.25, 0.5, 0.75, 0.9, 1.0, 1.5, 2.0, 5.0, 10.0}};
   std::vector<health::Checkers::Status> checkers;
 };
 
