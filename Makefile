@@ -34,9 +34,12 @@ lab: build
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/prometheus.sh
 
 # What ships in deploy/: Prometheus config, alert rules and their unit tests (promtool), the
-# Grafana dashboard's queries against the metrics vipfarm exports.
+# Grafana dashboard's queries against the metrics vipfarm exports; what installs vipfarm
+# (unit, hugepage helper, sample config, man pages, completion, Dockerfile), checked against
+# the binaries, the Makefile and `meson install`.
 deploy: build
 	tests/deploy/prometheus.sh
+	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/deploy/install.sh
 
 oracle: build
 	VIPFARMCTL=$(BUILD)/vipfarmctl tests/oracle/run.sh
