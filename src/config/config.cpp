@@ -249,6 +249,7 @@ PortsResult read_ports(Loader& loader, const toml::table& table, const std::stri
 
 constexpr std::array<std::string_view, 2> kPolls = {"busy", "adaptive"};
 constexpr std::array<std::string_view, 2> kUnmatched = {"drop", "pass"};
+constexpr std::array<std::string_view, 2> kL2Modes = {"flood", "directed"};
 constexpr std::array<std::string_view, 2> kIcmpEcho = {"one", "none"};
 constexpr std::array<std::string_view, 2> kSplitBrain = {"serve", "majority"};
 constexpr std::array<std::string_view, 4> kCheckerKinds = {"tcp", "ping", "interface", "custom"};
@@ -401,6 +402,9 @@ void load_vips(Loader& loader, const toml::table& root, Config& config) {
     if (address && !macs.insert(vip.mac).second) {
       loader.error(entry.source(), path + ".mac",
                    "duplicate virtual MAC " + vipfarm::to_string(vip.mac));
+    }
+    if (const auto mode = loader.choice(entry, "l2_mode", path, kL2Modes, 0)) {
+      vip.l2_mode = static_cast<L2Mode>(*mode);
     }
     config.vips.push_back(vip);
   }
@@ -1008,7 +1012,8 @@ std::string fingerprint(const Config& config) {
   std::sort(ids.begin(), ids.end());
   for (const unsigned id : ids) canon += "node " + std::to_string(id) + "\n";
   for (const Vip& vip : config.vips) {
-    canon += "vip " + vip.address.to_string() + " " + vipfarm::to_string(vip.mac) + "\n";
+    canon += "vip " + vip.address.to_string() + " " + vipfarm::to_string(vip.mac) +
+             (vip.l2_mode == L2Mode::kDirected ? " directed" : "") + "\n";
   }
   for (const Group& group : config.groups) {
     canon += "group " + group.name + " " +
@@ -1053,9 +1058,10 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
                       return x.id == y.id && x.name == y.name && x.address == y.address;
                     }),
        "cluster.node");
-  note(lists_differ(
-           a.vips, b.vips,
-           [](const Vip& x, const Vip& y) { return x.address == y.address && x.mac == y.mac; }),
+  note(lists_differ(a.vips, b.vips,
+                    [](const Vip& x, const Vip& y) {
+                      return x.address == y.address && x.mac == y.mac && x.l2_mode == y.l2_mode;
+                    }),
        "vip");
   // Groups: their list and names, then per group (same list) what changed in it.
   bool groups = a.groups.size() != b.groups.size();
@@ -1178,7 +1184,8 @@ std::string summary(const Config& config) {
     out << "  node " << to_int(n.id) << " " << n.name << " " << n.address.to_string() << "\n";
   }
   for (const Vip& vip : config.vips) {
-    out << "  vip " << vip.address.to_string() << " mac " << vipfarm::to_string(vip.mac) << "\n";
+    out << "  vip " << vip.address.to_string() << " mac " << vipfarm::to_string(vip.mac)
+        << (vip.l2_mode == L2Mode::kDirected ? " directed" : "") << "\n";
   }
   for (const Group& group : config.groups) {
     out << "  group " << group.name << " (" << kModes[static_cast<std::size_t>(group.mode)] << "):";

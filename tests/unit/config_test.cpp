@@ -602,6 +602,20 @@ TEST(Reload, ChangedKeysNameSchemaKeysAndTellReloadableFromRestart) {
   EXPECT_TRUE(changed_keys(base, loaded(kWithMembership)).empty());
 }
 
+TEST(Config, L2ModePerVipIsInTheFingerprint) {
+  const Config flood = loaded(kMinimal);
+  EXPECT_EQ(flood.vips[0].l2_mode, L2Mode::kFlood);
+  const std::string text = replaced(kMinimal, "address = \"198.51.100.50\"",
+                                    "address = \"198.51.100.50\"\nl2_mode = \"directed\"");
+  const Config directed = loaded(text);
+  EXPECT_EQ(directed.vips[0].l2_mode, L2Mode::kDirected);
+  EXPECT_NE(fingerprint(flood), fingerprint(directed));
+  EXPECT_EQ(changed_keys(flood, directed), std::vector<std::string>{"vip"});
+  EXPECT_TRUE(has_error(errors_with("address = \"198.51.100.50\"",
+                                    "address = \"198.51.100.50\"\nl2_mode = \"routed\""),
+                        "vip[0].l2_mode: unknown value \"routed\""));
+}
+
 TEST(Reload, HeartbeatTimersChangeOnlyInStepsThePeersCanFollow) {
   const Config base = loaded(kWithMembership);  // 100 ms x 8: dead after 800 ms
   auto with = [](std::string_view timers) {

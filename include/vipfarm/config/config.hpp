@@ -47,9 +47,15 @@ struct Group {
   std::vector<Rule> rules;
 };
 
+// How clients reach the farm's nodes (docs/directed.md): flood, the virtual MAC the switch
+// floods to every node; directed, each client to one node's own MAC, which forwards what
+// it does not own to the owner.
+enum class L2Mode : std::uint8_t { kFlood, kDirected };
+
 struct Vip {
   IpAddr address;
-  MacAddr mac;
+  MacAddr mac;  // flood: the virtual MAC answered in ARP/ND
+  L2Mode l2_mode = L2Mode::kFlood;
 };
 
 struct ClusterNode {
