@@ -296,7 +296,7 @@ Classifier::Classifier(const config::Config& config)
   for (std::size_t v = 0; v < config.vips.size(); ++v) {
     const IpAddr& address = config.vips[v].address;
     const bool v6 = !address.is_v4();
-    VipEntry entry{address, {}, {}, -1};
+    VipEntry entry{address, {}, {}, -1, -1};
     for (unsigned c = 0; c < kClassCount; ++c) {
       entry.rules_begin[c] = static_cast<std::uint32_t>(rules_.size());
       for (std::size_t g = 0; g < config.groups.size(); ++g) {
@@ -310,18 +310,21 @@ Classifier::Classifier(const config::Config& config)
       }
       entry.rules_end[c] = static_cast<std::uint32_t>(rules_.size());
     }
-    if (config.icmp_echo == config::IcmpEcho::kOne) {
-      for (std::size_t g = 0; g < config.groups.size() && entry.echo_rule < 0; ++g) {
-        for (const config::Rule& rule : config.groups[g].rules) {
-          if (rule.vip && *rule.vip != v) continue;
-          CompiledRule echo = compile_key(KeyKind::kOnAddr, 0, 0, v6);
-          echo.group = static_cast<std::uint16_t>(g);
-          entry.echo_rule = static_cast<std::int32_t>(rules_.size());
-          rules_.push_back(echo);
-          break;
-        }
+    // The client's address, keyed on_addr in the VIP's first group: who answers an echo
+    // request no rule matches, and who answers a directed VIP's ARP / ND for a requester.
+    std::int32_t by_client = -1;
+    for (std::size_t g = 0; g < config.groups.size() && by_client < 0; ++g) {
+      for (const config::Rule& rule : config.groups[g].rules) {
+        if (rule.vip && *rule.vip != v) continue;
+        CompiledRule client = compile_key(KeyKind::kOnAddr, 0, 0, v6);
+        client.group = static_cast<std::uint16_t>(g);
+        by_client = static_cast<std::int32_t>(rules_.size());
+        rules_.push_back(client);
+        break;
       }
     }
+    if (config.icmp_echo == config::IcmpEcho::kOne) entry.echo_rule = by_client;
+    if (config.vips[v].l2_mode == config::L2Mode::kDirected) entry.arp_rule = by_client;
     if (!v6) {
       vip4_.push_back(address.v4_value());
       vip4_index_.push_back(static_cast<std::uint16_t>(v));
@@ -360,6 +363,20 @@ inline int Classifier::find_vip6(const IpAddr& address) const noexcept {
     if (vips_[i].address == address) return static_cast<int>(i);
   }
   return -1;
+}
+
+// A directed VIP's ARP request or neighbour solicitation: keyed on the requester's address
+// like an echo request, so that the owner of its bucket, one node, answers.
+void Classifier::key_requester(const VipEntry& vip, const IpAddr& requester, FlowKey& key,
+                               Result& result) const noexcept {
+  if (vip.arp_rule < 0) return;
+  const CompiledRule& rule = rules_[static_cast<std::size_t>(vip.arp_rule)];
+  Flow flow;
+  flow.v6 = !requester.is_v4();
+  flow.client = requester;
+  key = make_key(rule, flow);
+  result.group = rule.group;
+  result.directed = true;
 }
 
 void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result& result,
@@ -433,6 +450,7 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
       if (target >= 0) {
         result.verdict = Verdict::kNdVip;
         result.vip = static_cast<std::uint16_t>(target);
+        key_requester(vips_[target], ipv6_at(l3 + 8), key, result);
       }
       return;
     }
@@ -450,6 +468,7 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
       if (target >= 0) {
         result.verdict = Verdict::kArpVip;
         result.vip = static_cast<std::uint16_t>(target);
+        key_requester(vips_[target], IpAddr::v4(be32(l3 + 14)), key, result);
       }
     }
     return;
@@ -506,10 +525,10 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
 }
 
 Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
-  FlowKey key;  // set by prepare() exactly when the verdict is kFarm
+  FlowKey key;  // set by prepare() exactly when the verdict is kFarm or the result directed
   Result result;
   prepare(frame, key, result, nullptr);
-  if (result.verdict == Verdict::kFarm) {
+  if (result.verdict == Verdict::kFarm || result.directed) {
     result.bucket = static_cast<BucketId>(hash_key(seeds_, key) & bucket_mask_);
   }
   return result;
@@ -528,7 +547,7 @@ void Classifier::classify_burst(const std::span<const std::byte>* frames, std::s
     }
     for (std::size_t i = 0; i < n; ++i) {
       Result& r = results[done + i];
-      if (r.verdict == Verdict::kFarm) {
+      if (r.verdict == Verdict::kFarm || r.directed) {
         r.bucket = static_cast<BucketId>(hash_key(seeds_, keys[i]) & bucket_mask_);
       }
     }

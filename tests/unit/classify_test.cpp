@@ -2,6 +2,9 @@
 // agreements and the ownership step.
 #include <gtest/gtest.h>
 
+#include <set>
+#include <string>
+
 #include "fixtures/frames.hpp"
 
 namespace vipfarm::packet {
@@ -183,6 +186,46 @@ TEST_F(ClassifyTest, OwnershipSplitsFarmTrafficIntoAcceptAndNotOwner) {
   Result pass = classify(fixtures::frame(fixtures::tcp("203.0.113.7", 1, "192.0.2.1", 22)));
   nodes[0].apply(pass);
   EXPECT_EQ(pass.verdict, Verdict::kPass);
+}
+
+// Directed mode (docs/directed.md): an ARP request for a directed VIP is keyed on the
+// requester's address like an unmatched echo request, so exactly one node (the owner of
+// that bucket) answers each requester; a flood VIP's requests are answered by every node.
+TEST(ClassifyDirected, ArpRequestsAreKeyedOnTheRequesterSoOneNodeAnswers) {
+  config::Config config = fixtures::load_fixture_config();
+  const Classifier flood(config);
+  config.vips[0].l2_mode = config::L2Mode::kDirected;
+  const Classifier directed(config);
+  const std::string vip = config.vips[0].address.to_string();
+  const config::ViewMask all = config::all_nodes(config);
+  std::vector<Ownership> nodes;
+  for (const config::ClusterNode& n : config.nodes)
+    nodes.push_back(Ownership::compute(config, n.id, all));
+  std::set<BucketId> buckets;
+  int compared = 0;
+  for (int i = 1; i <= 200; ++i) {
+    const std::string requester = "203.0.113." + std::to_string(i);
+    const auto frame = fixtures::arp(1, vip.c_str(), 42, requester.c_str());
+    const Result f = flood.classify(frame);
+    EXPECT_EQ(f.verdict, Verdict::kArpVip);
+    EXPECT_FALSE(f.directed);
+    const Result r = directed.classify(frame);
+    ASSERT_EQ(r.verdict, Verdict::kArpVip);
+    ASSERT_TRUE(r.directed);
+    int answering = 0;
+    for (const Ownership& o : nodes) answering += o.owns(r.group, r.bucket) ? 1 : 0;
+    ASSERT_EQ(answering, 1) << requester;
+    // The same bucket as the requester's unmatched echo request (both keyed on_addr).
+    const Result echo =
+        directed.classify(fixtures::frame(fixtures::icmp(requester.c_str(), vip.c_str(), 8)));
+    if (echo.verdict == Verdict::kFarm && echo.group == r.group) {
+      EXPECT_EQ(echo.bucket, r.bucket) << requester;
+      ++compared;
+    }
+    buckets.insert(r.bucket);
+  }
+  EXPECT_GT(buckets.size(), 100u);  // requesters spread over the buckets
+  EXPECT_EQ(compared, 200);          // the fixture's VIP has no ICMP rule: echo is keyed too
 }
 
 TEST(ClassifyEchoPolicy, NoneTurnsUnmatchedEchoIntoNoRule) {

@@ -57,6 +57,9 @@ struct Result {
   std::uint16_t group = 0;  // valid for kFarm, kAccept, kNotOwner
   std::uint16_t vip = 0;    // index of the VIP (farm, no_rule, arp_vip, nd_vip)
   BucketId bucket = 0;      // valid for kFarm, kAccept, kNotOwner
+  // kArpVip / kNdVip for a directed VIP (docs/directed.md): group and bucket are the
+  // requester's (its address keyed on_addr in the VIP's first group); their owner answers.
+  bool directed = false;
 };
 
 // This node's buckets: one bitmap per group, indexed with a mask.
@@ -124,6 +127,7 @@ class Classifier {
     std::uint32_t rules_begin[kClassCount];  // into rules_, per protocol class
     std::uint32_t rules_end[kClassCount];
     std::int32_t echo_rule;  // into rules_; -1: echo requests no rule matches get no_rule
+    std::int32_t arp_rule;   // into rules_; directed VIPs: who answers a requester; else -1
   };
 
   int find_vip4(std::uint32_t address) const noexcept;
@@ -131,6 +135,8 @@ class Classifier {
   // Everything but the hash: kFarm results come with their key for the hashing stage.
   void prepare(std::span<const std::byte> frame, FlowKey& key, Result& result,
                flow::FlowTuple* tuple) const noexcept;
+  void key_requester(const VipEntry& vip, const IpAddr& requester, FlowKey& key,
+                     Result& result) const noexcept;
 
   HashSeeds seeds_;
   std::uint32_t bucket_mask_;
