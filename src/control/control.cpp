@@ -21,8 +21,31 @@ std::vector<unsigned> view_ids(config::ViewMask view) {
 
 }  // namespace
 
+namespace {
+
+std::uint64_t mac48(const MacAddr& mac) {
+  std::uint64_t v = 0;
+  for (const std::uint8_t b : mac) v = v << 8 | b;
+  return v;
+}
+
+}  // namespace
+
 Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
-    : config_(config), dataplane_(dataplane) {}
+    : config_(config), dataplane_(dataplane) {
+  directed_ = std::any_of(config_.vips.begin(), config_.vips.end(), [](const config::Vip& v) {
+    return v.l2_mode == config::L2Mode::kDirected;
+  });
+  node_macs_[to_int(config_.node_id)] = mac48(dataplane_.uplink_mac());
+}
+
+void Control::set_node_mac(NodeId node, const MacAddr& mac) {
+  std::lock_guard lock(mutex_);
+  const std::uint64_t v = mac48(mac);
+  if (to_int(node) > kMaxNodes || node_macs_[to_int(node)] == v) return;
+  node_macs_[to_int(node)] = v;
+  if (directed_) publish_locked();
+}
 
 std::vector<std::vector<NodeId>> Control::assign(config::ViewMask members,
                                                  const NodeWeights& weights) const {
@@ -110,9 +133,25 @@ void Control::publish_locked() {
     }
   }
   const std::uint64_t generation = ++generation_;
-  auto snapshot = std::make_unique<dataplane::Snapshot>(dataplane::Snapshot{
-      packet::Classifier(config_), ownership_, generation, config_.unmatched, taking_, releasing_,
-      config_.flows.handoff, releasing_any_, dataplane::flow_timeouts(config_.flows)});
+  auto snapshot = std::make_unique<dataplane::Snapshot>(
+      dataplane::Snapshot{packet::Classifier(config_),
+                          ownership_,
+                          generation,
+                          config_.unmatched,
+                          taking_,
+                          releasing_,
+                          config_.flows.handoff,
+                          releasing_any_,
+                          dataplane::flow_timeouts(config_.flows),
+                          {},
+                          node_macs_});
+  if (directed_) {
+    snapshot->owners.assign(config_.groups.size() * config_.buckets, kNoNode);
+    for (std::size_t g = 0; g < owners_.size(); ++g) {
+      std::copy(owners_[g].begin(), owners_[g].end(),
+                snapshot->owners.begin() + static_cast<std::ptrdiff_t>(g * config_.buckets));
+    }
+  }
   dataplane_.publish(std::move(snapshot));
   announce_requested.store(true, std::memory_order_release);
 }
@@ -247,6 +286,10 @@ nlohmann::json Control::counters() const {
   for (std::size_t r = 1; r < s.malformed.size(); ++r) {
     malformed[std::string(packet::to_string(static_cast<packet::Malformed>(r)))] = s.malformed[r];
   }
+  nlohmann::json forwarded = nlohmann::json::object();
+  for (std::size_t n = 1; n < s.forwarded.size(); ++n) {
+    if (s.forwarded[n] != 0) forwarded[std::to_string(n)] = s.forwarded[n];
+  }
   return {{"ok", true},
           {"rx_packets", s.rx_packets},
           {"rx_bytes", s.rx_bytes},
@@ -264,6 +307,11 @@ nlohmann::json Control::counters() const {
           {"uplink_tx_drops", s.uplink_tx_drops},
           {"to_uplink_ring_full", s.to_uplink_ring_full},
           {"lease_expired", s.lease_expired},
+          {"directed",
+           {{"forwarded", forwarded},
+            {"forward_refused", s.forward_refused},
+            {"forward_no_mac", s.forward_no_mac},
+            {"silent", s.directed_silent}}},
           {"handoff",
            {{"kept", s.handoff.kept},
             {"new_flows", s.handoff.new_flows},

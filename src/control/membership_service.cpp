@@ -278,7 +278,9 @@ void MembershipService::Impl::on_datagram(Network& n, std::span<const std::uint8
   }
   ++counts.received;
   const bool was_ok = m->peer(hb.node).fingerprint_ok;
+  const auto mac_before = m->peer(hb.node).mac;
   m->receive(hb, now);
+  if (m->peer(hb.node).mac != mac_before) control.set_node_mac(NodeId{hb.node}, hb.mac);
   if (was_ok && !m->peer(hb.node).fingerprint_ok) {
     std::cerr << "vipfarmd: node " << unsigned{hb.node}
               << " runs a different farm configuration (fingerprint mismatch): not merged\n";

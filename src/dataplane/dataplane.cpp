@@ -77,7 +77,9 @@ struct Dataplane::Impl {
   std::uint32_t workers = 1;
   std::uint32_t burst = 32;
   bool adaptive = false;
-  std::vector<packet::VipMac> vips;
+  std::vector<packet::VipMac> vips;        // by VIP index: what ARP/ND answers carry
+  std::vector<packet::VipMac> flood_vips;  // announced, and rewritten in the kernel's ARP/ND
+  std::vector<std::uint8_t> vip_directed;  // by VIP index (docs/directed.md)
   MacAddr mac{};  // the uplink's: the Ethernet source of everything this node sends
   std::uint64_t own48 = 0;
   std::vector<std::uint64_t> virtual_macs;  // 48-bit values, for one compare each
@@ -167,6 +169,19 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
     const bool track = table != nullptr && snap->track;
     snap->classifier.classify_burst(frames.data(), n, results.data(),
                                     track ? tuples.data() : nullptr);
+    if (!snap->owners.empty()) {
+      // Directed VIPs: only frames sent to this node's own MAC are its to judge; a copy
+      // of another node's (a switch flooding unknown unicast) is not, and is dropped as
+      // foreign unicast.
+      for (std::uint16_t i = 0; i < n; ++i) {
+        packet::Result& r = results[i];
+        if ((r.verdict == packet::Verdict::kFarm || r.verdict == packet::Verdict::kNoRule) &&
+            vip_directed[r.vip] != 0 &&
+            mac48(rte_pktmbuf_mtod(rx[i], const std::uint8_t*)) != own48) {
+          r.verdict = packet::Verdict::kPass;
+        }
+      }
+    }
     const std::uint64_t tsc = rte_rdtsc();
     const bool leased = tsc < lease_until.load(std::memory_order_relaxed);
     const auto now_ms = static_cast<std::uint32_t>(tsc / cycles_per_ms);
@@ -244,9 +259,14 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           }
           break;
         case packet::Verdict::kArpVip: {
-          const packet::VipMac& vip = vips[r.vip];
+          if (r.directed && !(leased && snap->ownership.owns(r.group, r.bucket))) {
+            ++c.directed_silent;  // the requester's ARP owner answers
+            drop[nd++] = m;
+            break;
+          }
+          const MacAddr& answer = r.directed ? mac : vips[r.vip].mac;
           if (packet::make_arp_reply({rte_pktmbuf_mtod(m, std::byte*), rte_pktmbuf_data_len(m)},
-                                     mac, vip.mac)) {
+                                     mac, answer)) {
             ++c.arp_replies;
             reply[nr++] = m;
           } else {
@@ -256,11 +276,16 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           break;
         }
         case packet::Verdict::kNdVip: {
-          const packet::VipMac& vip = vips[r.vip];
+          if (r.directed && !(leased && snap->ownership.owns(r.group, r.bucket))) {
+            ++c.directed_silent;
+            drop[nd++] = m;
+            break;
+          }
+          const MacAddr& answer = r.directed ? mac : vips[r.vip].mac;
           const std::size_t capacity = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
           const std::size_t len =
               m->nb_segs == 1 ? packet::make_na_reply({rte_pktmbuf_mtod(m, std::byte*), capacity},
-                                                      rte_pktmbuf_data_len(m), mac, vip.mac)
+                                                      rte_pktmbuf_data_len(m), mac, answer)
                               : 0;
           if (len != 0) {
             m->data_len = static_cast<std::uint16_t>(len);
@@ -278,6 +303,28 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           drop[nd++] = m;
           break;
         default:  // kNotOwner (kFarm never survives apply())
+          if (!snap->owners.empty() && vip_directed[r.vip] != 0) {
+            // Directed: on to the bucket's owner, one hop. A frame another node forwarded
+            // already (its source is a farm node's MAC) is never forwarded again.
+            auto* eth = rte_pktmbuf_mtod(m, std::uint8_t*);
+            const std::uint64_t src48 = mac48(eth + 6);
+            bool from_node = false;
+            for (const std::uint64_t node : snap->node_macs) from_node |= node == src48;
+            const NodeId owner =
+                snap->owners[std::size_t{r.group} * snap->classifier.buckets() + r.bucket];
+            const std::uint64_t to = snap->node_macs[to_int(owner)];
+            if (from_node) {
+              ++c.forward_refused;
+            } else if (owner == kNoNode || to == 0) {
+              ++c.forward_no_mac;
+            } else {
+              for (int b = 0; b < 6; ++b) eth[b] = static_cast<std::uint8_t>(to >> (40 - 8 * b));
+              std::memcpy(eth + 6, mac.data(), 6);
+              ++c.forwarded[to_int(owner)];
+              reply[nr++] = m;
+              break;
+            }
+          }
           drop[nd++] = m;
           break;
       }
@@ -349,7 +396,7 @@ void Dataplane::Impl::exception_poll(LcoreCounters& c) noexcept {
     for (std::uint16_t i = 0; i < m; ++i) {
       rte_mbuf* f = burst_buf[i];
       if (packet::rewrite_outgoing({rte_pktmbuf_mtod(f, std::byte*), rte_pktmbuf_data_len(f)},
-                                   vips)) {
+                                   flood_vips)) {
         ++c.kernel_rewrites;
       }
     }
@@ -415,7 +462,11 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   d.burst = config.dataplane.burst;
   d.adaptive = config.dataplane.poll == config::Poll::kAdaptive;
   for (const config::Vip& v : config.vips) {
+    const bool directed = v.l2_mode == config::L2Mode::kDirected;
     d.vips.push_back({v.address, v.mac});
+    d.vip_directed.push_back(directed ? 1 : 0);
+    if (directed) continue;  // no virtual MAC: each node answers with its own
+    d.flood_vips.push_back({v.address, v.mac});
     d.virtual_macs.push_back(mac48(v.mac.data()));
   }
 
@@ -570,7 +621,8 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
 
 void Dataplane::announce() {
   Impl& d = *impl_;
-  for (const packet::VipMac& vip : d.vips) {
+  // Directed VIPs are never announced by broadcast: it would steer every client to one node.
+  for (const packet::VipMac& vip : d.flood_vips) {
     rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
     if (m == nullptr) continue;
     char* data = rte_pktmbuf_append(m, 128);
@@ -613,6 +665,10 @@ Totals Dataplane::totals() const {
     s.uplink_tx_from_kernel += c.uplink_tx_from_kernel;
     s.to_uplink_ring_full += c.to_uplink_ring_full;
     s.lease_expired += c.lease_expired;
+    for (std::size_t n = 0; n < c.forwarded.size(); ++n) s.forwarded[n] += c.forwarded[n];
+    s.forward_refused += c.forward_refused;
+    s.forward_no_mac += c.forward_no_mac;
+    s.directed_silent += c.directed_silent;
     s.handoff.kept += c.handoff.kept;
     s.handoff.new_flows += c.handoff.new_flows;
     s.handoff.refused += c.handoff.refused;

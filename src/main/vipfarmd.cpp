@@ -100,18 +100,25 @@ std::vector<TapAddress> tap_addresses(const config::Config& config) {
 // ARP and IPv6: otherwise the kernel would answer ARP/ND for the VIPs on it with its own MAC, and
 // take frames for the node's MAC twice (there and through the TAP).
 // A net_pcap uplink reading a file (rx_pcap=) has no kernel interface behind it.
-std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr& mac) {
+// `iface` gets the kernel interface's name (empty: none), so that a clean exit gives it its
+// MAC back.
+std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr& mac,
+                                       std::string& iface) {
+  iface.clear();
   if (!uplink.starts_with("net_af_packet") && !uplink.starts_with("net_pcap")) return {};
   const auto at = uplink.find("iface=");
   if (at == std::string::npos) return {};
-  const std::string iface = uplink.substr(at + 6, uplink.find(',', at) - at - 6);
+  iface = uplink.substr(at + 6, uplink.find(',', at) - at - 6);
   if (uplink.starts_with("net_pcap") && uplink.find("phy_mac=1") == std::string::npos) {
     // Without it every node's port has net_pcap's fixed MAC 02:70:63:61:70:00.
     return "dataplane.uplink: a net_pcap uplink on an interface needs phy_mac=1 (\"" + uplink +
            ",phy_mac=1\"), so the port takes " + iface + "'s MAC";
   }
+  // Locally administered, unicast, and never the node's MAC: after a crash the port reads
+  // the interface's aside MAC as its own, and the next aside must differ from it again, or
+  // the kernel would take the node's frames beside the data plane.
   MacAddr aside = mac;
-  aside[0] = 0xAE;  // locally administered, unicast, and not the node's MAC
+  aside[0] = mac[0] == 0xAE ? 0xAA : 0xAE;
   if (std::string err = dataplane::netlink::set_mac(iface, aside); !err.empty()) return err;
   if (std::string err = dataplane::netlink::set_noarp(iface); !err.empty()) return err;
   std::ofstream("/proc/sys/net/ipv6/conf/" + iface + "/disable_ipv6") << "1\n";
@@ -193,7 +200,9 @@ int run_daemon(const config::Config& config, const std::string& program,
       if (thread.joinable()) thread.join();
     }
   } stop_control{io, control_thread};
-  if (const std::string err = hand_over_kernel_interface(config.dataplane.uplink, dp.uplink_mac());
+  std::string kernel_iface;
+  if (const std::string err =
+          hand_over_kernel_interface(config.dataplane.uplink, dp.uplink_mac(), kernel_iface);
       !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
@@ -211,6 +220,15 @@ int run_daemon(const config::Config& config, const std::string& program,
       }
     }
   };
+  // Directed VIPs (docs/directed.md): the kernel's own ARP requests take this node's
+  // address as their sender, never a VIP (arp_announce 2, as in LVS direct routing), or
+  // every host this node asks would re-point the VIP at it, past its ARP owner.
+  const bool directed = std::any_of(config.vips.begin(), config.vips.end(), [](const auto& v) {
+    return v.l2_mode == config::L2Mode::kDirected;
+  });
+  if (has_tap && directed) {
+    std::ofstream("/proc/sys/net/ipv4/conf/" + tap + "/arp_announce") << "2\n";
+  }
   for (const TapAddress& a : addresses) {
     if (const std::string err = dataplane::netlink::add_address(tap, a.address, a.prefix, a.no_dad);
         !err.empty()) {
@@ -278,6 +296,13 @@ int run_daemon(const config::Config& config, const std::string& program,
   control_thread.join();
   api.reset();
   dp.shutdown();
+  if (!kernel_iface.empty()) {
+    // The kernel interface's own MAC back: the next start reads it as the node's again.
+    if (const std::string err = dataplane::netlink::set_mac(kernel_iface, dp.uplink_mac());
+        !err.empty()) {
+      std::cerr << "vipfarmd: " << err << "\n";
+    }
+  }
   std::cerr << std::flush;
   std::_Exit(0);
 }

@@ -25,7 +25,8 @@ struct CounterSpec {
 constexpr std::array kCounters = std::to_array<CounterSpec>({
     {"vipfarm_rx_packets_total", "Frames received on the uplink.", &LcoreCounters::rx_packets},
     {"vipfarm_rx_bytes_total", "Bytes received on the uplink.", &LcoreCounters::rx_bytes},
-    {"vipfarm_arp_replies_total", "ARP requests for a VIP answered with its virtual MAC.",
+    {"vipfarm_arp_replies_total",
+     "ARP requests for a VIP answered (its virtual MAC; a directed VIP: this node's MAC).",
      &LcoreCounters::arp_replies},
     {"vipfarm_nd_replies_total", "Neighbour solicitations for a VIP answered.",
      &LcoreCounters::nd_replies},
@@ -57,6 +58,17 @@ constexpr std::array kCounters = std::to_array<CounterSpec>({
     {"vipfarm_foreign_unicast_total",
      "Host-bound frames addressed to another host's MAC (flooded by the switch), dropped.",
      &LcoreCounters::foreign_unicast},
+    {"vipfarm_forward_refused_total",
+     "Directed VIPs: frames another node forwarded for a bucket not owned here, dropped "
+     "(a frame is never forwarded twice).",
+     &LcoreCounters::forward_refused},
+    {"vipfarm_forward_no_mac_total",
+     "Directed VIPs: frames not forwarded because the owner's MAC is not known yet (or the "
+     "bucket has no owner).",
+     &LcoreCounters::forward_no_mac},
+    {"vipfarm_directed_silent_total",
+     "Directed VIPs: ARP/ND requests left to the requester's ARP owner, another node.",
+     &LcoreCounters::directed_silent},
 });
 
 prometheus::ClientMetric value_metric(double value, bool counter,
@@ -190,6 +202,17 @@ class Collector : public prometheus::Collectable {
                      prometheus::MetricType::Counter,
                      {value_metric(static_cast<double>(s.*spec.field), true)}});
     }
+    prometheus::MetricFamily forwarded{
+        "vipfarm_forwarded_total",
+        "Directed VIPs: frames forwarded to the bucket's owner, by that node.",
+        prometheus::MetricType::Counter,
+        {}};
+    for (std::size_t n = 1; n < s.forwarded.size(); ++n) {
+      if (s.forwarded[n] == 0) continue;  // only peers frames went to
+      forwarded.metric.push_back(
+          value_metric(static_cast<double>(s.forwarded[n]), true, {{"peer", std::to_string(n)}}));
+    }
+    out.push_back(std::move(forwarded));
     prometheus::MetricFamily verdicts{"vipfarm_packets_total",
                                       "Frames received, by verdict (rx = the sum).",
                                       prometheus::MetricType::Counter,

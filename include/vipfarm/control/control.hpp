@@ -3,6 +3,7 @@
 // metrics exporter reads it from its own threads, hence the mutex (never on the packet path).
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <mutex>
@@ -58,6 +59,10 @@ class Control {
   // the next burst; the assignment follows at the next set_view().
   void set_farm(const config::Config& next);
 
+  // A node's uplink MAC (heard in its heartbeats): directed VIPs forward to it. No-op when
+  // unchanged.
+  void set_node_mac(NodeId node, const MacAddr& mac);
+
   // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
   nlohmann::json handle(const nlohmann::json& request);
 
@@ -97,6 +102,8 @@ class Control {
   packet::Ownership ownership_;              // what the workers accept
   packet::Ownership taking_, releasing_;     // flow handoff; empty() without it
   bool releasing_any_ = false;
+  bool directed_ = false;  // some VIP is directed: the snapshot carries owners and MACs
+  std::array<std::uint64_t, kMaxNodes + 1> node_macs_{};
   std::chrono::steady_clock::time_point handoff_deadline_{};
 };
 

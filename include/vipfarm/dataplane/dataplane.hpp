@@ -40,6 +40,11 @@ struct Snapshot {
   bool track = false;           // [flows] handoff: track the flows of owned buckets
   bool releasing_any = false;   // some bucket is being released: look up every farm packet
   flow::FlowTimeouts timeouts;  // [flows] timeouts (a reload may change them)
+  // Directed VIPs (docs/directed.md): each bucket's owner in the view, flat by
+  // group * buckets + bucket (empty when no VIP is directed), and every node's uplink MAC
+  // as 48 bits (0: not heard yet), learned from heartbeats.
+  std::vector<NodeId> owners;
+  std::array<std::uint64_t, kMaxNodes + 1> node_macs{};
 };
 
 // Plain per-lcore counters, written by one lcore, summed by readers (relaxed reads of
@@ -64,8 +69,15 @@ struct alignas(64) LcoreCounters {
   std::uint64_t uplink_tx_from_kernel = 0;
   std::uint64_t to_uplink_ring_full = 0;  // host-bound frames for another host's MAC: dropped
   std::uint64_t lease_expired = 0;        // owned-bucket packets dropped while the lease had lapsed
-  flow::HandoffCounters handoff;          // flow handoff outcomes (docs/handoff.md)
-  std::uint64_t generation = 0;           // the snapshot generation this lcore last used
+  // Directed VIPs: frames sent on to each bucket's owner, by node id; forwarded frames for
+  // a bucket not owned here (never forwarded twice); owners whose MAC is not known yet;
+  // ARP/ND requests left to the requester's ARP owner.
+  std::array<std::uint64_t, kMaxNodes + 1> forwarded{};
+  std::uint64_t forward_refused = 0;
+  std::uint64_t forward_no_mac = 0;
+  std::uint64_t directed_silent = 0;
+  flow::HandoffCounters handoff;  // flow handoff outcomes (docs/handoff.md)
+  std::uint64_t generation = 0;   // the snapshot generation this lcore last used
 };
 
 struct Totals {

@@ -1,0 +1,158 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317 # stopped_early runs from the lab's trap
+# Lab test of issue 7's directed mode (docs/directed.md) on a switch that does not flood:
+# the lab bridge's ports get `flood off` (unknown unicast is not flooded; learning, broadcast
+# and multicast stay on), as port security or a cloud switch would behave.
+#  1. Flood mode there is broken, which shows the set-up really blocks flooding: the client's
+#     requests to the IPv4 VIP (resolved to its virtual MAC) reach no node and all fail.
+#  2. Directed mode (the IPv4 VIP with l2_mode = "directed", its rule keyed on_port so that
+#     most connections belong to another node than the one the client's ARP entry names):
+#     exactly one node answers the client's ARP request, with its own MAC, the predicted
+#     one (the owner of the client's address keyed on_addr); every request from many
+#     sources and ports succeeds and is served by the predicted owner of its bucket; the
+#     nodes forwarded frames to each other and refused none.
+# Ends with "lab-directed: N passed, M failed". Needs root.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+CHECK_NAME=lab-directed
+# shellcheck source=../lib/check.sh
+source "$here/../lib/check.sh"
+LAB_AT_EXIT=stopped_early
+py=/usr/bin/python3
+requests=${LAB_DIRECTED_REQUESTS:-60}
+
+lab_up 3
+lab_start_daemons
+lab_wait_ready
+lab_start_nginx
+check "the farm agrees on the view 1,2,3" lab_wait_view 1,2,3 20
+
+# The switch stops flooding unknown unicast on every port (it still learns, and floods
+# broadcast and multicast).
+for port in "$LAB_CLIENT_VETH" "${LAB_NODE_VETH[@]:1}"; do
+  ip netns exec "$LAB_SWITCH_NS" bridge link set dev "$port" flood off ||
+    { echo "FAIL: cannot turn flooding off on $port" >&2; exit 1; }
+done
+check "flooding is off on every port of the switch" bash -c \
+  '! ip netns exec "$1" bridge -d link show | grep -q " flood on "' _ "$LAB_SWITCH_NS"
+
+get() {  # get SOURCE PORT: the body nginx answered (the node's name), or nothing
+  lab_exec_client curl -sS -g --noproxy '*' --max-time 1 --interface "$1" --local-port "$2" \
+    "http://$LAB_VIP4/" 2>/dev/null
+}
+accepted() {  # accepted K: node K's accepted frames
+  "$VIPFARMCTL" counters --socket "$(lab_api_socket "$1")" --json |
+    $py -c 'import json,sys; print(json.load(sys.stdin)["verdicts"]["accept"])'
+}
+
+# --- 1. flood mode on a switch that does not flood -----------------------------------------
+declare -A acc0=()
+for k in 1 2 3; do acc0[$k]=$(accepted "$k"); done
+ok=0
+for i in 1 2 3 4 5; do
+  [[ -n $(get "$LAB_CLIENT4" $((41000 + i))) ]] && ok=$((ok + 1))
+done
+gained=0
+for k in 1 2 3; do gained=$((gained + $(accepted "$k") - acc0[$k])); done
+check "flood mode without flooding: 0 of 5 requests answered ($ok), no node accepted a frame ($gained)" \
+  test "$ok" -eq 0 -a "$gained" -eq 0
+
+# --- 2. directed mode ------------------------------------------------------------------------
+lab_stop_daemons
+for k in 1 2 3; do
+  $py - "$(lab_node_config "$k")" "$LAB_VIP4" <<'PY' || exit 1
+import re, sys
+path, vip = sys.argv[1], sys.argv[2]
+text = open(path).read()
+text, n = re.subn(r'(?m)^(address = "%s".*)$' % re.escape(vip), r'\1\nl2_mode = "directed"', text, count=1)
+text, m = re.subn(r'(?m)^key = "on_addr"', 'key = "on_port"', text)
+assert n == 1 and m >= 1, (n, m)
+open(path, "w").write(text)
+PY
+done
+check "node 1's config has a directed VIP" bash -c \
+  '"$1" check-config "$2" | grep -q "vip $3 .* directed"' _ "$VIPFARMCTL" "$(lab_node_config 1)" "$LAB_VIP4"
+lab_start_daemons
+lab_wait_ready
+check "directed: the farm agrees on the view 1,2,3" lab_wait_view 1,2,3 20
+conf1=$(lab_node_config 1)
+node_mac() {  # node_mac K: node K's uplink MAC, as it reports it
+  "$VIPFARMCTL" nodes --json --socket "$(lab_api_socket "$1")" |
+    $py -c 'import json,sys; print(next(n["mac"] for n in json.load(sys.stdin)["nodes"] if n["self"]))'
+}
+# The client's ARP owner: its address keyed on_addr, like an unmatched echo request.
+arp_owner=$("$VIPFARMCTL" owner --config "$conf1" --json icmp "$LAB_CLIENT4" "$LAB_VIP4" |
+  $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+lab_exec_client ip neigh flush dev "$LAB_CLIENT_IF" >/dev/null 2>&1
+declare -A silent0=() arp0=()
+counter() {  # counter K PATH: node K's counter (PATH: arp_replies, directed.silent, ...)
+  "$VIPFARMCTL" counters --socket "$(lab_api_socket "$1")" --json |
+    $py -c 'import json,sys
+v = json.load(sys.stdin)
+for part in sys.argv[1].split("."): v = v[part]
+print(v)' "$2"
+}
+for k in 1 2 3; do
+  arp0[$k]=$(counter "$k" arp_replies)
+  silent0[$k]=$(counter "$k" directed.silent)
+done
+first=""
+deadline=$((SECONDS + 10))
+until [[ -n $first ]] || ((SECONDS > deadline)); do first=$(get "$LAB_CLIENT4" 40999); done
+check "directed: the first request is answered ($first)" test -n "$first"
+neigh=$(lab_exec_client ip neigh show "$LAB_VIP4" dev "$LAB_CLIENT_IF" | awk '{print $3}')
+check "directed: the client's ARP entry for the VIP is node $arp_owner's own MAC ($neigh)" \
+  test "$neigh" = "$(node_mac "$arp_owner")"
+answered=0 silent=0
+for k in 1 2 3; do
+  a=$(($(counter "$k" arp_replies) - arp0[$k]))
+  s=$(($(counter "$k" directed.silent) - silent0[$k]))
+  ((k == arp_owner)) && answered=$a
+  ((k != arp_owner && a == 0 && s > 0)) && silent=$((silent + 1))
+done
+check "directed: node $arp_owner answered the ARP request ($answered), the other two stayed silent ($silent)" \
+  test "$answered" -ge 1 -a "$silent" -eq 2
+
+mapfile -t sources < <(lab_client_addrs 20)
+wrong=0 req_failed=0 total=0 remote=0
+declare -A served=()
+for ((i = 0; i < requests; i++)); do
+  src=${sources[i % ${#sources[@]}]}
+  port=$((42000 + i))
+  want=$("$VIPFARMCTL" owner --config "$conf1" --json tcp "$src:$port" "$LAB_VIP4:80" |
+    $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+  got=$(get "$src" "$port")
+  total=$((total + 1))
+  if [[ -z $got ]]; then
+    req_failed=$((req_failed + 1))
+  elif [[ $got != "node$want" ]]; then
+    wrong=$((wrong + 1))
+    echo "  $src:$port served by $got, predicted node$want"
+  fi
+  ((want != arp_owner)) && remote=$((remote + 1))
+  served[$want]=1
+done
+echo "directed: $total requests, $remote of them for another node than the ARP owner; $req_failed failed, $wrong served by another node than predicted"
+check "directed: every request answered ($req_failed of $total failed)" test "$req_failed" -eq 0
+check "directed: every request served by its predicted owner ($wrong wrong)" test "$wrong" -eq 0
+check "directed: the requests covered every node (${!served[*]}) and most went through forwarding ($remote)" \
+  test "${#served[@]}" -eq 3 -a "$remote" -gt $((requests / 3))
+forwarded=0 refused=0
+for k in 1 2 3; do
+  metrics=$(lab_exec_node "$k" curl -s --max-time 2 http://127.0.0.1:9469/metrics)
+  f=$(awk '/^vipfarm_forwarded_total\{/ {s += $2} END {print s + 0}' <<<"$metrics")
+  r=$(awk '/^vipfarm_forward_refused_total / {print $2 + 0}' <<<"$metrics")
+  echo "  node $k: forwarded $f frames, refused ${r:-?}"
+  forwarded=$((forwarded + ${f%.*}))
+  refused=$((refused + ${r%.*}))
+done
+check "directed: the ARP owner forwarded frames to the other owners ($forwarded), none refused ($refused)" \
+  test "$forwarded" -gt 0 -a "$refused" -eq 0
+
+lab_stop_daemons
+lab_down
+LAB_AT_EXIT=""
+summary
+((failed == 0))
