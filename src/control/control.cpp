@@ -4,6 +4,7 @@
 #include <algorithm>
 
 #include "vipfarm/packet/build.hpp"
+#include "vipfarm/packet/reply.hpp"
 
 namespace vipfarm::control {
 
@@ -37,6 +38,20 @@ Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
     return v.l2_mode == config::L2Mode::kDirected;
   });
   node_macs_[to_int(config_.node_id)] = mac48(dataplane_.uplink_mac());
+}
+
+bool Control::answers_requester(std::uint16_t vip, std::uint32_t requester) const {
+  std::lock_guard lock(mutex_);
+  if (!classifier_ || vip >= config_.vips.size() || !config_.vips[vip].address.is_v4()) {
+    return false;
+  }
+  // The request this requester would send: classified as the workers would.
+  std::array<std::byte, 60> frame{};
+  const MacAddr broadcast = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+  packet::build_arp(frame, 1, broadcast, MacAddr{}, requester, MacAddr{},
+                    config_.vips[vip].address.v4_value());
+  const packet::Result r = classifier_->classify(frame);
+  return r.directed && r.vip == vip && ownership_.owns(r.group, r.bucket);
 }
 
 void Control::set_node_mac(NodeId node, const MacAddr& mac) {
@@ -146,6 +161,7 @@ void Control::publish_locked() {
                           {},
                           node_macs_});
   if (directed_) {
+    classifier_ = snapshot->classifier;
     snapshot->owners.assign(config_.groups.size() * config_.buckets, kNoNode);
     for (std::size_t g = 0; g < owners_.size(); ++g) {
       std::copy(owners_[g].begin(), owners_[g].end(),
@@ -311,7 +327,8 @@ nlohmann::json Control::counters() const {
            {{"forwarded", forwarded},
             {"forward_refused", s.forward_refused},
             {"forward_no_mac", s.forward_no_mac},
-            {"silent", s.directed_silent}}},
+            {"silent", s.directed_silent},
+            {"announcements", s.directed_announcements}}},
           {"handoff",
            {{"kept", s.handoff.kept},
             {"new_flows", s.handoff.new_flows},

@@ -80,6 +80,17 @@ struct Dataplane::Impl {
   std::vector<packet::VipMac> vips;        // by VIP index: what ARP/ND answers carry
   std::vector<packet::VipMac> flood_vips;  // announced, and rewritten in the kernel's ARP/ND
   std::vector<std::uint8_t> vip_directed;  // by VIP index (docs/directed.md)
+  // Directed VIPs: the IPv4 requesters each worker saw ask for a VIP, so that their ARP
+  // owner can tell them its MAC after a view change. One writer (the worker) per table; the
+  // main lcore reads under the entry's sequence number (odd while written).
+  struct Requester {
+    std::atomic<std::uint32_t> seq{0};
+    std::atomic<std::uint32_t> ip{0};
+    std::atomic<std::uint64_t> mac_vip{0};  // MAC in the low 48 bits, VIP index above
+  };
+  static constexpr std::size_t kRequesters = 1024;  // per worker, by a hash of the address
+  std::vector<std::unique_ptr<std::array<Requester, kRequesters>>> requesters;
+  void remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept;
   MacAddr mac{};  // the uplink's: the Ethernet source of everything this node sends
   std::uint64_t own48 = 0;
   std::vector<std::uint64_t> virtual_macs;  // 48-bit values, for one compare each
@@ -113,6 +124,27 @@ struct Dataplane::Impl {
   void drain_to_uplink(LcoreCounters& c) noexcept;
   void exception_poll(LcoreCounters& c) noexcept;
 };
+
+// An untagged ARP request's sender (a tagged one is answered but not remembered).
+void Dataplane::Impl::remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept {
+  const auto* f = rte_pktmbuf_mtod(m, const std::uint8_t*);
+  if (rte_pktmbuf_data_len(m) < 42 || f[12] != 0x08 || f[13] != 0x06) return;
+  const std::uint64_t sha = mac48(f + 22);
+  const std::uint32_t spa =
+      static_cast<std::uint32_t>(f[28]) << 24 | f[29] << 16 | f[30] << 8 | f[31];
+  Requester& e = (*requesters[queue])[(spa * 0x9E3779B1u) >> 22];
+  const std::uint64_t mac_vip = sha | std::uint64_t{vip} << 48;
+  if (e.ip.load(std::memory_order_relaxed) == spa &&
+      e.mac_vip.load(std::memory_order_relaxed) == mac_vip) {
+    return;  // known already
+  }
+  const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
+  e.seq.store(s + 1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_release);
+  e.ip.store(spa, std::memory_order_relaxed);
+  e.mac_vip.store(mac_vip, std::memory_order_relaxed);
+  e.seq.store(s + 2, std::memory_order_release);
+}
 
 int Dataplane::Impl::worker_main(void* arg) {
   auto* args = static_cast<WorkerArgs*>(arg);
@@ -259,6 +291,7 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           }
           break;
         case packet::Verdict::kArpVip: {
+          if (r.directed) remember(queue, r.vip, m);
           if (r.directed && !(leased && snap->ownership.owns(r.group, r.bucket))) {
             ++c.directed_silent;  // the requester's ARP owner answers
             drop[nd++] = m;
@@ -543,6 +576,11 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   if (int rc = rte_eth_dev_start(d.uplink); rc < 0) return port_error("start uplink", rc);
   if (int rc = rte_eth_dev_start(d.tap); rc < 0) return port_error("start TAP", rc);
   d.counters.assign(d.workers + 1, LcoreCounters{});
+  if (std::find(d.vip_directed.begin(), d.vip_directed.end(), 1) != d.vip_directed.end()) {
+    for (std::uint32_t w = 0; w < d.workers; ++w) {
+      d.requesters.push_back(std::make_unique<std::array<Impl::Requester, Impl::kRequesters>>());
+    }
+  }
   d.cycles_per_ms = std::max<std::uint64_t>(1, rte_get_tsc_hz() / 1000);
   if (config.flows.handoff) {
     const flow::FlowTimeouts timeouts = flow_timeouts(config.flows);
@@ -619,8 +657,37 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
   rte_eal_mp_wait_lcore();
 }
 
-void Dataplane::announce() {
+void Dataplane::announce(const AnswersRequester& answers) {
   Impl& d = *impl_;
+  for (std::size_t w = 0; answers && w < d.requesters.size(); ++w) {
+    for (Impl::Requester& e : *d.requesters[w]) {
+      std::uint32_t before = 0, ip = 0;
+      std::uint64_t mac_vip = 0;
+      do {
+        before = e.seq.load(std::memory_order_acquire);
+        ip = e.ip.load(std::memory_order_relaxed);
+        mac_vip = e.mac_vip.load(std::memory_order_relaxed);
+        std::atomic_thread_fence(std::memory_order_acquire);
+      } while ((before & 1) != 0 || before != e.seq.load(std::memory_order_relaxed));
+      const auto vip = static_cast<std::uint16_t>(mac_vip >> 48);
+      if (before == 0 || vip >= d.vips.size() || !answers(vip, ip)) continue;
+      MacAddr requester_mac;
+      for (int b = 0; b < 6; ++b) {
+        requester_mac[b] = static_cast<std::uint8_t>(mac_vip >> (40 - 8 * b));
+      }
+      rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
+      if (m == nullptr) continue;
+      char* data = rte_pktmbuf_append(m, 60);
+      packet::build_arp({reinterpret_cast<std::byte*>(data), 60}, 2, requester_mac, d.mac,
+                        d.vips[vip].address.v4_value(), requester_mac, ip);
+      if (rte_ring_sp_enqueue(d.to_uplink, m) == 0) {
+        ++d.counters[0].directed_announcements;
+      } else {
+        ++d.counters[0].to_uplink_ring_full;
+        rte_pktmbuf_free(m);
+      }
+    }
+  }
   // Directed VIPs are never announced by broadcast: it would steer every client to one node.
   for (const packet::VipMac& vip : d.flood_vips) {
     rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
@@ -669,6 +736,7 @@ Totals Dataplane::totals() const {
     s.forward_refused += c.forward_refused;
     s.forward_no_mac += c.forward_no_mac;
     s.directed_silent += c.directed_silent;
+    s.directed_announcements += c.directed_announcements;
     s.handoff.kept += c.handoff.kept;
     s.handoff.new_flows += c.handoff.new_flows;
     s.handoff.refused += c.handoff.refused;

@@ -263,17 +263,21 @@ int run_daemon(const config::Config& config, const std::string& program,
   const auto interval = std::chrono::seconds(config.dataplane.garp_interval_s);
   const auto duration = std::chrono::seconds(config.dataplane.garp_duration_s);
   auto next_announcement = started_announcing;
+  const dataplane::Dataplane::AnswersRequester answers = [&control](std::uint16_t vip,
+                                                                    std::uint32_t requester) {
+    return control.answers_requester(vip, requester);
+  };
   dp.run(g_stop, [&] {
     const auto now = Clock::now();
     if (g_reload.exchange(false, std::memory_order_relaxed)) {
       boost::asio::post(io, [&] { reload(running, control, membership ? &*membership : nullptr); });
     }
     if (control.announce_requested.exchange(false, std::memory_order_acq_rel)) {
-      dp.announce();  // an ownership change: tell the switches and clients again
+      dp.announce(answers);  // an ownership change: tell the switches and clients again
       started_announcing = now;
       next_announcement = now + interval;
     } else if (now >= next_announcement && now - started_announcing <= duration) {
-      dp.announce();
+      dp.announce(answers);
       next_announcement = now + interval;
     }
   });

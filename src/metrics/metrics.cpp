@@ -69,6 +69,10 @@ constexpr std::array kCounters = std::to_array<CounterSpec>({
     {"vipfarm_directed_silent_total",
      "Directed VIPs: ARP/ND requests left to the requester's ARP owner, another node.",
      &LcoreCounters::directed_silent},
+    {"vipfarm_directed_announcements_total",
+     "Directed VIPs: unicast ARP replies sent to known requesters this node became the ARP "
+     "owner of (after a view change, and with the periodic announcements).",
+     &LcoreCounters::directed_announcements},
 });
 
 prometheus::ClientMetric value_metric(double value, bool counter,

@@ -157,6 +157,30 @@ std::size_t make_na_reply(std::span<std::byte> buffer, std::size_t length, const
   return reply_len;
 }
 
+std::size_t build_arp(std::span<std::byte> out, std::uint16_t op, const MacAddr& eth_dst,
+                      const MacAddr& sha, std::uint32_t spa, const MacAddr& tha,
+                      std::uint32_t tpa) noexcept {
+  if (out.size() < 60) return 0;
+  std::uint8_t* f = bytes(out);
+  std::memset(f, 0, 60);
+  put_mac(f, eth_dst);
+  put_mac(f + 6, sha);
+  put16(f + 12, 0x0806);
+  std::uint8_t* arp = f + 14;
+  put16(arp, 1);
+  put16(arp + 2, 0x0800);
+  arp[4] = 6;
+  arp[5] = 4;
+  put16(arp + 6, op);
+  put_mac(arp + 8, sha);
+  put_mac(arp + 18, tha);
+  for (int i = 0; i < 4; ++i) {
+    arp[14 + i] = static_cast<std::uint8_t>(spa >> (24 - 8 * i));
+    arp[24 + i] = static_cast<std::uint8_t>(tpa >> (24 - 8 * i));
+  }
+  return 60;
+}
+
 std::size_t build_announcement(std::span<std::byte> out, const MacAddr& own,
                                const VipMac& vip) noexcept {
   std::uint8_t* f = bytes(out);

@@ -11,6 +11,8 @@
 #     one (the owner of the client's address keyed on_addr); every request from many
 #     sources and ports succeeds and is served by the predicted owner of its bucket; the
 #     nodes forwarded frames to each other and refused none.
+#  3. kill -9 of the client's ARP owner: its new ARP owner tells it its MAC (unicast ARP
+#     reply) and the client is answered again within LAB_DIRECTED_BOUND_MS (2 s).
 # Ends with "lab-directed: N passed, M failed". Needs root.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -150,6 +152,44 @@ for k in 1 2 3; do
 done
 check "directed: the ARP owner forwarded frames to the other owners ($forwarded), none refused ($refused)" \
   test "$forwarded" -gt 0 -a "$refused" -eq 0
+
+# --- 3. the client's ARP owner dies ---------------------------------------------------------
+# Its MAC is in the client's ARP cache; after the failover the client's new ARP owner sends
+# it a unicast ARP reply with its own MAC. A new connection every 100 ms from the client's
+# own address (each to a bucket of any node): the time from the kill -9 to the first answer
+# through the new ARP owner, and every request after it answered.
+victim=$arp_owner
+survivors=$(printf '%s\n' 1 2 3 | grep -vx "$victim" | paste -sd,)
+new_owner=$("$VIPFARMCTL" owner --config "$conf1" --view "$survivors" --json icmp "$LAB_CLIENT4" "$LAB_VIP4" |
+  $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+new_mac=$(node_mac "$new_owner")
+bound_ms=${LAB_DIRECTED_BOUND_MS:-2000}
+_lab_ms
+kill_ms=$_LAB_MS
+lab_kill_daemon "$victim"
+recovered_ms=-1 after=0 after_failed=0
+for ((i = 0; i < 80; i++)); do  # 8 s at most
+  port=$((43000 + i))
+  got=$(lab_exec_client curl -sS -g --noproxy '*' --max-time 0.3 --interface "$LAB_CLIENT4" \
+    --local-port "$port" "http://$LAB_VIP4/" 2>/dev/null)
+  _lab_ms
+  if ((recovered_ms < 0)); then
+    neigh=$(lab_exec_client ip neigh show "$LAB_VIP4" dev "$LAB_CLIENT_IF" | awk '{print $3}')
+    [[ -n $got && $neigh == "$new_mac" ]] && recovered_ms=$((_LAB_MS - kill_ms))
+  else
+    after=$((after + 1))
+    [[ -n $got ]] || after_failed=$((after_failed + 1))
+    ((after >= 10)) && break
+  fi
+  sleep 0.1
+done
+echo "directed: kill -9 of node $victim (the client's ARP owner): the client's ARP entry is node $new_owner's MAC and it is answered again after $recovered_ms ms (bound $bound_ms ms); $after_failed of $after requests after that failed"
+check "directed: after its ARP owner's kill -9 the client moves to node $new_owner within $bound_ms ms ($recovered_ms ms)" \
+  test "$recovered_ms" -ge 0 -a "$recovered_ms" -le "$bound_ms"
+check "directed: every request after the recovery answered ($after_failed of $after failed)" \
+  test "$after" -ge 10 -a "$after_failed" -eq 0
+announced=$(counter "$new_owner" directed.announcements)
+check "directed: node $new_owner sent unicast announcements ($announced)" test "$announced" -gt 0
 
 lab_stop_daemons
 lab_down

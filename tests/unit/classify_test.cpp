@@ -225,7 +225,7 @@ TEST(ClassifyDirected, ArpRequestsAreKeyedOnTheRequesterSoOneNodeAnswers) {
     buckets.insert(r.bucket);
   }
   EXPECT_GT(buckets.size(), 100u);  // requesters spread over the buckets
-  EXPECT_EQ(compared, 200);          // the fixture's VIP has no ICMP rule: echo is keyed too
+  EXPECT_EQ(compared, 200);         // the fixture's VIP has no ICMP rule: echo is keyed too
 }
 
 TEST(ClassifyEchoPolicy, NoneTurnsUnmatchedEchoIntoNoRule) {

@@ -62,6 +62,9 @@ class Control {
   // A node's uplink MAC (heard in its heartbeats): directed VIPs forward to it. No-op when
   // unchanged.
   void set_node_mac(NodeId node, const MacAddr& mac);
+  // Whether this node is the ARP owner of IPv4 `requester` for directed VIP `vip` (the
+  // one that answers it), under the published ownership.
+  bool answers_requester(std::uint16_t vip, std::uint32_t requester) const;
 
   // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
   nlohmann::json handle(const nlohmann::json& request);
@@ -103,6 +106,7 @@ class Control {
   packet::Ownership taking_, releasing_;     // flow handoff; empty() without it
   bool releasing_any_ = false;
   bool directed_ = false;  // some VIP is directed: the snapshot carries owners and MACs
+  std::optional<packet::Classifier> classifier_;  // the published one (answers_requester)
   std::array<std::uint64_t, kMaxNodes + 1> node_macs_{};
   std::chrono::steady_clock::time_point handoff_deadline_{};
 };

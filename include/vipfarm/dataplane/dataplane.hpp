@@ -76,8 +76,9 @@ struct alignas(64) LcoreCounters {
   std::uint64_t forward_refused = 0;
   std::uint64_t forward_no_mac = 0;
   std::uint64_t directed_silent = 0;
-  flow::HandoffCounters handoff;  // flow handoff outcomes (docs/handoff.md)
-  std::uint64_t generation = 0;   // the snapshot generation this lcore last used
+  std::uint64_t directed_announcements = 0;  // unicast ARP replies to known requesters
+  flow::HandoffCounters handoff;             // flow handoff outcomes (docs/handoff.md)
+  std::uint64_t generation = 0;              // the snapshot generation this lcore last used
 };
 
 struct Totals {
@@ -119,8 +120,12 @@ class Dataplane {
   // `stop` becomes true; `on_idle` is called about every 100 ms from that loop.
   void run(const std::atomic<bool>& stop, const std::function<void()>& on_idle);
 
-  // Queues gratuitous ARP / unsolicited NA for every VIP onto the uplink (main lcore only).
-  void announce();
+  // Queues gratuitous ARP / unsolicited NA for every flood VIP onto the uplink, and, for
+  // directed VIPs, a unicast ARP reply with this node's MAC to every requester the workers
+  // have seen that `answers` (vip index, requester IPv4) says this node is the ARP owner of
+  // (docs/directed.md). Main lcore only.
+  using AnswersRequester = std::function<bool(std::uint16_t vip, std::uint32_t requester)>;
+  void announce(const AnswersRequester& answers = {});
 
   // Stops and closes the ports (the TAP interface goes away) and releases DPDK. The
   // counters stay readable until destruction. Idempotent; the destructor calls it.

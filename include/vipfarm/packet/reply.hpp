@@ -33,6 +33,14 @@ std::size_t make_na_reply(std::span<std::byte> buffer, std::size_t length, const
 std::size_t build_announcement(std::span<std::byte> out, const MacAddr& own,
                                const VipMac& vip) noexcept;
 
+// An untagged IPv4 ARP frame (60 bytes, padded): operation `op` (1 request, 2 reply) from
+// sender `sha`/`spa` to target `tha`/`tpa`, sent to `eth_dst`. Returns 60, or 0 when `out`
+// is shorter. Directed VIPs: the unicast answer a requester gets after a view change, and
+// the request vipfarm classifies to find a requester's ARP owner.
+std::size_t build_arp(std::span<std::byte> out, std::uint16_t op, const MacAddr& eth_dst,
+                      const MacAddr& sha, std::uint32_t spa, const MacAddr& tha,
+                      std::uint32_t tpa) noexcept;
+
 // The kernel's own ARP packets and neighbour solicitations/advertisements that name a VIP
 // as their sender carry the VIP's virtual MAC instead of this node's (CLUSTERIP did the
 // same): otherwise a client would pin the VIP to this node. Returns true if it rewrote.
