@@ -54,6 +54,13 @@ bool Control::answers_requester(std::uint16_t vip, std::uint32_t requester) cons
   return r.directed && r.vip == vip && ownership_.owns(r.group, r.bucket);
 }
 
+void Control::set_releasers(std::vector<std::uint64_t> releasers) {
+  std::lock_guard lock(mutex_);
+  if (!directed_ || releasers == releasers_) return;
+  releasers_ = std::move(releasers);
+  publish_locked();
+}
+
 void Control::set_node_mac(NodeId node, const MacAddr& mac) {
   std::lock_guard lock(mutex_);
   const std::uint64_t v = mac48(mac);
@@ -159,7 +166,8 @@ void Control::publish_locked() {
                           releasing_any_,
                           dataplane::flow_timeouts(config_.flows),
                           {},
-                          node_macs_});
+                          node_macs_,
+                          releasers_});
   if (directed_) {
     classifier_ = snapshot->classifier;
     snapshot->owners.assign(config_.groups.size() * config_.buckets, kNoNode);

@@ -445,6 +445,23 @@ void MembershipService::Impl::manage_handoff(Nanos now) {
     }
   }
   m->set_releasing(membership::release_map(held, config.groups.size(), config.buckets));
+  if (control.directed()) {
+    // Directed VIPs forward a handoff's frames to the old owners too: who releases what.
+    std::vector<std::uint64_t> releasers;
+    for (const config::ClusterNode& node : config.nodes) {
+      const membership::PeerStatus& p = m->peer(to_int(node.id));
+      if (node.id == config.node_id || !p.alive || p.releasing.empty()) continue;
+      if (releasers.empty()) releasers.assign(config.groups.size() * config.buckets, 0);
+      for (std::size_t g = 0; g < config.groups.size(); ++g) {
+        for (BucketId b = 0; b < config.buckets; ++b) {
+          if (membership::releases(p.releasing, g, b, config.buckets)) {
+            releasers[g * config.buckets + b] |= config::view_bit(node.id);
+          }
+        }
+      }
+    }
+    control.set_releasers(std::move(releasers));
+  }
   const bool holding = hold_until >= 0 && now < hold_until;
   for (const Control::Bucket& bucket : h.taking) {
     bool free = !holding;

@@ -13,6 +13,7 @@
 #include <rte_ring.h>
 
 #include <algorithm>
+#include <bit>
 #include <cstring>
 
 namespace vipfarm::dataplane {
@@ -91,7 +92,10 @@ struct Dataplane::Impl {
   static constexpr std::size_t kRequesters = 1024;  // per worker, by a hash of the address
   std::vector<std::unique_ptr<std::array<Requester, kRequesters>>> requesters;
   void remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept;
-  MacAddr mac{};  // the uplink's: the Ethernet source of everything this node sends
+  bool forward(const Snapshot& snap, const packet::Result& r, rte_mbuf* m, bool syn,
+               LcoreCounters& c, rte_mbuf** out, unsigned& n, unsigned capacity) noexcept;
+  std::uint64_t self_bit = 0;  // this node's bit (id-1)
+  MacAddr mac{};               // the uplink's: the Ethernet source of everything this node sends
   std::uint64_t own48 = 0;
   std::vector<std::uint64_t> virtual_macs;  // 48-bit values, for one compare each
 
@@ -146,6 +150,59 @@ void Dataplane::Impl::remember(std::uint16_t queue, std::uint16_t vip, const rte
   e.seq.store(s + 2, std::memory_order_release);
 }
 
+// Directed VIPs (docs/directed.md): `m`, a frame for a bucket this node does not serve it
+// for, goes one hop on to the nodes that would accept it in flood mode: the bucket's owner
+// and, during a handoff, the peers still releasing the bucket (a copy each; a SYN to the
+// owner alone). Never a frame another node forwarded already. False: nothing was sent and
+// the caller drops `m`.
+bool Dataplane::Impl::forward(const Snapshot& snap, const packet::Result& r, rte_mbuf* m, bool syn,
+                              LcoreCounters& c, rte_mbuf** out, unsigned& n,
+                              unsigned capacity) noexcept {
+  auto* eth = rte_pktmbuf_mtod(m, std::uint8_t*);
+  const std::uint64_t src48 = mac48(eth + 6);
+  for (const std::uint64_t node : snap.node_macs) {
+    if (node == src48) {
+      ++c.forward_refused;
+      return false;
+    }
+  }
+  const std::size_t at = std::size_t{r.group} * snap.classifier.buckets() + r.bucket;
+  std::uint64_t targets = 0;
+  if (snap.owners[at] != kNoNode) targets |= std::uint64_t{1} << (to_int(snap.owners[at]) - 1);
+  if (!syn && !snap.releasers.empty()) targets |= snap.releasers[at];
+  targets &= ~self_bit;
+  std::array<std::uint8_t, kMaxNodes> ids;
+  unsigned count = 0;
+  for (std::uint64_t t = targets; t != 0; t &= t - 1) {
+    const auto id = static_cast<std::uint8_t>(std::countr_zero(t) + 1);
+    if (snap.node_macs[id] == 0) {
+      ++c.forward_no_mac;
+    } else {
+      ids[count++] = id;
+    }
+  }
+  if (count == 0) {
+    if (targets == 0) ++c.forward_no_mac;  // no owner at all
+    return false;
+  }
+  std::memcpy(eth + 6, mac.data(), 6);
+  for (unsigned k = 0; k < count && n < capacity; ++k) {
+    // The last target gets the frame itself, the others copies.
+    rte_mbuf* f = k + 1 == count ? m : rte_pktmbuf_copy(m, pool, 0, UINT32_MAX);
+    if (f == nullptr) {
+      ++c.forward_no_mac;
+      continue;
+    }
+    const std::uint64_t to = snap.node_macs[ids[k]];
+    auto* dst = rte_pktmbuf_mtod(f, std::uint8_t*);
+    for (int b = 0; b < 6; ++b) dst[b] = static_cast<std::uint8_t>(to >> (40 - 8 * b));
+    ++c.forwarded[ids[k]];
+    out[n++] = f;
+    if (f == m) return true;
+  }
+  return false;  // no room for the frame itself: the caller drops it
+}
+
 int Dataplane::Impl::worker_main(void* arg) {
   auto* args = static_cast<WorkerArgs*>(arg);
   args->impl->worker(args->queue);
@@ -160,7 +217,9 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
   std::array<rte_mbuf*, packet::Classifier::kMaxBurst> rx;
   std::array<std::span<const std::byte>, packet::Classifier::kMaxBurst> frames;
   std::array<packet::Result, packet::Classifier::kMaxBurst> results;
-  std::array<rte_mbuf*, packet::Classifier::kMaxBurst> kernel, reply, drop;
+  std::array<rte_mbuf*, packet::Classifier::kMaxBurst> kernel, drop;
+  // Replies and forwarded frames; room for copies to a handoff's several targets.
+  std::array<rte_mbuf*, 4 * packet::Classifier::kMaxBurst> reply;
   std::array<flow::FlowTuple, packet::Classifier::kMaxBurst> tuples;
   std::array<std::uint64_t, packet::Classifier::kMaxBurst> hashes;
   flow::FlowTable* table = flows.empty() ? nullptr : flows[queue].get();
@@ -292,12 +351,24 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           break;
         case packet::Verdict::kArpVip: {
           if (r.directed) remember(queue, r.vip, m);
+          MacAddr answer = r.directed ? mac : vips[r.vip].mac;
           if (r.directed && !(leased && snap->ownership.owns(r.group, r.bucket))) {
-            ++c.directed_silent;  // the requester's ARP owner answers
-            drop[nd++] = m;
-            break;
+            // The requester's ARP owner answers a broadcast request. A unicast one (a cache
+            // refresh) reaches this node only: answered with the ARP owner's MAC.
+            const NodeId owner =
+                snap->owners.empty()
+                    ? kNoNode
+                    : snap->owners[std::size_t{r.group} * snap->classifier.buckets() + r.bucket];
+            const std::uint64_t owner_mac = snap->node_macs[to_int(owner)];
+            if (!leased || mac48(rte_pktmbuf_mtod(m, const std::uint8_t*)) != own48 ||
+                owner == kNoNode || owner_mac == 0) {
+              ++c.directed_silent;
+              drop[nd++] = m;
+              break;
+            }
+            for (int b = 0; b < 6; ++b)
+              answer[b] = static_cast<std::uint8_t>(owner_mac >> (40 - 8 * b));
           }
-          const MacAddr& answer = r.directed ? mac : vips[r.vip].mac;
           if (packet::make_arp_reply({rte_pktmbuf_mtod(m, std::byte*), rte_pktmbuf_data_len(m)},
                                      mac, answer)) {
             ++c.arp_replies;
@@ -335,31 +406,15 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           ++c.malformed[static_cast<std::size_t>(r.reason)];
           drop[nd++] = m;
           break;
-        default:  // kNotOwner (kFarm never survives apply())
-          if (!snap->owners.empty() && vip_directed[r.vip] != 0) {
-            // Directed: on to the bucket's owner, one hop. A frame another node forwarded
-            // already (its source is a farm node's MAC) is never forwarded again.
-            auto* eth = rte_pktmbuf_mtod(m, std::uint8_t*);
-            const std::uint64_t src48 = mac48(eth + 6);
-            bool from_node = false;
-            for (const std::uint64_t node : snap->node_macs) from_node |= node == src48;
-            const NodeId owner =
-                snap->owners[std::size_t{r.group} * snap->classifier.buckets() + r.bucket];
-            const std::uint64_t to = snap->node_macs[to_int(owner)];
-            if (from_node) {
-              ++c.forward_refused;
-            } else if (owner == kNoNode || to == 0) {
-              ++c.forward_no_mac;
-            } else {
-              for (int b = 0; b < 6; ++b) eth[b] = static_cast<std::uint8_t>(to >> (40 - 8 * b));
-              std::memcpy(eth + 6, mac.data(), 6);
-              ++c.forwarded[to_int(owner)];
-              reply[nr++] = m;
-              break;
-            }
+        default: {  // kNotOwner (kFarm never survives apply())
+          const bool syn = track && tuples[i].proto == 6 && (tuples[i].tcp_flags & 0x12) == 0x02;
+          if (!snap->owners.empty() && vip_directed[r.vip] != 0 &&
+              forward(*snap, r, m, syn, c, reply.data(), nr, reply.size())) {
+            break;
           }
           drop[nd++] = m;
           break;
+        }
       }
     }
     if (nk != 0) {
@@ -491,6 +546,7 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
                              const std::vector<std::string>& extra_eal, ExceptionPort exception) {
   Impl& d = *impl_;
   d.config = config;
+  d.self_bit = std::uint64_t{1} << (to_int(config.node_id) - 1);
   d.workers = config.dataplane.workers;
   d.burst = config.dataplane.burst;
   d.adaptive = config.dataplane.poll == config::Poll::kAdaptive;

@@ -13,6 +13,8 @@
 #     nodes forwarded frames to each other and refused none.
 #  3. kill -9 of the client's ARP owner: its new ARP owner tells it its MAC (unicast ARP
 #     reply) and the client is answered again within LAB_DIRECTED_BOUND_MS (2 s).
+#  4. flow handoff in directed mode: 60 long-lived connections and new ones across the dead
+#     node's return and another node's drain: none breaks, every new one succeeds.
 # Ends with "lab-directed: N passed, M failed". Needs root.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -190,6 +192,54 @@ check "directed: every request after the recovery answered ($after_failed of $af
   test "$after" -ge 10 -a "$after_failed" -eq 0
 announced=$(counter "$new_owner" directed.announcements)
 check "directed: node $new_owner sent unicast announcements ($announced)" test "$announced" -gt 0
+
+# --- 4. planned changes keep connections in directed mode (flow handoff) ----------------------
+# Long-lived keep-alive connections from many sources (a request every 100 ms, each answer
+# checked; a stall over 1 s is a break) and new connections every 100 ms; node $victim
+# returns (its buckets come back through handoff), then node $survivor2 is drained. The
+# frames of a connection reach the client's ARP owner, which forwards them to the nodes that
+# would take them in flood mode: the new owner and the old one while it releases the bucket.
+survivor2=$(printf '%s\n' 1 2 3 | grep -vx "$victim" | grep -vx "$new_owner" | head -1)
+mapfile -t keep < <(lab_client_addrs 60)
+mapfile -t fresh < <(lab_client_addrs 4)
+args=()
+for a in "${keep[@]}"; do args+=(--keep "$a"); done
+for a in "${fresh[@]}"; do args+=(--source "$a"); done
+events=$LAB_DIR/probe.jsonl
+stop_file=$LAB_DIR/probe.stop
+lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/probe.log" "$py" "$here/probe.py" \
+  --target "$LAB_VIP4:80" --every-ms 100 --timeout-ms 2000 --keep-every-ms 100 \
+  --keep-timeout-ms 1000 --seconds 90 --stop-file "$stop_file" --out "$events" "${args[@]}"
+probe_pid=$LAB_LAST_PID
+opened() { [[ $(grep -c '"keep_open"' "$events" 2>/dev/null) -ge ${#keep[@]} ]]; }
+check "directed: ${#keep[@]} long-lived connections open" lab_wait_for 30 opened
+sleep 2  # a soak window of steady traffic before the change (not a wait)
+lab_start_daemon "$victim"
+lab_wait_ready "$victim"
+check "directed: node $victim returns: the view 1,2,3" lab_wait_view 1,2,3 20
+sleep 3  # a soak window: traffic goes on across the change
+check "directed: node $survivor2 drained" \
+  "$VIPFARMCTL" drain --timeout 600 --socket "$(lab_api_socket "$survivor2")"
+remaining=$(printf '%s\n' 1 2 3 | grep -vx "$survivor2" | paste -sd,)
+check "directed: node $survivor2 leaves: the view $remaining" lab_wait_view "$remaining" 10
+sleep 3  # a soak window: traffic goes on across the change
+touch "$stop_file"
+deadline=$((SECONDS + 10))
+while _lab_alive "$probe_pid" && ((SECONDS < deadline)); do sleep 0.1; done
+read -r breaks attempts attempt_failed < <($py - "$events" <<'PY'
+import json, sys
+events = [json.loads(l) for l in open(sys.argv[1])]
+breaks = {e["src"] for e in events if e["kind"] == "keep_break"}
+attempts = [e for e in events if e["kind"] == "attempt"]
+for e in [e for e in events if e["kind"] == "keep_break"][:5]:
+    print(f"  break: {e['src']} ({e.get('node')}): {e.get('why')}", file=sys.stderr)
+print(len(breaks), len(attempts), sum(1 for e in attempts if not e["ok"]))
+PY
+)
+echo "directed: a return and a drain under ${#keep[@]} long-lived connections: $breaks broke; $attempt_failed of $attempts new connections failed"
+check "directed: no long-lived connection broke across a return and a drain ($breaks)" test "$breaks" -eq 0
+check "directed: every new connection succeeded ($attempt_failed of $attempts failed)" \
+  test "$attempts" -gt 0 -a "$attempt_failed" -eq 0
 
 lab_stop_daemons
 lab_down

@@ -62,6 +62,12 @@ class Control {
   // A node's uplink MAC (heard in its heartbeats): directed VIPs forward to it. No-op when
   // unchanged.
   void set_node_mac(NodeId node, const MacAddr& mac);
+  // Directed VIPs during a handoff: per bucket (group * buckets + bucket), the peers that
+  // still release it (bit id-1), from their heartbeats; empty when none does. Frames go to
+  // them too (docs/directed.md). No-op without a directed VIP or when unchanged.
+  void set_releasers(std::vector<std::uint64_t> releasers);
+  bool directed() const noexcept { return directed_; }
+
   // Whether this node is the ARP owner of IPv4 `requester` for directed VIP `vip` (the
   // one that answers it), under the published ownership.
   bool answers_requester(std::uint16_t vip, std::uint32_t requester) const;
@@ -108,6 +114,7 @@ class Control {
   bool directed_ = false;  // some VIP is directed: the snapshot carries owners and MACs
   std::optional<packet::Classifier> classifier_;  // the published one (answers_requester)
   std::array<std::uint64_t, kMaxNodes + 1> node_macs_{};
+  std::vector<std::uint64_t> releasers_;
   std::chrono::steady_clock::time_point handoff_deadline_{};
 };
 
