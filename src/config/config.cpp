@@ -300,7 +300,18 @@ void load_cluster(Loader& loader, const toml::table& root, Config& config) {
     const auto id = loader.integer(entry, "id", path, 1, kMaxNodes, std::nullopt);
     const auto name = loader.string(entry, "name", path, std::nullopt);
     const auto address = loader.string(entry, "address", path, std::nullopt);
-    ClusterNode node{kNoNode, name.value_or(""), {}};
+    ClusterNode node{kNoNode, name.value_or(""), {}, std::nullopt};
+    if (const auto mac_text = loader.string(entry, "mac", path, "")) {
+      if (!mac_text->empty()) {
+        const auto mac = parse_mac(*mac_text);
+        if (!mac || ((*mac)[0] & 1) != 0) {
+          loader.error(entry.get("mac")->source(), path + ".mac",
+                       "not a unicast MAC address: \"" + *mac_text + "\"");
+        } else {
+          node.mac = *mac;
+        }
+      }
+    }
     if (id) {
       node.id = NodeId{static_cast<std::uint8_t>(*id)};
       if (!ids.insert(static_cast<unsigned>(*id)).second) {

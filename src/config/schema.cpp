@@ -33,6 +33,9 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"cluster.node[].name", kString, "required", "non-empty, unique", kRestart, "Node name."},
     {"cluster.node[].address", kString, "required", "IPv4 or IPv6, unique", kRestart,
      "The node's own address (heartbeats, management)."},
+    {"cluster.node[].mac", kString, "learned from heartbeats", "unicast MAC", kRestart,
+     "The node's uplink MAC, for directed VIPs before its first heartbeat (or without "
+     "[membership])."},
     {"vip", kTableArray, "required", "1 or more entries", kRestart, "Virtual IP addresses."},
     {"vip[].address", kString, "required", "IPv4 or IPv6, unique", kRestart,
      "The virtual address clients use."},

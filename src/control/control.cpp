@@ -37,6 +37,9 @@ Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
   directed_ = std::any_of(config_.vips.begin(), config_.vips.end(), [](const config::Vip& v) {
     return v.l2_mode == config::L2Mode::kDirected;
   });
+  for (const config::ClusterNode& n : config_.nodes) {
+    if (n.mac) node_macs_[to_int(n.id)] = mac48(*n.mac);
+  }
   node_macs_[to_int(config_.node_id)] = mac48(dataplane_.uplink_mac());
 }
 

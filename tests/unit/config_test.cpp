@@ -619,6 +619,18 @@ TEST(Config, L2ModePerVipIsInTheFingerprint) {
                         "vip[0].l2_mode: directed mode is IPv4 only for now"));
 }
 
+TEST(Config, NodeMacIsOptionalAndUnicast) {
+  const Config plain = loaded(kMinimal);
+  EXPECT_FALSE(plain.nodes[1].mac.has_value());
+  const Config with = loaded(replaced(kMinimal, "address = \"192.0.2.2\"",
+                                      "address = \"192.0.2.2\"\nmac = \"02:00:5e:00:00:02\""));
+  ASSERT_TRUE(with.nodes[1].mac.has_value());
+  EXPECT_EQ(vipfarm::to_string(*with.nodes[1].mac), "02:00:5E:00:00:02");
+  EXPECT_TRUE(has_error(errors_with("address = \"192.0.2.2\"",
+                                    "address = \"192.0.2.2\"\nmac = \"01:00:5e:00:00:02\""),
+                        "cluster.node[1].mac: not a unicast MAC address"));
+}
+
 TEST(Reload, HeartbeatTimersChangeOnlyInStepsThePeersCanFollow) {
   const Config base = loaded(kWithMembership);  // 100 ms x 8: dead after 800 ms
   auto with = [](std::string_view timers) {

@@ -62,6 +62,8 @@ struct ClusterNode {
   NodeId id;
   std::string name;
   IpAddr address;
+  // Its uplink MAC when known ahead (directed VIPs forward to it; heartbeats tell the rest).
+  std::optional<MacAddr> mac;
 };
 
 enum class Poll : std::uint8_t { kBusy, kAdaptive };
