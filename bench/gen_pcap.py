@@ -3,8 +3,9 @@
 the VIPs, as a client farm sends them (so the packets spread over every bucket, unlike
 net_null's identical ones).
 
-Flows: 80 % IPv4, 20 % IPv6; TCP to port 80 or 443 from a distinct client address and
-port each; frames to the VIP's virtual MAC. Sizes as on a web front end: 70 % bare ACKs
+Flows: 80 % IPv4, 20 % IPv6 (--v6-share); TCP to port 80 or 443 from a distinct client
+address and port each; frames to the VIP's MAC (--vmac4/--vmac6: the virtual MAC, or a
+node's own for a directed VIP). Sizes as on a web front end: 70 % bare ACKs
 or SYNs (60 or 74 bytes before the FCS), 20 % 576-byte and 10 % 1514-byte segments.
 Same --seed and --count => byte-identical file. Run with /usr/bin/python3 (Debian's scapy).
 """
@@ -30,6 +31,8 @@ def main():
     ap.add_argument("--vmac4", required=True)
     ap.add_argument("--vip6", required=True)
     ap.add_argument("--vmac6", required=True)
+    ap.add_argument("--v6-share", type=float, default=0.2,
+                    help="share of IPv6 flows (0: IPv4 only, as to a directed VIP)")
     ap.add_argument("-o", "--output", required=True)
     args = ap.parse_args()
     rng = random.Random(args.seed)
@@ -37,7 +40,7 @@ def main():
     base6 = int(ipaddress.IPv6Address("fd00:200::"))
     frames = []
     for i in range(args.count):
-        v6 = rng.random() < 0.2
+        v6 = rng.random() < args.v6_share
         port = rng.choice((80, 443))
         sport = rng.randrange(1024, 65536)
         roll = rng.random()

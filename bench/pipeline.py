@@ -14,9 +14,13 @@ port live there; the kernel's answers to the generated clients have no route out
   accept      view {1}: all to net_null                io: pcap -> net_null (no-rx=1)
   exception   view {1}: all into a real TAP            mac: pcap -> TAP, same addresses
   isolation   the mixed rate with a real TAP (the kernel saturated) / the drop rate with it
+  forward     directed VIP, view {2,3}: every frame       macswap: pcap -> the same port
+              forwarded to its owner's MAC (issue 7)
 
 vipfarmd's rates come from its counters (admin API): drop and mixed its receive rate,
-accept and exception what it handed to the exception port. testpmd's from its own
+accept and exception what it handed to the exception port, forward what it forwarded (the
+forward runs read a second pcap: IPv4 frames sent to the node's own MAC, as a directed
+VIP's clients send them; both sides write their output to tx_pcap=/dev/null). testpmd's from its own
 per-second port statistics. Each figure is the median of --seconds one-second samples;
 each ratio the median over --rounds rounds, each round measuring every scenario once
 (interleaved, so a noisy neighbour hits both sides). Prints a table; exits 1 when a
@@ -45,6 +49,7 @@ TESTPMD = "dpdk-testpmd"
 TAP = "vfbench0"
 TAP_MAC = "02:00:00:be:0c:01"  # testpmd's TAP (vipfarmd's takes the uplink's MAC)
 VIP4, VIP6, NODE = "10.99.0.100", "fd99::100", "10.99.0.1"
+PCAP_PORT_MAC = "02:70:63:61:70:00"  # net_pcap's MAC for a port reading a file
 EAL_COMMON = ["--no-huge", "-m", "128", "--no-pci", "-l", "0-1"]
 
 CONFIG = """\
@@ -81,7 +86,8 @@ socket = "{socket}"
 listen = "127.0.0.1:9479"
 """
 
-BOUNDS = {"drop": 0.75, "mixed": 0.75, "accept": 0.80, "exception": 0.90, "isolation": 0.90}
+BOUNDS = {"drop": 0.75, "mixed": 0.75, "accept": 0.80, "exception": 0.90, "isolation": 0.90,
+          "forward": 0.50}
 
 
 class Bench:
@@ -113,6 +119,25 @@ class Bench:
         subprocess.run([sys.executable, os.path.join(HERE, "gen_pcap.py"), "--count",
                         str(self.args.flows), "--vip4", VIP4, "--vmac4", macs[VIP4],
                         "--vip6", VIP6, "--vmac6", macs[VIP6], "-o", self.pcap], check=True)
+        # The forward runs: the IPv4 VIP directed, every node's MAC known ahead, frames sent
+        # to this node's own MAC, the uplink's output thrown away like testpmd's.
+        self.pcap_fwd = os.path.join(self.tmp, "flows-node.pcap")
+        self.config_fwd = os.path.join(self.tmp, "forward.toml")
+        subprocess.run([sys.executable, os.path.join(HERE, "gen_pcap.py"), "--count",
+                        str(self.args.flows), "--vip4", VIP4, "--vmac4", PCAP_PORT_MAC,
+                        "--vip6", VIP6, "--vmac6", macs[VIP6], "--v6-share", "0",
+                        "-o", self.pcap_fwd], check=True)
+        text = open(self.config).read()
+        text = text.replace('address = "%s"\n' % VIP4, 'address = "%s"\nl2_mode = "directed"\n' % VIP4)
+        for k in (1, 2, 3):
+            text = text.replace('address = "10.99.0.%d"\n' % k,
+                                'address = "10.99.0.%d"\nmac = "02:00:00:be:0c:%02x"\n' % (k, 0x10 + k))
+        text = text.replace("rx_pcap=%s,infinite_rx=1" % self.pcap,
+                            "rx_pcap=%s,tx_pcap=/dev/null,infinite_rx=1" % self.pcap_fwd)
+        with open(self.config_fwd, "w") as f:
+            f.write(text)
+        subprocess.run([self.vipfarmctl, "check-config", self.config_fwd], check=True,
+                       capture_output=True)
 
     def teardown(self):
         for p in self.procs:
@@ -152,9 +177,10 @@ class Bench:
                     raise RuntimeError("vipfarmd's admin API did not answer")
                 time.sleep(0.05)
 
-    def vipfarmd_rate(self, view, tap, counters):
-        """Median per-second rate of the sum of `counters` with this view."""
-        argv = [self.vipfarmd, "--config", self.config]
+    def vipfarmd_rate(self, view, tap, counters, config=None):
+        """Median per-second rate of the sum of `counters` (names, or a function of the
+        counters reply) with this view."""
+        argv = [self.vipfarmd, "--config", config or self.config]
         if not tap:
             argv.append("--bench-null-exception")
         log = open(os.path.join(self.tmp, "vipfarmd.log"), "a")
@@ -171,7 +197,8 @@ class Bench:
 
             def sample():
                 c = self.api({"cmd": "counters"}, time.monotonic() + 5)
-                return time.monotonic(), sum(c[k] for k in counters)
+                value = counters(c) if callable(counters) else sum(c[k] for k in counters)
+                return time.monotonic(), value
 
             time.sleep(1)  # warm-up
             rates, (t0, v0) = [], sample()
@@ -191,6 +218,8 @@ class Bench:
     def testpmd_rate(self, mode, second_port, port, field):
         """Median of testpmd's per-second `field` (Rx-pps/Tx-pps) of `port`."""
         vdevs = ["--vdev=net_pcap0,rx_pcap=%s,infinite_rx=1" % self.pcap]
+        if mode == "macswap":
+            vdevs = ["--vdev=net_pcap0,rx_pcap=%s,tx_pcap=/dev/null,infinite_rx=1" % self.pcap_fwd]
         extra = []
         if second_port == "null":
             vdevs.append("--vdev=net_null0,no-rx=1")
@@ -260,6 +289,10 @@ class Bench:
             "exception": lambda: self.vipfarmd_rate([1], True, tx),
             "drop_tap": lambda: self.vipfarmd_rate([2, 3], True, rx),
             "mixed_tap": lambda: self.vipfarmd_rate([1, 2, 3], True, rx),
+            "macswap": lambda: self.testpmd_rate("macswap", None, 0, "Tx-pps"),
+            "forward": lambda: self.vipfarmd_rate(
+                [2, 3], False, lambda c: sum(c["directed"]["forwarded"].values()),
+                self.config_fwd),
         }
         return {k: run() for k, run in runs.items() if not only or k in only}
 
@@ -289,7 +322,8 @@ def main():
     ap.add_argument("--seconds", type=int, default=int(os.environ.get("BENCH_PIPELINE_SECONDS", 5)))
     ap.add_argument("--flows", type=int, default=4096)
     ap.add_argument("--only", default="", help="comma-separated runs (rxonly, io_null, mac_tap, "
-                    "drop, mixed, accept, exception, drop_tap, mixed_tap), when tuning")
+                    "drop, mixed, accept, exception, drop_tap, mixed_tap, macswap, forward), "
+                    "when tuning")
     args = ap.parse_args()
     only = set(filter(None, args.only.split(",")))
     if shutil.which(TESTPMD) is None:
@@ -316,7 +350,8 @@ def main():
             ("mixed", "mixed", "testpmd rxonly", "rxonly"),
             ("accept", "accept", "testpmd io pcap->null", "io_null"),
             ("exception", "exception", "testpmd mac pcap->TAP", "mac_tap"),
-            ("isolation", "mixed_tap", "vipfarmd drop, TAP", "drop_tap")]
+            ("isolation", "mixed_tap", "vipfarmd drop, TAP", "drop_tap"),
+            ("forward", "forward", "testpmd macswap", "macswap")]
     print("pipeline: vipfarmd vs dpdk-testpmd, %d flows, lcores 0-1, median of %d rounds x %d s"
           % (args.flows, args.rounds, args.seconds))
     print("%-10s %14s  %-22s %14s %7s %7s" % ("path", "vipfarmd Mpps", "baseline",
