@@ -87,7 +87,7 @@ listen = "127.0.0.1:9479"
 """
 
 BOUNDS = {"drop": 0.75, "mixed": 0.75, "accept": 0.80, "exception": 0.90, "isolation": 0.90,
-          "forward": 0.50}
+          "forward": 0.40}
 
 
 class Bench:

@@ -170,7 +170,11 @@ void Control::publish_locked() {
                           dataplane::flow_timeouts(config_.flows),
                           {},
                           node_macs_,
+                          {},
                           releasers_});
+  for (const std::uint64_t m : node_macs_) {
+    if (m != 0) snapshot->known_macs.push_back(m);
+  }
   if (directed_) {
     classifier_ = snapshot->classifier;
     snapshot->owners.assign(config_.groups.size() * config_.buckets, kNoNode);

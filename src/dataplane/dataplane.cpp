@@ -160,7 +160,7 @@ bool Dataplane::Impl::forward(const Snapshot& snap, const packet::Result& r, rte
                               unsigned capacity) noexcept {
   auto* eth = rte_pktmbuf_mtod(m, std::uint8_t*);
   const std::uint64_t src48 = mac48(eth + 6);
-  for (const std::uint64_t node : snap.node_macs) {
+  for (const std::uint64_t node : snap.known_macs) {
     if (node == src48) {
       ++c.forward_refused;
       return false;

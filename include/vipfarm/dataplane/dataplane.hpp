@@ -45,6 +45,7 @@ struct Snapshot {
   // as 48 bits (0: not heard yet), learned from heartbeats.
   std::vector<NodeId> owners;
   std::array<std::uint64_t, kMaxNodes + 1> node_macs{};
+  std::vector<std::uint64_t> known_macs;  // the non-zero node_macs: the never-twice check
   // Directed VIPs during a handoff: per bucket (flat like owners), the peers that still
   // release it (bit id-1), to which frames go too; empty when none does.
   std::vector<std::uint64_t> releasers;
