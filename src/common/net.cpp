@@ -118,4 +118,12 @@ std::string to_string(const MacAddr& mac) {
   return out;
 }
 
+IpAddr link_local_of(const MacAddr& mac) noexcept {
+  const std::uint64_t iid = std::uint64_t{static_cast<std::uint8_t>(mac[0] ^ 0x02)} << 56 |
+                            std::uint64_t{mac[1]} << 48 | std::uint64_t{mac[2]} << 40 |
+                            std::uint64_t{0xff} << 32 | std::uint64_t{0xfe} << 24 |
+                            std::uint64_t{mac[3]} << 16 | std::uint64_t{mac[4]} << 8 | mac[5];
+  return {0xfe80000000000000ULL, iid};
+}
+
 }  // namespace vipfarm

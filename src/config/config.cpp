@@ -416,11 +416,6 @@ void load_vips(Loader& loader, const toml::table& root, Config& config) {
     }
     if (const auto mode = loader.choice(entry, "l2_mode", path, kL2Modes, 0)) {
       vip.l2_mode = static_cast<L2Mode>(*mode);
-      if (vip.l2_mode == L2Mode::kDirected && address && !vip.address.is_v4()) {
-        loader.error(
-            entry.get("l2_mode")->source(), path + ".l2_mode",
-            "directed mode is IPv4 only for now (docs/directed.md): use \"flood\" for " + *address);
-      }
     }
     config.vips.push_back(vip);
   }

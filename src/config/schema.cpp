@@ -42,7 +42,7 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"vip[].mac", kString, "5A:FE:<IPv4 in hex>; IPv6: 5A:F6:<hash of the address>",
      "unicast MAC, unique", kRestart,
      "Virtual MAC answered for the VIP; never used as a source address."},
-    {"vip[].l2_mode", kString, "\"flood\"", "flood, directed (IPv4 VIPs)", kRestart,
+    {"vip[].l2_mode", kString, "\"flood\"", "flood, directed", kRestart,
      "flood: the switch floods the virtual MAC to every node; directed: each client is "
      "answered one node's own MAC and nodes forward what they do not own (docs/directed.md)."},
     {"group", kTableArray, "required", "1 or more entries", kRestart,

@@ -43,16 +43,22 @@ Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
   node_macs_[to_int(config_.node_id)] = mac48(dataplane_.uplink_mac());
 }
 
-bool Control::answers_requester(std::uint16_t vip, std::uint32_t requester) const {
+bool Control::answers_requester(std::uint16_t vip, const IpAddr& requester) const {
   std::lock_guard lock(mutex_);
-  if (!classifier_ || vip >= config_.vips.size() || !config_.vips[vip].address.is_v4()) {
+  if (!classifier_ || vip >= config_.vips.size() ||
+      config_.vips[vip].address.is_v4() != requester.is_v4()) {
     return false;
   }
   // The request this requester would send: classified as the workers would.
-  std::array<std::byte, 60> frame{};
-  const MacAddr broadcast = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
-  packet::build_arp(frame, 1, broadcast, MacAddr{}, requester, MacAddr{},
-                    config_.vips[vip].address.v4_value());
+  std::array<std::byte, 86> frame{};
+  const IpAddr& address = config_.vips[vip].address;
+  if (address.is_v4()) {
+    const MacAddr broadcast = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
+    packet::build_arp(frame, 1, broadcast, MacAddr{}, requester.v4_value(), MacAddr{},
+                      address.v4_value());
+  } else {
+    packet::build_ns(frame, MacAddr{}, requester, address);
+  }
   const packet::Result r = classifier_->classify(frame);
   return r.directed && r.vip == vip && ownership_.owns(r.group, r.bucket);
 }
@@ -230,6 +236,13 @@ void Control::set_farm(const config::Config& next) {
 Control::Identity Control::identity() const {
   std::lock_guard lock(mutex_);
   return {config_.cluster_name, to_int(config_.node_id), config_.node_name};
+}
+
+std::vector<unsigned> Control::node_ids() const {
+  std::lock_guard lock(mutex_);
+  std::vector<unsigned> out;
+  for (const config::ClusterNode& n : config_.nodes) out.push_back(to_int(n.id));
+  return out;
 }
 
 config::ViewMask Control::current_view() const {

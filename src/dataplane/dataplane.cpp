@@ -86,9 +86,11 @@ struct Dataplane::Impl {
   // main lcore reads under the entry's sequence number (odd while written).
   struct Requester {
     std::atomic<std::uint32_t> seq{0};
-    std::atomic<std::uint32_t> ip{0};
-    std::atomic<std::uint64_t> mac_vip{0};  // MAC in the low 48 bits, VIP index above
+    std::atomic<std::uint64_t> hi{0}, lo{0};  // its address (IpAddr's halves)
+    std::atomic<std::uint64_t> mac_vip{0};    // MAC in the low 48 bits, VIP index above
   };
+  std::vector<IpAddr> directed_v6;  // directed IPv6 VIPs: the kernel's NS from them rewritten
+  IpAddr link_local;                // this node's, on the TAP (vipfarmd adds it)
   static constexpr std::size_t kRequesters = 1024;  // per worker, by a hash of the address
   std::vector<std::unique_ptr<std::array<Requester, kRequesters>>> requesters;
   void remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept;
@@ -129,23 +131,35 @@ struct Dataplane::Impl {
   void exception_poll(LcoreCounters& c) noexcept;
 };
 
-// An untagged ARP request's sender (a tagged one is answered but not remembered).
+// An untagged ARP request's or neighbour solicitation's sender (a tagged one is answered
+// but not remembered).
 void Dataplane::Impl::remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept {
   const auto* f = rte_pktmbuf_mtod(m, const std::uint8_t*);
-  if (rte_pktmbuf_data_len(m) < 42 || f[12] != 0x08 || f[13] != 0x06) return;
-  const std::uint64_t sha = mac48(f + 22);
-  const std::uint32_t spa =
-      static_cast<std::uint32_t>(f[28]) << 24 | f[29] << 16 | f[30] << 8 | f[31];
-  Requester& e = (*requesters[queue])[(spa * 0x9E3779B1u) >> 22];
-  const std::uint64_t mac_vip = sha | std::uint64_t{vip} << 48;
-  if (e.ip.load(std::memory_order_relaxed) == spa &&
+  const std::uint32_t len = rte_pktmbuf_data_len(m);
+  IpAddr who;
+  if (len >= 42 && f[12] == 0x08 && f[13] == 0x06) {
+    who = IpAddr::v4(static_cast<std::uint32_t>(f[28]) << 24 | f[29] << 16 | f[30] << 8 | f[31]);
+  } else if (len >= 54 && f[12] == 0x86 && f[13] == 0xDD) {
+    for (int i = 0; i < 8; ++i) {
+      who.hi = who.hi << 8 | f[22 + i];
+      who.lo = who.lo << 8 | f[30 + i];
+    }
+  } else {
+    return;
+  }
+  const std::uint64_t mac_vip = mac48(f + 6) | std::uint64_t{vip} << 48;
+  const std::uint64_t h = (who.hi ^ who.lo) * 0x9E3779B97F4A7C15ULL;
+  Requester& e = (*requesters[queue])[h >> (64 - 10)];
+  if (e.hi.load(std::memory_order_relaxed) == who.hi &&
+      e.lo.load(std::memory_order_relaxed) == who.lo &&
       e.mac_vip.load(std::memory_order_relaxed) == mac_vip) {
     return;  // known already
   }
   const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
   e.seq.store(s + 1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_release);
-  e.ip.store(spa, std::memory_order_relaxed);
+  e.hi.store(who.hi, std::memory_order_relaxed);
+  e.lo.store(who.lo, std::memory_order_relaxed);
   e.mac_vip.store(mac_vip, std::memory_order_relaxed);
   e.seq.store(s + 2, std::memory_order_release);
 }
@@ -380,12 +394,25 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           break;
         }
         case packet::Verdict::kNdVip: {
+          if (r.directed) remember(queue, r.vip, m);
+          MacAddr answer = r.directed ? mac : vips[r.vip].mac;
           if (r.directed && !(leased && snap->ownership.owns(r.group, r.bucket))) {
-            ++c.directed_silent;
-            drop[nd++] = m;
-            break;
+            // As for ARP: a unicast solicitation (a refresh) gets the ARP owner's MAC.
+            const NodeId owner =
+                snap->owners.empty()
+                    ? kNoNode
+                    : snap->owners[std::size_t{r.group} * snap->classifier.buckets() + r.bucket];
+            const std::uint64_t owner_mac = snap->node_macs[to_int(owner)];
+            if (!leased || mac48(rte_pktmbuf_mtod(m, const std::uint8_t*)) != own48 ||
+                owner == kNoNode || owner_mac == 0) {
+              ++c.directed_silent;
+              drop[nd++] = m;
+              break;
+            }
+            for (int b = 0; b < 6; ++b) {
+              answer[b] = static_cast<std::uint8_t>(owner_mac >> (40 - 8 * b));
+            }
           }
-          const MacAddr& answer = r.directed ? mac : vips[r.vip].mac;
           const std::size_t capacity = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
           const std::size_t len =
               m->nb_segs == 1 ? packet::make_na_reply({rte_pktmbuf_mtod(m, std::byte*), capacity},
@@ -483,8 +510,9 @@ void Dataplane::Impl::exception_poll(LcoreCounters& c) noexcept {
     c.exception_rx += m;
     for (std::uint16_t i = 0; i < m; ++i) {
       rte_mbuf* f = burst_buf[i];
-      if (packet::rewrite_outgoing({rte_pktmbuf_mtod(f, std::byte*), rte_pktmbuf_data_len(f)},
-                                   flood_vips)) {
+      const std::span<std::byte> frame{rte_pktmbuf_mtod(f, std::byte*), rte_pktmbuf_data_len(f)};
+      if (packet::rewrite_outgoing(frame, flood_vips) ||
+          packet::rewrite_directed_ns(frame, directed_v6, link_local)) {
         ++c.kernel_rewrites;
       }
     }
@@ -554,6 +582,7 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
     const bool directed = v.l2_mode == config::L2Mode::kDirected;
     d.vips.push_back({v.address, v.mac});
     d.vip_directed.push_back(directed ? 1 : 0);
+    if (directed && !v.address.is_v4()) d.directed_v6.push_back(v.address);
     if (directed) continue;  // no virtual MAC: each node answers with its own
     d.flood_vips.push_back({v.address, v.mac});
     d.virtual_macs.push_back(mac48(v.mac.data()));
@@ -622,6 +651,7 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   if (rte_eth_macaddr_get(d.uplink, &mac) != 0) return "uplink MAC address";
   std::memcpy(d.mac.data(), mac.addr_bytes, 6);
   d.own48 = mac48(d.mac.data());
+  d.link_local = link_local_of(d.mac);
   // The kernel's frames leave with the node's own MAC: give the TAP the uplink's address.
   if (int rc = tap ? rte_eth_dev_default_mac_addr_set(d.tap, &mac) : 0; rc != 0) {
     return port_error("TAP MAC address", rc);
@@ -717,25 +747,33 @@ void Dataplane::announce(const AnswersRequester& answers) {
   Impl& d = *impl_;
   for (std::size_t w = 0; answers && w < d.requesters.size(); ++w) {
     for (Impl::Requester& e : *d.requesters[w]) {
-      std::uint32_t before = 0, ip = 0;
+      std::uint32_t before = 0;
+      IpAddr who;
       std::uint64_t mac_vip = 0;
       do {
         before = e.seq.load(std::memory_order_acquire);
-        ip = e.ip.load(std::memory_order_relaxed);
+        who.hi = e.hi.load(std::memory_order_relaxed);
+        who.lo = e.lo.load(std::memory_order_relaxed);
         mac_vip = e.mac_vip.load(std::memory_order_relaxed);
         std::atomic_thread_fence(std::memory_order_acquire);
       } while ((before & 1) != 0 || before != e.seq.load(std::memory_order_relaxed));
       const auto vip = static_cast<std::uint16_t>(mac_vip >> 48);
-      if (before == 0 || vip >= d.vips.size() || !answers(vip, ip)) continue;
+      if (before == 0 || vip >= d.vips.size() || !answers(vip, who)) continue;
       MacAddr requester_mac;
       for (int b = 0; b < 6; ++b) {
         requester_mac[b] = static_cast<std::uint8_t>(mac_vip >> (40 - 8 * b));
       }
       rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
       if (m == nullptr) continue;
-      char* data = rte_pktmbuf_append(m, 60);
-      packet::build_arp({reinterpret_cast<std::byte*>(data), 60}, 2, requester_mac, d.mac,
-                        d.vips[vip].address.v4_value(), requester_mac, ip);
+      char* data = rte_pktmbuf_append(m, 86);
+      const IpAddr& address = d.vips[vip].address;
+      const std::size_t len =
+          address.is_v4()
+              ? packet::build_arp({reinterpret_cast<std::byte*>(data), 86}, 2, requester_mac, d.mac,
+                                  address.v4_value(), requester_mac, who.v4_value())
+              : packet::build_na({reinterpret_cast<std::byte*>(data), 86}, d.mac, address,
+                                 requester_mac, who);
+      rte_pktmbuf_trim(m, static_cast<std::uint16_t>(86 - len));
       if (rte_ring_sp_enqueue(d.to_uplink, m) == 0) {
         ++d.counters[0].directed_announcements;
       } else {

@@ -83,7 +83,7 @@ struct TapAddress {
 // The node's own address with the lab/LAN prefix, and every VIP: IPv4 VIPs as /32,
 // IPv6 VIPs with the IPv6 prefix so the kernel has an on-link route to IPv6 clients.
 // DAD is off for VIPs: every node holds them, and the data plane answers for them.
-std::vector<TapAddress> tap_addresses(const config::Config& config) {
+std::vector<TapAddress> tap_addresses(const config::Config& config, const MacAddr& mac) {
   std::vector<TapAddress> out;
   const config::ClusterNode* self = config.find_node(config.node_id);
   out.push_back({self->address,
@@ -91,6 +91,13 @@ std::vector<TapAddress> tap_addresses(const config::Config& config) {
                  false});
   for (const config::Vip& vip : config.vips) {
     out.push_back({vip.address, vip.address.is_v4() ? 32u : config.exception.prefix6, true});
+  }
+  // Directed IPv6 VIPs: the node's link-local address, the source the data plane gives
+  // the kernel's neighbour solicitations from a VIP (docs/directed.md).
+  if (std::any_of(config.vips.begin(), config.vips.end(), [](const config::Vip& v) {
+        return v.l2_mode == config::L2Mode::kDirected && !v.address.is_v4();
+      })) {
+    out.push_back({link_local_of(mac), 64, true});
   }
   return out;
 }
@@ -211,7 +218,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   const std::string& tap = config.exception.name;
   const bool has_tap = exception == dataplane::Dataplane::ExceptionPort::kTap;
   const std::vector<TapAddress> addresses =
-      has_tap ? tap_addresses(config) : std::vector<TapAddress>{};
+      has_tap ? tap_addresses(config, dp.uplink_mac()) : std::vector<TapAddress>{};
   auto remove_addresses = [&] {
     for (const TapAddress& a : addresses) {
       if (const std::string err = dataplane::netlink::remove_address(tap, a.address, a.prefix);
@@ -228,6 +235,14 @@ int run_daemon(const config::Config& config, const std::string& program,
   });
   if (has_tap && directed) {
     std::ofstream("/proc/sys/net/ipv4/conf/" + tap + "/arp_announce") << "2\n";
+  }
+  // Directed IPv6 VIPs: the kernel's solicitations from a VIP leave with the node's
+  // link-local address as their source (the data plane rewrites them, so the answers come
+  // back here): the TAP gets exactly that address, and no other generated one.
+  if (has_tap && std::any_of(config.vips.begin(), config.vips.end(), [](const auto& v) {
+        return v.l2_mode == config::L2Mode::kDirected && !v.address.is_v4();
+      })) {
+    std::ofstream("/proc/sys/net/ipv6/conf/" + tap + "/addr_gen_mode") << "1\n";
   }
   for (const TapAddress& a : addresses) {
     if (const std::string err = dataplane::netlink::add_address(tap, a.address, a.prefix, a.no_dad);
@@ -264,7 +279,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   const auto duration = std::chrono::seconds(config.dataplane.garp_duration_s);
   auto next_announcement = started_announcing;
   const dataplane::Dataplane::AnswersRequester answers = [&control](std::uint16_t vip,
-                                                                    std::uint32_t requester) {
+                                                                    const IpAddr& requester) {
     return control.answers_requester(vip, requester);
   };
   dp.run(g_stop, [&] {

@@ -211,8 +211,9 @@ class Collector : public prometheus::Collectable {
         "Directed VIPs: frames forwarded to the bucket's owner, by that node.",
         prometheus::MetricType::Counter,
         {}};
-    for (std::size_t n = 1; n < s.forwarded.size(); ++n) {
-      if (s.forwarded[n] == 0) continue;  // only peers frames went to
+    const unsigned self = control_.identity().node;
+    for (const unsigned n : control_.node_ids()) {  // every peer, 0 until a frame goes there
+      if (n == self || n >= s.forwarded.size()) continue;
       forwarded.metric.push_back(
           value_metric(static_cast<double>(s.forwarded[n]), true, {{"peer", std::to_string(n)}}));
     }

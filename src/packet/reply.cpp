@@ -181,6 +181,84 @@ std::size_t build_arp(std::span<std::byte> out, std::uint16_t op, const MacAddr&
   return 60;
 }
 
+std::size_t build_na(std::span<std::byte> out, const MacAddr& own, const IpAddr& vip,
+                     const MacAddr& dst_mac, const IpAddr& dst_ip) noexcept {
+  if (out.size() < 86) return 0;
+  std::uint8_t* f = bytes(out);
+  std::memset(f, 0, 86);
+  put_mac(f, dst_mac);
+  put_mac(f + 6, own);
+  put16(f + 12, 0x86DD);
+  std::uint8_t* ip = f + 14;
+  ip[0] = 0x60;
+  put16(ip + 4, 32);
+  ip[6] = 58;
+  ip[7] = 255;
+  put_ip6(ip + 8, vip);
+  put_ip6(ip + 24, dst_ip);
+  std::uint8_t* icmp = ip + 40;
+  icmp[0] = kNeighbourAdvertisement;
+  icmp[4] = 0x20;  // O: override the cache's old MAC
+  put_ip6(icmp + 8, vip);
+  icmp[24] = kOptTargetLinkAddr;
+  icmp[25] = 1;
+  put_mac(icmp + 26, own);
+  put16(icmp + 2,
+        icmpv6_checksum(reinterpret_cast<std::byte*>(ip), reinterpret_cast<std::byte*>(icmp), 32));
+  return 86;
+}
+
+std::size_t build_ns(std::span<std::byte> out, const MacAddr& src_mac, const IpAddr& src_ip,
+                     const IpAddr& target) noexcept {
+  if (out.size() < 78) return 0;
+  std::uint8_t* f = bytes(out);
+  std::memset(f, 0, 78);
+  const std::uint8_t group_mac[6] = {0x33,
+                                     0x33,
+                                     0xff,
+                                     static_cast<std::uint8_t>(target.lo >> 16),
+                                     static_cast<std::uint8_t>(target.lo >> 8),
+                                     static_cast<std::uint8_t>(target.lo)};
+  std::memcpy(f, group_mac, 6);
+  put_mac(f + 6, src_mac);
+  put16(f + 12, 0x86DD);
+  std::uint8_t* ip = f + 14;
+  ip[0] = 0x60;
+  put16(ip + 4, 24);
+  ip[6] = 58;
+  ip[7] = 255;
+  put_ip6(ip + 8, src_ip);
+  put_ip6(ip + 24, IpAddr{0xff02000000000000ULL, 0x00000001ff000000ULL | (target.lo & 0xffffff)});
+  std::uint8_t* icmp = ip + 40;
+  icmp[0] = kNeighbourSolicitation;
+  put_ip6(icmp + 8, target);
+  put16(icmp + 2,
+        icmpv6_checksum(reinterpret_cast<std::byte*>(ip), reinterpret_cast<std::byte*>(icmp), 24));
+  return 78;
+}
+
+bool rewrite_directed_ns(std::span<std::byte> frame, std::span<const IpAddr> directed_vips,
+                         const IpAddr& link_local) noexcept {
+  if (directed_vips.empty()) return false;
+  std::uint8_t* f = bytes(frame);
+  const std::size_t et = ether_type_offset(f, frame.size());
+  if (et == 0 || be16(f + et) != 0x86DD) return false;
+  std::uint8_t* ip = f + et + 2;
+  if (et + 2 + 40 + 24 > frame.size() || ip[6] != 58) return false;
+  std::uint8_t* icmp = ip + 40;
+  if (icmp[0] != kNeighbourSolicitation) return false;
+  const IpAddr source = ip6_at(ip + 8);
+  if (std::find(directed_vips.begin(), directed_vips.end(), source) == directed_vips.end()) {
+    return false;
+  }
+  const std::size_t icmp_len = std::min<std::size_t>(be16(ip + 4), frame.size() - (et + 2 + 40));
+  put_ip6(ip + 8, link_local);
+  put16(icmp + 2, 0);
+  put16(icmp + 2, icmpv6_checksum(reinterpret_cast<std::byte*>(ip),
+                                  reinterpret_cast<std::byte*>(icmp), icmp_len));
+  return true;
+}
+
 std::size_t build_announcement(std::span<std::byte> out, const MacAddr& own,
                                const VipMac& vip) noexcept {
   std::uint8_t* f = bytes(out);

@@ -71,8 +71,9 @@ import re, sys
 path, vip = sys.argv[1], sys.argv[2]
 text = open(path).read()
 text, n = re.subn(r'(?m)^(address = "%s".*)$' % re.escape(vip), r'\1\nl2_mode = "directed"', text, count=1)
+text, n6 = re.subn(r'(?m)^(address = "fd77::100".*)$', r'\1\nl2_mode = "directed"', text, count=1)
 text, m = re.subn(r'(?m)^key = "on_addr"', 'key = "on_port"', text)
-assert n == 1 and m >= 1, (n, m)
+assert n == 1 and n6 == 1 and m >= 1, (n, n6, m)
 open(path, "w").write(text)
 PY
 done
@@ -102,9 +103,12 @@ for k in 1 2 3; do
   arp0[$k]=$(counter "$k" arp_replies)
   silent0[$k]=$(counter "$k" directed.silent)
 done
-first=""
+first="" try=0
 deadline=$((SECONDS + 10))
-until [[ -n $first ]] || ((SECONDS > deadline)); do first=$(get "$LAB_CLIENT4" 40999); done
+until [[ -n $first ]] || ((SECONDS > deadline)); do
+  first=$(get "$LAB_CLIENT4" $((40800 + try)))
+  try=$((try + 1))
+done
 check "directed: the first request is answered ($first)" test -n "$first"
 neigh=$(lab_exec_client ip neigh show "$LAB_VIP4" dev "$LAB_CLIENT_IF" | awk '{print $3}')
 check "directed: the client's ARP entry for the VIP is node $arp_owner's own MAC ($neigh)" \
@@ -155,6 +159,45 @@ done
 check "directed: the ARP owner forwarded frames to the other owners ($forwarded), none refused ($refused)" \
   test "$forwarded" -gt 0 -a "$refused" -eq 0
 
+# --- 2b. the same over IPv6: neighbour discovery answered by one node, requests forwarded -----
+arp_owner6=$("$VIPFARMCTL" owner --config "$conf1" --json icmp "$LAB_CLIENT6" "$LAB_VIP6" |
+  $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+get6() {  # get6 SOURCE PORT
+  lab_exec_client curl -sS -g --noproxy '*' --max-time 1 --interface "$1" --local-port "$2" \
+    "http://[$LAB_VIP6]/" 2>/dev/null
+}
+first6="" try=0
+deadline=$((SECONDS + 10))
+until [[ -n $first6 ]] || ((SECONDS > deadline)); do
+  first6=$(get6 "$LAB_CLIENT6" $((40900 + try)))
+  try=$((try + 1))
+done
+check "directed IPv6: the first request is answered ($first6)" test -n "$first6"
+neigh6=$(lab_exec_client ip -6 neigh show "$LAB_VIP6" dev "$LAB_CLIENT_IF" | awk '{print $3}')
+check "directed IPv6: the client's neighbour entry for the VIP is node $arp_owner6's own MAC ($neigh6)" \
+  test "$neigh6" = "$(node_mac "$arp_owner6")"
+mapfile -t sources6 < <(lab_client_addrs 10 6)
+wrong6=0 failed6=0 remote6=0
+for ((i = 0; i < 30; i++)); do
+  src=${sources6[i % ${#sources6[@]}]}
+  port=$((44000 + i))
+  want=$("$VIPFARMCTL" owner --config "$conf1" --json tcp "[$src]:$port" "[$LAB_VIP6]:80" |
+    $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+  got=$(get6 "$src" "$port")
+  if [[ -z $got ]]; then
+    failed6=$((failed6 + 1))
+  elif [[ $got != "node$want" ]]; then
+    wrong6=$((wrong6 + 1))
+  fi
+  ((want != arp_owner6)) && remote6=$((remote6 + 1))
+done
+echo "directed IPv6: 30 requests, $remote6 for another node than the ND owner; $failed6 failed, $wrong6 served by another node than predicted"
+check "directed IPv6: 30 of 30 requests answered by their predicted owners ($failed6 failed, $wrong6 wrong, $remote6 forwarded)" \
+  test "$failed6" -eq 0 -a "$wrong6" -eq 0 -a "$remote6" -gt 0
+neigh6=$(lab_exec_client ip -6 neigh show "$LAB_VIP6" dev "$LAB_CLIENT_IF" | awk '{print $3}')
+check "directed IPv6: the nodes' own solicitations did not re-point the VIP ($neigh6)" \
+  test "$neigh6" = "$(node_mac "$arp_owner6")"
+
 # --- 3. the client's ARP owner dies ---------------------------------------------------------
 # Its MAC is in the client's ARP cache; after the failover the client's new ARP owner sends
 # it a unicast ARP reply with its own MAC. A new connection every 100 ms from the client's
@@ -192,6 +235,19 @@ check "directed: every request after the recovery answered ($after_failed of $af
   test "$after" -ge 10 -a "$after_failed" -eq 0
 announced=$(counter "$new_owner" directed.announcements)
 check "directed: node $new_owner sent unicast announcements ($announced)" test "$announced" -gt 0
+# IPv6 after the same kill: the client's neighbour entry for the IPv6 VIP names its ND owner
+# in the new view, and it is answered.
+new_owner6=$("$VIPFARMCTL" owner --config "$conf1" --view "$survivors" --json icmp "$LAB_CLIENT6" "$LAB_VIP6" |
+  $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+ok6="" try=0
+deadline=$((SECONDS + 5))
+until [[ -n $ok6 ]] || ((SECONDS > deadline)); do
+  ok6=$(get6 "$LAB_CLIENT6" $((45000 + try)))
+  try=$((try + 1))
+done
+neigh6=$(lab_exec_client ip -6 neigh show "$LAB_VIP6" dev "$LAB_CLIENT_IF" | awk '{print $3}')
+check "directed IPv6: after the kill the client is answered ($ok6) through node $new_owner6 ($neigh6)" \
+  test -n "$ok6" -a "$neigh6" = "$(node_mac "$new_owner6")"
 
 # --- 4. planned changes keep connections in directed mode (flow handoff) ----------------------
 # Long-lived keep-alive connections from many sources (a request every 100 ms, each answer

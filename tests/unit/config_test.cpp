@@ -614,9 +614,11 @@ TEST(Config, L2ModePerVipIsInTheFingerprint) {
   EXPECT_TRUE(has_error(errors_with("address = \"198.51.100.50\"",
                                     "address = \"198.51.100.50\"\nl2_mode = \"routed\""),
                         "vip[0].l2_mode: unknown value \"routed\""));
-  EXPECT_TRUE(has_error(errors_with("address = \"198.51.100.50\"",
-                                    "address = \"2001:db8::50\"\nl2_mode = \"directed\""),
-                        "vip[0].l2_mode: directed mode is IPv4 only for now"));
+  EXPECT_EQ(loaded(replaced(kMinimal, "address = \"198.51.100.50\"",
+                            "address = \"2001:db8::50\"\nl2_mode = \"directed\""))
+                .vips[0]
+                .l2_mode,
+            L2Mode::kDirected);
 }
 
 TEST(Config, NodeMacIsOptionalAndUnicast) {

@@ -40,5 +40,7 @@ using MacAddr = std::array<std::uint8_t, 6>;
 
 std::optional<MacAddr> parse_mac(std::string_view text);
 std::string to_string(const MacAddr& mac);
+// The IPv6 link-local address of an interface with this MAC (modified EUI-64, RFC 4291).
+IpAddr link_local_of(const MacAddr& mac) noexcept;
 
 }  // namespace vipfarm

@@ -68,9 +68,9 @@ class Control {
   void set_releasers(std::vector<std::uint64_t> releasers);
   bool directed() const noexcept { return directed_; }
 
-  // Whether this node is the ARP owner of IPv4 `requester` for directed VIP `vip` (the
-  // one that answers it), under the published ownership.
-  bool answers_requester(std::uint16_t vip, std::uint32_t requester) const;
+  // Whether this node is the ARP owner of `requester` for directed VIP `vip` (the one that
+  // answers its ARP / neighbour solicitations), under the published ownership.
+  bool answers_requester(std::uint16_t vip, const IpAddr& requester) const;
 
   // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
   nlohmann::json handle(const nlohmann::json& request);
@@ -82,6 +82,8 @@ class Control {
     std::string name;
   };
   Identity identity() const;
+  // The configured nodes' ids.
+  std::vector<unsigned> node_ids() const;
   std::vector<GroupShare> shares() const;
   // Buckets `node` owns in each group under the current assignment.
   std::vector<std::uint32_t> owned_by(NodeId node) const;

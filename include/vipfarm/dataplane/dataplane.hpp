@@ -125,10 +125,11 @@ class Dataplane {
   void run(const std::atomic<bool>& stop, const std::function<void()>& on_idle);
 
   // Queues gratuitous ARP / unsolicited NA for every flood VIP onto the uplink, and, for
-  // directed VIPs, a unicast ARP reply with this node's MAC to every requester the workers
-  // have seen that `answers` (vip index, requester IPv4) says this node is the ARP owner of
+  // directed VIPs, a unicast ARP reply (IPv6: neighbour advertisement) with this node's MAC
+  // to every requester the workers have seen that `answers` (vip index, requester) says
+  // this node is the ARP owner of
   // (docs/directed.md). Main lcore only.
-  using AnswersRequester = std::function<bool(std::uint16_t vip, std::uint32_t requester)>;
+  using AnswersRequester = std::function<bool(std::uint16_t vip, const IpAddr& requester)>;
   void announce(const AnswersRequester& answers = {});
 
   // Stops and closes the ports (the TAP interface goes away) and releases DPDK. The

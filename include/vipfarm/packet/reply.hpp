@@ -41,6 +41,24 @@ std::size_t build_arp(std::span<std::byte> out, std::uint16_t op, const MacAddr&
                       const MacAddr& sha, std::uint32_t spa, const MacAddr& tha,
                       std::uint32_t tpa) noexcept;
 
+// IPv6 counterparts for directed VIPs: an unsolicited neighbour advertisement (override
+// set) from `vip` with target link-layer address `own`, unicast to `dst_mac`/`dst_ip`; and
+// a neighbour solicitation for `target` from `src_ip` (sent to its solicited-node group),
+// which vipfarm classifies to find a requester's owner. Return the length written (86 for
+// the NA, 78 for the NS), or 0 when `out` is too short.
+std::size_t build_na(std::span<std::byte> out, const MacAddr& own, const IpAddr& vip,
+                     const MacAddr& dst_mac, const IpAddr& dst_ip) noexcept;
+std::size_t build_ns(std::span<std::byte> out, const MacAddr& src_mac, const IpAddr& src_ip,
+                     const IpAddr& target) noexcept;
+
+// The kernel's own neighbour solicitations from a directed VIP (a node asking for a
+// client's MAC before answering it) leave with `link_local`, the node's own link-local
+// address, as their source: the client's answer then comes to this node (not to the VIP's
+// ARP owner), and the client does not re-point the VIP at it. Returns true if it
+// rewrote.
+bool rewrite_directed_ns(std::span<std::byte> frame, std::span<const IpAddr> directed_vips,
+                         const IpAddr& link_local) noexcept;
+
 // The kernel's own ARP packets and neighbour solicitations/advertisements that name a VIP
 // as their sender carry the VIP's virtual MAC instead of this node's (CLUSTERIP did the
 // same): otherwise a client would pin the VIP to this node. Returns true if it rewrote.
