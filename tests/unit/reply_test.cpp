@@ -117,6 +117,66 @@ TEST(Reply, KernelSolicitationFromAVipGetsTheVirtualMac) {
   EXPECT_TRUE(checksum_ok(f, 14));
 }
 
+// Directed VIPs (docs/directed.md): the kernel's solicitation from a directed VIP leaves
+// from the node's link-local address (checksum valid); from a flood VIP or the node's own
+// address it is left alone.
+TEST(Reply, KernelSolicitationFromADirectedVipLeavesFromTheLinkLocal) {
+  const std::vector<IpAddr> directed = {fixtures::ip("2001:db8::10")};
+  const IpAddr link_local = link_local_of(kOwn);
+  EXPECT_EQ(link_local, fixtures::ip("fe80::ff:fe00:1"));
+  auto ns_from = [](const char* source) {
+    fixtures::FrameSpec ns = fixtures::icmp(source, "ff02::1:ff00:7", 135);
+    ns.payload.assign(24, std::byte(0));
+    ns.payload[16] = std::byte(1);
+    ns.payload[17] = std::byte(1);
+    for (int i = 0; i < 6; ++i) ns.payload[18 + i] = std::byte(kOwn[i]);
+    return fixtures::frame(ns);
+  };
+  std::vector<std::byte> f = ns_from("2001:db8::10");
+  ASSERT_TRUE(rewrite_directed_ns(f, directed, link_local));
+  IpAddr source;
+  for (int i = 0; i < 8; ++i) {
+    source.hi = source.hi << 8 | u8(f)[14 + 8 + i];
+    source.lo = source.lo << 8 | u8(f)[14 + 16 + i];
+  }
+  EXPECT_EQ(source, link_local);
+  EXPECT_TRUE(checksum_ok(f, 14));
+  std::vector<std::byte> other = ns_from("2001:db8::99");
+  EXPECT_FALSE(rewrite_directed_ns(other, directed, link_local));
+  EXPECT_FALSE(rewrite_directed_ns(f, {}, link_local));
+}
+
+// What a directed VIP sends a known requester after a view change, and the solicitation
+// vipfarm classifies to find a requester's owner: well formed, valid checksums.
+TEST(Reply, DirectedAnnouncementsAndProbesAreWellFormed) {
+  const MacAddr requester_mac = {0x02, 0, 0, 0, 0, 0x77};
+  std::vector<std::byte> arp(60);
+  ASSERT_EQ(build_arp(arp, 2, requester_mac, kOwn, 0xC6336410, requester_mac, 0xCB007107), 60u);
+  EXPECT_EQ(mac_at(arp, 0), requester_mac);
+  EXPECT_EQ(mac_at(arp, 6), kOwn);
+  EXPECT_EQ(u8(arp)[21], 2);         // a reply
+  EXPECT_EQ(mac_at(arp, 22), kOwn);  // sender: this node
+  EXPECT_EQ(u8(arp)[28], 198);       // sender address: the VIP
+  EXPECT_EQ(mac_at(arp, 32), requester_mac);
+  std::vector<std::byte> na(86);
+  ASSERT_EQ(build_na(na, kOwn, fixtures::ip("2001:db8::10"), requester_mac,
+                     fixtures::ip("2001:db8:1::7")),
+            86u);
+  EXPECT_EQ(mac_at(na, 0), requester_mac);
+  EXPECT_EQ(u8(na)[14 + 40], 136);
+  EXPECT_EQ(u8(na)[14 + 40 + 4], 0x20);  // override, not solicited
+  EXPECT_EQ(mac_at(na, 14 + 40 + 26), kOwn);
+  EXPECT_TRUE(checksum_ok(na, 14));
+  std::vector<std::byte> ns(78);
+  ASSERT_EQ(build_ns(ns, kOwn, fixtures::ip("2001:db8:1::7"), fixtures::ip("2001:db8::10")), 78u);
+  EXPECT_EQ(u8(ns)[14 + 40], 135);
+  EXPECT_EQ(u8(ns)[0], 0x33);
+  EXPECT_EQ(u8(ns)[2], 0xff);
+  EXPECT_TRUE(checksum_ok(ns, 14));
+  std::vector<std::byte> small(59);
+  EXPECT_EQ(build_arp(small, 1, kOwn, kOwn, 1, kOwn, 2), 0u);
+}
+
 TEST(Reply, BrokenFramesAreLeftAlone) {
   const std::vector<VipMac> vips = {{fixtures::ip("198.51.100.10"), kVmac}};
   for (const fixtures::Case& c : fixtures::cases()) {
