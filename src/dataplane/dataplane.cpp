@@ -94,6 +94,8 @@ struct Dataplane::Impl {
   static constexpr std::size_t kRequesters = 1024;  // per worker, by a hash of the address
   std::vector<std::unique_ptr<std::array<Requester, kRequesters>>> requesters;
   void remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept;
+  bool directed_answer(const Snapshot& snap, const packet::Result& r, const rte_mbuf* m,
+                       bool leased, std::uint16_t queue, MacAddr& answer) noexcept;
   bool forward(const Snapshot& snap, const packet::Result& r, rte_mbuf* m, bool syn,
                LcoreCounters& c, rte_mbuf** out, unsigned& n, unsigned capacity) noexcept;
   std::uint64_t self_bit = 0;  // this node's bit (id-1)
@@ -162,6 +164,29 @@ void Dataplane::Impl::remember(std::uint16_t queue, std::uint16_t vip, const rte
   e.lo.store(who.lo, std::memory_order_relaxed);
   e.mac_vip.store(mac_vip, std::memory_order_relaxed);
   e.seq.store(s + 2, std::memory_order_release);
+}
+
+// A directed VIP's ARP request / neighbour solicitation `m`: remembers its sender, and
+// sets `answer` to the MAC it gets: this node's when it is the requester's ARP owner (it
+// owns the requester's bucket); for a unicast request (a cache refresh, which reaches this
+// node only) the ARP owner's. False: another node answers, this one stays silent.
+bool Dataplane::Impl::directed_answer(const Snapshot& snap, const packet::Result& r,
+                                      const rte_mbuf* m, bool leased, std::uint16_t queue,
+                                      MacAddr& answer) noexcept {
+  remember(queue, r.vip, m);
+  if (!leased) return false;
+  if (snap.ownership.owns(r.group, r.bucket)) {
+    answer = mac;
+    return true;
+  }
+  if (snap.owners.empty() || mac48(rte_pktmbuf_mtod(m, const std::uint8_t*)) != own48) {
+    return false;
+  }
+  const NodeId owner = snap.owners[std::size_t{r.group} * snap.classifier.buckets() + r.bucket];
+  const std::uint64_t owner_mac = snap.node_macs[to_int(owner)];
+  if (owner == kNoNode || owner_mac == 0) return false;
+  for (int b = 0; b < 6; ++b) answer[b] = static_cast<std::uint8_t>(owner_mac >> (40 - 8 * b));
+  return true;
 }
 
 // Directed VIPs (docs/directed.md): `m`, a frame for a bucket this node does not serve it
@@ -364,24 +389,11 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           }
           break;
         case packet::Verdict::kArpVip: {
-          if (r.directed) remember(queue, r.vip, m);
-          MacAddr answer = r.directed ? mac : vips[r.vip].mac;
-          if (r.directed && !(leased && snap->ownership.owns(r.group, r.bucket))) {
-            // The requester's ARP owner answers a broadcast request. A unicast one (a cache
-            // refresh) reaches this node only: answered with the ARP owner's MAC.
-            const NodeId owner =
-                snap->owners.empty()
-                    ? kNoNode
-                    : snap->owners[std::size_t{r.group} * snap->classifier.buckets() + r.bucket];
-            const std::uint64_t owner_mac = snap->node_macs[to_int(owner)];
-            if (!leased || mac48(rte_pktmbuf_mtod(m, const std::uint8_t*)) != own48 ||
-                owner == kNoNode || owner_mac == 0) {
-              ++c.directed_silent;
-              drop[nd++] = m;
-              break;
-            }
-            for (int b = 0; b < 6; ++b)
-              answer[b] = static_cast<std::uint8_t>(owner_mac >> (40 - 8 * b));
+          MacAddr answer = vips[r.vip].mac;
+          if (r.directed && !directed_answer(*snap, r, m, leased, queue, answer)) {
+            ++c.directed_silent;
+            drop[nd++] = m;
+            break;
           }
           if (packet::make_arp_reply({rte_pktmbuf_mtod(m, std::byte*), rte_pktmbuf_data_len(m)},
                                      mac, answer)) {
@@ -394,24 +406,11 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
           break;
         }
         case packet::Verdict::kNdVip: {
-          if (r.directed) remember(queue, r.vip, m);
-          MacAddr answer = r.directed ? mac : vips[r.vip].mac;
-          if (r.directed && !(leased && snap->ownership.owns(r.group, r.bucket))) {
-            // As for ARP: a unicast solicitation (a refresh) gets the ARP owner's MAC.
-            const NodeId owner =
-                snap->owners.empty()
-                    ? kNoNode
-                    : snap->owners[std::size_t{r.group} * snap->classifier.buckets() + r.bucket];
-            const std::uint64_t owner_mac = snap->node_macs[to_int(owner)];
-            if (!leased || mac48(rte_pktmbuf_mtod(m, const std::uint8_t*)) != own48 ||
-                owner == kNoNode || owner_mac == 0) {
-              ++c.directed_silent;
-              drop[nd++] = m;
-              break;
-            }
-            for (int b = 0; b < 6; ++b) {
-              answer[b] = static_cast<std::uint8_t>(owner_mac >> (40 - 8 * b));
-            }
+          MacAddr answer = vips[r.vip].mac;
+          if (r.directed && !directed_answer(*snap, r, m, leased, queue, answer)) {
+            ++c.directed_silent;
+            drop[nd++] = m;
+            break;
           }
           const std::size_t capacity = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
           const std::size_t len =

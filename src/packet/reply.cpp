@@ -36,6 +36,33 @@ IpAddr ip6_at(const std::uint8_t* p) {
   }
   return a;
 }
+
+// An untagged ICMPv6 frame at `f`, zeroed first: Ethernet from `src_mac` to `dst_mac`,
+// IPv6 from `src` to `dst` (hop limit 255, as neighbour discovery requires) with
+// `icmp_len` bytes of ICMPv6. Returns the ICMPv6 header; finish with icmpv6_done().
+std::uint8_t* icmpv6_frame(std::uint8_t* f, const std::uint8_t* dst_mac, const MacAddr& src_mac,
+                           const IpAddr& src, const IpAddr& dst, std::uint16_t icmp_len) {
+  std::memset(f, 0, 14 + 40 + icmp_len);
+  std::memcpy(f, dst_mac, 6);
+  put_mac(f + 6, src_mac);
+  put16(f + 12, 0x86DD);
+  std::uint8_t* ip = f + 14;
+  ip[0] = 0x60;
+  put16(ip + 4, icmp_len);
+  ip[6] = 58;
+  ip[7] = 255;
+  put_ip6(ip + 8, src);
+  put_ip6(ip + 24, dst);
+  return ip + 40;
+}
+
+// The checksum of the ICMPv6 message icmpv6_frame() laid out at `f`.
+void icmpv6_done(std::uint8_t* f, std::uint16_t icmp_len) {
+  std::uint8_t* ip = f + 14;
+  put16(ip + 40 + 2, icmpv6_checksum(reinterpret_cast<std::byte*>(ip),
+                                     reinterpret_cast<std::byte*>(ip + 40), icmp_len));
+}
+
 std::uint32_t be32(const std::uint8_t* p) {
   return std::uint32_t{p[0]} << 24 | std::uint32_t{p[1]} << 16 | std::uint32_t{p[2]} << 8 | p[3];
 }
@@ -185,26 +212,14 @@ std::size_t build_na(std::span<std::byte> out, const MacAddr& own, const IpAddr&
                      const MacAddr& dst_mac, const IpAddr& dst_ip) noexcept {
   if (out.size() < 86) return 0;
   std::uint8_t* f = bytes(out);
-  std::memset(f, 0, 86);
-  put_mac(f, dst_mac);
-  put_mac(f + 6, own);
-  put16(f + 12, 0x86DD);
-  std::uint8_t* ip = f + 14;
-  ip[0] = 0x60;
-  put16(ip + 4, 32);
-  ip[6] = 58;
-  ip[7] = 255;
-  put_ip6(ip + 8, vip);
-  put_ip6(ip + 24, dst_ip);
-  std::uint8_t* icmp = ip + 40;
+  std::uint8_t* icmp = icmpv6_frame(f, dst_mac.data(), own, vip, dst_ip, 32);
   icmp[0] = kNeighbourAdvertisement;
   icmp[4] = 0x20;  // O: override the cache's old MAC
   put_ip6(icmp + 8, vip);
   icmp[24] = kOptTargetLinkAddr;
   icmp[25] = 1;
   put_mac(icmp + 26, own);
-  put16(icmp + 2,
-        icmpv6_checksum(reinterpret_cast<std::byte*>(ip), reinterpret_cast<std::byte*>(icmp), 32));
+  icmpv6_done(f, 32);
   return 86;
 }
 
@@ -212,28 +227,17 @@ std::size_t build_ns(std::span<std::byte> out, const MacAddr& src_mac, const IpA
                      const IpAddr& target) noexcept {
   if (out.size() < 78) return 0;
   std::uint8_t* f = bytes(out);
-  std::memset(f, 0, 78);
   const std::uint8_t group_mac[6] = {0x33,
                                      0x33,
                                      0xff,
                                      static_cast<std::uint8_t>(target.lo >> 16),
                                      static_cast<std::uint8_t>(target.lo >> 8),
                                      static_cast<std::uint8_t>(target.lo)};
-  std::memcpy(f, group_mac, 6);
-  put_mac(f + 6, src_mac);
-  put16(f + 12, 0x86DD);
-  std::uint8_t* ip = f + 14;
-  ip[0] = 0x60;
-  put16(ip + 4, 24);
-  ip[6] = 58;
-  ip[7] = 255;
-  put_ip6(ip + 8, src_ip);
-  put_ip6(ip + 24, IpAddr{0xff02000000000000ULL, 0x00000001ff000000ULL | (target.lo & 0xffffff)});
-  std::uint8_t* icmp = ip + 40;
+  const IpAddr group{0xff02000000000000ULL, 0x00000001ff000000ULL | (target.lo & 0xffffff)};
+  std::uint8_t* icmp = icmpv6_frame(f, group_mac, src_mac, src_ip, group, 24);
   icmp[0] = kNeighbourSolicitation;
   put_ip6(icmp + 8, target);
-  put16(icmp + 2,
-        icmpv6_checksum(reinterpret_cast<std::byte*>(ip), reinterpret_cast<std::byte*>(icmp), 24));
+  icmpv6_done(f, 24);
   return 78;
 }
 
@@ -261,45 +265,27 @@ bool rewrite_directed_ns(std::span<std::byte> frame, std::span<const IpAddr> dir
 
 std::size_t build_announcement(std::span<std::byte> out, const MacAddr& own,
                                const VipMac& vip) noexcept {
-  std::uint8_t* f = bytes(out);
   if (out.size() < 86) return 0;
-  std::memset(f, 0, 86);
-  put_mac(f + 6, own);
   if (vip.address.is_v4()) {
-    std::memset(f, 0xff, 6);
-    put16(f + 12, 0x0806);
-    std::uint8_t* arp = f + 14;
-    put16(arp, 1);
-    put16(arp + 2, 0x0800);
-    arp[4] = 6;
-    arp[5] = 4;
-    put16(arp + 6, 1);  // a request: every stack updates its cache from it
-    put_mac(arp + 8, vip.mac);
+    // A request: every stack updates its cache from it.
+    const MacAddr broadcast = {0xff, 0xff, 0xff, 0xff, 0xff, 0xff};
     const std::uint32_t a = vip.address.v4_value();
-    for (int i = 0; i < 4; ++i) {
-      arp[14 + i] = arp[24 + i] = static_cast<std::uint8_t>(a >> (24 - 8 * i));
-    }
-    return 60;  // padded to the Ethernet minimum
+    std::uint8_t* f = bytes(out);
+    build_arp(out, 1, broadcast, own, a, MacAddr{}, a);
+    put_mac(f + 14 + 8, vip.mac);  // the sender hardware address: the virtual MAC
+    return 60;                     // padded to the Ethernet minimum
   }
+  std::uint8_t* f = bytes(out);
   const std::uint8_t all_nodes_mac[6] = {0x33, 0x33, 0, 0, 0, 1};
-  std::memcpy(f, all_nodes_mac, 6);
-  put16(f + 12, 0x86DD);
-  std::uint8_t* ip = f + 14;
-  ip[0] = 0x60;
-  put16(ip + 4, 32);
-  ip[6] = 58;
-  ip[7] = 255;
-  put_ip6(ip + 8, vip.address);
-  put_ip6(ip + 24, IpAddr{0xff02000000000000ULL, 1});
-  std::uint8_t* icmp = ip + 40;
+  std::uint8_t* icmp =
+      icmpv6_frame(f, all_nodes_mac, own, vip.address, IpAddr{0xff02000000000000ULL, 1}, 32);
   icmp[0] = kNeighbourAdvertisement;
   icmp[4] = 0x20;  // O: override caches holding another MAC
   put_ip6(icmp + 8, vip.address);
   icmp[24] = kOptTargetLinkAddr;
   icmp[25] = 1;
   put_mac(icmp + 26, vip.mac);
-  put16(icmp + 2,
-        icmpv6_checksum(reinterpret_cast<std::byte*>(ip), reinterpret_cast<std::byte*>(icmp), 32));
+  icmpv6_done(f, 32);
   return 86;
 }
 
