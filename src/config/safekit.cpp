@@ -184,6 +184,7 @@ struct Vip {
   IpAddr address;
   std::optional<MacAddr> mac;
   std::string from;
+  bool directed = false;  // type="vmac_directed": l2_mode = "directed"
 };
 
 struct Member {
@@ -912,9 +913,9 @@ void Importer::read_virtual_interface(pugi::xml_node vi) {
          "no type: the guide gives no default (§13.6.5.1); served as type=\"vmac_invisible\"");
   } else if (*type == "vmac_directed") {
     note(Kind::kApproximated, user_, vi,
-         "type=\"vmac_directed\": vipfarm has no directed mode yet (issue 7); its VIPs are "
-         "served as type=\"vmac_invisible\", with a virtual MAC the switch must flood to every "
-         "node (§13.6.7.2)");
+         "type=\"vmac_directed\": imported as l2_mode = \"directed\" (docs/directed.md): each "
+         "client is answered by one node's own MAC, chosen by the same buckets, and the nodes "
+         "forward what they do not own; SafeKit's proto=\"arp\" rule is not needed");
   } else if (*type != "vmac_invisible") {
     note(Kind::kApproximated, user_, vi,
          "type=\"" + *type + "\" is not in the guide; served as type=\"vmac_invisible\"");
@@ -982,7 +983,7 @@ void Importer::read_virtual_interface(pugi::xml_node vi) {
       note(Kind::kUnmapped, user_, n,
            "netmask=\"" + *mask + "\": vipfarm puts an IPv4 VIP on its TAP as a /32");
     }
-    Vip v{*ip, std::nullopt, path_of(n)};
+    Vip v{*ip, std::nullopt, path_of(n), type && *type == "vmac_directed"};
     const std::string own = vipfarm::to_string(default_vip_mac(*ip));
     if (first) {
       v.mac = mac;
@@ -1121,7 +1122,8 @@ std::optional<Rule> Importer::read_rule(pugi::xml_node rule) {
   if (*proto == "arp") {
     note(Kind::kUnmapped, user_, rule,
          "proto=\"arp\" shares ARP/ND answers in vmac_directed mode (§13.6.7.3); vipfarm "
-         "answers them itself with the virtual MAC: rule left out");
+         "answers them itself (a directed VIP: the requester's ARP owner, with its own MAC): "
+         "rule left out");
     return std::nullopt;
   }
   if (*proto != "tcp" && *proto != "udp") {
@@ -1354,6 +1356,7 @@ std::string Importer::emit() const {
     line("[[vip]]                      # " + v.from);
     line("address = " + quote(v.address.to_string()));
     if (v.mac) line("mac = " + quote(vipfarm::to_string(*v.mac)));
+    if (v.directed) line("l2_mode = \"directed\"");
   }
   for (const Group& g : groups_) {
     line("");

@@ -156,6 +156,8 @@ TEST(SafekitImport, PowerPerServerBecomesWeights) {
   EXPECT_TRUE(has_note(r, Kind::kApproximated,
                        "/safe/service/vip/interface_list/interface/virtual_interface",
                        "vmac_directed"));
+  ASSERT_FALSE(c.vips.empty());
+  EXPECT_EQ(c.vips[0].l2_mode, L2Mode::kDirected) << "vmac_directed becomes l2_mode directed";
   EXPECT_TRUE(has_note(r, Kind::kUnmapped, "/safe/service/user", "SERVICES"));
   EXPECT_TRUE(
       has_note(r, Kind::kUnmapped, "/safe/service/vip/interface_list/interface", "needs its name"))
@@ -264,7 +266,8 @@ TEST(SafekitImport, UnmappableThingsAreNotedWithTheirPath) {
   EXPECT_TRUE(has_note(r, Kind::kUnmapped, "/safe/service/vip", "tcpreset"));
   EXPECT_TRUE(has_note(r, Kind::kApproximated, "/safe/service/vip", "vipfarmctl start"));
   EXPECT_TRUE(has_note(r, Kind::kApproximated,
-                       "/safe/service/vip/interface_list/interface/virtual_interface", "issue 7"));
+                       "/safe/service/vip/interface_list/interface/virtual_interface",
+                       "l2_mode = \"directed\""));
   EXPECT_TRUE(has_note(r, Kind::kUnmapped, "/safe/service/vip/bogus", "unknown element <bogus>"));
   EXPECT_TRUE(has_note(r, Kind::kUnmapped, "/safe/service/vip/loadbalancing_list/group",
                        "unknown attribute colour=\"blue\""));
