@@ -143,6 +143,17 @@ class Loader {
     return node->as_table();
   }
 
+  // An optional table: nullptr when absent, and when it is not a table (reported).
+  const toml::table* optional_table(const toml::table& parent, std::string_view name) {
+    const toml::node* node = parent.get(name);
+    if (node == nullptr) return nullptr;
+    if (!node->is_table()) {
+      error(node->source(), std::string(name), "expected a table");
+      return nullptr;
+    }
+    return node->as_table();
+  }
+
   static std::string join(std::string_view prefix, std::string_view name) {
     return prefix.empty() ? std::string(name) : std::string(prefix) + "." + std::string(name);
   }
@@ -531,51 +542,43 @@ void load_groups(Loader& loader, const toml::table& root, Config& config) {
 
 // [dataplane] and [exception]: what only the daemon needs; both tables are optional here.
 void load_daemon(Loader& loader, const toml::table& root, Config& config) {
-  if (const toml::node* node = root.get("dataplane")) {
-    if (!node->is_table()) {
-      loader.error(node->source(), "dataplane", "expected a table");
-    } else {
-      const toml::table& t = *node->as_table();
-      Dataplane& d = config.dataplane;
-      d.present = true;
-      loader.check_unknown(t, "dataplane", "dataplane");
-      if (auto uplink = loader.string(t, "uplink", "dataplane", std::nullopt)) {
-        if (uplink->empty())
-          loader.error(t.get("uplink")->source(), "dataplane.uplink", "must not be empty");
-        d.uplink = std::move(*uplink);
-      }
-      if (const toml::node* args = t.get("eal_args")) {
-        const toml::array* list = args->as_array();
-        if (list == nullptr) {
-          loader.error(args->source(), "dataplane.eal_args", "expected an array of strings");
-        } else {
-          for (const toml::node& item : *list) {
-            if (const auto text = item.value_exact<std::string>()) {
-              d.eal_args.push_back(*text);
-            } else {
-              loader.error(item.source(), "dataplane.eal_args", "expected a string");
-            }
+  if (const toml::table* dataplane = loader.optional_table(root, "dataplane")) {
+    const toml::table& t = *dataplane;
+    Dataplane& d = config.dataplane;
+    d.present = true;
+    loader.check_unknown(t, "dataplane", "dataplane");
+    if (auto uplink = loader.string(t, "uplink", "dataplane", std::nullopt)) {
+      if (uplink->empty())
+        loader.error(t.get("uplink")->source(), "dataplane.uplink", "must not be empty");
+      d.uplink = std::move(*uplink);
+    }
+    if (const toml::node* args = t.get("eal_args")) {
+      const toml::array* list = args->as_array();
+      if (list == nullptr) {
+        loader.error(args->source(), "dataplane.eal_args", "expected an array of strings");
+      } else {
+        for (const toml::node& item : *list) {
+          if (const auto text = item.value_exact<std::string>()) {
+            d.eal_args.push_back(*text);
+          } else {
+            loader.error(item.source(), "dataplane.eal_args", "expected a string");
           }
         }
       }
-      d.workers = static_cast<std::uint32_t>(
-          loader.integer(t, "workers", "dataplane", 1, 64, 1).value_or(1));
-      if (const auto poll = loader.choice(t, "poll", "dataplane", kPolls, 0))
-        d.poll = static_cast<Poll>(*poll);
-      d.burst = static_cast<std::uint32_t>(
-          loader.integer(t, "burst", "dataplane", 1, 64, 32).value_or(32));
-      d.garp_interval_s = static_cast<std::uint32_t>(
-          loader.integer(t, "garp_interval", "dataplane", 1, 3600, 60).value_or(60));
-      d.garp_duration_s = static_cast<std::uint32_t>(
-          loader.integer(t, "garp_duration", "dataplane", 0, 86400, 1200).value_or(1200));
     }
+    d.workers =
+        static_cast<std::uint32_t>(loader.integer(t, "workers", "dataplane", 1, 64, 1).value_or(1));
+    if (const auto poll = loader.choice(t, "poll", "dataplane", kPolls, 0))
+      d.poll = static_cast<Poll>(*poll);
+    d.burst =
+        static_cast<std::uint32_t>(loader.integer(t, "burst", "dataplane", 1, 64, 32).value_or(32));
+    d.garp_interval_s = static_cast<std::uint32_t>(
+        loader.integer(t, "garp_interval", "dataplane", 1, 3600, 60).value_or(60));
+    d.garp_duration_s = static_cast<std::uint32_t>(
+        loader.integer(t, "garp_duration", "dataplane", 0, 86400, 1200).value_or(1200));
   }
-  if (const toml::node* node = root.get("exception")) {
-    if (!node->is_table()) {
-      loader.error(node->source(), "exception", "expected a table");
-      return;
-    }
-    const toml::table& t = *node->as_table();
+  if (const toml::table* exception = loader.optional_table(root, "exception")) {
+    const toml::table& t = *exception;
     Exception& e = config.exception;
     loader.check_unknown(t, "exception", "exception");
     if (auto name = loader.string(t, "name", "exception", e.name)) {
@@ -602,32 +605,24 @@ void load_daemon(Loader& loader, const toml::table& root, Config& config) {
 
 // [api] and [metrics]: where the daemon listens.
 void load_endpoints(Loader& loader, const toml::table& root, Config& config) {
-  if (const toml::node* node = root.get("api")) {
-    if (const toml::table* t = node->as_table()) {
-      loader.check_unknown(*t, "api", "api");
-      if (auto path = loader.string(*t, "socket", "api", config.api.socket)) {
-        if (path->empty() || path->front() != '/') {
-          loader.error(t->get("socket")->source(), "api.socket", "must be an absolute path");
-        }
-        config.api.socket = std::move(*path);
+  if (const toml::table* t = loader.optional_table(root, "api")) {
+    loader.check_unknown(*t, "api", "api");
+    if (auto path = loader.string(*t, "socket", "api", config.api.socket)) {
+      if (path->empty() || path->front() != '/') {
+        loader.error(t->get("socket")->source(), "api.socket", "must be an absolute path");
       }
-    } else {
-      loader.error(node->source(), "api", "expected a table");
+      config.api.socket = std::move(*path);
     }
   }
-  if (const toml::node* node = root.get("metrics")) {
-    if (const toml::table* t = node->as_table()) {
-      loader.check_unknown(*t, "metrics", "metrics");
-      if (auto listen = loader.string(*t, "listen", "metrics", config.metrics.listen)) {
-        const auto colon = listen->rfind(':');
-        if (!listen->empty() && (colon == std::string::npos || colon + 1 == listen->size())) {
-          loader.error(t->get("listen")->source(), "metrics.listen",
-                       "expected address:port (e.g. 0.0.0.0:9469), got \"" + *listen + "\"");
-        }
-        config.metrics.listen = std::move(*listen);
+  if (const toml::table* t = loader.optional_table(root, "metrics")) {
+    loader.check_unknown(*t, "metrics", "metrics");
+    if (auto listen = loader.string(*t, "listen", "metrics", config.metrics.listen)) {
+      const auto colon = listen->rfind(':');
+      if (!listen->empty() && (colon == std::string::npos || colon + 1 == listen->size())) {
+        loader.error(t->get("listen")->source(), "metrics.listen",
+                     "expected address:port (e.g. 0.0.0.0:9469), got \"" + *listen + "\"");
       }
-    } else {
-      loader.error(node->source(), "metrics", "expected a table");
+      config.metrics.listen = std::move(*listen);
     }
   }
 }
@@ -725,13 +720,8 @@ void load_keys(Loader& loader, const toml::table& t, Config& config) {
 }
 
 void load_membership(Loader& loader, const toml::table& root, Config& config) {
-  const toml::node* node = root.get("membership");
-  if (node == nullptr) return;
-  const toml::table* t = node->as_table();
-  if (t == nullptr) {
-    loader.error(node->source(), "membership", "expected a table");
-    return;
-  }
+  const toml::table* t = loader.optional_table(root, "membership");
+  if (t == nullptr) return;
   Membership& m = config.membership;
   m.present = true;
   loader.check_unknown(*t, "membership", "membership");
@@ -765,13 +755,8 @@ void load_membership(Loader& loader, const toml::table& root, Config& config) {
 }
 
 void load_flows(Loader& loader, const toml::table& root, Config& config) {
-  const toml::node* node = root.get("flows");
-  if (node == nullptr) return;
-  const toml::table* t = node->as_table();
-  if (t == nullptr) {
-    loader.error(node->source(), "flows", "expected a table");
-    return;
-  }
+  const toml::table* t = loader.optional_table(root, "flows");
+  if (t == nullptr) return;
   loader.check_unknown(*t, "flows", "flows");
   Flows& f = config.flows;
   if (const toml::node* h = t->get("handoff")) {
