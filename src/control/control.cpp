@@ -22,16 +22,6 @@ std::vector<unsigned> view_ids(config::ViewMask view) {
 
 }  // namespace
 
-namespace {
-
-std::uint64_t mac48(const MacAddr& mac) {
-  std::uint64_t v = 0;
-  for (const std::uint8_t b : mac) v = v << 8 | b;
-  return v;
-}
-
-}  // namespace
-
 Control::Control(const config::Config& config, dataplane::Dataplane& dataplane)
     : config_(config), dataplane_(dataplane) {
   directed_ = std::any_of(config_.vips.begin(), config_.vips.end(), [](const config::Vip& v) {

@@ -52,12 +52,6 @@ void idle_backoff(unsigned& idle) noexcept {
 }
 constexpr std::uint16_t kExceptionBurst = 32;
 
-std::uint64_t mac48(const std::uint8_t* p) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 6; ++i) v = v << 8 | p[i];
-  return v;
-}
-
 std::string eal_error(const std::string& what) { return what + ": " + rte_strerror(rte_errno); }
 
 std::string port_error(const std::string& what, int rc) { return what + ": " + rte_strerror(-rc); }
@@ -185,7 +179,7 @@ bool Dataplane::Impl::directed_answer(const Snapshot& snap, const packet::Result
   const NodeId owner = snap.owners[std::size_t{r.group} * snap.classifier.buckets() + r.bucket];
   const std::uint64_t owner_mac = snap.node_macs[to_int(owner)];
   if (owner == kNoNode || owner_mac == 0) return false;
-  for (int b = 0; b < 6; ++b) answer[b] = static_cast<std::uint8_t>(owner_mac >> (40 - 8 * b));
+  answer = mac_from48(owner_mac);
   return true;
 }
 
@@ -234,7 +228,7 @@ bool Dataplane::Impl::forward(const Snapshot& snap, const packet::Result& r, rte
     }
     const std::uint64_t to = snap.node_macs[ids[k]];
     auto* dst = rte_pktmbuf_mtod(f, std::uint8_t*);
-    for (int b = 0; b < 6; ++b) dst[b] = static_cast<std::uint8_t>(to >> (40 - 8 * b));
+    put_mac48(dst, to);
     ++c.forwarded[ids[k]];
     out[n++] = f;
     if (f == m) return true;
@@ -758,10 +752,7 @@ void Dataplane::announce(const AnswersRequester& answers) {
       } while ((before & 1) != 0 || before != e.seq.load(std::memory_order_relaxed));
       const auto vip = static_cast<std::uint16_t>(mac_vip >> 48);
       if (before == 0 || vip >= d.vips.size() || !answers(vip, who)) continue;
-      MacAddr requester_mac;
-      for (int b = 0; b < 6; ++b) {
-        requester_mac[b] = static_cast<std::uint8_t>(mac_vip >> (40 - 8 * b));
-      }
+      const MacAddr requester_mac = mac_from48(mac_vip & 0xFFFFFFFFFFFFULL);
       rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
       if (m == nullptr) continue;
       char* data = rte_pktmbuf_append(m, 86);

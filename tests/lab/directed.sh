@@ -46,20 +46,23 @@ get() {  # get SOURCE PORT: the body nginx answered (the node's name), or nothin
   lab_exec_client curl -sS -g --noproxy '*' --max-time 1 --interface "$1" --local-port "$2" \
     "http://$LAB_VIP4/" 2>/dev/null
 }
-accepted() {  # accepted K: node K's accepted frames
+counter() {  # counter K PATH: node K's counter (PATH: arp_replies, directed.silent, ...)
   "$VIPFARMCTL" counters --socket "$(lab_api_socket "$1")" --json |
-    $py -c 'import json,sys; print(json.load(sys.stdin)["verdicts"]["accept"])'
+    $py -c 'import json,sys
+v = json.load(sys.stdin)
+for part in sys.argv[1].split("."): v = v[part]
+print(v)' "$2"
 }
 
 # --- 1. flood mode on a switch that does not flood -----------------------------------------
 declare -A acc0=()
-for k in 1 2 3; do acc0[$k]=$(accepted "$k"); done
+for k in 1 2 3; do acc0[$k]=$(counter "$k" verdicts.accept); done
 ok=0
 for i in 1 2 3 4 5; do
   [[ -n $(get "$LAB_CLIENT4" $((41000 + i))) ]] && ok=$((ok + 1))
 done
 gained=0
-for k in 1 2 3; do gained=$((gained + $(accepted "$k") - acc0[$k])); done
+for k in 1 2 3; do gained=$((gained + $(counter "$k" verdicts.accept) - acc0[$k])); done
 check "flood mode without flooding: 0 of 5 requests answered ($ok), no node accepted a frame ($gained)" \
   test "$ok" -eq 0 -a "$gained" -eq 0
 
@@ -83,22 +86,18 @@ lab_start_daemons
 lab_wait_ready
 check "directed: the farm agrees on the view 1,2,3" lab_wait_view 1,2,3 20
 conf1=$(lab_node_config 1)
+predict() {  # predict [--view IDS] PROTO CLIENT SERVER: the node vipfarmctl owner names
+  "$VIPFARMCTL" owner --config "$conf1" --json "$@" |
+    $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])'
+}
 node_mac() {  # node_mac K: node K's uplink MAC, as it reports it
   "$VIPFARMCTL" nodes --json --socket "$(lab_api_socket "$1")" |
     $py -c 'import json,sys; print(next(n["mac"] for n in json.load(sys.stdin)["nodes"] if n["self"]))'
 }
 # The client's ARP owner: its address keyed on_addr, like an unmatched echo request.
-arp_owner=$("$VIPFARMCTL" owner --config "$conf1" --json icmp "$LAB_CLIENT4" "$LAB_VIP4" |
-  $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+arp_owner=$(predict icmp "$LAB_CLIENT4" "$LAB_VIP4")
 lab_exec_client ip neigh flush dev "$LAB_CLIENT_IF" >/dev/null 2>&1
 declare -A silent0=() arp0=()
-counter() {  # counter K PATH: node K's counter (PATH: arp_replies, directed.silent, ...)
-  "$VIPFARMCTL" counters --socket "$(lab_api_socket "$1")" --json |
-    $py -c 'import json,sys
-v = json.load(sys.stdin)
-for part in sys.argv[1].split("."): v = v[part]
-print(v)' "$2"
-}
 for k in 1 2 3; do
   arp0[$k]=$(counter "$k" arp_replies)
   silent0[$k]=$(counter "$k" directed.silent)
@@ -129,8 +128,7 @@ declare -A served=()
 for ((i = 0; i < requests; i++)); do
   src=${sources[i % ${#sources[@]}]}
   port=$((42000 + i))
-  want=$("$VIPFARMCTL" owner --config "$conf1" --json tcp "$src:$port" "$LAB_VIP4:80" |
-    $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+  want=$(predict tcp "$src:$port" "$LAB_VIP4:80")
   got=$(get "$src" "$port")
   total=$((total + 1))
   if [[ -z $got ]]; then
@@ -160,8 +158,7 @@ check "directed: the ARP owner forwarded frames to the other owners ($forwarded)
   test "$forwarded" -gt 0 -a "$refused" -eq 0
 
 # --- 2b. the same over IPv6: neighbour discovery answered by one node, requests forwarded -----
-arp_owner6=$("$VIPFARMCTL" owner --config "$conf1" --json icmp "$LAB_CLIENT6" "$LAB_VIP6" |
-  $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+arp_owner6=$(predict icmp "$LAB_CLIENT6" "$LAB_VIP6")
 get6() {  # get6 SOURCE PORT
   lab_exec_client curl -sS -g --noproxy '*' --max-time 1 --interface "$1" --local-port "$2" \
     "http://[$LAB_VIP6]/" 2>/dev/null
@@ -181,8 +178,7 @@ wrong6=0 failed6=0 remote6=0
 for ((i = 0; i < 30; i++)); do
   src=${sources6[i % ${#sources6[@]}]}
   port=$((44000 + i))
-  want=$("$VIPFARMCTL" owner --config "$conf1" --json tcp "[$src]:$port" "[$LAB_VIP6]:80" |
-    $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+  want=$(predict tcp "[$src]:$port" "[$LAB_VIP6]:80")
   got=$(get6 "$src" "$port")
   if [[ -z $got ]]; then
     failed6=$((failed6 + 1))
@@ -205,8 +201,7 @@ check "directed IPv6: the nodes' own solicitations did not re-point the VIP ($ne
 # through the new ARP owner, and every request after it answered.
 victim=$arp_owner
 survivors=$(printf '%s\n' 1 2 3 | grep -vx "$victim" | paste -sd,)
-new_owner=$("$VIPFARMCTL" owner --config "$conf1" --view "$survivors" --json icmp "$LAB_CLIENT4" "$LAB_VIP4" |
-  $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+new_owner=$(predict --view "$survivors" icmp "$LAB_CLIENT4" "$LAB_VIP4")
 new_mac=$(node_mac "$new_owner")
 bound_ms=${LAB_DIRECTED_BOUND_MS:-2000}
 _lab_ms
@@ -237,8 +232,7 @@ announced=$(counter "$new_owner" directed.announcements)
 check "directed: node $new_owner sent unicast announcements ($announced)" test "$announced" -gt 0
 # IPv6 after the same kill: the client's neighbour entry for the IPv6 VIP names its ND owner
 # in the new view, and it is answered.
-new_owner6=$("$VIPFARMCTL" owner --config "$conf1" --view "$survivors" --json icmp "$LAB_CLIENT6" "$LAB_VIP6" |
-  $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+new_owner6=$(predict --view "$survivors" icmp "$LAB_CLIENT6" "$LAB_VIP6")
 ok6="" try=0
 deadline=$((SECONDS + 5))
 until [[ -n $ok6 ]] || ((SECONDS > deadline)); do

@@ -39,6 +39,21 @@ std::optional<Endpoint> parse_endpoint(std::string_view text);
 using MacAddr = std::array<std::uint8_t, 6>;
 
 std::optional<MacAddr> parse_mac(std::string_view text);
+// A MAC as one 48-bit integer (one compare on the packet path), and back.
+inline std::uint64_t mac48(const std::uint8_t* p) noexcept {
+  std::uint64_t v = 0;
+  for (int i = 0; i < 6; ++i) v = v << 8 | p[i];
+  return v;
+}
+inline std::uint64_t mac48(const MacAddr& mac) noexcept { return mac48(mac.data()); }
+inline void put_mac48(std::uint8_t* p, std::uint64_t v) noexcept {
+  for (int i = 0; i < 6; ++i) p[i] = static_cast<std::uint8_t>(v >> (40 - 8 * i));
+}
+inline MacAddr mac_from48(std::uint64_t v) noexcept {
+  MacAddr mac;
+  put_mac48(mac.data(), v);
+  return mac;
+}
 std::string to_string(const MacAddr& mac);
 // The IPv6 link-local address of an interface with this MAC (modified EUI-64, RFC 4291).
 IpAddr link_local_of(const MacAddr& mac) noexcept;
