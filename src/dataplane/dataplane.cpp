@@ -738,6 +738,15 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
 
 void Dataplane::announce(const AnswersRequester& answers) {
   Impl& d = *impl_;
+  // Onto the uplink through worker 0's ring, counted in `sent` (or as ring full).
+  auto send = [&d](rte_mbuf* m, std::uint64_t& sent) {
+    if (rte_ring_sp_enqueue(d.to_uplink, m) == 0) {
+      ++sent;
+    } else {
+      ++d.counters[0].to_uplink_ring_full;
+      rte_pktmbuf_free(m);
+    }
+  };
   for (std::size_t w = 0; answers && w < d.requesters.size(); ++w) {
     for (Impl::Requester& e : *d.requesters[w]) {
       std::uint32_t before = 0;
@@ -764,12 +773,7 @@ void Dataplane::announce(const AnswersRequester& answers) {
               : packet::build_na({reinterpret_cast<std::byte*>(data), 86}, d.mac, address,
                                  requester_mac, who);
       rte_pktmbuf_trim(m, static_cast<std::uint16_t>(86 - len));
-      if (rte_ring_sp_enqueue(d.to_uplink, m) == 0) {
-        ++d.counters[0].directed_announcements;
-      } else {
-        ++d.counters[0].to_uplink_ring_full;
-        rte_pktmbuf_free(m);
-      }
+      send(m, d.counters[0].directed_announcements);
     }
   }
   // Directed VIPs are never announced by broadcast: it would steer every client to one node.
@@ -780,12 +784,7 @@ void Dataplane::announce(const AnswersRequester& answers) {
     const std::size_t len =
         packet::build_announcement({reinterpret_cast<std::byte*>(data), 128}, d.mac, vip);
     rte_pktmbuf_trim(m, static_cast<std::uint16_t>(128 - len));
-    if (rte_ring_sp_enqueue(d.to_uplink, m) == 0) {
-      ++d.counters[0].announcements;
-    } else {
-      ++d.counters[0].to_uplink_ring_full;
-      rte_pktmbuf_free(m);
-    }
+    send(m, d.counters[0].announcements);
   }
 }
 

@@ -42,9 +42,20 @@ done
 check "flooding is off on every port of the switch" bash -c \
   '! ip netns exec "$1" bridge -d link show | grep -q " flood on "' _ "$LAB_SWITCH_NS"
 
-get() {  # get SOURCE PORT: the body nginx answered (the node's name), or nothing
+get() {  # get SOURCE PORT: the body nginx answered (the node's name), or nothing; the VIP
+  # of the source's family
+  local host=$LAB_VIP4
+  [[ $1 == *:* ]] && host="[$LAB_VIP6]"
   lab_exec_client curl -sS -g --noproxy '*' --max-time 1 --interface "$1" --local-port "$2" \
-    "http://$LAB_VIP4/" 2>/dev/null
+    "http://$host/" 2>/dev/null
+}
+first_answer() {  # first_answer SOURCE PORT SECONDS: the first answer, a new port per try
+  local got="" port=$2 deadline=$((SECONDS + $3))
+  until [[ -n $got ]] || ((SECONDS > deadline)); do
+    got=$(get "$1" "$port")
+    port=$((port + 1))
+  done
+  echo "$got"
 }
 counter() {  # counter K PATH: node K's counter (PATH: arp_replies, directed.silent, ...)
   "$VIPFARMCTL" counters --socket "$(lab_api_socket "$1")" --json |
@@ -102,12 +113,7 @@ for k in 1 2 3; do
   arp0[$k]=$(counter "$k" arp_replies)
   silent0[$k]=$(counter "$k" directed.silent)
 done
-first="" try=0
-deadline=$((SECONDS + 10))
-until [[ -n $first ]] || ((SECONDS > deadline)); do
-  first=$(get "$LAB_CLIENT4" $((40800 + try)))
-  try=$((try + 1))
-done
+first=$(first_answer "$LAB_CLIENT4" 40800 10)
 check "directed: the first request is answered ($first)" test -n "$first"
 neigh=$(lab_exec_client ip neigh show "$LAB_VIP4" dev "$LAB_CLIENT_IF" | awk '{print $3}')
 check "directed: the client's ARP entry for the VIP is node $arp_owner's own MAC ($neigh)" \
@@ -159,16 +165,7 @@ check "directed: the ARP owner forwarded frames to the other owners ($forwarded)
 
 # --- 2b. the same over IPv6: neighbour discovery answered by one node, requests forwarded -----
 arp_owner6=$(predict icmp "$LAB_CLIENT6" "$LAB_VIP6")
-get6() {  # get6 SOURCE PORT
-  lab_exec_client curl -sS -g --noproxy '*' --max-time 1 --interface "$1" --local-port "$2" \
-    "http://[$LAB_VIP6]/" 2>/dev/null
-}
-first6="" try=0
-deadline=$((SECONDS + 10))
-until [[ -n $first6 ]] || ((SECONDS > deadline)); do
-  first6=$(get6 "$LAB_CLIENT6" $((40900 + try)))
-  try=$((try + 1))
-done
+first6=$(first_answer "$LAB_CLIENT6" 40900 10)
 check "directed IPv6: the first request is answered ($first6)" test -n "$first6"
 neigh6=$(lab_exec_client ip -6 neigh show "$LAB_VIP6" dev "$LAB_CLIENT_IF" | awk '{print $3}')
 check "directed IPv6: the client's neighbour entry for the VIP is node $arp_owner6's own MAC ($neigh6)" \
@@ -179,7 +176,7 @@ for ((i = 0; i < 30; i++)); do
   src=${sources6[i % ${#sources6[@]}]}
   port=$((44000 + i))
   want=$(predict tcp "[$src]:$port" "[$LAB_VIP6]:80")
-  got=$(get6 "$src" "$port")
+  got=$(get "$src" "$port")
   if [[ -z $got ]]; then
     failed6=$((failed6 + 1))
   elif [[ $got != "node$want" ]]; then
@@ -233,12 +230,7 @@ check "directed: node $new_owner sent unicast announcements ($announced)" test "
 # IPv6 after the same kill: the client's neighbour entry for the IPv6 VIP names its ND owner
 # in the new view, and it is answered.
 new_owner6=$(predict --view "$survivors" icmp "$LAB_CLIENT6" "$LAB_VIP6")
-ok6="" try=0
-deadline=$((SECONDS + 5))
-until [[ -n $ok6 ]] || ((SECONDS > deadline)); do
-  ok6=$(get6 "$LAB_CLIENT6" $((45000 + try)))
-  try=$((try + 1))
-done
+ok6=$(first_answer "$LAB_CLIENT6" 45000 5)
 neigh6=$(lab_exec_client ip -6 neigh show "$LAB_VIP6" dev "$LAB_CLIENT_IF" | awk '{print $3}')
 check "directed IPv6: after the kill the client is answered ($ok6) through node $new_owner6 ($neigh6)" \
   test -n "$ok6" -a "$neigh6" = "$(node_mac "$new_owner6")"
