@@ -258,6 +258,65 @@ PortsResult read_ports(Loader& loader, const toml::table& table, const std::stri
   return result;
 }
 
+// Prefixes as "10.0.0.0/8, 2001:db8::/32" or a list of such strings; "*" alone: every address
+// (an empty list). `hosts`: addresses with their prefix length ("192.0.2.11/24"), host bits
+// expected; otherwise host bits must be clear. nullopt when the key is absent.
+std::optional<std::vector<Prefix>> read_prefixes(Loader& loader, const toml::table& table,
+                                                 std::string_view name, const std::string& path,
+                                                 bool hosts) {
+  const toml::node* node = table.get(name);
+  if (node == nullptr) return std::nullopt;
+  const std::string key = Loader::join(path, name);
+  std::vector<Prefix> out;
+  bool any = false;
+  auto take = [&](const toml::node& item) {
+    const auto text = item.value_exact<std::string>();
+    if (!text) {
+      loader.error(item.source(), key, "expected a string of prefixes or a list of them");
+      return;
+    }
+    std::string_view rest = *text;
+    while (true) {
+      const auto comma = rest.find(',');
+      const std::string_view part = trim(rest.substr(0, comma));
+      if (part == "*" && !hosts) {
+        any = true;
+      } else if (const auto prefix = parse_prefix(part); !prefix) {
+        loader.error(item.source(), key,
+                     "\"" + std::string(part) + "\" is not " +
+                         (hosts ? "address/prefix (192.0.2.11/24, 2001:db8::11/64)"
+                                : "a prefix (10.0.0.0/8, 2001:db8::/32) or *"));
+      } else if (!hosts && !prefix->host_bits_clear()) {
+        loader.error(item.source(), key,
+                     "\"" + std::string(part) + "\" has host bits set (did you mean " +
+                         Prefix{prefix->address.masked(prefix->length), prefix->length}.to_string() +
+                         "?)");
+      } else {
+        out.push_back(*prefix);
+      }
+      if (comma == std::string_view::npos) break;
+      rest.remove_prefix(comma + 1);
+    }
+  };
+  if (const toml::array* list = node->as_array()) {
+    if (list->empty()) loader.error(node->source(), key, "empty list");
+    for (const toml::node& item : *list) take(item);
+  } else {
+    take(*node);
+  }
+  if (any) out.clear();
+  return out;
+}
+
+// A Linux interface name the kernel takes: 1-15 characters, no / : or whitespace.
+bool valid_ifname(std::string_view name) {
+  return !name.empty() && name.size() <= 15 && name.find_first_of("/ \t:") == std::string::npos;
+}
+
+std::string ifname_error(const std::string& name) {
+  return "\"" + name + "\" is not a valid interface name (1-15 characters, no / : or space)";
+}
+
 constexpr std::array<std::string_view, 2> kPolls = {"busy", "adaptive"};
 constexpr std::array<std::string_view, 2> kUnmatched = {"drop", "pass"};
 constexpr std::array<std::string_view, 2> kL2Modes = {"flood", "directed"};
@@ -266,8 +325,9 @@ constexpr std::array<std::string_view, 2> kSplitBrain = {"serve", "majority"};
 constexpr std::array<std::string_view, 4> kCheckerKinds = {"tcp", "ping", "interface", "custom"};
 constexpr std::array<std::string_view, 2> kModes = {"balance", "failover"};
 constexpr std::array<std::string_view, 4> kProtos = {"any", "tcp", "udp", "icmp"};
-constexpr std::array<std::string_view, 5> kKeys = {"on_addr", "on_port", "on_ipid", "five_tuple",
-                                                   "client_net"};
+constexpr std::array<std::string_view, 9> kKeys = {
+    "on_addr",     "on_port",     "on_ipid",   "five_tuple",    "client_net",
+    "on_dst_addr", "on_dst_port", "symmetric", "symmetric_port"};
 
 void load_cluster(Loader& loader, const toml::table& root, Config& config) {
   const toml::table* cluster = loader.table(root, "cluster");
@@ -428,6 +488,17 @@ void load_vips(Loader& loader, const toml::table& root, Config& config) {
     if (const auto mode = loader.choice(entry, "l2_mode", path, kL2Modes, 0)) {
       vip.l2_mode = static_cast<L2Mode>(*mode);
     }
+    if (const toml::node* gateway = entry.get("gateway")) {
+      if (const auto value = gateway->value_exact<bool>()) {
+        vip.gateway = *value;
+      } else {
+        loader.error(gateway->source(), path + ".gateway", "expected true or false");
+      }
+    }
+    if (vip.gateway && vip.l2_mode == L2Mode::kDirected) {
+      loader.error(entry.get("l2_mode")->source(), path + ".l2_mode",
+                   "a gateway VIP is flood only: its virtual MAC is the clients' router");
+    }
     config.vips.push_back(vip);
   }
 }
@@ -471,9 +542,33 @@ void load_rule(Loader& loader, const toml::table& entry, const std::string& path
   if ((rule.proto == Proto::kIcmp) && !rule.ports.empty()) {
     loader.error(entry.get("ports")->source(), path + ".ports", "ICMP has no ports: use \"*\"");
   }
-  if ((rule.proto == Proto::kIcmp) && (rule.key == KeyKind::kOnPort)) {
+  const bool port_key = rule.key == KeyKind::kOnPort || rule.key == KeyKind::kOnDstPort ||
+                        rule.key == KeyKind::kSymmetricPort;
+  if ((rule.proto == Proto::kIcmp) && port_key) {
     loader.error(entry.get("key")->source(), path + ".key",
-                 "ICMP has no ports: on_port cannot apply");
+                 "ICMP has no ports: " + std::string(to_string(rule.key)) + " cannot apply");
+  }
+  const Vip* vip = rule.vip ? &config.vips[*rule.vip] : nullptr;
+  if (vip != nullptr && !vip->gateway &&
+      (rule.key == KeyKind::kOnDstAddr || rule.key == KeyKind::kOnDstPort)) {
+    loader.error(entry.get("key")->source(), path + ".key",
+                 std::string(to_string(rule.key)) + " on a service VIP hashes the VIP itself: " +
+                     "every packet would land in one bucket (gateway VIPs only)");
+  }
+  if (auto dst = read_prefixes(loader, entry, "dst", path, false)) {
+    if (vip == nullptr || !vip->gateway) {
+      loader.error(entry.get("dst")->source(), path + ".dst",
+                   "only for a rule whose vip is a gateway VIP (a service VIP's destination is "
+                   "the VIP itself)");
+    }
+    for (const Prefix& prefix : *dst) {
+      if (vip != nullptr && prefix.address.is_v4() != vip->address.is_v4()) {
+        loader.error(entry.get("dst")->source(), path + ".dst",
+                     prefix.to_string() + " is not of the VIP's family (" +
+                         vip->address.to_string() + ")");
+      }
+    }
+    rule.dst = std::move(*dst);
   }
 }
 
@@ -540,52 +635,61 @@ void load_groups(Loader& loader, const toml::table& root, Config& config) {
   }
 }
 
+// [[dataplane.port]]: each uplink with its TAP and this node's addresses there.
+void load_ports(Loader& loader, const toml::array& ports, Config& config) {
+  if (ports.size() > kMaxPorts) {
+    loader.error(ports.source(), "dataplane.port", "at most " + std::to_string(kMaxPorts) + " ports");
+  }
+  std::set<std::string> names, devices, taps;
+  for (std::size_t i = 0; i < ports.size(); ++i) {
+    const toml::table& entry = *ports[i].as_table();
+    const std::string path = "dataplane.port[" + std::to_string(i) + "]";
+    loader.check_unknown(entry, "dataplane.port[]", path);
+    Port port;
+    if (auto name = loader.string(entry, "name", path, std::nullopt)) {
+      if (name->empty() || !names.insert(*name).second) {
+        loader.error(entry.get("name")->source(), path + ".name",
+                     name->empty() ? "must not be empty" : "duplicate port \"" + *name + "\"");
+      }
+      port.name = std::move(*name);
+    }
+    if (auto uplink = loader.string(entry, "uplink", path, std::nullopt)) {
+      // The device name (a vdev's before its first comma) identifies the DPDK port.
+      const std::string device = uplink->substr(0, uplink->find(','));
+      if (uplink->empty() || !devices.insert(device).second) {
+        loader.error(entry.get("uplink")->source(), path + ".uplink",
+                     uplink->empty() ? "must not be empty"
+                                     : "device \"" + device + "\" is another port's already");
+      }
+      port.uplink = std::move(*uplink);
+    }
+    const std::string fallback = "vipfarm" + std::to_string(i);
+    if (auto tap = loader.string(entry, "exception", path, fallback)) {
+      if (!valid_ifname(*tap)) {
+        loader.error(entry.get("exception")->source(), path + ".exception", ifname_error(*tap));
+      } else if (!taps.insert(*tap).second) {
+        loader.error(entry.get("exception")->source(), path + ".exception",
+                     "TAP \"" + *tap + "\" is another port's already");
+      }
+      port.exception = std::move(*tap);
+    }
+    if (auto addresses = read_prefixes(loader, entry, "address", path, true)) {
+      port.addresses = std::move(*addresses);
+    }
+    config.dataplane.ports.push_back(std::move(port));
+  }
+}
+
 // [dataplane] and [exception]: what only the daemon needs; both tables are optional here.
 void load_daemon(Loader& loader, const toml::table& root, Config& config) {
-  if (const toml::table* dataplane = loader.optional_table(root, "dataplane")) {
-    const toml::table& t = *dataplane;
-    Dataplane& d = config.dataplane;
-    d.present = true;
-    loader.check_unknown(t, "dataplane", "dataplane");
-    if (auto uplink = loader.string(t, "uplink", "dataplane", std::nullopt)) {
-      if (uplink->empty())
-        loader.error(t.get("uplink")->source(), "dataplane.uplink", "must not be empty");
-      d.uplink = std::move(*uplink);
-    }
-    if (const toml::node* args = t.get("eal_args")) {
-      const toml::array* list = args->as_array();
-      if (list == nullptr) {
-        loader.error(args->source(), "dataplane.eal_args", "expected an array of strings");
-      } else {
-        for (const toml::node& item : *list) {
-          if (const auto text = item.value_exact<std::string>()) {
-            d.eal_args.push_back(*text);
-          } else {
-            loader.error(item.source(), "dataplane.eal_args", "expected a string");
-          }
-        }
-      }
-    }
-    d.workers =
-        static_cast<std::uint32_t>(loader.integer(t, "workers", "dataplane", 1, 64, 1).value_or(1));
-    if (const auto poll = loader.choice(t, "poll", "dataplane", kPolls, 0))
-      d.poll = static_cast<Poll>(*poll);
-    d.burst =
-        static_cast<std::uint32_t>(loader.integer(t, "burst", "dataplane", 1, 64, 32).value_or(32));
-    d.garp_interval_s = static_cast<std::uint32_t>(
-        loader.integer(t, "garp_interval", "dataplane", 1, 3600, 60).value_or(60));
-    d.garp_duration_s = static_cast<std::uint32_t>(
-        loader.integer(t, "garp_duration", "dataplane", 0, 86400, 1200).value_or(1200));
-  }
-  if (const toml::table* exception = loader.optional_table(root, "exception")) {
+  const toml::table* exception = loader.optional_table(root, "exception");
+  if (exception != nullptr) {
     const toml::table& t = *exception;
     Exception& e = config.exception;
     loader.check_unknown(t, "exception", "exception");
     if (auto name = loader.string(t, "name", "exception", e.name)) {
-      if (name->empty() || name->size() > 15 || name->find_first_of("/ \t:") != std::string::npos) {
-        loader.error(
-            t.get("name")->source(), "exception.name",
-            "\"" + *name + "\" is not a valid interface name (1-15 characters, no / : or space)");
+      if (!valid_ifname(*name)) {
+        loader.error(t.get("name")->source(), "exception.name", ifname_error(*name));
       }
       e.name = std::move(*name);
     }
@@ -599,6 +703,98 @@ void load_daemon(Loader& loader, const toml::table& root, Config& config) {
                      "must be a power of two, got " + std::to_string(*ring));
       }
       e.ring_size = static_cast<std::uint32_t>(*ring);
+    }
+  }
+  const toml::table* dataplane = loader.optional_table(root, "dataplane");
+  if (dataplane == nullptr) return;
+  const toml::table& t = *dataplane;
+  Dataplane& d = config.dataplane;
+  d.present = true;
+  loader.check_unknown(t, "dataplane", "dataplane");
+  if (const toml::array* ports = loader.table_array(t, "port", "dataplane", false)) {
+    if (t.get("uplink") != nullptr) {
+      loader.error(t.get("uplink")->source(), "dataplane.uplink",
+                   "give either uplink (one port) or [[dataplane.port]] entries, not both");
+    }
+    if (exception != nullptr && exception->get("name") != nullptr) {
+      loader.error(exception->get("name")->source(), "exception.name",
+                   "with [[dataplane.port]] each port names its TAP (dataplane.port[].exception)");
+    }
+    load_ports(loader, *ports, config);
+  } else if (t.get("port") == nullptr) {
+    if (auto uplink = loader.string(t, "uplink", "dataplane", std::nullopt)) {
+      if (uplink->empty())
+        loader.error(t.get("uplink")->source(), "dataplane.uplink", "must not be empty");
+      d.ports.push_back({"uplink", std::move(*uplink), config.exception.name, {}});
+    }
+  }
+  if (const toml::node* args = t.get("eal_args")) {
+    const toml::array* list = args->as_array();
+    if (list == nullptr) {
+      loader.error(args->source(), "dataplane.eal_args", "expected an array of strings");
+    } else {
+      for (const toml::node& item : *list) {
+        if (const auto text = item.value_exact<std::string>()) {
+          d.eal_args.push_back(*text);
+        } else {
+          loader.error(item.source(), "dataplane.eal_args", "expected a string");
+        }
+      }
+    }
+  }
+  d.workers =
+      static_cast<std::uint32_t>(loader.integer(t, "workers", "dataplane", 1, 64, 1).value_or(1));
+  if (const auto poll = loader.choice(t, "poll", "dataplane", kPolls, 0))
+    d.poll = static_cast<Poll>(*poll);
+  d.burst =
+      static_cast<std::uint32_t>(loader.integer(t, "burst", "dataplane", 1, 64, 32).value_or(32));
+  d.garp_interval_s = static_cast<std::uint32_t>(
+      loader.integer(t, "garp_interval", "dataplane", 1, 3600, 60).value_or(60));
+  d.garp_duration_s = static_cast<std::uint32_t>(
+      loader.integer(t, "garp_duration", "dataplane", 0, 86400, 1200).value_or(1200));
+}
+
+// vip[].port names a dataplane port; gateway VIPs need an address of this node of their
+// family on their port, or the kernel has no route through it; directed VIPs live on the
+// first port (heartbeats carry its MAC).
+void place_vips(Loader& loader, const toml::table& root, Config& config) {
+  const toml::array* vips = root.get("vip") != nullptr ? root.get("vip")->as_array() : nullptr;
+  if (vips == nullptr || vips->size() != config.vips.size()) return;  // reported already
+  const std::vector<Port>& ports = config.dataplane.ports;
+  const ClusterNode* self = config.find_node(config.node_id);
+  for (std::size_t i = 0; i < config.vips.size(); ++i) {
+    const toml::table& entry = *(*vips)[i].as_table();
+    const std::string path = "vip[" + std::to_string(i) + "]";
+    Vip& vip = config.vips[i];
+    if (const auto name = loader.string(entry, "port", path, "")) {
+      if (!name->empty()) {
+        const auto it = std::find_if(ports.begin(), ports.end(),
+                                     [&](const Port& p) { return p.name == *name; });
+        if (it != ports.end()) {
+          vip.port = static_cast<std::size_t>(it - ports.begin());
+        } else {
+          std::string known;
+          for (const Port& p : ports) known += (known.empty() ? "" : ", ") + p.name;
+          loader.error(entry.get("port")->source(), path + ".port",
+                       "no port named \"" + *name + "\"" +
+                           (known.empty() ? std::string(" (there is no [dataplane])")
+                                          : " (ports: " + known + ")"));
+        }
+      }
+    }
+    if (vip.l2_mode == L2Mode::kDirected && vip.port != 0) {
+      loader.error(entry.get("port")->source(), path + ".port",
+                   "a directed VIP lives on the first port (heartbeats carry its MAC)");
+    }
+    if (!vip.gateway || vip.port >= ports.size() || self == nullptr) continue;
+    const bool v4 = vip.address.is_v4();
+    bool routed = vip.port == 0 && self->address.is_v4() == v4;
+    for (const Prefix& a : ports[vip.port].addresses) routed = routed || a.address.is_v4() == v4;
+    if (!routed) {
+      loader.error(entry.get("gateway")->source(), path + ".gateway",
+                   "this node has no " + std::string(v4 ? "IPv4" : "IPv6") +
+                       " address on port \"" + ports[vip.port].name + "\" (dataplane.port[" +
+                       std::to_string(vip.port) + "].address): the kernel routes through it");
     }
   }
 }
@@ -810,8 +1006,7 @@ void load_checkers(Loader& loader, const toml::table& root, Config& config) {
         bad = "expected address:port (127.0.0.1:80, [::1]:80), got \"" + *target + "\"";
       } else if (c.kind == CheckerKind::kPing && !IpAddr::parse(*target)) {
         bad = "not an IPv4 or IPv6 address: \"" + *target + "\"";
-      } else if (c.kind == CheckerKind::kInterface &&
-                 (target->size() > 15 || target->find_first_of("/ \t:") != std::string::npos)) {
+      } else if (c.kind == CheckerKind::kInterface && !valid_ifname(*target)) {
         bad = "\"" + *target + "\" is not a valid interface name";
       }
       if (!bad.empty()) loader.error(entry.get("target")->source(), path + ".target", bad);
@@ -927,6 +1122,7 @@ LoadResult parse(std::string_view text, std::string_view source_name) {
   load_vips(loader, root, config);
   load_groups(loader, root, config);
   load_daemon(loader, root, config);
+  place_vips(loader, root, config);
   load_endpoints(loader, root, config);
   load_membership(loader, root, config);
   load_flows(loader, root, config);
@@ -990,6 +1186,12 @@ std::string describe_rule(const Config& config, const Rule& rule) {
   if (rule.key == KeyKind::kClientNet) {
     out += "/" + std::to_string(rule.prefix) + "/" + std::to_string(rule.prefix6);
   }
+  if (!rule.dst.empty()) {
+    out += " dst=";
+    for (std::size_t i = 0; i < rule.dst.size(); ++i) {
+      out += (i == 0 ? "" : ",") + rule.dst[i].to_string();
+    }
+  }
   return out;
 }
 
@@ -1009,7 +1211,8 @@ std::string fingerprint(const Config& config) {
   for (const unsigned id : ids) canon += "node " + std::to_string(id) + "\n";
   for (const Vip& vip : config.vips) {
     canon += "vip " + vip.address.to_string() + " " + vipfarm::to_string(vip.mac) +
-             (vip.l2_mode == L2Mode::kDirected ? " directed" : "") + "\n";
+             (vip.l2_mode == L2Mode::kDirected ? " directed" : "") +
+             (vip.gateway ? " gateway" : "") + "\n";
   }
   for (const Group& group : config.groups) {
     canon += "group " + group.name + " " +
@@ -1056,7 +1259,8 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
        "cluster.node");
   note(lists_differ(a.vips, b.vips,
                     [](const Vip& x, const Vip& y) {
-                      return x.address == y.address && x.mac == y.mac && x.l2_mode == y.l2_mode;
+                      return x.address == y.address && x.mac == y.mac &&
+                             x.l2_mode == y.l2_mode && x.gateway == y.gateway && x.port == y.port;
                     }),
        "vip");
   // Groups: their list and names, then per group (same list) what changed in it.
@@ -1090,7 +1294,15 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   note(weights, "group[].member[].weight");
   note(rules, "group[].rule");
   const Dataplane &da = a.dataplane, &db = b.dataplane;
-  note(da.uplink != db.uplink, "dataplane.uplink");
+  note(lists_differ(da.ports, db.ports,
+                    [](const Port& x, const Port& y) { return x.uplink == y.uplink; }),
+       "dataplane.uplink");
+  note(lists_differ(da.ports, db.ports,
+                    [](const Port& x, const Port& y) {
+                      return x.name == y.name && x.exception == y.exception &&
+                             x.addresses == y.addresses;
+                    }),
+       "dataplane.port");
   note(da.eal_args != db.eal_args, "dataplane.eal_args");
   note(da.workers != db.workers, "dataplane.workers");
   note(da.poll != db.poll, "dataplane.poll");
@@ -1181,7 +1393,9 @@ std::string summary(const Config& config) {
   }
   for (const Vip& vip : config.vips) {
     out << "  vip " << vip.address.to_string() << " mac " << vipfarm::to_string(vip.mac)
-        << (vip.l2_mode == L2Mode::kDirected ? " directed" : "") << "\n";
+        << (vip.l2_mode == L2Mode::kDirected ? " directed" : "") << (vip.gateway ? " gateway" : "");
+    if (config.dataplane.ports.size() > 1) out << " port " << config.dataplane.ports[vip.port].name;
+    out << "\n";
   }
   for (const Group& group : config.groups) {
     out << "  group " << group.name << " (" << kModes[static_cast<std::size_t>(group.mode)] << "):";

@@ -42,6 +42,13 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"vip[].mac", kString, "5A:FE:<IPv4 in hex>; IPv6: 5A:F6:<hash of the address>",
      "unicast MAC, unique", kRestart,
      "Virtual MAC answered for the VIP; never used as a source address."},
+    {"vip[].gateway", kBool, "false", "true, false", kRestart,
+     "A gateway VIP (docs/gateway.md): the clients' router. Every frame sent to its virtual "
+     "MAC is farm traffic whatever its destination; the kernel routes what this node "
+     "accepts. Flood mode only."},
+    {"vip[].port", kString, "the first port", "a dataplane.port name", kRestart,
+     "The port the VIP lives on: where its ARP/ND is answered, its frames taken and its "
+     "announcements sent."},
     {"vip[].l2_mode", kString, "\"flood\"", "flood, directed", kRestart,
      "flood: the switch floods the virtual MAC to every node; directed: each client is "
      "answered one node's own MAC and nodes forward what they do not own (docs/directed.md)."},
@@ -66,17 +73,36 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "Transport protocol."},
     {"group[].rule[].ports", kPorts, "\"*\"", "*, a port, a range a-b, or a list of them",
      kReloadable, "Server (VIP-side) ports: \"80,443,8000-8099\" or [80, \"8000-8099\"]."},
+    {"group[].rule[].dst", kAddressList, "the VIP itself; gateway VIPs: \"*\"",
+     "*, or prefixes of the VIP's family", kReloadable,
+     "Gateway VIPs: the destinations the rule takes: \"10.0.0.0/8, 192.0.2.0/24\" or a list."},
     {"group[].rule[].key", kString, "\"on_addr\"",
-     "on_addr, on_port, on_ipid, five_tuple, client_net", kReloadable,
-     "What is hashed into a bucket (docs/classifier.md §5)."},
+     "on_addr, on_port, on_ipid, five_tuple, client_net, on_dst_addr, on_dst_port, symmetric, "
+     "symmetric_port",
+     kReloadable,
+     "What is hashed into a bucket (docs/classifier.md §5); on_dst_ and symmetric keys keep "
+     "both directions of a gateway's connections on one node."},
     {"group[].rule[].prefix", kInteger, "24", "0-32", kReloadable,
      "client_net: IPv4 prefix length clients are grouped by."},
     {"group[].rule[].prefix6", kInteger, "64", "0-128", kReloadable,
      "client_net: IPv6 prefix length clients are grouped by."},
     {"dataplane", kTable, "required by vipfarmd", "", kRestart, "The DPDK data plane."},
-    {"dataplane.uplink", kString, "required",
+    {"dataplane.uplink", kString, "required without [[dataplane.port]]",
      "a DPDK vdev (net_af_packet0,iface=eth1) or a PCI address", kRestart,
-     "The port that receives the farm's traffic (promiscuous)."},
+     "The port that receives the farm's traffic (promiscuous): the one-port form."},
+    {"dataplane.port", kTableArray, "one port: dataplane.uplink and exception.name",
+     "1-8 entries; not with dataplane.uplink", kRestart,
+     "Uplinks with a TAP each, e.g. a gateway's inside and outside (docs/gateway.md)."},
+    {"dataplane.port[].name", kString, "required", "non-empty, unique", kRestart,
+     "Port name (vip[].port, metrics)."},
+    {"dataplane.port[].uplink", kString, "required", "a DPDK vdev or a PCI address, unique",
+     kRestart, "The port's device (promiscuous)."},
+    {"dataplane.port[].exception", kString, "\"vipfarm<index>\"",
+     "a Linux interface name (1-15 characters), unique", kRestart,
+     "The port's TAP interface: its VIPs and addresses live there."},
+    {"dataplane.port[].address", kAddressList, "none (the first port: cluster.node address)",
+     "address/prefix, e.g. \"192.0.2.11/24\"", kRestart,
+     "This node's own addresses on the port's network (the kernel routes through them)."},
     {"dataplane.eal_args", kStringList, "[]", "", kRestart,
      "Extra EAL arguments, e.g. [\"--no-huge\", \"-m\", \"256\", \"--file-prefix=node1\"]."},
     {"dataplane.workers", kInteger, "1", "1-64", kRestart,
@@ -90,7 +116,9 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "How long after start or an ownership change the periodic announcements go on."},
     {"exception", kTable, "defaults", "", kRestart, "The TAP interface into the kernel."},
     {"exception.name", kString, "\"vipfarm0\"", "a Linux interface name (1-15 characters)",
-     kRestart, "The TAP interface the application sees; it gets the node and VIP addresses."},
+     kRestart,
+     "The TAP interface the application sees; it gets the node and VIP addresses (one-port "
+     "form; with [[dataplane.port]], dataplane.port[].exception)."},
     {"exception.prefix", kInteger, "24", "0-32", kRestart,
      "Prefix length of the node's own IPv4 address on the TAP."},
     {"exception.prefix6", kInteger, "64", "0-128", kRestart,
@@ -202,6 +230,8 @@ std::string_view type_name(ValueType type) {
       return "string, integer or array";
     case kBool:
       return "boolean";
+    case kAddressList:
+      return "string or array of strings";
   }
   return "";
 }

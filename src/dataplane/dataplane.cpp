@@ -28,11 +28,12 @@ constexpr unsigned kMbufCache = 256;
 constexpr unsigned kMbufHeadroom = 8192;
 
 // Every place an mbuf can wait at once, so that a full exception ring (the kernel behind)
-// never starves the uplink's receive path of buffers: each port queue's descriptors, both
-// rings, and each lcore's mempool cache (which may hold 1.5 times its size).
-unsigned mbuf_count(std::uint32_t workers, std::uint32_t ring_size) {
+// never starves an uplink's receive path of buffers: each port queue's descriptors, both
+// rings of each port, and each lcore's mempool cache (which may hold 1.5 times its size).
+unsigned mbuf_count(std::uint32_t workers, std::uint32_t ring_size, std::size_t ports) {
   const unsigned per_queue = kRxDescriptors + kTxDescriptors;
-  return (workers + 1) * per_queue + 2 * ring_size + (workers + 1) * (kMbufCache * 3 / 2) +
+  const auto p = static_cast<unsigned>(ports);
+  return p * ((workers + 1) * per_queue + 2 * ring_size) + (workers + 1) * (kMbufCache * 3 / 2) +
          kMbufHeadroom;
 }
 // Adaptive polling: after kIdlePollsBeforeSleep empty polls, short sleeps; after
@@ -61,20 +62,29 @@ std::string port_error(const std::string& what, int rc) { return what + ": " + r
 struct Dataplane::Impl {
   config::Config config;
   rte_mempool* pool = nullptr;
-  rte_ring* to_kernel = nullptr;  // workers → exception lcore (MP/SC)
-  // Exception lcore → worker 0, which sends it on its own TX queue: the uplink then needs
-  // exactly one queue pair per worker (with af_packet, an unpolled extra RX queue would
-  // swallow its share of the traffic).
-  rte_ring* to_uplink = nullptr;
+  // One uplink and its exception port (the TAP; net_null in pipeline benchmarks) per
+  // [[dataplane.port]]. What the kernel sends through a port's TAP leaves by its uplink.
+  struct Port {
+    std::string name;
+    std::uint16_t uplink = 0;
+    std::uint16_t tap = 0;
+    rte_ring* to_kernel = nullptr;  // workers → exception lcore (MP/SC)
+    // Exception lcore → worker 0, which sends it on its own TX queue: the uplink then needs
+    // exactly one queue pair per worker (with af_packet, an unpolled extra RX queue would
+    // swallow its share of the traffic).
+    rte_ring* to_uplink = nullptr;
+    MacAddr mac{};  // the uplink's: the Ethernet source of everything sent on it
+    std::uint64_t own48 = 0;
+  };
+  std::vector<Port> ports;
   rte_rcu_qsbr* qsbr = nullptr;
-  std::uint16_t uplink = 0;
-  std::uint16_t tap = 0;  // the exception port: the TAP (net_null in pipeline benchmarks)
   std::uint32_t workers = 1;
   std::uint32_t burst = 32;
   bool adaptive = false;
   std::vector<packet::VipMac> vips;        // by VIP index: what ARP/ND answers carry
-  std::vector<packet::VipMac> flood_vips;  // announced, and rewritten in the kernel's ARP/ND
   std::vector<std::uint8_t> vip_directed;  // by VIP index (docs/directed.md)
+  // Per port: the flood VIPs living there, announced and rewritten in its kernel's ARP/ND.
+  std::vector<std::vector<packet::VipMac>> flood_vips;
   // Directed VIPs: the IPv4 requesters each worker saw ask for a VIP, so that their ARP
   // owner can tell them its MAC after a view change. One writer (the worker) per table; the
   // main lcore reads under the entry's sequence number (odd while written).
@@ -84,17 +94,17 @@ struct Dataplane::Impl {
     std::atomic<std::uint64_t> mac_vip{0};    // MAC in the low 48 bits, VIP index above
   };
   std::vector<IpAddr> directed_v6;  // directed IPv6 VIPs: the kernel's NS from them rewritten
-  IpAddr link_local;                // this node's, on the TAP (vipfarmd adds it)
+  IpAddr link_local;                // this node's, on the first port's TAP (vipfarmd adds it)
   static constexpr std::size_t kRequesters = 1024;  // per worker, by a hash of the address
   std::vector<std::unique_ptr<std::array<Requester, kRequesters>>> requesters;
   void remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept;
-  bool directed_answer(const Snapshot& snap, const packet::Result& r, const rte_mbuf* m,
-                       bool leased, std::uint16_t queue, MacAddr& answer) noexcept;
-  bool forward(const Snapshot& snap, const packet::Result& r, rte_mbuf* m, bool syn,
-               LcoreCounters& c, rte_mbuf** out, unsigned& n, unsigned capacity) noexcept;
-  std::uint64_t self_bit = 0;  // this node's bit (id-1)
-  MacAddr mac{};               // the uplink's: the Ethernet source of everything this node sends
-  std::uint64_t own48 = 0;
+  bool directed_answer(const Port& port, const Snapshot& snap, const packet::Result& r,
+                       const rte_mbuf* m, bool leased, std::uint16_t queue,
+                       MacAddr& answer) noexcept;
+  bool forward(const Port& port, const Snapshot& snap, const packet::Result& r, rte_mbuf* m,
+               bool syn, LcoreCounters& c, rte_mbuf** out, unsigned& n,
+               unsigned capacity) noexcept;
+  std::uint64_t self_bit = 0;               // this node's bit (id-1)
   std::vector<std::uint64_t> virtual_macs;  // 48-bit values, for one compare each
 
   bool is_virtual_mac(std::uint64_t mac48) const noexcept {
@@ -121,10 +131,27 @@ struct Dataplane::Impl {
   };
   std::vector<WorkerArgs> worker_args;
 
+  // One worker's burst buffers (on its stack) and per-worker state between bursts.
+  struct Burst {
+    std::array<rte_mbuf*, packet::Classifier::kMaxBurst> rx;
+    std::array<std::span<const std::byte>, packet::Classifier::kMaxBurst> frames;
+    std::array<packet::Result, packet::Classifier::kMaxBurst> results;
+    std::array<rte_mbuf*, packet::Classifier::kMaxBurst> kernel, drop;
+    // Replies and forwarded frames; room for copies to a handoff's several targets.
+    std::array<rte_mbuf*, 4 * packet::Classifier::kMaxBurst> reply;
+    std::array<flow::FlowTuple, packet::Classifier::kMaxBurst> tuples;
+    std::array<std::uint64_t, packet::Classifier::kMaxBurst> hashes;
+    flow::FlowTable* table;
+    unsigned bursts = 0;
+  };
+
   static int worker_main(void* arg);
   void worker(std::uint16_t queue) noexcept;
-  void drain_to_uplink(LcoreCounters& c) noexcept;
-  void exception_poll(LcoreCounters& c) noexcept;
+  // One burst from port `p`'s queue `queue`: classified and acted on. Returns its size.
+  std::uint16_t poll_port(std::size_t p, std::uint16_t queue, const Snapshot* snap, Burst& b,
+                          LcoreCounters& c) noexcept;
+  void drain_to_uplink(std::size_t p, LcoreCounters& c) noexcept;
+  void exception_poll(std::size_t p, LcoreCounters& c) noexcept;
 };
 
 // An untagged ARP request's or neighbour solicitation's sender (a tagged one is answered
@@ -164,16 +191,16 @@ void Dataplane::Impl::remember(std::uint16_t queue, std::uint16_t vip, const rte
 // sets `answer` to the MAC it gets: this node's when it is the requester's ARP owner (it
 // owns the requester's bucket); for a unicast request (a cache refresh, which reaches this
 // node only) the ARP owner's. False: another node answers, this one stays silent.
-bool Dataplane::Impl::directed_answer(const Snapshot& snap, const packet::Result& r,
-                                      const rte_mbuf* m, bool leased, std::uint16_t queue,
-                                      MacAddr& answer) noexcept {
+bool Dataplane::Impl::directed_answer(const Port& port, const Snapshot& snap,
+                                      const packet::Result& r, const rte_mbuf* m, bool leased,
+                                      std::uint16_t queue, MacAddr& answer) noexcept {
   remember(queue, r.vip, m);
   if (!leased) return false;
   if (snap.ownership.owns(r.group, r.bucket)) {
-    answer = mac;
+    answer = port.mac;
     return true;
   }
-  if (snap.owners.empty() || mac48(rte_pktmbuf_mtod(m, const std::uint8_t*)) != own48) {
+  if (snap.owners.empty() || mac48(rte_pktmbuf_mtod(m, const std::uint8_t*)) != port.own48) {
     return false;
   }
   const NodeId owner = snap.owners[std::size_t{r.group} * snap.classifier.buckets() + r.bucket];
@@ -188,8 +215,8 @@ bool Dataplane::Impl::directed_answer(const Snapshot& snap, const packet::Result
 // and, during a handoff, the peers still releasing the bucket (a copy each; a SYN to the
 // owner alone). Never a frame another node forwarded already. False: nothing was sent and
 // the caller drops `m`.
-bool Dataplane::Impl::forward(const Snapshot& snap, const packet::Result& r, rte_mbuf* m, bool syn,
-                              LcoreCounters& c, rte_mbuf** out, unsigned& n,
+bool Dataplane::Impl::forward(const Port& port, const Snapshot& snap, const packet::Result& r,
+                              rte_mbuf* m, bool syn, LcoreCounters& c, rte_mbuf** out, unsigned& n,
                               unsigned capacity) noexcept {
   auto* eth = rte_pktmbuf_mtod(m, std::uint8_t*);
   const std::uint64_t src48 = mac48(eth + 6);
@@ -218,7 +245,7 @@ bool Dataplane::Impl::forward(const Snapshot& snap, const packet::Result& r, rte
     if (targets == 0) ++c.forward_no_mac;  // no owner at all
     return false;
   }
-  std::memcpy(eth + 6, mac.data(), 6);
+  std::memcpy(eth + 6, port.mac.data(), 6);
   for (unsigned k = 0; k < count && n < capacity; ++k) {
     // The last target gets the frame itself, the others copies.
     rte_mbuf* f = k + 1 == count ? m : rte_pktmbuf_copy(m, pool, 0, UINT32_MAX);
@@ -247,239 +274,252 @@ void Dataplane::Impl::worker(std::uint16_t queue) noexcept {
   const unsigned thread_id = queue;
   rte_rcu_qsbr_thread_register(qsbr, thread_id);
   rte_rcu_qsbr_thread_online(qsbr, thread_id);
-  std::array<rte_mbuf*, packet::Classifier::kMaxBurst> rx;
-  std::array<std::span<const std::byte>, packet::Classifier::kMaxBurst> frames;
-  std::array<packet::Result, packet::Classifier::kMaxBurst> results;
-  std::array<rte_mbuf*, packet::Classifier::kMaxBurst> kernel, drop;
-  // Replies and forwarded frames; room for copies to a handoff's several targets.
-  std::array<rte_mbuf*, 4 * packet::Classifier::kMaxBurst> reply;
-  std::array<flow::FlowTuple, packet::Classifier::kMaxBurst> tuples;
-  std::array<std::uint64_t, packet::Classifier::kMaxBurst> hashes;
-  flow::FlowTable* table = flows.empty() ? nullptr : flows[queue].get();
-  // A snapshot with other flow timeouts (a reload) reaches this lcore's table here.
-  auto follow = [table](const Snapshot* s) noexcept {
-    if (table != nullptr && !(s->timeouts == table->timeouts())) table->set_timeouts(s->timeouts);
-  };
-  unsigned idle = 0, bursts = 0;
+  Burst b;
+  b.table = flows.empty() ? nullptr : flows[queue].get();
+  unsigned idle = 0;
   while (!stop->load(std::memory_order_relaxed)) {
-    if (queue == 0) drain_to_uplink(c);
-    const std::uint16_t n =
-        rte_eth_rx_burst(uplink, queue, rx.data(), static_cast<std::uint16_t>(burst));
-    if (n == 0) {
-      // Idle: the next burst will use the current snapshot, so this lcore runs its
-      // generation already (what "applied everywhere" waits for).
-      const Snapshot* now = current.load(std::memory_order_acquire);
-      c.generation = now->generation;
-      follow(now);
-      rte_rcu_qsbr_quiescent(qsbr, thread_id);
-      if (table != nullptr && idle % 16 == 0) {
-        table->sweep(static_cast<std::uint32_t>(rte_rdtsc() / cycles_per_ms), 64);
-      }
-      if (adaptive) idle_backoff(idle);
-      continue;
-    }
-    idle = 0;
     const Snapshot* snap = current.load(std::memory_order_acquire);
     c.generation = snap->generation;
-    follow(snap);
-    for (std::uint16_t i = 0; i < n; ++i) {
-      // Only the first segment is classified: headers of interest live in it (af_packet
-      // and NIC ports deliver single-segment frames up to the mbuf size).
-      frames[i] = {rte_pktmbuf_mtod(rx[i], const std::byte*), rte_pktmbuf_data_len(rx[i])};
-      c.rx_bytes += rte_pktmbuf_pkt_len(rx[i]);
-      if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 4], void*));
+    // A snapshot with other flow timeouts (a reload) reaches this lcore's table here.
+    if (b.table != nullptr && !(snap->timeouts == b.table->timeouts())) {
+      b.table->set_timeouts(snap->timeouts);
     }
-    c.rx_packets += n;
-    const bool track = table != nullptr && snap->track;
-    snap->classifier.classify_burst(frames.data(), n, results.data(),
-                                    track ? tuples.data() : nullptr);
-    if (!snap->owners.empty()) {
-      // Directed VIPs: only frames sent to this node's own MAC are its to judge; a copy
-      // of another node's (a switch flooding unknown unicast) is not, and is dropped as
-      // foreign unicast.
-      for (std::uint16_t i = 0; i < n; ++i) {
-        packet::Result& r = results[i];
-        if ((r.verdict == packet::Verdict::kFarm || r.verdict == packet::Verdict::kNoRule) &&
-            vip_directed[r.vip] != 0 &&
-            mac48(rte_pktmbuf_mtod(rx[i], const std::uint8_t*)) != own48) {
-          r.verdict = packet::Verdict::kPass;
-        }
-      }
+    unsigned received = 0;
+    for (std::size_t p = 0; p < ports.size(); ++p) {
+      if (queue == 0) drain_to_uplink(p, c);
+      received += poll_port(p, queue, snap, b, c);
     }
-    const std::uint64_t tsc = rte_rdtsc();
-    const bool leased = tsc < lease_until.load(std::memory_order_relaxed);
-    const auto now_ms = static_cast<std::uint32_t>(tsc / cycles_per_ms);
-    // The handoff sets exist (flows tracked); releasing_any: some bucket is being released.
-    const bool handing = track && !snap->taking.empty();
-    const bool releasing_any = handing && snap->releasing_any;
-    if (track) {
-      // Flow lookups of the burst: hash and prefetch them all, then decide packet by packet.
-      for (std::uint16_t i = 0; i < n; ++i) {
-        const packet::Result& r = results[i];
-        if (r.verdict == packet::Verdict::kFarm &&
-            (releasing_any || snap->ownership.owns(r.group, r.bucket))) {
-          hashes[i] = flow::hash_tuple(tuples[i]);
-          table->prefetch(hashes[i]);
-        }
-      }
-      if (++bursts % 64 == 0) table->sweep(now_ms, 4);
-    }
-    unsigned nk = 0, nr = 0, nd = 0;
-    for (std::uint16_t i = 0; i < n; ++i) {
-      packet::Result& r = results[i];
-      if (leased && track && r.verdict == packet::Verdict::kFarm) {
-        const bool mine = snap->ownership.owns(r.group, r.bucket);
-        if (mine || releasing_any) {
-          // Releasing: every packet of a flow this node tracks, whatever bucket today's rules
-          // give it (a reload may change them); untracked UDP only in the buckets given up.
-          const flow::BucketMode mode =
-              !mine ? (snap->releasing.owns(r.group, r.bucket) ? flow::BucketMode::kReleasing
-                                                               : flow::BucketMode::kTrackedOnly)
-              : handing && snap->taking.owns(r.group, r.bucket) ? flow::BucketMode::kTaking
-                                                                : flow::BucketMode::kOwned;
-          r.verdict =
-              flow::admit(*table, tuples[i], hashes[i], mode, r.group, r.bucket, now_ms, c.handoff)
-                  ? packet::Verdict::kAccept
-                  : packet::Verdict::kNotOwner;
-        } else {
-          r.verdict = packet::Verdict::kNotOwner;
-        }
-      } else if (leased) [[likely]] {
-        snap->ownership.apply(r);
-      } else if (r.verdict == packet::Verdict::kFarm) {
-        r.verdict = packet::Verdict::kNotOwner;  // a stale ownership is never served
-        ++c.lease_expired;
-      }
-      ++c.verdicts[static_cast<std::size_t>(r.verdict)];
-      rte_mbuf* m = rx[i];
-      switch (r.verdict) {
-        case packet::Verdict::kPass: {
-          // Host traffic: broadcast, multicast and this node's MAC as they are; frames to a
-          // virtual MAC (ARP/ND answers to the kernel's own requests from a VIP) readdressed
-          // to the TAP; unicast for other hosts, flooded by the switch, dropped here.
-          auto* dst = rte_pktmbuf_mtod(m, std::uint8_t*);
-          const std::uint64_t d48 = mac48(dst);
-          if ((dst[0] & 1) != 0 || d48 == own48) {
-            kernel[nk++] = m;
-          } else if (is_virtual_mac(d48)) {
-            std::memcpy(dst, mac.data(), 6);
-            kernel[nk++] = m;
-          } else {
-            ++c.foreign_unicast;
-            drop[nd++] = m;
-          }
-          break;
-        }
-        case packet::Verdict::kAccept:
-          // Sent to the virtual MAC; the kernel only takes frames for the TAP's own MAC.
-          std::memcpy(rte_pktmbuf_mtod(m, void*), mac.data(), 6);
-          kernel[nk++] = m;
-          break;
-        case packet::Verdict::kNoRule:
-          if (snap->unmatched == config::Unmatched::kPass) {
-            kernel[nk++] = m;
-          } else {
-            drop[nd++] = m;
-          }
-          break;
-        case packet::Verdict::kArpVip: {
-          MacAddr answer = vips[r.vip].mac;
-          if (r.directed && !directed_answer(*snap, r, m, leased, queue, answer)) {
-            ++c.directed_silent;
-            drop[nd++] = m;
-            break;
-          }
-          if (packet::make_arp_reply({rte_pktmbuf_mtod(m, std::byte*), rte_pktmbuf_data_len(m)},
-                                     mac, answer)) {
-            ++c.arp_replies;
-            reply[nr++] = m;
-          } else {
-            ++c.reply_failures;
-            drop[nd++] = m;
-          }
-          break;
-        }
-        case packet::Verdict::kNdVip: {
-          MacAddr answer = vips[r.vip].mac;
-          if (r.directed && !directed_answer(*snap, r, m, leased, queue, answer)) {
-            ++c.directed_silent;
-            drop[nd++] = m;
-            break;
-          }
-          const std::size_t capacity = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
-          const std::size_t len =
-              m->nb_segs == 1 ? packet::make_na_reply({rte_pktmbuf_mtod(m, std::byte*), capacity},
-                                                      rte_pktmbuf_data_len(m), mac, answer)
-                              : 0;
-          if (len != 0) {
-            m->data_len = static_cast<std::uint16_t>(len);
-            m->pkt_len = static_cast<std::uint32_t>(len);
-            ++c.nd_replies;
-            reply[nr++] = m;
-          } else {
-            ++c.reply_failures;
-            drop[nd++] = m;
-          }
-          break;
-        }
-        case packet::Verdict::kMalformed:
-          ++c.malformed[static_cast<std::size_t>(r.reason)];
-          drop[nd++] = m;
-          break;
-        default: {  // kNotOwner (kFarm never survives apply())
-          const bool syn = track && tuples[i].proto == 6 && (tuples[i].tcp_flags & 0x12) == 0x02;
-          if (!snap->owners.empty() && vip_directed[r.vip] != 0 &&
-              forward(*snap, r, m, syn, c, reply.data(), nr, reply.size())) {
-            break;
-          }
-          drop[nd++] = m;
-          break;
-        }
-      }
-    }
-    if (nk != 0) {
-      const unsigned queued =
-          rte_ring_enqueue_burst(to_kernel, reinterpret_cast<void**>(kernel.data()), nk, nullptr);
-      c.exception_enqueued += queued;
-      if (queued < nk) {
-        c.exception_ring_full += nk - queued;
-        rte_pktmbuf_free_bulk(kernel.data() + queued, nk - queued);
-      }
-    }
-    if (nr != 0) {
-      const std::uint16_t sent =
-          rte_eth_tx_burst(uplink, queue, reply.data(), static_cast<std::uint16_t>(nr));
-      if (sent < nr) {
-        c.uplink_tx_drops += nr - sent;
-        rte_pktmbuf_free_bulk(reply.data() + sent, nr - sent);
-      }
-    }
-    if (nd != 0) rte_pktmbuf_free_bulk(drop.data(), nd);
+    // Quiescent: this lcore holds no pointer into `snap` past here. When every port was
+    // idle, the next burst will use the current snapshot, so the generation exported above
+    // is what "applied everywhere" waits for.
     rte_rcu_qsbr_quiescent(qsbr, thread_id);
+    if (received != 0) {
+      idle = 0;
+      continue;
+    }
+    if (b.table != nullptr && idle % 16 == 0) {
+      b.table->sweep(static_cast<std::uint32_t>(rte_rdtsc() / cycles_per_ms), 64);
+    }
+    if (adaptive) idle_backoff(idle);
   }
   rte_rcu_qsbr_thread_offline(qsbr, thread_id);
   rte_rcu_qsbr_thread_unregister(qsbr, thread_id);
 }
 
-void Dataplane::Impl::drain_to_uplink(LcoreCounters& c) noexcept {
+std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, const Snapshot* snap,
+                                         Burst& b, LcoreCounters& c) noexcept {
+  const Port& port = ports[p];
+  auto& rx = b.rx;
+  auto& results = b.results;
+  flow::FlowTable* table = b.table;
+  const std::uint16_t n =
+      rte_eth_rx_burst(port.uplink, queue, rx.data(), static_cast<std::uint16_t>(burst));
+  if (n == 0) return 0;
+  for (std::uint16_t i = 0; i < n; ++i) {
+    // Only the first segment is classified: headers of interest live in it (af_packet
+    // and NIC ports deliver single-segment frames up to the mbuf size).
+    b.frames[i] = {rte_pktmbuf_mtod(rx[i], const std::byte*), rte_pktmbuf_data_len(rx[i])};
+    c.rx_bytes += rte_pktmbuf_pkt_len(rx[i]);
+    if (i + 4 < n) rte_prefetch0(rte_pktmbuf_mtod(rx[i + 4], void*));
+  }
+  c.rx_packets += n;
+  c.port_rx[p] += n;
+  const bool track = table != nullptr && snap->track;
+  snap->classifier.classify_burst(b.frames.data(), n, results.data(),
+                                  track ? b.tuples.data() : nullptr, p);
+  if (!snap->owners.empty()) {
+    // Directed VIPs: only frames sent to this node's own MAC are its to judge; a copy
+    // of another node's (a switch flooding unknown unicast) is not, and is dropped as
+    // foreign unicast.
+    for (std::uint16_t i = 0; i < n; ++i) {
+      packet::Result& r = results[i];
+      if ((r.verdict == packet::Verdict::kFarm || r.verdict == packet::Verdict::kNoRule) &&
+          vip_directed[r.vip] != 0 &&
+          mac48(rte_pktmbuf_mtod(rx[i], const std::uint8_t*)) != port.own48) {
+        r.verdict = packet::Verdict::kPass;
+      }
+    }
+  }
+  const std::uint64_t tsc = rte_rdtsc();
+  const bool leased = tsc < lease_until.load(std::memory_order_relaxed);
+  const auto now_ms = static_cast<std::uint32_t>(tsc / cycles_per_ms);
+  // The handoff sets exist (flows tracked); releasing_any: some bucket is being released.
+  const bool handing = track && !snap->taking.empty();
+  const bool releasing_any = handing && snap->releasing_any;
+  if (track) {
+    // Flow lookups of the burst: hash and prefetch them all, then decide packet by packet.
+    for (std::uint16_t i = 0; i < n; ++i) {
+      const packet::Result& r = results[i];
+      if (r.verdict == packet::Verdict::kFarm &&
+          (releasing_any || snap->ownership.owns(r.group, r.bucket))) {
+        b.hashes[i] = flow::hash_tuple(b.tuples[i]);
+        table->prefetch(b.hashes[i]);
+      }
+    }
+    if (++b.bursts % 64 == 0) table->sweep(now_ms, 4);
+  }
+  auto& kernel = b.kernel;
+  auto& reply = b.reply;
+  auto& drop = b.drop;
+  unsigned nk = 0, nr = 0, nd = 0;
+  for (std::uint16_t i = 0; i < n; ++i) {
+    packet::Result& r = results[i];
+    if (leased && track && r.verdict == packet::Verdict::kFarm) {
+      const bool mine = snap->ownership.owns(r.group, r.bucket);
+      if (mine || releasing_any) {
+        // Releasing: every packet of a flow this node tracks, whatever bucket today's rules
+        // give it (a reload may change them); untracked UDP only in the buckets given up.
+        const flow::BucketMode mode =
+            !mine ? (snap->releasing.owns(r.group, r.bucket) ? flow::BucketMode::kReleasing
+                                                             : flow::BucketMode::kTrackedOnly)
+            : handing && snap->taking.owns(r.group, r.bucket) ? flow::BucketMode::kTaking
+                                                              : flow::BucketMode::kOwned;
+        r.verdict = flow::admit(*table, b.tuples[i], b.hashes[i], mode, r.group, r.bucket, now_ms,
+                                c.handoff)
+                        ? packet::Verdict::kAccept
+                        : packet::Verdict::kNotOwner;
+      } else {
+        r.verdict = packet::Verdict::kNotOwner;
+      }
+    } else if (leased) [[likely]] {
+      snap->ownership.apply(r);
+    } else if (r.verdict == packet::Verdict::kFarm) {
+      r.verdict = packet::Verdict::kNotOwner;  // a stale ownership is never served
+      ++c.lease_expired;
+    }
+    ++c.verdicts[static_cast<std::size_t>(r.verdict)];
+    rte_mbuf* m = rx[i];
+    switch (r.verdict) {
+      case packet::Verdict::kPass: {
+        // Host traffic: broadcast, multicast and this port's MAC as they are; frames to a
+        // virtual MAC (ARP/ND answers to the kernel's own requests from a VIP) readdressed
+        // to the TAP; unicast for other hosts, flooded by the switch, dropped here.
+        auto* dst = rte_pktmbuf_mtod(m, std::uint8_t*);
+        const std::uint64_t d48 = mac48(dst);
+        if ((dst[0] & 1) != 0 || d48 == port.own48) {
+          kernel[nk++] = m;
+        } else if (is_virtual_mac(d48)) {
+          std::memcpy(dst, port.mac.data(), 6);
+          kernel[nk++] = m;
+        } else {
+          ++c.foreign_unicast;
+          drop[nd++] = m;
+        }
+        break;
+      }
+      case packet::Verdict::kAccept:
+        // Sent to the virtual MAC; the kernel only takes frames for the TAP's own MAC.
+        std::memcpy(rte_pktmbuf_mtod(m, void*), port.mac.data(), 6);
+        kernel[nk++] = m;
+        break;
+      case packet::Verdict::kNoRule:
+        if (snap->unmatched == config::Unmatched::kPass) {
+          kernel[nk++] = m;
+        } else {
+          drop[nd++] = m;
+        }
+        break;
+      case packet::Verdict::kArpVip: {
+        MacAddr answer = vips[r.vip].mac;
+        if (r.directed && !directed_answer(port, *snap, r, m, leased, queue, answer)) {
+          ++c.directed_silent;
+          drop[nd++] = m;
+          break;
+        }
+        if (packet::make_arp_reply({rte_pktmbuf_mtod(m, std::byte*), rte_pktmbuf_data_len(m)},
+                                   port.mac, answer)) {
+          ++c.arp_replies;
+          reply[nr++] = m;
+        } else {
+          ++c.reply_failures;
+          drop[nd++] = m;
+        }
+        break;
+      }
+      case packet::Verdict::kNdVip: {
+        MacAddr answer = vips[r.vip].mac;
+        if (r.directed && !directed_answer(port, *snap, r, m, leased, queue, answer)) {
+          ++c.directed_silent;
+          drop[nd++] = m;
+          break;
+        }
+        const std::size_t capacity = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
+        const std::size_t len =
+            m->nb_segs == 1 ? packet::make_na_reply({rte_pktmbuf_mtod(m, std::byte*), capacity},
+                                                    rte_pktmbuf_data_len(m), port.mac, answer)
+                            : 0;
+        if (len != 0) {
+          m->data_len = static_cast<std::uint16_t>(len);
+          m->pkt_len = static_cast<std::uint32_t>(len);
+          ++c.nd_replies;
+          reply[nr++] = m;
+        } else {
+          ++c.reply_failures;
+          drop[nd++] = m;
+        }
+        break;
+      }
+      case packet::Verdict::kMalformed:
+        ++c.malformed[static_cast<std::size_t>(r.reason)];
+        drop[nd++] = m;
+        break;
+      default: {  // kNotOwner (kFarm never survives apply())
+        const bool syn =
+            track && b.tuples[i].proto == 6 && (b.tuples[i].tcp_flags & 0x12) == 0x02;
+        if (!snap->owners.empty() && vip_directed[r.vip] != 0 &&
+            forward(port, *snap, r, m, syn, c, reply.data(), nr, reply.size())) {
+          break;
+        }
+        drop[nd++] = m;
+        break;
+      }
+    }
+  }
+  if (nk != 0) {
+    const unsigned queued = rte_ring_enqueue_burst(
+        port.to_kernel, reinterpret_cast<void**>(kernel.data()), nk, nullptr);
+    c.exception_enqueued += queued;
+    if (queued < nk) {
+      c.exception_ring_full += nk - queued;
+      rte_pktmbuf_free_bulk(kernel.data() + queued, nk - queued);
+    }
+  }
+  if (nr != 0) {
+    const std::uint16_t sent =
+        rte_eth_tx_burst(port.uplink, queue, reply.data(), static_cast<std::uint16_t>(nr));
+    c.port_tx[p] += sent;
+    if (sent < nr) {
+      c.uplink_tx_drops += nr - sent;
+      rte_pktmbuf_free_bulk(reply.data() + sent, nr - sent);
+    }
+  }
+  if (nd != 0) rte_pktmbuf_free_bulk(drop.data(), nd);
+  return n;
+}
+
+void Dataplane::Impl::drain_to_uplink(std::size_t p, LcoreCounters& c) noexcept {
+  const Port& port = ports[p];
   std::array<rte_mbuf*, kExceptionBurst> out;
-  const unsigned n = rte_ring_sc_dequeue_burst(to_uplink, reinterpret_cast<void**>(out.data()),
-                                               kExceptionBurst, nullptr);
+  const unsigned n = rte_ring_sc_dequeue_burst(
+      port.to_uplink, reinterpret_cast<void**>(out.data()), kExceptionBurst, nullptr);
   if (n == 0) return;
-  const std::uint16_t sent = rte_eth_tx_burst(uplink, 0, out.data(), static_cast<std::uint16_t>(n));
+  const std::uint16_t sent =
+      rte_eth_tx_burst(port.uplink, 0, out.data(), static_cast<std::uint16_t>(n));
   c.uplink_tx_from_kernel += sent;
+  c.port_tx[p] += sent;
   if (sent < n) {
     c.uplink_tx_drops += n - sent;
     rte_pktmbuf_free_bulk(out.data() + sent, n - sent);
   }
 }
 
-// One pass of the exception path: accepted and host traffic into the kernel, and what the
-// kernel sends handed to worker 0 for the uplink.
-void Dataplane::Impl::exception_poll(LcoreCounters& c) noexcept {
+// One pass of the exception path of port `p`: accepted and host traffic into the kernel,
+// and what the kernel sends handed to worker 0 for the uplink.
+void Dataplane::Impl::exception_poll(std::size_t p, LcoreCounters& c) noexcept {
+  const Port& port = ports[p];
   std::array<rte_mbuf*, kExceptionBurst> burst_buf;
-  const unsigned n = rte_ring_dequeue_burst(to_kernel, reinterpret_cast<void**>(burst_buf.data()),
-                                            kExceptionBurst, nullptr);
+  const unsigned n = rte_ring_dequeue_burst(
+      port.to_kernel, reinterpret_cast<void**>(burst_buf.data()), kExceptionBurst, nullptr);
   if (n != 0) {
     // The workers filled these on another core: start every header's and then every
     // frame's cache misses now, rather than one by one inside the port's TX (the TAP's
@@ -491,26 +531,26 @@ void Dataplane::Impl::exception_poll(LcoreCounters& c) noexcept {
       for (unsigned at = 0; at < len; at += RTE_CACHE_LINE_SIZE) rte_prefetch1(data + at);
     }
     const std::uint16_t sent =
-        rte_eth_tx_burst(tap, 0, burst_buf.data(), static_cast<std::uint16_t>(n));
+        rte_eth_tx_burst(port.tap, 0, burst_buf.data(), static_cast<std::uint16_t>(n));
     c.exception_tx += sent;
     if (sent < n) {
       c.exception_tx_drops += n - sent;
       rte_pktmbuf_free_bulk(burst_buf.data() + sent, n - sent);
     }
   }
-  const std::uint16_t m = rte_eth_rx_burst(tap, 0, burst_buf.data(), kExceptionBurst);
+  const std::uint16_t m = rte_eth_rx_burst(port.tap, 0, burst_buf.data(), kExceptionBurst);
   if (m != 0) {
     c.exception_rx += m;
     for (std::uint16_t i = 0; i < m; ++i) {
       rte_mbuf* f = burst_buf[i];
       const std::span<std::byte> frame{rte_pktmbuf_mtod(f, std::byte*), rte_pktmbuf_data_len(f)};
-      if (packet::rewrite_outgoing(frame, flood_vips) ||
-          packet::rewrite_directed_ns(frame, directed_v6, link_local)) {
+      if (packet::rewrite_outgoing(frame, flood_vips[p]) ||
+          (p == 0 && packet::rewrite_directed_ns(frame, directed_v6, link_local))) {
         ++c.kernel_rewrites;
       }
     }
     const unsigned queued = rte_ring_sp_enqueue_burst(
-        to_uplink, reinterpret_cast<void**>(burst_buf.data()), m, nullptr);
+        port.to_uplink, reinterpret_cast<void**>(burst_buf.data()), m, nullptr);
     if (queued < m) {
       c.to_uplink_ring_full += m - queued;
       rte_pktmbuf_free_bulk(burst_buf.data() + queued, m - queued);
@@ -525,14 +565,16 @@ Dataplane::~Dataplane() { shutdown(); }
 void Dataplane::shutdown() {
   if (impl_->eal_up) {
     impl_->eal_up = false;
-    rte_eth_dev_stop(impl_->uplink);
-    rte_eth_dev_stop(impl_->tap);
-    rte_eth_dev_close(impl_->tap);  // removes the TAP interface from the kernel
-    rte_eth_dev_close(impl_->uplink);
+    for (Impl::Port& port : impl_->ports) {
+      rte_eth_dev_stop(port.uplink);
+      rte_eth_dev_stop(port.tap);
+      rte_eth_dev_close(port.tap);  // removes the TAP interface from the kernel
+      rte_eth_dev_close(port.uplink);
+      rte_ring_free(port.to_kernel);
+      rte_ring_free(port.to_uplink);
+    }
     delete impl_->current.exchange(nullptr);
     rte_free(impl_->qsbr);
-    rte_ring_free(impl_->to_kernel);
-    rte_ring_free(impl_->to_uplink);
     rte_mempool_free(impl_->pool);
     rte_eal_cleanup();
   }
@@ -571,13 +613,16 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   d.workers = config.dataplane.workers;
   d.burst = config.dataplane.burst;
   d.adaptive = config.dataplane.poll == config::Poll::kAdaptive;
+  const std::vector<config::Port>& ports = config.dataplane.ports;
+  if (ports.empty()) return "no [dataplane] port";
+  d.flood_vips.resize(ports.size());
   for (const config::Vip& v : config.vips) {
     const bool directed = v.l2_mode == config::L2Mode::kDirected;
     d.vips.push_back({v.address, v.mac});
     d.vip_directed.push_back(directed ? 1 : 0);
     if (directed && !v.address.is_v4()) d.directed_v6.push_back(v.address);
     if (directed) continue;  // no virtual MAC: each node answers with its own
-    d.flood_vips.push_back({v.address, v.mac});
+    d.flood_vips[v.port].push_back({v.address, v.mac});
     d.virtual_macs.push_back(mac48(v.mac.data()));
   }
 
@@ -591,19 +636,23 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
     args.push_back("-l");
     args.push_back("0-" + std::to_string(d.workers));
   }
-  std::string uplink = config.dataplane.uplink;
-  const bool vdev = uplink.starts_with("net_");
-  // af_packet: one queue pair (one socket in a fanout group) per worker.
-  if (uplink.starts_with("net_af_packet") && uplink.find("qpairs=") == std::string::npos) {
-    uplink += ",qpairs=" + std::to_string(d.workers);
-  }
-  args.push_back(vdev ? "--vdev=" + uplink : "-a");
-  if (!vdev) args.push_back(uplink);
-  // net_null's no-rx: a null port would otherwise produce packets whenever it is polled.
   const bool tap = exception == ExceptionPort::kTap;
-  const std::string exception_port = tap ? "net_tap_vipfarm" : "net_null_vipfarm";
-  args.push_back("--vdev=" + exception_port +
-                 (tap ? ",iface=" + config.exception.name : std::string(",no-rx=1")));
+  std::vector<std::string> uplink_names, exception_names;
+  for (std::size_t p = 0; p < ports.size(); ++p) {
+    std::string uplink = ports[p].uplink;
+    const bool vdev = uplink.starts_with("net_");
+    // af_packet: one queue pair (one socket in a fanout group) per worker.
+    if (uplink.starts_with("net_af_packet") && uplink.find("qpairs=") == std::string::npos) {
+      uplink += ",qpairs=" + std::to_string(d.workers);
+    }
+    args.push_back(vdev ? "--vdev=" + uplink : "-a");
+    if (!vdev) args.push_back(uplink);
+    uplink_names.push_back(vdev ? uplink.substr(0, uplink.find(',')) : uplink);
+    // net_null's no-rx: a null port would otherwise produce packets whenever it is polled.
+    exception_names.push_back((tap ? "net_tap_vipfarm" : "net_null_vipfarm") + std::to_string(p));
+    args.push_back("--vdev=" + exception_names.back() +
+                   (tap ? ",iface=" + ports[p].exception : std::string(",no-rx=1")));
+  }
   std::vector<char*> argv;
   for (std::string& a : args) argv.push_back(a.data());
   if (rte_eal_init(static_cast<int>(argv.size()), argv.data()) < 0) return eal_error("EAL init");
@@ -613,47 +662,62 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
            std::to_string(d.workers + 1) + " (main + workers)";
   }
 
-  const std::string uplink_name = vdev ? uplink.substr(0, uplink.find(',')) : uplink;
-  if (rte_eth_dev_get_port_by_name(uplink_name.c_str(), &d.uplink) != 0) {
-    return "uplink port \"" + uplink_name + "\" not found";
-  }
-  if (rte_eth_dev_get_port_by_name(exception_port.c_str(), &d.tap) != 0) {
-    return "exception port " + exception_port + " not created";
-  }
-
-  d.pool = rte_pktmbuf_pool_create("vipfarm_mbufs",
-                                   mbuf_count(d.workers, config.exception.ring_size), kMbufCache, 0,
-                                   RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
+  d.pool = rte_pktmbuf_pool_create(
+      "vipfarm_mbufs", mbuf_count(d.workers, config.exception.ring_size, ports.size()), kMbufCache,
+      0, RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
   if (d.pool == nullptr) return eal_error("mbuf pool");
-  d.to_kernel = rte_ring_create("vipfarm_to_kernel", config.exception.ring_size,
-                                static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
-  if (d.to_kernel == nullptr) return eal_error("exception ring");
-  d.to_uplink = rte_ring_create("vipfarm_to_uplink", config.exception.ring_size,
-                                static_cast<int>(rte_socket_id()), RING_F_SP_ENQ | RING_F_SC_DEQ);
-  if (d.to_uplink == nullptr) return eal_error("uplink ring");
   const std::size_t qsbr_size = rte_rcu_qsbr_get_memsize(d.workers);
   d.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("vipfarm_qsbr", qsbr_size, RTE_CACHE_LINE_SIZE));
   if (d.qsbr == nullptr || rte_rcu_qsbr_init(d.qsbr, d.workers) != 0) return "RCU state";
 
-  std::string err = setup_port(d.uplink, static_cast<std::uint16_t>(d.workers),
-                               static_cast<std::uint16_t>(d.workers), d.pool);
-  if (!err.empty()) return err;
-  err = setup_port(d.tap, 1, 1, d.pool);
-  if (!err.empty()) return err;
-  rte_ether_addr mac;
-  if (rte_eth_macaddr_get(d.uplink, &mac) != 0) return "uplink MAC address";
-  std::memcpy(d.mac.data(), mac.addr_bytes, 6);
-  d.own48 = mac48(d.mac.data());
-  d.link_local = link_local_of(d.mac);
-  // The kernel's frames leave with the node's own MAC: give the TAP the uplink's address.
-  if (int rc = tap ? rte_eth_dev_default_mac_addr_set(d.tap, &mac) : 0; rc != 0) {
-    return port_error("TAP MAC address", rc);
+  for (std::size_t p = 0; p < ports.size(); ++p) {
+    Impl::Port port;
+    port.name = ports[p].name;
+    const std::string what = ports.size() > 1 ? " of port " + port.name : std::string();
+    if (rte_eth_dev_get_port_by_name(uplink_names[p].c_str(), &port.uplink) != 0) {
+      return "uplink \"" + uplink_names[p] + "\"" + what + " not found";
+    }
+    if (rte_eth_dev_get_port_by_name(exception_names[p].c_str(), &port.tap) != 0) {
+      return "exception port " + exception_names[p] + " not created";
+    }
+    const std::string suffix = std::to_string(p);
+    port.to_kernel = rte_ring_create(("vipfarm_to_kernel" + suffix).c_str(),
+                                     config.exception.ring_size, static_cast<int>(rte_socket_id()),
+                                     RING_F_SC_DEQ);
+    if (port.to_kernel == nullptr) return eal_error("exception ring" + what);
+    port.to_uplink = rte_ring_create(("vipfarm_to_uplink" + suffix).c_str(),
+                                     config.exception.ring_size, static_cast<int>(rte_socket_id()),
+                                     RING_F_SP_ENQ | RING_F_SC_DEQ);
+    if (port.to_uplink == nullptr) {
+      rte_ring_free(port.to_kernel);
+      return eal_error("uplink ring" + what);
+    }
+    d.ports.push_back(port);  // from here on shutdown() stops and frees it
+    Impl::Port& added = d.ports.back();
+    std::string err = setup_port(added.uplink, static_cast<std::uint16_t>(d.workers),
+                                 static_cast<std::uint16_t>(d.workers), d.pool);
+    if (!err.empty()) return err + what;
+    err = setup_port(added.tap, 1, 1, d.pool);
+    if (!err.empty()) return err + what;
+    rte_ether_addr mac;
+    if (rte_eth_macaddr_get(added.uplink, &mac) != 0) return "uplink MAC address" + what;
+    std::memcpy(added.mac.data(), mac.addr_bytes, 6);
+    added.own48 = mac48(added.mac.data());
+    // The kernel's frames leave with the port's own MAC: give the TAP the uplink's address.
+    if (int rc = tap ? rte_eth_dev_default_mac_addr_set(added.tap, &mac) : 0; rc != 0) {
+      return port_error("TAP MAC address" + what, rc);
+    }
+    if (int rc = rte_eth_promiscuous_enable(added.uplink); rc != 0) {
+      return port_error("promiscuous mode on the uplink" + what +
+                            " (the virtual MAC's frames need it)",
+                        rc);
+    }
+    if (int rc = rte_eth_dev_start(added.uplink); rc < 0) {
+      return port_error("start uplink" + what, rc);
+    }
+    if (int rc = rte_eth_dev_start(added.tap); rc < 0) return port_error("start TAP" + what, rc);
   }
-  if (int rc = rte_eth_promiscuous_enable(d.uplink); rc != 0) {
-    return port_error("promiscuous mode on the uplink (the virtual MAC's frames need it)", rc);
-  }
-  if (int rc = rte_eth_dev_start(d.uplink); rc < 0) return port_error("start uplink", rc);
-  if (int rc = rte_eth_dev_start(d.tap); rc < 0) return port_error("start TAP", rc);
+  d.link_local = link_local_of(d.ports[0].mac);
   d.counters.assign(d.workers + 1, LcoreCounters{});
   if (std::find(d.vip_directed.begin(), d.vip_directed.end(), 1) != d.vip_directed.end()) {
     for (std::uint32_t w = 0; w < d.workers; ++w) {
@@ -722,7 +786,7 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
   LcoreCounters& c = d.counters[0];
   while (!stop.load(std::memory_order_relaxed)) {
     const std::uint64_t before = c.exception_tx + c.exception_rx + c.exception_tx_drops;
-    d.exception_poll(c);
+    for (std::size_t p = 0; p < d.ports.size(); ++p) d.exception_poll(p, c);
     if (rte_get_timer_cycles() >= next_tick) {
       next_tick += tick;
       on_idle();
@@ -739,8 +803,8 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
 void Dataplane::announce(const AnswersRequester& answers) {
   Impl& d = *impl_;
   // Onto the uplink through worker 0's ring, counted in `sent` (or as ring full).
-  auto send = [&d](rte_mbuf* m, std::uint64_t& sent) {
-    if (rte_ring_sp_enqueue(d.to_uplink, m) == 0) {
+  auto send = [&d](std::size_t port, rte_mbuf* m, std::uint64_t& sent) {
+    if (rte_ring_sp_enqueue(d.ports[port].to_uplink, m) == 0) {
       ++sent;
     } else {
       ++d.counters[0].to_uplink_ring_full;
@@ -768,27 +832,36 @@ void Dataplane::announce(const AnswersRequester& answers) {
       const IpAddr& address = d.vips[vip].address;
       const std::size_t len =
           address.is_v4()
-              ? packet::build_arp({reinterpret_cast<std::byte*>(data), 86}, 2, requester_mac, d.mac,
-                                  address.v4_value(), requester_mac, who.v4_value())
-              : packet::build_na({reinterpret_cast<std::byte*>(data), 86}, d.mac, address,
-                                 requester_mac, who);
+              ? packet::build_arp({reinterpret_cast<std::byte*>(data), 86}, 2, requester_mac,
+                                  d.ports[0].mac, address.v4_value(), requester_mac,
+                                  who.v4_value())
+              : packet::build_na({reinterpret_cast<std::byte*>(data), 86}, d.ports[0].mac,
+                                 address, requester_mac, who);
       rte_pktmbuf_trim(m, static_cast<std::uint16_t>(86 - len));
-      send(m, d.counters[0].directed_announcements);
+      send(0, m, d.counters[0].directed_announcements);  // directed VIPs: the first port's
     }
   }
   // Directed VIPs are never announced by broadcast: it would steer every client to one node.
-  for (const packet::VipMac& vip : d.flood_vips) {
-    rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
-    if (m == nullptr) continue;
-    char* data = rte_pktmbuf_append(m, 128);
-    const std::size_t len =
-        packet::build_announcement({reinterpret_cast<std::byte*>(data), 128}, d.mac, vip);
-    rte_pktmbuf_trim(m, static_cast<std::uint16_t>(128 - len));
-    send(m, d.counters[0].announcements);
+  for (std::size_t p = 0; p < d.ports.size(); ++p) {
+    for (const packet::VipMac& vip : d.flood_vips[p]) {
+      rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
+      if (m == nullptr) continue;
+      char* data = rte_pktmbuf_append(m, 128);
+      const std::size_t len = packet::build_announcement(
+          {reinterpret_cast<std::byte*>(data), 128}, d.ports[p].mac, vip);
+      rte_pktmbuf_trim(m, static_cast<std::uint16_t>(128 - len));
+      send(p, m, d.counters[0].announcements);
+    }
   }
 }
 
-MacAddr Dataplane::uplink_mac() const { return impl_->mac; }
+MacAddr Dataplane::uplink_mac() const { return port_mac(0); }
+
+MacAddr Dataplane::port_mac(std::size_t port) const {
+  return port < impl_->ports.size() ? impl_->ports[port].mac : MacAddr{};
+}
+
+std::size_t Dataplane::port_count() const { return impl_->ports.size(); }
 
 Totals Dataplane::totals() const {
   Totals t;
@@ -815,6 +888,10 @@ Totals Dataplane::totals() const {
     s.uplink_tx_from_kernel += c.uplink_tx_from_kernel;
     s.to_uplink_ring_full += c.to_uplink_ring_full;
     s.lease_expired += c.lease_expired;
+    for (std::size_t p = 0; p < c.port_rx.size(); ++p) {
+      s.port_rx[p] += c.port_rx[p];
+      s.port_tx[p] += c.port_tx[p];
+    }
     for (std::size_t n = 0; n < c.forwarded.size(); ++n) s.forwarded[n] += c.forwarded[n];
     s.forward_refused += c.forward_refused;
     s.forward_no_mac += c.forward_no_mac;

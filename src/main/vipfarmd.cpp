@@ -80,26 +80,67 @@ struct TapAddress {
   bool no_dad;
 };
 
-// The node's own address with the lab/LAN prefix, and every VIP: IPv4 VIPs as /32,
-// IPv6 VIPs with the IPv6 prefix so the kernel has an on-link route to IPv6 clients.
-// DAD is off for VIPs: every node holds them, and the data plane answers for them.
-std::vector<TapAddress> tap_addresses(const config::Config& config, const MacAddr& mac) {
+// Port `p`'s TAP: on the first port the node's own address with the lab/LAN prefix; the
+// port's own addresses ([[dataplane.port]] address); the VIPs living on the port, IPv4 as
+// /32, IPv6 on the first port with the IPv6 prefix so the kernel has an on-link route to
+// IPv6 clients (elsewhere /128: the port's addresses give the routes). DAD is off for VIPs
+// (every node holds them, and the data plane answers for them) and for the port's
+// addresses, which the configuration gives this node alone.
+std::vector<TapAddress> tap_addresses(const config::Config& config, std::size_t p,
+                                      const MacAddr& mac) {
   std::vector<TapAddress> out;
-  const config::ClusterNode* self = config.find_node(config.node_id);
-  out.push_back({self->address,
-                 self->address.is_v4() ? config.exception.prefix : config.exception.prefix6,
-                 false});
+  if (p == 0) {
+    const config::ClusterNode* self = config.find_node(config.node_id);
+    out.push_back({self->address,
+                   self->address.is_v4() ? config.exception.prefix : config.exception.prefix6,
+                   false});
+  }
+  for (const Prefix& a : config.dataplane.ports[p].addresses) {
+    out.push_back({a.address, a.length, true});
+  }
   for (const config::Vip& vip : config.vips) {
-    out.push_back({vip.address, vip.address.is_v4() ? 32u : config.exception.prefix6, true});
+    if (vip.port != p) continue;
+    const unsigned v6_prefix = p == 0 ? config.exception.prefix6 : 128;
+    out.push_back({vip.address, vip.address.is_v4() ? 32u : v6_prefix, true});
   }
   // Directed IPv6 VIPs: the node's link-local address, the source the data plane gives
   // the kernel's neighbour solicitations from a VIP (docs/directed.md).
-  if (std::any_of(config.vips.begin(), config.vips.end(), [](const config::Vip& v) {
+  if (p == 0 && std::any_of(config.vips.begin(), config.vips.end(), [](const config::Vip& v) {
         return v.l2_mode == config::L2Mode::kDirected && !v.address.is_v4();
       })) {
     out.push_back({link_local_of(mac), 64, true});
   }
   return out;
+}
+
+// Gateway VIPs (docs/gateway.md): the kernel routes what this node accepts, so it must
+// forward; a one-armed gateway's kernel would tell clients to bypass it (ICMP redirects).
+void prepare_gateway_kernel(const config::Config& config) {
+  bool v4 = false, v6 = false;
+  std::set<std::size_t> ports;
+  for (const config::Vip& vip : config.vips) {
+    if (!vip.gateway) continue;
+    (vip.address.is_v4() ? v4 : v6) = true;
+    ports.insert(vip.port);
+  }
+  for (const std::size_t p : ports) {
+    std::ofstream("/proc/sys/net/ipv4/conf/" + config.dataplane.ports[p].exception +
+                  "/send_redirects")
+        << "0\n";
+  }
+  auto forwarding = [](const std::string& path) {
+    std::ifstream in(path);
+    int value = 0;
+    return in >> value && value != 0;
+  };
+  if (v4 && !forwarding("/proc/sys/net/ipv4/ip_forward")) {
+    std::cerr << "vipfarmd: warning: an IPv4 gateway VIP, but net.ipv4.ip_forward is 0: this "
+                 "node takes its share of the connections and routes none of them\n";
+  }
+  if (v6 && !forwarding("/proc/sys/net/ipv6/conf/all/forwarding")) {
+    std::cerr << "vipfarmd: warning: an IPv6 gateway VIP, but net.ipv6.conf.all.forwarding is 0: "
+                 "this node takes its share of the connections and routes none of them\n";
+  }
 }
 
 // With net_af_packet or net_pcap the uplink is a kernel interface the kernel also listens on. The
@@ -118,7 +159,7 @@ std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr&
   iface = uplink.substr(at + 6, uplink.find(',', at) - at - 6);
   if (uplink.starts_with("net_pcap") && uplink.find("phy_mac=1") == std::string::npos) {
     // Without it every node's port has net_pcap's fixed MAC 02:70:63:61:70:00.
-    return "dataplane.uplink: a net_pcap uplink on an interface needs phy_mac=1 (\"" + uplink +
+    return "uplink: a net_pcap uplink on an interface needs phy_mac=1 (\"" + uplink +
            ",phy_mac=1\"), so the port takes " + iface + "'s MAC";
   }
   // Locally administered, unicast, and never the node's MAC: after a crash the port reads
@@ -207,23 +248,19 @@ int run_daemon(const config::Config& config, const std::string& program,
       if (thread.joinable()) thread.join();
     }
   } stop_control{io, control_thread};
-  std::string kernel_iface;
-  if (const std::string err =
-          hand_over_kernel_interface(config.dataplane.uplink, dp.uplink_mac(), kernel_iface);
-      !err.empty()) {
-    std::cerr << "vipfarmd: " << err << "\n";
-    return 1;
-  }
-
-  const std::string& tap = config.exception.name;
+  // Every port: its kernel interface handed over, its TAP addressed and up.
   const bool has_tap = exception == dataplane::Dataplane::ExceptionPort::kTap;
-  const std::vector<TapAddress> addresses =
-      has_tap ? tap_addresses(config, dp.uplink_mac()) : std::vector<TapAddress>{};
+  const std::vector<config::Port>& ports = config.dataplane.ports;
+  std::vector<std::string> kernel_ifaces(ports.size());
+  std::vector<std::vector<TapAddress>> addresses(ports.size());
   auto remove_addresses = [&] {
-    for (const TapAddress& a : addresses) {
-      if (const std::string err = dataplane::netlink::remove_address(tap, a.address, a.prefix);
-          !err.empty()) {
-        std::cerr << "vipfarmd: " << err << "\n";
+    for (std::size_t p = 0; p < ports.size(); ++p) {
+      for (const TapAddress& a : addresses[p]) {
+        if (const std::string err =
+                dataplane::netlink::remove_address(ports[p].exception, a.address, a.prefix);
+            !err.empty()) {
+          std::cerr << "vipfarmd: " << err << "\n";
+        }
       }
     }
   };
@@ -233,8 +270,9 @@ int run_daemon(const config::Config& config, const std::string& program,
   const bool directed = std::any_of(config.vips.begin(), config.vips.end(), [](const auto& v) {
     return v.l2_mode == config::L2Mode::kDirected;
   });
+  const std::string& first_tap = ports[0].exception;
   if (has_tap && directed) {
-    std::ofstream("/proc/sys/net/ipv4/conf/" + tap + "/arp_announce") << "2\n";
+    std::ofstream("/proc/sys/net/ipv4/conf/" + first_tap + "/arp_announce") << "2\n";
   }
   // Directed IPv6 VIPs: the kernel's solicitations from a VIP leave with the node's
   // link-local address as their source (the data plane rewrites them, so the answers come
@@ -242,21 +280,33 @@ int run_daemon(const config::Config& config, const std::string& program,
   if (has_tap && std::any_of(config.vips.begin(), config.vips.end(), [](const auto& v) {
         return v.l2_mode == config::L2Mode::kDirected && !v.address.is_v4();
       })) {
-    std::ofstream("/proc/sys/net/ipv6/conf/" + tap + "/addr_gen_mode") << "1\n";
+    std::ofstream("/proc/sys/net/ipv6/conf/" + first_tap + "/addr_gen_mode") << "1\n";
   }
-  for (const TapAddress& a : addresses) {
-    if (const std::string err = dataplane::netlink::add_address(tap, a.address, a.prefix, a.no_dad);
+  if (has_tap) prepare_gateway_kernel(config);
+  for (std::size_t p = 0; p < ports.size(); ++p) {
+    const MacAddr mac = dp.port_mac(p);
+    if (const std::string err = hand_over_kernel_interface(ports[p].uplink, mac, kernel_ifaces[p]);
         !err.empty()) {
       std::cerr << "vipfarmd: " << err << "\n";
       remove_addresses();
       return 1;
     }
-  }
-  if (const std::string err = has_tap ? dataplane::netlink::link_up(tap) : std::string();
-      !err.empty()) {
-    std::cerr << "vipfarmd: " << err << "\n";
-    remove_addresses();
-    return 1;
+    if (!has_tap) continue;
+    addresses[p] = tap_addresses(config, p, mac);
+    for (const TapAddress& a : addresses[p]) {
+      if (const std::string err =
+              dataplane::netlink::add_address(ports[p].exception, a.address, a.prefix, a.no_dad);
+          !err.empty()) {
+        std::cerr << "vipfarmd: " << err << "\n";
+        remove_addresses();
+        return 1;
+      }
+    }
+    if (const std::string err = dataplane::netlink::link_up(ports[p].exception); !err.empty()) {
+      std::cerr << "vipfarmd: " << err << "\n";
+      remove_addresses();
+      return 1;
+    }
   }
 
   if (membership) {
@@ -270,8 +320,13 @@ int run_daemon(const config::Config& config, const std::string& program,
     }
   }
   std::cerr << "vipfarmd: ready: node " << to_int(config.node_id) << " (" << config.node_name
-            << "), " << (has_tap ? "TAP " + tap : "no TAP (net_null exception port)")
-            << ", uplink MAC " << to_string(dp.uplink_mac()) << "\n";
+            << ")";
+  for (std::size_t p = 0; p < ports.size(); ++p) {
+    std::cerr << (ports.size() > 1 ? ", port " + ports[p].name + ": " : ", ")
+              << (has_tap ? "TAP " + ports[p].exception : "no TAP (net_null exception port)")
+              << ", uplink MAC " << to_string(dp.port_mac(p));
+  }
+  std::cerr << "\n";
 
   using Clock = std::chrono::steady_clock;
   auto started_announcing = Clock::now();
@@ -314,10 +369,13 @@ int run_daemon(const config::Config& config, const std::string& program,
   io.stop();
   control_thread.join();
   api.reset();
+  std::vector<MacAddr> macs;
+  for (std::size_t p = 0; p < ports.size(); ++p) macs.push_back(dp.port_mac(p));
   dp.shutdown();
-  if (!kernel_iface.empty()) {
+  for (std::size_t p = 0; p < ports.size(); ++p) {
+    if (kernel_ifaces[p].empty()) continue;
     // The kernel interface's own MAC back: the next start reads it as the node's again.
-    if (const std::string err = dataplane::netlink::set_mac(kernel_iface, dp.uplink_mac());
+    if (const std::string err = dataplane::netlink::set_mac(kernel_ifaces[p], macs[p]);
         !err.empty()) {
       std::cerr << "vipfarmd: " << err << "\n";
     }

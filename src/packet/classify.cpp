@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <tuple>
 
 namespace vipfarm::packet {
 
@@ -207,9 +208,27 @@ inline bool rule_has_class(Proto proto, Classifier::ProtoClass c) noexcept {
 Classifier::CompiledRule compile_key(KeyKind key, std::uint8_t prefix, std::uint8_t prefix6,
                                      bool v6) {
   constexpr std::uint64_t kAll = ~std::uint64_t{0};
-  Classifier::CompiledRule r{kAll, kAll, 0, 0, 0, 0, 0, Classifier::kAnyPort};
+  Classifier::CompiledRule r{kAll, kAll, 0, 0, 0, 0, Classifier::kAsSent, 0, Classifier::kAnyPort,
+                             0, 0};
   switch (key) {
     case KeyKind::kOnAddr:
+      break;
+    case KeyKind::kOnDstAddr:
+      r.order = Classifier::kSwapped;
+      break;
+    case KeyKind::kOnDstPort:
+      r.order = Classifier::kSwapped;
+      r.m4 = 0xffff0000;
+      r.s4 = 16;
+      break;
+    case KeyKind::kSymmetric:
+      r.order = Classifier::kSorted;
+      r.ms = kAll;
+      break;
+    case KeyKind::kSymmetricPort:
+      r.order = Classifier::kSorted;
+      r.ms = kAll;
+      r.m4 = 0xff'ffff'ffff;
       break;
     case KeyKind::kClientNet: {
       const IpAddr mask =
@@ -233,11 +252,23 @@ Classifier::CompiledRule compile_key(KeyKind key, std::uint8_t prefix, std::uint
   return r;
 }
 
-inline FlowKey make_key(const Classifier::CompiledRule& rule, const Flow& flow) noexcept {
+// Whether the key takes the destination endpoint first (Classifier::Order).
+inline bool swapped(const Classifier::CompiledRule& rule, const Flow& flow) noexcept {
+  if (rule.order != Classifier::kSorted) return rule.order == Classifier::kSwapped;
+  return std::tie(flow.server.hi, flow.server.lo, flow.server_port) <
+         std::tie(flow.client.hi, flow.client.lo, flow.client_port);
+}
+
+inline FlowKey make_key(const Classifier::CompiledRule& rule, const Flow& flow,
+                        bool swap) noexcept {
+  const IpAddr& a = swap ? flow.server : flow.client;
+  const IpAddr& b = swap ? flow.client : flow.server;
+  const std::uint16_t a_port = swap ? flow.server_port : flow.client_port;
+  const std::uint16_t b_port = swap ? flow.client_port : flow.server_port;
   const std::uint64_t ports =
-      std::uint64_t{flow.proto} << 32 | std::uint64_t{flow.client_port} << 16 | flow.server_port;
-  return {{flow.client.hi & rule.m0, flow.client.lo & rule.m1, flow.server.hi & rule.ms,
-           flow.server.lo & rule.ms, ((ports & rule.m4) >> rule.s4) | (flow.ident & rule.mi)}};
+      std::uint64_t{flow.proto} << 32 | std::uint64_t{a_port} << 16 | b_port;
+  return {{a.hi & rule.m0, a.lo & rule.m1, b.hi & rule.ms, b.lo & rule.ms,
+           ((ports & rule.m4) >> rule.s4) | (flow.ident & rule.mi)}};
 }
 
 }  // namespace
@@ -293,10 +324,12 @@ Ownership Ownership::compute(const config::Config& config, NodeId self, config::
 Classifier::Classifier(const config::Config& config)
     : seeds_(HashSeeds::from(config.seed)), bucket_mask_(config.buckets - 1) {
   PortSets port_sets;  // one bit set per distinct port list, shared by the rules that use it
+  lookups_.resize(1 + std::max<std::size_t>(1, config.dataplane.ports.size()));
   for (std::size_t v = 0; v < config.vips.size(); ++v) {
-    const IpAddr& address = config.vips[v].address;
+    const config::Vip& vip = config.vips[v];
+    const IpAddr& address = vip.address;
     const bool v6 = !address.is_v4();
-    VipEntry entry{address, {}, {}, -1, -1};
+    VipEntry entry{address, vip.gateway, {}, {}, -1, -1};
     for (unsigned c = 0; c < kClassCount; ++c) {
       entry.rules_begin[c] = static_cast<std::uint32_t>(rules_.size());
       for (std::size_t g = 0; g < config.groups.size(); ++g) {
@@ -305,6 +338,14 @@ Classifier::Classifier(const config::Config& config)
           CompiledRule compiled = compile_key(rule.key, rule.prefix, rule.prefix6, v6);
           compiled.group = static_cast<std::uint16_t>(g);
           compiled.port_set = rule.ports.empty() ? kAnyPort : port_set(rule.ports, port_sets);
+          compiled.dst_begin = static_cast<std::uint32_t>(dst_.size());
+          for (const Prefix& prefix : vip.gateway ? rule.dst : std::vector<Prefix>{}) {
+            constexpr std::uint64_t kAll = ~std::uint64_t{0};
+            IpAddr mask = (v6 ? IpAddr{kAll, kAll} : IpAddr::v4(0xffffffff)).masked(prefix.length);
+            if (!v6) mask.hi = kAll;  // the mapped tag must match too: families never mix
+            dst_.push_back({prefix.address.masked(prefix.length), mask});
+          }
+          compiled.dst_end = static_cast<std::uint32_t>(dst_.size());
           rules_.push_back(compiled);
         }
       }
@@ -324,10 +365,22 @@ Classifier::Classifier(const config::Config& config)
       }
     }
     if (config.icmp_echo == config::IcmpEcho::kOne) entry.echo_rule = by_client;
-    if (config.vips[v].l2_mode == config::L2Mode::kDirected) entry.arp_rule = by_client;
-    if (!v6) {
-      vip4_.push_back(address.v4_value());
-      vip4_index_.push_back(static_cast<std::uint16_t>(v));
+    if (vip.l2_mode == config::L2Mode::kDirected) entry.arp_rule = by_client;
+    const auto index = static_cast<std::uint16_t>(v);
+    for (const std::size_t at : {std::size_t{0}, vip.port + 1}) {
+      if (at >= lookups_.size()) continue;  // a port the config does not have: offline only
+      Lookup& l = lookups_[at];
+      if (vip.gateway) {
+        l.gateway_mac.push_back(mac48(vip.mac));
+        l.gateway_index.push_back(index);
+      }
+      // A gateway's address too: its ARP / ND is answered like any VIP's.
+      if (!v6) {
+        l.vip4.push_back(address.v4_value());
+        l.vip4_index.push_back(index);
+      } else {
+        l.vip6.push_back(index);
+      }
     }
     vips_.push_back(entry);
   }
@@ -349,20 +402,35 @@ std::uint32_t Classifier::port_set(const std::vector<config::PortRange>& ports, 
   return offset;
 }
 
-inline int Classifier::find_vip4(std::uint32_t address) const noexcept {
-  for (std::size_t i = 0; i < vip4_.size(); ++i) {
-    if (vip4_[i] == address) return vip4_index_[i];
+inline int Classifier::find_vip4(const Lookup& at, std::uint32_t address) noexcept {
+  for (std::size_t i = 0; i < at.vip4.size(); ++i) {
+    if (at.vip4[i] == address) return at.vip4_index[i];
   }
   return -1;
 }
 
-// An IPv4-mapped address inside IPv6 is not the IPv4 VIP: families never mix.
-inline int Classifier::find_vip6(const IpAddr& address) const noexcept {
-  if (address.is_v4()) return -1;
-  for (std::size_t i = 0; i < vips_.size(); ++i) {
-    if (vips_[i].address == address) return static_cast<int>(i);
+// Only IPv6 VIPs are listed: an IPv4-mapped address inside IPv6 is never the IPv4 VIP.
+inline int Classifier::find_vip6(const Lookup& at, const IpAddr& address) const noexcept {
+  for (const std::uint16_t i : at.vip6) {
+    if (vips_[i].address == address) return i;
   }
   return -1;
+}
+
+inline int Classifier::find_gateway(const Lookup& at, std::uint64_t mac) noexcept {
+  for (std::size_t i = 0; i < at.gateway_mac.size(); ++i) {
+    if (at.gateway_mac[i] == mac) return at.gateway_index[i];
+  }
+  return -1;
+}
+
+inline bool Classifier::dst_matches(const CompiledRule& rule, const IpAddr& address) const noexcept {
+  if (rule.dst_begin == rule.dst_end) return true;
+  for (std::uint32_t i = rule.dst_begin; i < rule.dst_end; ++i) {
+    const DstPrefix& d = dst_[i];
+    if ((address.hi & d.mask.hi) == d.net.hi && (address.lo & d.mask.lo) == d.net.lo) return true;
+  }
+  return false;
 }
 
 // A directed VIP's ARP request or neighbour solicitation: keyed on the requester's address
@@ -374,13 +442,13 @@ void Classifier::key_requester(const VipEntry& vip, const IpAddr& requester, Flo
   Flow flow;
   flow.v6 = !requester.is_v4();
   flow.client = requester;
-  key = make_key(rule, flow);
+  key = make_key(rule, flow, false);
   result.group = rule.group;
   result.directed = true;
 }
 
-void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result& result,
-                         flow::FlowTuple* tuple) const noexcept {
+void Classifier::prepare(std::span<const std::byte> frame, const Lookup& at, FlowKey& key,
+                         Result& result, flow::FlowTuple* tuple) const noexcept {
   const auto* p = reinterpret_cast<const std::uint8_t*>(frame.data());
   const auto size = static_cast<std::uint32_t>(frame.size());
   // Written in place, field by field: a Result built on the stack and returned in registers
@@ -418,8 +486,16 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
     const std::uint32_t total = be16(l3 + 2);
     if (total < ihl || total > avail) return malformed(Malformed::kIpv4TotalLength);
     flow.server = IpAddr::v4(be32(l3 + 16));
-    vip = find_vip4(flow.server.v4_value());
-    if (vip < 0) return;
+    // A gateway's frames by its virtual MAC, whatever their destination (§2).
+    vip = at.gateway_mac.empty() ? -1 : find_gateway(at, mac48(p));
+    if (vip < 0) {
+      vip = find_vip4(at, flow.server.v4_value());
+      if (vip < 0) return;
+    } else if (!vips_[vip].address.is_v4()) {
+      result.verdict = Verdict::kNoRule;  // to an IPv6 gateway's MAC: no rule can take it
+      result.vip = static_cast<std::uint16_t>(vip);
+      return;
+    }
     flow.client = IpAddr::v4(be32(l3 + 12));
     flow.proto = l3[9];
     flow.ident = be16(l3 + 4);
@@ -446,7 +522,7 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
       // Neighbour discovery is the host's, except solicitations for a VIP, which the data
       // plane answers; an advertisement to a VIP answers some node's kernel: every one
       // gets it.
-      const int target = l4[0] == 135 && l4_len >= 24 ? find_vip6(ipv6_at(l4 + 8)) : -1;
+      const int target = l4[0] == 135 && l4_len >= 24 ? find_vip6(at, ipv6_at(l4 + 8)) : -1;
       if (target >= 0) {
         result.verdict = Verdict::kNdVip;
         result.vip = static_cast<std::uint16_t>(target);
@@ -455,8 +531,15 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
       return;
     }
     flow.server = ipv6_at(l3 + 24);
-    vip = find_vip6(flow.server);
-    if (vip < 0) return;
+    vip = at.gateway_mac.empty() ? -1 : find_gateway(at, mac48(p));
+    if (vip < 0) {
+      vip = find_vip6(at, flow.server);
+      if (vip < 0) return;
+    } else if (vips_[vip].address.is_v4()) {
+      result.verdict = Verdict::kNoRule;  // to an IPv4 gateway's MAC: no rule can take it
+      result.vip = static_cast<std::uint16_t>(vip);
+      return;
+    }
     flow.client = ipv6_at(l3 + 8);
     flow.ident = w.has_frag_header ? w.frag_ident : (be32(l3) & 0xfffff);
   } else if (ether == kEtherArp) {
@@ -464,7 +547,7 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
     // A request from the VIP for the VIP is a gratuitous ARP, another node's announcement.
     if (be16(l3) == 1 && be16(l3 + 2) == kEtherIpv4 && l3[4] == 6 && l3[5] == 4 &&
         be16(l3 + 6) == 1 && be32(l3 + 14) != be32(l3 + 24)) {
-      const int target = find_vip4(be32(l3 + 24));
+      const int target = find_vip4(at, be32(l3 + 24));
       if (target >= 0) {
         result.verdict = Verdict::kArpVip;
         result.vip = static_cast<std::uint16_t>(target);
@@ -484,10 +567,11 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
     if (m != Malformed::kNone) return malformed(m);
   }
 
-  // An ICMP error carries the quoted flow: the rule is looked up for the quoted server.
-  const int rule_vip = flow.server == vips_[vip].address
-                           ? vip
-                           : (flow.v6 ? find_vip6(flow.server) : find_vip4(flow.server.v4_value()));
+  // An ICMP error carries the quoted flow: the rule is looked up for the quoted server
+  // (a gateway's rules are its own, whatever the destination).
+  const int rule_vip = vips_[vip].gateway || flow.server == vips_[vip].address ? vip
+                       : flow.v6 ? find_vip6(at, flow.server)
+                                 : find_vip4(at, flow.server.v4_value());
   result.verdict = Verdict::kNoRule;
   if (rule_vip < 0) return;
   const VipEntry& entry = vips_[rule_vip];
@@ -495,6 +579,7 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
   const CompiledRule* match = nullptr;
   for (std::uint32_t r = entry.rules_begin[c]; r < entry.rules_end[c]; ++r) {
     const CompiledRule& rule = rules_[r];
+    if (!dst_matches(rule, flow.server)) continue;
     if (rule.port_set == kAnyPort || flow.ports_unknown) {
       match = &rule;
       break;
@@ -512,22 +597,23 @@ void Classifier::prepare(std::span<const std::byte> frame, FlowKey& key, Result&
   }
   result.verdict = Verdict::kFarm;
   result.group = match->group;
-  key = make_key(*match, flow);
+  const bool swap = swapped(*match, flow);
+  key = make_key(*match, flow, swap);
   if (tuple != nullptr) {
-    tuple->client = flow.client;
-    tuple->server = flow.server;
-    tuple->client_port = flow.client_port;
-    tuple->server_port = flow.server_port;
+    tuple->client = swap ? flow.server : flow.client;
+    tuple->server = swap ? flow.client : flow.server;
+    tuple->client_port = swap ? flow.server_port : flow.client_port;
+    tuple->server_port = swap ? flow.client_port : flow.server_port;
     tuple->proto = flow.proto;
     tuple->tcp_flags = flow.tcp_flags;
     tuple->pad[0] = flow.quoted ? flow::kQuotedByIcmpError : 0;
   }
 }
 
-Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
+Result Classifier::classify(std::span<const std::byte> frame, std::size_t port) const noexcept {
   FlowKey key;  // set by prepare() exactly when the verdict is kFarm or the result directed
   Result result;
-  prepare(frame, key, result, nullptr);
+  prepare(frame, lookup(port), key, result, nullptr);
   if (result.verdict == Verdict::kFarm || result.directed) {
     result.bucket = static_cast<BucketId>(hash_key(seeds_, key) & bucket_mask_);
   }
@@ -535,14 +621,16 @@ Result Classifier::classify(std::span<const std::byte> frame) const noexcept {
 }
 
 void Classifier::classify_burst(const std::span<const std::byte>* frames, std::size_t count,
-                                Result* results, flow::FlowTuple* tuples) const noexcept {
+                                Result* results, flow::FlowTuple* tuples,
+                                std::size_t port) const noexcept {
+  const Lookup& at = lookup(port);
   // Stage 1 parses and matches (branchy), stage 2 hashes (independent multiplies that
   // pipeline across packets): one packet's hash no longer waits behind the next's parse.
   std::array<FlowKey, kMaxBurst> keys;  // only farm results' keys are set and read
   for (std::size_t done = 0; done < count; done += kMaxBurst) {
     const std::size_t n = std::min(kMaxBurst, count - done);
     for (std::size_t i = 0; i < n; ++i) {
-      prepare(frames[done + i], keys[i], results[done + i],
+      prepare(frames[done + i], at, keys[i], results[done + i],
               tuples != nullptr ? tuples + done + i : nullptr);
     }
     for (std::size_t i = 0; i < n; ++i) {

@@ -146,7 +146,8 @@ TEST(Config, ErrorsNameFileLineColumnKeyAndReason) {
   ASSERT_EQ(errors.size(), 1u);
   EXPECT_EQ(errors[0],
             "t.toml:27:7: group[0].rule[0].key: unknown value \"on_nothing\" (expected one of: "
-            "on_addr, on_port, on_ipid, five_tuple, client_net)");
+            "on_addr, on_port, on_ipid, five_tuple, client_net, on_dst_addr, on_dst_port, "
+            "symmetric, symmetric_port)");
 }
 
 TEST(Config, EachKindOfError) {

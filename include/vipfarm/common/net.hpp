@@ -36,6 +36,21 @@ struct Endpoint {
 };
 std::optional<Endpoint> parse_endpoint(std::string_view text);
 
+// An address and a prefix length within its family (at most 32 for IPv4, 128 for IPv6).
+struct Prefix {
+  IpAddr address;
+  std::uint8_t length = 0;
+  friend constexpr bool operator==(const Prefix&, const Prefix&) = default;
+  // Same family and the first `length` bits equal.
+  bool contains(const IpAddr& other) const noexcept {
+    return other.is_v4() == address.is_v4() && other.masked(length) == address.masked(length);
+  }
+  bool host_bits_clear() const noexcept { return address.masked(length) == address; }
+  std::string to_string() const;  // "10.0.0.0/8"
+};
+// "10.0.0.0/8", "2001:db8::/32", "192.0.2.7/24"; a bare address is a host prefix (/32, /128).
+std::optional<Prefix> parse_prefix(std::string_view text);
+
 using MacAddr = std::array<std::uint8_t, 6>;
 
 std::optional<MacAddr> parse_mac(std::string_view text);

@@ -15,7 +15,20 @@
 namespace vipfarm::config {
 
 enum class Proto : std::uint8_t { kAny, kTcp, kUdp, kIcmp };
-enum class KeyKind : std::uint8_t { kOnAddr, kOnPort, kOnIpid, kFiveTuple, kClientNet };
+// What a rule hashes (docs/classifier.md §5). The on_dst_ keys mirror on_addr / on_port on
+// the destination; the symmetric keys give both directions of a connection one bucket
+// (gateway VIPs, docs/gateway.md).
+enum class KeyKind : std::uint8_t {
+  kOnAddr,
+  kOnPort,
+  kOnIpid,
+  kFiveTuple,
+  kClientNet,
+  kOnDstAddr,
+  kOnDstPort,
+  kSymmetric,
+  kSymmetricPort,
+};
 enum class Unmatched : std::uint8_t { kDrop, kPass };
 enum class IcmpEcho : std::uint8_t { kOne, kNone };
 
@@ -32,6 +45,8 @@ struct Rule {
   KeyKind key = KeyKind::kOnAddr;
   std::uint8_t prefix = 24;   // client_net, IPv4
   std::uint8_t prefix6 = 64;  // client_net, IPv6
+  // Gateway VIPs: the destinations the rule takes (empty: every destination, "*").
+  std::vector<Prefix> dst;
 };
 
 struct Member {
@@ -56,6 +71,10 @@ struct Vip {
   IpAddr address;
   MacAddr mac;  // flood: the virtual MAC answered in ARP/ND
   L2Mode l2_mode = L2Mode::kFlood;
+  // A gateway (docs/gateway.md): every frame sent to `mac` is farm traffic, whatever its
+  // destination address; a service VIP takes the frames sent to `address`.
+  bool gateway = false;
+  std::size_t port = 0;  // index into Dataplane::ports: the uplink it lives on
 };
 
 struct ClusterNode {
@@ -68,9 +87,21 @@ struct ClusterNode {
 
 enum class Poll : std::uint8_t { kBusy, kAdaptive };
 
+// One uplink and its TAP ([[dataplane.port]], or the short form `[dataplane] uplink` with
+// [exception] name): a two-armed gateway has an inside and an outside port.
+struct Port {
+  std::string name;       // "uplink" in the short form
+  std::string uplink;     // a DPDK vdev (net_af_packet0,iface=eth1) or a PCI address
+  std::string exception;  // its TAP interface
+  // This node's own addresses on the port's network (the first port also gets
+  // cluster.node[].address with [exception] prefix / prefix6).
+  std::vector<Prefix> addresses;
+};
+inline constexpr std::size_t kMaxPorts = 8;
+
 struct Dataplane {
-  bool present = false;  // vipfarmd refuses to run without [dataplane]
-  std::string uplink;
+  bool present = false;     // vipfarmd refuses to run without [dataplane]
+  std::vector<Port> ports;  // at least one when present
   std::vector<std::string> eal_args;
   std::uint32_t workers = 1;
   Poll poll = Poll::kBusy;
@@ -80,7 +111,7 @@ struct Dataplane {
 };
 
 struct Exception {
-  std::string name = "vipfarm0";
+  std::string name = "vipfarm0";  // the short form's TAP (ports[0].exception)
   std::uint8_t prefix = 24;
   std::uint8_t prefix6 = 64;
   std::uint32_t ring_size = 4096;

@@ -1,4 +1,4 @@
-// The DPDK data plane: EAL, the uplink and TAP ports, worker lcores running the classifier
+// The DPDK data plane: EAL, the uplinks and their TAPs, worker lcores running the classifier
 // on bursts, the ARP/ND responder, the exception path, snapshot publication and per-lcore
 // counters. It parses no TOML and does no I/O other than DPDK's.
 #pragma once
@@ -73,6 +73,10 @@ struct alignas(64) LcoreCounters {
   std::uint64_t uplink_tx_from_kernel = 0;
   std::uint64_t to_uplink_ring_full = 0;  // host-bound frames for another host's MAC: dropped
   std::uint64_t lease_expired = 0;        // owned-bucket packets dropped while the lease had lapsed
+  // Per dataplane port (config order): frames received on its uplink, and frames sent on it
+  // (ARP/ND replies, forwarded frames, and the kernel's through its TAP).
+  std::array<std::uint64_t, config::kMaxPorts> port_rx{};
+  std::array<std::uint64_t, config::kMaxPorts> port_tx{};
   // Directed VIPs: frames sent on to each bucket's owner, by node id; forwarded frames for
   // a bucket not owned here (never forwarded twice); owners whose MAC is not known yet;
   // ARP/ND requests left to the requester's ARP owner.
@@ -124,7 +128,7 @@ class Dataplane {
   // `stop` becomes true; `on_idle` is called about every 100 ms from that loop.
   void run(const std::atomic<bool>& stop, const std::function<void()>& on_idle);
 
-  // Queues gratuitous ARP / unsolicited NA for every flood VIP onto the uplink, and, for
+  // Queues gratuitous ARP / unsolicited NA for every flood VIP onto its port's uplink, and, for
   // directed VIPs, a unicast ARP reply (IPv6: neighbour advertisement) with this node's MAC
   // to every requester the workers have seen that `answers` (vip index, requester) says
   // this node is the ARP owner of
@@ -141,7 +145,11 @@ class Dataplane {
   // released when none is left).
   std::vector<std::uint64_t> flows_in(
       const std::vector<std::pair<std::uint16_t, BucketId>>& buckets) const;
+  // The MAC of the first port's uplink: the node's identity (heartbeats, directed VIPs).
   MacAddr uplink_mac() const;
+  // Every port's uplink MAC (its TAP has the same), in config order.
+  MacAddr port_mac(std::size_t port) const;
+  std::size_t port_count() const;
 
   struct Impl;
 

@@ -93,14 +93,19 @@ class Classifier {
   explicit Classifier(const config::Config& config);
 
   static constexpr std::size_t kMaxBurst = 64;
+  // Which VIPs a frame may be for: those of one dataplane port (config::Vip::port; the
+  // daemon classifies each port's frames), or every VIP (offline tools).
+  static constexpr std::size_t kEveryPort = SIZE_MAX;
 
   // Never reads past frame.size(); never allocates or throws.
-  Result classify(std::span<const std::byte> frame) const noexcept;
+  Result classify(std::span<const std::byte> frame, std::size_t port = kEveryPort) const noexcept;
   // The same verdicts for `count` frames, in stages (the dataplane's path). With `tuples`,
-  // each farm packet's flow as the client sent it (an ICMP error's: the quoted flow) goes
-  // to tuples[i], for flow tracking.
+  // each farm packet's flow goes to tuples[i], for flow tracking: as the client sent it (an
+  // ICMP error's: the quoted flow), its endpoints in the order the rule's key takes them, so
+  // both directions of a gateway's connection are one flow.
   void classify_burst(const std::span<const std::byte>* frames, std::size_t count, Result* results,
-                      flow::FlowTuple* tuples = nullptr) const noexcept;
+                      flow::FlowTuple* tuples = nullptr,
+                      std::size_t port = kEveryPort) const noexcept;
 
   std::uint32_t buckets() const noexcept { return bucket_mask_ + 1; }
   std::size_t vip_count() const noexcept { return vips_.size(); }
@@ -108,32 +113,60 @@ class Classifier {
   // Protocol classes a VIP's rules are pre-filtered by, so lookup never tests a protocol.
   enum ProtoClass : std::uint8_t { kClassTcp, kClassUdp, kClassIcmp, kClassOther, kClassCount };
 
-  // A rule compiled for one VIP (so one family): the key is built without branches as
-  // w0 = client.hi & m0, w1 = client.lo & m1, w2/w3 = server & ms,
-  // w4 = ((proto << 32 | client_port << 16 | server_port) & m4) >> s4 | (ident & mi).
+  // Which endpoint of the flow the key takes first (a, the "client" of the masks below).
+  enum Order : std::uint8_t {
+    kAsSent,   // a = the source (the client), b = the destination
+    kSwapped,  // a = the destination: on_dst_addr, on_dst_port
+    kSorted,   // the lower (address, port) endpoint first: symmetric keys
+  };
+  // A rule compiled for one VIP (so one family): with a, b the endpoints in `order`, the key
+  // is built without branches as w0 = a.hi & m0, w1 = a.lo & m1, w2/w3 = b & ms,
+  // w4 = ((proto << 32 | a_port << 16 | b_port) & m4) >> s4 | (ident & mi).
   struct CompiledRule {
     std::uint64_t m0, m1, ms, m4, mi;
     std::uint8_t s4;
+    Order order;
     std::uint16_t group;
     // Into port_bits_, where a 65536-bit set of the rule's server ports starts (one test,
     // no branch per range); kAnyPort: every port.
     std::uint32_t port_set;
+    // Gateway VIPs: the rule's destination prefixes, dst_[dst_begin, dst_end); none: any.
+    std::uint32_t dst_begin, dst_end;
   };
   static constexpr std::uint32_t kAnyPort = 0xffffffff;
+  // A destination prefix: address & mask == net (IPv4 within its mapped 128 bits).
+  struct DstPrefix {
+    IpAddr net;
+    IpAddr mask;
+  };
 
  private:
   struct VipEntry {
     IpAddr address;
+    bool gateway;  // rules are looked up for this VIP whatever the destination
     std::uint32_t rules_begin[kClassCount];  // into rules_, per protocol class
     std::uint32_t rules_end[kClassCount];
     std::int32_t echo_rule;  // into rules_; -1: echo requests no rule matches get no_rule
     std::int32_t arp_rule;   // into rules_; directed VIPs: who answers a requester; else -1
   };
 
-  int find_vip4(std::uint32_t address) const noexcept;
-  int find_vip6(const IpAddr& address) const noexcept;
+  // The VIPs one port's frames may be for: service VIPs by address, gateways by MAC.
+  struct Lookup {
+    std::vector<std::uint32_t> vip4;  // IPv4 VIPs' addresses, vip4_index their vips_ index
+    std::vector<std::uint16_t> vip4_index;
+    std::vector<std::uint16_t> vip6;         // IPv6 VIPs, by vips_ index
+    std::vector<std::uint64_t> gateway_mac;  // gateway VIPs' virtual MACs (48 bits)
+    std::vector<std::uint16_t> gateway_index;
+  };
+  const Lookup& lookup(std::size_t port) const noexcept {
+    return port < lookups_.size() - 1 ? lookups_[port + 1] : lookups_[0];
+  }
+  static int find_vip4(const Lookup& at, std::uint32_t address) noexcept;
+  int find_vip6(const Lookup& at, const IpAddr& address) const noexcept;
+  static int find_gateway(const Lookup& at, std::uint64_t mac48) noexcept;
+  bool dst_matches(const CompiledRule& rule, const IpAddr& address) const noexcept;
   // Everything but the hash: kFarm results come with their key for the hashing stage.
-  void prepare(std::span<const std::byte> frame, FlowKey& key, Result& result,
+  void prepare(std::span<const std::byte> frame, const Lookup& at, FlowKey& key, Result& result,
                flow::FlowTuple* tuple) const noexcept;
   void key_requester(const VipEntry& vip, const IpAddr& requester, FlowKey& key,
                      Result& result) const noexcept;
@@ -141,9 +174,9 @@ class Classifier {
   HashSeeds seeds_;
   std::uint32_t bucket_mask_;
   std::vector<VipEntry> vips_;
-  std::vector<std::uint32_t> vip4_;  // IPv4 VIPs' addresses, vip4_index_ their vips_ index
-  std::vector<std::uint16_t> vip4_index_;
+  std::vector<Lookup> lookups_;  // [0] every VIP; [1 + p] those of dataplane port p
   std::vector<CompiledRule> rules_;
+  std::vector<DstPrefix> dst_;
   std::vector<std::uint64_t> port_bits_;  // 1024 words per distinct port list of the rules
   // The offset of a 65536-bit set of `ports` in port_bits_, appended at the first use.
   using PortSets = std::vector<std::pair<std::vector<config::PortRange>, std::uint32_t>>;
