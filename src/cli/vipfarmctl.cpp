@@ -31,10 +31,11 @@ constexpr const char* kUsage =
     "\n"
     "commands:\n"
     "  check-config FILE [--json]   validate a config; print a summary or every error\n"
-    "  owner --config FILE [--view 1,2,3] [--json] PROTO CLIENT SERVER\n"
+    "  owner --config FILE [--view 1,2,3] [--via VIP] [--json] PROTO CLIENT SERVER\n"
     "                               which group, bucket and node take this flow\n"
     "                               PROTO: tcp|udp|icmp; CLIENT/SERVER: 192.0.2.7:40000,\n"
-    "                               [2001:db8::7]:40000 (no port for icmp)\n"
+    "                               [2001:db8::7]:40000 (no port for icmp); --via: the\n"
+    "                               gateway VIP a flow to a non-VIP server goes through\n"
     "  owner --config FILE [--view 1,2,3] [--json] --pcap FILE\n"
     "                               the verdict of every frame of a pcap\n"
     "  buckets --config FILE [--view 1,2,3] [--from-view 1,2,3] [--json]\n"
@@ -194,10 +195,11 @@ int cmd_check_config(const std::vector<std::string>& args) {
 
 int cmd_owner(const std::vector<std::string>& args) {
   po::options_description options("owner");
-  std::string config_path, view_text, pcap_path;
+  std::string config_path, view_text, pcap_path, via;
   bool json = false;
   options.add_options()("config", po::value(&config_path)->required(), "config file")(
       "view", po::value(&view_text), "eligible node ids, comma-separated (default: all)")(
+      "via", po::value(&via), "the gateway VIP the flow goes through (gateway farms)")(
       "pcap", po::value(&pcap_path), "classify every frame of this pcap")(
       "json", po::bool_switch(&json), "one JSON object per line")(
       "flow", po::value<std::vector<std::string>>(), "PROTO CLIENT SERVER");
@@ -215,6 +217,8 @@ int cmd_owner(const std::vector<std::string>& args) {
 
   if (!pcap_path.empty()) {
     if (vm.count("flow")) throw UsageError("give either --pcap or PROTO CLIENT SERVER");
+    if (!via.empty())
+      throw UsageError("--via applies to PROTO CLIENT SERVER (a pcap's frames carry their MAC)");
     std::ifstream in(pcap_path, std::ios::binary);
     if (!in) {
       std::cerr << pcap_path << ": cannot open\n";
@@ -243,8 +247,12 @@ int cmd_owner(const std::vector<std::string>& args) {
   const auto flow =
       vm.count("flow") ? vm["flow"].as<std::vector<std::string>>() : std::vector<std::string>{};
   if (flow.size() != 3) throw UsageError("owner needs PROTO CLIENT SERVER or --pcap FILE");
-  const packet::FlowQuery query = packet::parse_flow_query(flow[0], flow[1], flow[2]);
+  packet::FlowQuery query = packet::parse_flow_query(flow[0], flow[1], flow[2]);
   if (!query.error.empty()) throw UsageError(query.error);
+  if (const std::string err = packet::route_through_gateway(*config, via, query.spec);
+      !err.empty()) {
+    throw UsageError(err);
+  }
   const auto frame = packet::build_frame(query.spec);
   const nlohmann::json d = describe(*config, owners, classifier.classify(frame));
   std::cout << (json ? d.dump() : human(d)) << "\n";

@@ -357,9 +357,14 @@ nlohmann::json Control::counters() const {
 }
 
 nlohmann::json Control::owner(const nlohmann::json& request) const {
-  const packet::FlowQuery query = packet::parse_flow_query(
+  packet::FlowQuery query = packet::parse_flow_query(
       request.value("proto", ""), request.value("client", ""), request.value("server", ""));
   if (!query.error.empty()) return error("owner: " + query.error);
+  if (const std::string err =
+          packet::route_through_gateway(config_, request.value("via", ""), query.spec);
+      !err.empty()) {
+    return error("owner: " + err);
+  }
   const packet::Result r = packet::Classifier(config_).classify(packet::build_frame(query.spec));
   std::lock_guard lock(mutex_);
   nlohmann::json out = {{"ok", true}, {"verdict", std::string(packet::to_string(r.verdict))}};

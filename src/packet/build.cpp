@@ -96,7 +96,7 @@ FlowQuery parse_flow_query(std::string_view proto, std::string_view client,
 std::vector<std::byte> build_frame(const FrameSpec& spec) {
   std::vector<std::byte> out;
   const bool v6 = !spec.src.is_v4();
-  for (int i = 0; i < 6; ++i) out.push_back(std::byte(0x5a));  // destination: any MAC
+  for (const std::uint8_t b : spec.dst_mac) out.push_back(std::byte(b));
   for (int i = 0; i < 6; ++i) out.push_back(std::byte(0x02));
   for (std::size_t i = 0; i < spec.vlans.size(); ++i) {
     put16(out, i == 0 && spec.vlans.size() > 1 ? 0x88A8 : 0x8100);

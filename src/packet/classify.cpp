@@ -209,7 +209,7 @@ Classifier::CompiledRule compile_key(KeyKind key, std::uint8_t prefix, std::uint
                                      bool v6) {
   constexpr std::uint64_t kAll = ~std::uint64_t{0};
   Classifier::CompiledRule r{kAll, kAll, 0, 0, 0, 0, Classifier::kAsSent, 0, Classifier::kAnyPort,
-                             0, 0};
+                             0,    0};
   switch (key) {
     case KeyKind::kOnAddr:
       break;
@@ -297,6 +297,43 @@ std::string_view to_string(Malformed reason) noexcept {
                                                 "udp_length",
                                                 "icmp_quote"};
   return kNames[static_cast<std::size_t>(reason)];
+}
+
+std::string route_through_gateway(const config::Config& config, std::string_view via,
+                                  FrameSpec& spec) {
+  const bool v4 = spec.dst.is_v4();
+  std::vector<const config::Vip*> gateways;
+  for (const config::Vip& vip : config.vips) {
+    if (vip.gateway && vip.address.is_v4() == v4) gateways.push_back(&vip);
+  }
+  if (!via.empty()) {
+    const auto address = IpAddr::parse(via);
+    for (const config::Vip* vip : gateways) {
+      if (address && vip->address == *address) {
+        spec.dst_mac = vip->mac;
+        return {};
+      }
+    }
+    std::string known;
+    for (const config::Vip* vip : gateways) {
+      known += (known.empty() ? "" : ", ") + vip->address.to_string();
+    }
+    return "--via " + std::string(via) + " is not a gateway VIP of the flow's family" +
+           (known.empty() ? std::string(" (there is none)") : " (" + known + ")");
+  }
+  const bool to_vip = std::any_of(config.vips.begin(), config.vips.end(),
+                                  [&](const config::Vip& v) { return v.address == spec.dst; });
+  if (to_vip || gateways.empty()) return {};
+  if (gateways.size() == 1) {
+    spec.dst_mac = gateways[0]->mac;
+    return {};
+  }
+  std::string known;
+  for (const config::Vip* vip : gateways) {
+    known += (known.empty() ? "" : ", ") + vip->address.to_string();
+  }
+  return "the server is not a VIP: name the gateway VIP the flow goes through with --via (" +
+         known + ")";
 }
 
 Ownership::Ownership(std::size_t groups, std::uint32_t buckets)
@@ -424,7 +461,8 @@ inline int Classifier::find_gateway(const Lookup& at, std::uint64_t mac) noexcep
   return -1;
 }
 
-inline bool Classifier::dst_matches(const CompiledRule& rule, const IpAddr& address) const noexcept {
+inline bool Classifier::dst_matches(const CompiledRule& rule,
+                                    const IpAddr& address) const noexcept {
   if (rule.dst_begin == rule.dst_end) return true;
   for (std::uint32_t i = rule.dst_begin; i < rule.dst_end; ++i) {
     const DstPrefix& d = dst_[i];

@@ -12,6 +12,7 @@
 namespace vipfarm::packet {
 
 struct FrameSpec {
+  MacAddr dst_mac = {0x5a, 0x5a, 0x5a, 0x5a, 0x5a, 0x5a};  // a gateway VIP's to reach it
   IpAddr src;
   IpAddr dst;  // same family as src
   std::uint8_t proto = 6;

@@ -12,6 +12,7 @@
 #include "vipfarm/common/types.hpp"
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/flow/flow_table.hpp"
+#include "vipfarm/packet/build.hpp"
 #include "vipfarm/packet/hash.hpp"
 
 namespace vipfarm::packet {
@@ -87,6 +88,13 @@ class Ownership {
   std::uint32_t words_per_group_ = 0;
   std::vector<std::uint64_t> bits_;
 };
+
+// A flow query's frame (FlowQuery::spec) is addressed to the gateway VIP it goes through
+// when its server is not a VIP: `via` names it (an address), or, left empty, the only
+// gateway VIP of the flow's family. Returns why it cannot be, empty when done (or when
+// nothing was needed). The owner tool and the admin API share it.
+std::string route_through_gateway(const config::Config& config, std::string_view via,
+                                  FrameSpec& spec);
 
 class Classifier {
  public:
