@@ -91,7 +91,8 @@ std::optional<Prefix> parse_prefix(std::string_view text) {
   const auto address = IpAddr::parse(text.substr(0, slash));
   if (!address) return std::nullopt;
   const unsigned family_bits = address->is_v4() ? 32 : 128;
-  if (slash == std::string_view::npos) return Prefix{*address, static_cast<std::uint8_t>(family_bits)};
+  if (slash == std::string_view::npos)
+    return Prefix{*address, static_cast<std::uint8_t>(family_bits)};
   const std::string_view digits = text.substr(slash + 1);
   unsigned length = 0;
   const auto [end, ec] = std::from_chars(digits.data(), digits.data() + digits.size(), length);
@@ -102,9 +103,7 @@ std::optional<Prefix> parse_prefix(std::string_view text) {
   return Prefix{*address, static_cast<std::uint8_t>(length)};
 }
 
-std::string Prefix::to_string() const {
-  return address.to_string() + "/" + std::to_string(length);
-}
+std::string Prefix::to_string() const { return address.to_string() + "/" + std::to_string(length); }
 
 std::optional<MacAddr> parse_mac(std::string_view text) {
   MacAddr mac{};

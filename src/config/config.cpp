@@ -287,10 +287,10 @@ std::optional<std::vector<Prefix>> read_prefixes(Loader& loader, const toml::tab
                          (hosts ? "address/prefix (192.0.2.11/24, 2001:db8::11/64)"
                                 : "a prefix (10.0.0.0/8, 2001:db8::/32) or *"));
       } else if (!hosts && !prefix->host_bits_clear()) {
-        loader.error(item.source(), key,
-                     "\"" + std::string(part) + "\" has host bits set (did you mean " +
-                         Prefix{prefix->address.masked(prefix->length), prefix->length}.to_string() +
-                         "?)");
+        loader.error(
+            item.source(), key,
+            "\"" + std::string(part) + "\" has host bits set (did you mean " +
+                Prefix{prefix->address.masked(prefix->length), prefix->length}.to_string() + "?)");
       } else {
         out.push_back(*prefix);
       }
@@ -325,9 +325,9 @@ constexpr std::array<std::string_view, 2> kSplitBrain = {"serve", "majority"};
 constexpr std::array<std::string_view, 4> kCheckerKinds = {"tcp", "ping", "interface", "custom"};
 constexpr std::array<std::string_view, 2> kModes = {"balance", "failover"};
 constexpr std::array<std::string_view, 4> kProtos = {"any", "tcp", "udp", "icmp"};
-constexpr std::array<std::string_view, 9> kKeys = {
-    "on_addr",     "on_port",     "on_ipid",   "five_tuple",    "client_net",
-    "on_dst_addr", "on_dst_port", "symmetric", "symmetric_port"};
+constexpr std::array<std::string_view, 9> kKeys = {"on_addr",     "on_port",    "on_ipid",
+                                                   "five_tuple",  "client_net", "on_dst_addr",
+                                                   "on_dst_port", "symmetric",  "symmetric_port"};
 
 void load_cluster(Loader& loader, const toml::table& root, Config& config) {
   const toml::table* cluster = loader.table(root, "cluster");
@@ -563,9 +563,9 @@ void load_rule(Loader& loader, const toml::table& entry, const std::string& path
     }
     for (const Prefix& prefix : *dst) {
       if (vip != nullptr && prefix.address.is_v4() != vip->address.is_v4()) {
-        loader.error(entry.get("dst")->source(), path + ".dst",
-                     prefix.to_string() + " is not of the VIP's family (" +
-                         vip->address.to_string() + ")");
+        loader.error(
+            entry.get("dst")->source(), path + ".dst",
+            prefix.to_string() + " is not of the VIP's family (" + vip->address.to_string() + ")");
       }
     }
     rule.dst = std::move(*dst);
@@ -638,7 +638,8 @@ void load_groups(Loader& loader, const toml::table& root, Config& config) {
 // [[dataplane.port]]: each uplink with its TAP and this node's addresses there.
 void load_ports(Loader& loader, const toml::array& ports, Config& config) {
   if (ports.size() > kMaxPorts) {
-    loader.error(ports.source(), "dataplane.port", "at most " + std::to_string(kMaxPorts) + " ports");
+    loader.error(ports.source(), "dataplane.port",
+                 "at most " + std::to_string(kMaxPorts) + " ports");
   }
   std::set<std::string> names, devices, taps;
   for (std::size_t i = 0; i < ports.size(); ++i) {
@@ -792,9 +793,9 @@ void place_vips(Loader& loader, const toml::table& root, Config& config) {
     for (const Prefix& a : ports[vip.port].addresses) routed = routed || a.address.is_v4() == v4;
     if (!routed) {
       loader.error(entry.get("gateway")->source(), path + ".gateway",
-                   "this node has no " + std::string(v4 ? "IPv4" : "IPv6") +
-                       " address on port \"" + ports[vip.port].name + "\" (dataplane.port[" +
-                       std::to_string(vip.port) + "].address): the kernel routes through it");
+                   "this node has no " + std::string(v4 ? "IPv4" : "IPv6") + " address on port \"" +
+                       ports[vip.port].name + "\" (dataplane.port[" + std::to_string(vip.port) +
+                       "].address): the kernel routes through it");
     }
   }
 }
@@ -1259,8 +1260,8 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
        "cluster.node");
   note(lists_differ(a.vips, b.vips,
                     [](const Vip& x, const Vip& y) {
-                      return x.address == y.address && x.mac == y.mac &&
-                             x.l2_mode == y.l2_mode && x.gateway == y.gateway && x.port == y.port;
+                      return x.address == y.address && x.mac == y.mac && x.l2_mode == y.l2_mode &&
+                             x.gateway == y.gateway && x.port == y.port;
                     }),
        "vip");
   // Groups: their list and names, then per group (same list) what changed in it.

@@ -102,8 +102,7 @@ struct Dataplane::Impl {
                        const rte_mbuf* m, bool leased, std::uint16_t queue,
                        MacAddr& answer) noexcept;
   bool forward(const Port& port, const Snapshot& snap, const packet::Result& r, rte_mbuf* m,
-               bool syn, LcoreCounters& c, rte_mbuf** out, unsigned& n,
-               unsigned capacity) noexcept;
+               bool syn, LcoreCounters& c, rte_mbuf** out, unsigned& n, unsigned capacity) noexcept;
   std::uint64_t self_bit = 0;               // this node's bit (id-1)
   std::vector<std::uint64_t> virtual_macs;  // 48-bit values, for one compare each
 
@@ -464,8 +463,7 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
         drop[nd++] = m;
         break;
       default: {  // kNotOwner (kFarm never survives apply())
-        const bool syn =
-            track && b.tuples[i].proto == 6 && (b.tuples[i].tcp_flags & 0x12) == 0x02;
+        const bool syn = track && b.tuples[i].proto == 6 && (b.tuples[i].tcp_flags & 0x12) == 0x02;
         if (!snap->owners.empty() && vip_directed[r.vip] != 0 &&
             forward(port, *snap, r, m, syn, c, reply.data(), nr, reply.size())) {
           break;
@@ -500,8 +498,8 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
 void Dataplane::Impl::drain_to_uplink(std::size_t p, LcoreCounters& c) noexcept {
   const Port& port = ports[p];
   std::array<rte_mbuf*, kExceptionBurst> out;
-  const unsigned n = rte_ring_sc_dequeue_burst(
-      port.to_uplink, reinterpret_cast<void**>(out.data()), kExceptionBurst, nullptr);
+  const unsigned n = rte_ring_sc_dequeue_burst(port.to_uplink, reinterpret_cast<void**>(out.data()),
+                                               kExceptionBurst, nullptr);
   if (n == 0) return;
   const std::uint16_t sent =
       rte_eth_tx_burst(port.uplink, 0, out.data(), static_cast<std::uint16_t>(n));
@@ -681,13 +679,13 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
       return "exception port " + exception_names[p] + " not created";
     }
     const std::string suffix = std::to_string(p);
-    port.to_kernel = rte_ring_create(("vipfarm_to_kernel" + suffix).c_str(),
-                                     config.exception.ring_size, static_cast<int>(rte_socket_id()),
-                                     RING_F_SC_DEQ);
+    port.to_kernel =
+        rte_ring_create(("vipfarm_to_kernel" + suffix).c_str(), config.exception.ring_size,
+                        static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
     if (port.to_kernel == nullptr) return eal_error("exception ring" + what);
-    port.to_uplink = rte_ring_create(("vipfarm_to_uplink" + suffix).c_str(),
-                                     config.exception.ring_size, static_cast<int>(rte_socket_id()),
-                                     RING_F_SP_ENQ | RING_F_SC_DEQ);
+    port.to_uplink =
+        rte_ring_create(("vipfarm_to_uplink" + suffix).c_str(), config.exception.ring_size,
+                        static_cast<int>(rte_socket_id()), RING_F_SP_ENQ | RING_F_SC_DEQ);
     if (port.to_uplink == nullptr) {
       rte_ring_free(port.to_kernel);
       return eal_error("uplink ring" + what);
@@ -708,9 +706,8 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
       return port_error("TAP MAC address" + what, rc);
     }
     if (int rc = rte_eth_promiscuous_enable(added.uplink); rc != 0) {
-      return port_error("promiscuous mode on the uplink" + what +
-                            " (the virtual MAC's frames need it)",
-                        rc);
+      return port_error(
+          "promiscuous mode on the uplink" + what + " (the virtual MAC's frames need it)", rc);
     }
     if (int rc = rte_eth_dev_start(added.uplink); rc < 0) {
       return port_error("start uplink" + what, rc);
@@ -833,10 +830,9 @@ void Dataplane::announce(const AnswersRequester& answers) {
       const std::size_t len =
           address.is_v4()
               ? packet::build_arp({reinterpret_cast<std::byte*>(data), 86}, 2, requester_mac,
-                                  d.ports[0].mac, address.v4_value(), requester_mac,
-                                  who.v4_value())
-              : packet::build_na({reinterpret_cast<std::byte*>(data), 86}, d.ports[0].mac,
-                                 address, requester_mac, who);
+                                  d.ports[0].mac, address.v4_value(), requester_mac, who.v4_value())
+              : packet::build_na({reinterpret_cast<std::byte*>(data), 86}, d.ports[0].mac, address,
+                                 requester_mac, who);
       rte_pktmbuf_trim(m, static_cast<std::uint16_t>(86 - len));
       send(0, m, d.counters[0].directed_announcements);  // directed VIPs: the first port's
     }
@@ -847,8 +843,8 @@ void Dataplane::announce(const AnswersRequester& answers) {
       rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
       if (m == nullptr) continue;
       char* data = rte_pktmbuf_append(m, 128);
-      const std::size_t len = packet::build_announcement(
-          {reinterpret_cast<std::byte*>(data), 128}, d.ports[p].mac, vip);
+      const std::size_t len = packet::build_announcement({reinterpret_cast<std::byte*>(data), 128},
+                                                         d.ports[p].mac, vip);
       rte_pktmbuf_trim(m, static_cast<std::uint16_t>(128 - len));
       send(p, m, d.counters[0].announcements);
     }

@@ -8,7 +8,16 @@
 
 namespace vipfarm::config {
 
-enum class ValueType { kTable, kTableArray, kInteger, kString, kStringList, kPorts, kBool, kAddressList };
+enum class ValueType {
+  kTable,
+  kTableArray,
+  kInteger,
+  kString,
+  kStringList,
+  kPorts,
+  kBool,
+  kAddressList
+};
 enum class Reload { kRestart, kReloadable };
 
 struct KeySpec {
