@@ -859,6 +859,10 @@ MacAddr Dataplane::port_mac(std::size_t port) const {
 
 std::size_t Dataplane::port_count() const { return impl_->ports.size(); }
 
+std::string Dataplane::port_name(std::size_t port) const {
+  return port < impl_->ports.size() ? impl_->ports[port].name : std::string();
+}
+
 Totals Dataplane::totals() const {
   Totals t;
   bool first_worker = true;

@@ -218,6 +218,23 @@ class Collector : public prometheus::Collectable {
           value_metric(static_cast<double>(s.forwarded[n]), true, {{"peer", std::to_string(n)}}));
     }
     out.push_back(std::move(forwarded));
+    prometheus::MetricFamily port_rx{
+        "vipfarm_port_rx_packets_total",
+        "Frames received on each dataplane port's uplink (a gateway's inside and outside).",
+        prometheus::MetricType::Counter,
+        {}};
+    prometheus::MetricFamily port_tx{
+        "vipfarm_port_tx_packets_total",
+        "Frames sent on each dataplane port's uplink (the kernel's, ARP/ND replies, forwarded).",
+        prometheus::MetricType::Counter,
+        {}};
+    for (std::size_t p = 0; p < dataplane_.port_count() && p < s.port_rx.size(); ++p) {
+      const std::vector<prometheus::ClientMetric::Label> port = {{"port", dataplane_.port_name(p)}};
+      port_rx.metric.push_back(value_metric(static_cast<double>(s.port_rx[p]), true, port));
+      port_tx.metric.push_back(value_metric(static_cast<double>(s.port_tx[p]), true, port));
+    }
+    out.push_back(std::move(port_rx));
+    out.push_back(std::move(port_tx));
     prometheus::MetricFamily verdicts{"vipfarm_packets_total",
                                       "Frames received, by verdict (rx = the sum).",
                                       prometheus::MetricType::Counter,

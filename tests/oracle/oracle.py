@@ -69,7 +69,49 @@ PROTO_ANY = None
 
 
 class Rule:
-    __slots__ = ("group", "vip", "proto", "ports", "key", "prefix", "prefix6", "index")
+    __slots__ = ("group", "vip", "proto", "ports", "key", "prefix", "prefix6", "index",
+                 "dst")
+
+
+def default_vip_mac(packed):
+    """vip[].mac's default (docs: schema): 5A:FE:<IPv4 in hex>; IPv6: 5A:F6 and the top
+    4 bytes of mix64(hi ^ mix64(lo))."""
+    if len(packed) == 4:
+        return b"\x5a\xfe" + packed
+    hi, lo = struct.unpack("!QQ", packed)
+    return b"\x5a\xf6" + struct.pack("!Q", mix64(hi ^ mix64(lo)))[:4]
+
+
+def parse_mac(text):
+    parts = text.replace("-", ":").split(":")
+    if len(parts) != 6:
+        raise ValueError("not a MAC address: %r" % text)
+    return bytes(int(x, 16) for x in parts)
+
+
+def parse_dst(value):
+    """group[].rule[].dst: a string of comma-separated prefixes or a list of such strings;
+    "*" anywhere (or no dst) means any destination: None. Else a list of (packed network,
+    prefix length)."""
+    if value is None:
+        return None
+    items = value if isinstance(value, list) else [value]
+    out = []
+    for item in items:
+        for part in str(item).split(","):
+            part = part.strip()
+            if part == "*":
+                return None
+            net = ipaddress.ip_network(part, strict=True)
+            out.append((net.network_address.packed, net.prefixlen))
+    return out
+
+
+def in_prefixes(addr, prefixes):
+    for net, plen in prefixes:
+        if len(net) == len(addr) and mask_addr(addr, plen) == net:
+            return True
+    return False
 
 
 class Config:
@@ -83,9 +125,16 @@ class Config:
         self.s = seeds(self.seed)
         self.vip4 = set()
         self.vip6 = set()
+        self.gateways = set()        # packed addresses of gateway VIPs
+        self.gw_by_mac = {}          # virtual MAC -> packed address, gateway VIPs only
         for v in raw.get("vip", []):
             a = ipaddress.ip_address(v["address"])
             (self.vip4 if a.version == 4 else self.vip6).add(a.packed)
+            if v.get("gateway", False):
+                mac = v.get("mac", "")
+                mac = parse_mac(mac) if mac else default_vip_mac(a.packed)
+                self.gateways.add(a.packed)
+                self.gw_by_mac[mac] = a.packed
         self.rules = []
         for g in raw.get("group", []):
             for r in g.get("rule", []):
@@ -99,6 +148,7 @@ class Config:
                 rule.key = r.get("key", "on_addr")
                 rule.prefix = int(r.get("prefix", 24))
                 rule.prefix6 = int(r.get("prefix6", 64))
+                rule.dst = parse_dst(r.get("dst"))
                 self.rules.append(rule)
 
     def is_vip(self, addr):
@@ -262,7 +312,7 @@ ICMP6_ERRORS = (1, 2, 3, 4)
 
 class Flow:
     __slots__ = ("fam", "client", "server", "proto", "cport", "sport", "ident", "ports",
-                 "echo", "frag")
+                 "echo", "frag", "gateway")
 
 
 def parse_quote(b, q, qend, fam):
@@ -309,6 +359,7 @@ def make_flow(b, p):
     f.cport = f.sport = 0
     f.echo = False
     f.frag = p.frag
+    f.gateway = None     # the gateway VIP whose traffic this is (§2), set by classify
     if p.frag:
         f.ports = PORTS_UNKNOWN
         return f
@@ -355,10 +406,18 @@ def p_ports(b, l4):
 
 
 def rule_matches(cfg, r, f):
-    if r.vip is None:
+    if f.gateway is not None:
+        # §4: a gateway VIP's traffic takes the rules naming that gateway VIP or "*",
+        # whatever the flow's server address
+        if r.vip is not None and r.vip != f.gateway:
+            return False
+    elif r.vip is None:
         if not cfg.is_vip(f.server):
             return False
     elif r.vip != f.server:
+        return False
+    # §4 dst: the flow's server address (an ICMP error's quoted source) within a prefix
+    if r.dst is not None and not in_prefixes(f.server, r.dst):
         return False
     if r.proto == "tcp":
         if f.proto != 6:
@@ -390,9 +449,22 @@ def key_words(key, r, f):
         return chi, clo, 0, 0, f.cport
     if key == "on_ipid":
         return chi, clo, 0, 0, f.ident
+    shi, slo = addr128(f.server)
     if key == "five_tuple":
-        shi, slo = addr128(f.server)
         return chi, clo, shi, slo, (f.proto << 32) | (f.cport << 16) | f.sport
+    if key == "on_dst_addr":
+        return shi, slo, 0, 0, 0
+    if key == "on_dst_port":
+        return shi, slo, 0, 0, f.sport
+    if key in ("symmetric", "symmetric_port"):
+        # endpoints ordered by (128-bit address, port); ports are 0 when port-less
+        a = (chi, clo, f.cport)
+        b = (shi, slo, f.sport)
+        if b < a:
+            a, b = b, a
+        if key == "symmetric":
+            return a[0], a[1], b[0], b[1], 0
+        return a[0], a[1], b[0], b[1], (f.proto << 32) | (a[2] << 16) | b[2]
     raise ValueError("unknown key %r" % key)
 
 
@@ -404,8 +476,9 @@ def bucket_of(cfg, key, r, f):
 # --------------------------------------------------------------------------- classify
 
 
-def classify(cfg, b, stats=None):
-    """Returns (verdict, reason, group, bucket)."""
+def classify(cfg, b, stats=None, matched=None):
+    """Returns (verdict, reason, group, bucket). When matched is a list, the rule that
+    decided a farm verdict (None for the echo fallback) and the flow are appended."""
     try:
         res = parse_frame(b)
         if res[0] == "pass":
@@ -422,9 +495,25 @@ def classify(cfg, b, stats=None):
                     and bytes(b[p.l4 + 8:p.l4 + 24]) in cfg.vip6):
                 return ("nd_vip", "", "", -1)
             return ("pass", "", "", -1)
-        if not cfg.is_vip(p.dst):
+        # §2 gateway VIPs: the Ethernet destination is a gateway's virtual MAC
+        gw = cfg.gw_by_mac.get(bytes(b[0:6]))
+        if gw is not None:
+            if len(gw) != len(p.dst):            # the other family
+                if stats is not None:
+                    stats["gateway:wrong_family"] += 1
+                return ("no_rule", "", "", -1)
+            if stats is not None:
+                stats["gateway:by_mac"] += 1
+        elif not cfg.is_vip(p.dst):
             return ("pass", "", "", -1)
+        elif p.dst in cfg.gateways:
+            # a packet sent to a gateway VIP's own address with another MAC: that
+            # VIP's farm traffic
+            gw = bytes(p.dst)
+            if stats is not None:
+                stats["gateway:by_address"] += 1
         f = make_flow(b, p)
+        f.gateway = gw
     except Malformed as e:
         return ("malformed", e.args[0], "", -1)
     # §4
@@ -434,12 +523,20 @@ def classify(cfg, b, stats=None):
                 stats["rule%d:%s/%s/%s" % (r.index, r.group, r.proto, r.key)] += 1
                 if f.ports == PORTS_UNKNOWN:
                     stats["rule%d:ports_unknown" % r.index] += 1
+            if matched is not None:
+                matched += [r, f]
             return ("farm", "", r.group, bucket_of(cfg, r.key, r, f))
     if f.echo and not f.frag and cfg.icmp_echo == "one":
+        # the group of the first rule whose vip names this VIP (the gateway whose
+        # traffic it is, else the destination) or "*"
+        vip = f.gateway if f.gateway is not None else f.server
         for r in cfg.rules:
-            if r.vip is None or r.vip == f.server:
+            if r.vip is None or r.vip == vip:
                 if stats is not None:
-                    stats["echo_fallback:%s" % r.group] += 1
+                    stats["echo_fallback:%s%s" % (r.group, "/gateway" if f.gateway
+                                                  else "")] += 1
+                if matched is not None:
+                    matched += [None, f]
                 return ("farm", "", r.group, bucket_of(cfg, "on_addr", r, f))
     return ("no_rule", "", "", -1)
 

@@ -150,6 +150,7 @@ class Dataplane {
   // Every port's uplink MAC (its TAP has the same), in config order.
   MacAddr port_mac(std::size_t port) const;
   std::size_t port_count() const;
+  std::string port_name(std::size_t port) const;  // config's (the one-port form's: "uplink")
 
   struct Impl;
 
