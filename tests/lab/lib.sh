@@ -71,6 +71,7 @@ _lab_reset() {
     LAB_DAEMON_LOG=()    # [k] its stdout+stderr
     LAB_NGINX_PID=()     # [k] nginx master of node k
     LAB_CLIENT_ADDRS=()  # source addresses added by lab_client_addrs, in order
+    LAB_SERVER_NS=""     # lab_add_outside's server namespace
     LAB_LAST_PID=""      # set by lab_spawn
     _LAB_BG_PIDS=()      # other background processes (lab_spawn)
     _LAB_NETNS=()        # namespaces created, in creation order
@@ -270,6 +271,38 @@ lab_add_lan() {
     done
 }
 
+# lab_add_outside: the outside network of a gateway farm (docs/gateway.md): a second bridge
+# in the switch namespace, an interface "outside" in each node namespace (up, without
+# addresses: vipfarmd owns it through net_af_packet, like uplink), and a server namespace
+# (LAB_SERVER_NS) on it with lab1 = LAB_SERVER4/24 and LAB_SERVER6/64, whose routes back to
+# the inside (10.77.0.0/16, fd77::/64) go through LAB_GW_OUT4 / LAB_GW_OUT6. lab_down
+# removes it with the other namespaces.
+LAB_SERVER4=198.51.100.80
+LAB_SERVER6=fd79::80
+LAB_GW_OUT4=198.51.100.1
+LAB_GW_OUT6=fd79::1
+LAB_SERVER_IF=lab1
+lab_add_outside() {
+    local sfx=$LAB_SUFFIX_USED k br=vf${LAB_SUFFIX_USED}ob
+    ip -n "$LAB_SWITCH_NS" link add name "$br" type bridge stp_state 0 mcast_snooping 0 &&
+        ip -n "$LAB_SWITCH_NS" link set dev "$br" up || _lab_die "lab_add_outside: cannot create $br"
+    _lab_no_ipv6 "$br" "$LAB_SWITCH_NS"
+    for ((k = 1; k <= LAB_N; k++)); do
+        LAB_BRIDGE=$br _lab_add_veth "vf${sfx}o$k" "${LAB_NODE_NS[k]}" outside \
+            "$(printf '02:77:00:00:02:%02x' "$k")"
+    done
+    LAB_SERVER_NS=vflab-$sfx-server
+    _lab_add_ns "$LAB_SERVER_NS"
+    LAB_BRIDGE=$br _lab_add_veth "vf${sfx}s" "$LAB_SERVER_NS" "$LAB_SERVER_IF" 02:77:00:00:03:50
+    # A real server's NIC fills in the checksums (see the client's, in lab_up).
+    ip netns exec "$LAB_SERVER_NS" ethtool -K "$LAB_SERVER_IF" tx off gso off tso off >/dev/null &&
+        ip -n "$LAB_SERVER_NS" addr add "$LAB_SERVER4/24" dev "$LAB_SERVER_IF" &&
+        ip -n "$LAB_SERVER_NS" addr add "$LAB_SERVER6/64" dev "$LAB_SERVER_IF" nodad &&
+        ip -n "$LAB_SERVER_NS" route add 10.77.0.0/16 via "$LAB_GW_OUT4" &&
+        ip -n "$LAB_SERVER_NS" route add fd77::/64 via "$LAB_GW_OUT6" ||
+        _lab_die "lab_add_outside: cannot address the server"
+}
+
 _lab_no_ipv6() {  # _lab_no_ipv6 IFACE [NS]
     local cmd="echo 1 >/proc/sys/net/ipv6/conf/$1/disable_ipv6"
     if [[ -n ${2:-} ]]; then
@@ -291,7 +324,7 @@ _lab_add_veth() {
     ip -n "$LAB_SWITCH_NS" link add name "$sw" type veth peer name "$inner" netns "$ns" ||
         _lab_die "cannot create veth $sw <-> $ns:$inner"
     _lab_no_ipv6 "$sw" "$LAB_SWITCH_NS"
-    if [[ $inner == uplink ]]; then # no address at all, not even link-local
+    if [[ $inner == uplink || $inner == outside ]]; then # no address at all, not even link-local
         _lab_no_ipv6 "$inner" "$ns"
     fi
     ip -n "$LAB_SWITCH_NS" link set dev "$sw" master "$LAB_BRIDGE" up &&

@@ -3,8 +3,10 @@
 
 Two kinds of load, both to one HTTP server address (the VIP):
   --source ADDR      one new connection every --every-ms from ADDR (HTTP/1.0 GET, the
-                     server closes it); each attempt is logged when it ends: answered
-                     (the body, i.e. which node), or failed (timeout, reset, refused).
+                     server closes it); each attempt is logged when it ends, with its
+                     source port: answered (the body, i.e. which node), or failed
+                     (timeout, reset, refused). With --attempts N, N per source, then the
+                     probe ends once every one has.
   --keep ADDR        one long-lived HTTP/1.1 connection from ADDR, a GET every
                      --keep-every-ms; a break (error, timeout, a different node
                      answering) is logged, then it reconnects.
@@ -38,6 +40,7 @@ class Attempt:
         self.sock = socket.socket(family, socket.SOCK_STREAM)
         self.sock.setblocking(False)
         self.sock.bind((source, 0))
+        self.port = self.sock.getsockname()[1]
         rc = self.sock.connect_ex(target)
         if rc not in (0, errno.EINPROGRESS):
             raise OSError(rc, os.strerror(rc))
@@ -64,6 +67,7 @@ def main():
     ap.add_argument("--source", action="append", default=[])
     ap.add_argument("--keep", action="append", default=[])
     ap.add_argument("--every-ms", type=float, default=40)
+    ap.add_argument("--attempts", type=int, default=0, help="per source (0: until the end)")
     ap.add_argument("--timeout-ms", type=float, default=1000)
     ap.add_argument("--keep-every-ms", type=float, default=100)
     ap.add_argument("--keep-timeout-ms", type=float, default=1000)
@@ -77,6 +81,7 @@ def main():
     sel = selectors.DefaultSelector()
     end = now_ms() + a.seconds * 1000
     next_start = {s: now_ms() for s in a.source}
+    started = {s: 0 for s in a.source}
     attempts = set()
     keeps = [Keep(s, target) for s in a.keep]
     request = b"GET / HTTP/1.1\r\nHost: vip\r\n\r\n"
@@ -89,7 +94,7 @@ def main():
         at.sock.close()
         attempts.discard(at)
         body = at.buf.split(b"\r\n\r\n", 1)[-1].decode(errors="replace").strip()
-        log(kind="attempt", src=at.source, start=at.start, end=now_ms(), ok=ok,
+        log(kind="attempt", src=at.source, sport=at.port, start=at.start, end=now_ms(), ok=ok,
             node=body if ok else None, why=why)
 
     def keep_open(k):
@@ -115,11 +120,16 @@ def main():
 
     for k in keeps:
         keep_open(k)
-    while now_ms() < end and not os.path.exists(a.stop_file):
+    def done():
+        return (a.attempts and not keeps and not attempts and
+                all(n >= a.attempts for n in started.values()))
+
+    while now_ms() < end and not os.path.exists(a.stop_file) and not done():
         t = now_ms()
         for s in a.source:
-            if t >= next_start[s]:
+            if t >= next_start[s] and not (a.attempts and started[s] >= a.attempts):
                 next_start[s] = max(next_start[s] + a.every_ms, t)
+                started[s] += 1
                 try:
                     at = Attempt(s, target, a.timeout_ms)
                 except OSError as e:
@@ -188,7 +198,8 @@ def main():
                     k.pending_since = None
                     if k.node is None:
                         k.node = body
-                        log(kind="keep_open", src=k.source, at=now_ms(), node=body)
+                        log(kind="keep_open", src=k.source, sport=k.sock.getsockname()[1],
+                            at=now_ms(), node=body)
                     elif body != k.node:
                         keep_break(k, "answered by %s, not %s" % (body, k.node))
                         break

@@ -5,7 +5,12 @@ The traffic is driven by the config (its VIPs and the ports of its rules) and co
 every part of docs/classifier.md: IPv4/IPv6, untagged/802.1Q/QinQ/3 tags, TCP/UDP/ICMP/
 ICMPv6/other protocols to VIPs and non-VIPs, IPv4 options, IPv6 extension chains,
 fragments, ICMP errors with good/truncated/broken quotes, echo requests, ARP, neighbour
-solicitations, Ethernet padding, and malformed frames of every reason.
+solicitations, Ethernet padding, and malformed frames of every reason. Gateway VIPs
+(about a quarter of the frames): frames to their virtual MACs with any destination
+(inside and outside the rules' dst prefixes, at their edges), both directions of flows
+through the gateway pairs of the config, ICMP errors about either direction, fragments,
+echo requests, malformed frames, the other family, ARP/ND for the gateway addresses and
+frames to a gateway's address with another MAC.
 
 Same --seed (and --count, --config) => byte-identical pcap.
 Run with /usr/bin/python3 (Debian's scapy).
@@ -50,6 +55,37 @@ def fix_ip4_csum(b):
     b[10:12] = b"\0\0"
     b[10:12] = struct.pack("!H", csum(bytes(b[:ihl])))
     return b
+
+
+def mix64(z):
+    m = (1 << 64) - 1
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & m
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & m
+    return z ^ (z >> 31)
+
+
+def vip_mac(v):
+    """A VIP's virtual MAC: vip[].mac, else 5A:FE:<IPv4> / 5A:F6:<hash of the IPv6>."""
+    if v.get("mac"):
+        return bytes(int(x, 16) for x in v["mac"].replace("-", ":").split(":"))
+    a = ipaddress.ip_address(v["address"]).packed
+    if len(a) == 4:
+        return b"\x5a\xfe" + a
+    hi, lo = struct.unpack("!QQ", a)
+    return b"\x5a\xf6" + struct.pack("!Q", mix64(hi ^ mix64(lo)))[:4]
+
+
+def parse_dst(value):
+    """A rule's dst: list of ipaddress networks, [] for "*" or none."""
+    out = []
+    for item in (value if isinstance(value, list) else [value] if value else []):
+        for part in str(item).split(","):
+            part = part.strip()
+            if part == "*":
+                return []
+            if part:
+                out.append(ipaddress.ip_network(part))
+    return out
 
 
 def parse_ports(text):
@@ -104,12 +140,53 @@ class Gen:
         self.r = random.Random(seed)
         with open(config, "rb") as f:
             cfg = tomllib.load(f)
-        self.vip4, self.vip6 = [], []
+        self.vip4, self.vip6 = [], []          # service VIPs
+        self.gw = {4: [], 6: []}               # gateway VIPs: (address, virtual MAC)
+        self.allvips = set()
+        self.vmacs = []                        # every virtual MAC
         for v in cfg.get("vip", []):
             a = ipaddress.ip_address(v["address"])
-            (self.vip4 if a.version == 4 else self.vip6).append(str(a))
+            self.allvips.add(str(a))
+            self.vmacs.append(vip_mac(v))
+            if v.get("gateway", False):
+                self.gw[a.version].append((str(a), vip_mac(v)))
+            else:
+                (self.vip4 if a.version == 4 else self.vip6).append(str(a))
         if not self.vip4 or not self.vip6:
-            sys.exit("gen_pcap: the config needs at least one IPv4 and one IPv6 VIP")
+            sys.exit("gen_pcap: the config needs at least one IPv4 and one IPv6 service VIP")
+        # gateways: the dst prefixes of the rules naming each, and its partners (gateways
+        # named in one group with it: the two arms of a two-armed gateway, or itself)
+        self.gw_prefixes = {a: [] for f in (4, 6) for a, _m in self.gw[f]}
+        self.gw_partners = {a: set() for a in self.gw_prefixes}
+        self.all_prefixes = {4: [], 6: []}
+        for g in cfg.get("group", []):
+            named = set()
+            for rule in g.get("rule", []):
+                vip = rule.get("vip", "*")
+                if vip == "*":
+                    continue
+                vip = str(ipaddress.ip_address(vip))
+                if vip in self.gw_prefixes:
+                    named.add(vip)
+                    nets = parse_dst(rule.get("dst"))
+                    self.gw_prefixes[vip] += nets
+                    for n in nets:
+                        self.all_prefixes[n.version].append(n)
+            for a in named:
+                self.gw_partners[a] |= {b for b in named
+                                        if ":" in a and ":" in b or ":" not in a + b}
+        # the rules that take each gateway's traffic: (dst prefixes, ports, proto)
+        self.gw_rules = {a: [] for a in self.gw_prefixes}
+        for g in cfg.get("group", []):
+            for rule in g.get("rule", []):
+                vip = rule.get("vip", "*")
+                for a in self.gw_rules:
+                    if vip == "*" or str(ipaddress.ip_address(vip)) == a:
+                        self.gw_rules[a].append((parse_dst(rule.get("dst")),
+                                                 parse_ports(rule.get("ports", "*"))[0],
+                                                 rule.get("proto", "any")))
+        self.gw_mode = False      # eth(): frames go to a gateway's virtual MAC
+        self.gw_addrs = False     # pick_vip(): the gateways' own addresses
         hit, edge = set(), set([22, 25, 53, 80, 123, 443, 8080, 0, 1, 65535])
         for g in cfg.get("group", []):
             for rule in g.get("rule", []):
@@ -136,7 +213,7 @@ class Gen:
         while True:
             net = r.choice(["203.0.113.", "192.0.2.", "198.51.100."])
             a = net + str(r.randint(4, 254))
-            if a not in self.vip4 and a not in self.nodes4:
+            if a not in self.allvips and a not in self.nodes4:
                 return a
 
     def client6(self):
@@ -163,7 +240,7 @@ class Gen:
             return "2001:db8::1"
         while True:
             a = self.client6()
-            if a not in self.vip6:
+            if a not in self.allvips:
                 return a
 
     def sport(self):
@@ -189,11 +266,22 @@ class Gen:
             return [0x88A8, 0x8100]
         return [self.r.choice([0x8100, 0x88A8]), self.r.choice([0x8100, 0x88A8])]
 
+    def l2dst(self, ethertype=None):
+        """The destination MAC of VIP-bound frames: VMAC (no VIP's), or in gateway mode a
+        gateway's virtual MAC, mostly of the family of the ethertype."""
+        r = self.r
+        if not self.gw_mode:
+            return VMAC
+        fam = {ETH_IP4: 4, ETH_IP6: 6}.get(ethertype, r.choice((4, 6)))
+        if r.random() < 0.12 or not self.gw[fam]:
+            fam = 10 - fam                                  # the other family
+        return r.choice(self.gw[fam] or self.gw[10 - fam])[1]
+
     def eth(self, ethertype, payload, tags=None, pad=True, dst=None):
         r = self.r
         if tags is None:
             tags = self.tags()
-        f = bytearray((dst if dst is not None else VMAC) + self.mac())
+        f = bytearray((dst if dst is not None else self.l2dst(ethertype)) + self.mac())
         for tpid in tags:
             f += struct.pack("!HH", tpid, r.getrandbits(16) & 0xEFFF)
         f += struct.pack("!H", ethertype)
@@ -292,6 +380,8 @@ class Gen:
         return 4 if self.r.random() < 0.62 else 6
 
     def pick_vip(self, fam):
+        if self.gw_addrs and self.gw[fam]:
+            return self.r.choice(self.gw[fam])[0]
         return self.r.choice(self.vip4 if fam == 4 else self.vip6)
 
     def pick_proto(self):
@@ -437,10 +527,10 @@ class Gen:
         h[2:4] = struct.pack("!H", csum(bytes(h)))
         return bytes(h)
 
-    def quote4(self, vip, client, qproto, kind):
+    def quote4(self, vip, client, qproto, kind, ports=None):
         """Bytes of an IPv4 packet the node sent (src = VIP), possibly cut."""
         r = self.r
-        sport, cport = self.sport(), self.cport()
+        sport, cport = ports if ports else (self.sport(), self.cport())
         if qproto == "tcp":
             up = TCP(sport=sport, dport=cport, seq=r.getrandbits(32), flags="SA")
         elif qproto == "udp":
@@ -471,9 +561,9 @@ class Gen:
             return q[:ihl + r.randint(0, 3)]
         return q   # frag
 
-    def quote6(self, vip, client, qproto, kind):
+    def quote6(self, vip, client, qproto, kind, ports=None):
         r = self.r
-        sport, cport = self.sport(), self.cport()
+        sport, cport = ports if ports else (self.sport(), self.cport())
         if qproto == "tcp":
             up = TCP(sport=sport, dport=cport, seq=r.getrandbits(32), flags="SA")
         elif qproto == "udp":
@@ -710,7 +800,8 @@ class Gen:
                                            struct.unpack("!H", ipaddress.IPv6Address(
                                                tgt).packed[14:])[0])
         dst = sn if r.random() < 0.85 else vip
-        mac = r.choice([b"\x33\x33\xff" + ipaddress.IPv6Address(tgt).packed[13:], VMAC])
+        mac = r.choice([b"\x33\x33\xff" + ipaddress.IPv6Address(tgt).packed[13:],
+                        self.l2dst(ETH_IP6)])
         ns = ICMPv6ND_NS(tgt=tgt)
         if src != "::" and r.random() < 0.7:
             ns = ns / ICMPv6NDOptSrcLLAddr(lladdr="02:00:00:%02x:%02x:%02x" % tuple(
@@ -789,9 +880,9 @@ class Gen:
             self.frames.append(self.rb(r.randint(1, 13)))
         elif reason == "vlan_truncated":
             if r.random() < 0.5:
-                f = VMAC + self.mac() + struct.pack("!H", r.choice([0x8100, 0x88A8]))
+                f = self.l2dst() + self.mac() + struct.pack("!H", r.choice([0x8100, 0x88A8]))
             else:
-                f = VMAC + self.mac() + struct.pack("!HHH", 0x88A8, r.getrandbits(12),
+                f = self.l2dst() + self.mac() + struct.pack("!HHH", 0x88A8, r.getrandbits(12),
                                                     0x8100)
             self.frames.append(f + self.rb(r.randint(0, 3)))
         elif reason == "vlan_depth":
@@ -889,7 +980,7 @@ class Gen:
     # ambiguous cases (off by default) ----------------------------------------
     def c_ambiguous(self):
         r = self.r
-        c = self.counter % 7
+        c = self.counter % (8 if self.gw[4] or self.gw[6] else 7)
         self.counter += 1
         if c == 0:      # third tag that is itself truncated
             f = VMAC + self.mac() + struct.pack("!HHHHH", 0x88A8, 1, 0x8100, 2, 0x8100)
@@ -919,11 +1010,177 @@ class Gen:
                 offset=0, m=0, id=1) / IPv6ExtHdrFragment(offset=0, m=1, id=2) / \
                 UDP(sport=1, dport=7000)
             self.eth(ETH_IP6, bytes(pkt))
+        elif c == 7:    # ICMP error to a gateway's own address, not to its virtual MAC,
+            # quoting a packet from another host: the gateway's traffic (§2), so the
+            # rules naming the gateway (§4), dst matched against the quoted source
+            fam = r.choice([f for f in (4, 6) if self.gw[f]])
+            gw = r.choice(self.gw[fam])[0]
+            if fam == 4:
+                q = self.quote4(self.gw_dest(4, []), self.client4(), r.choice(
+                    ["tcp", "udp", "icmp"]), "rfc792")
+                self.eth(ETH_IP4, self.ip4(self.client4(), gw, Raw(self.icmp4_raw(
+                    3, 4, struct.pack("!HH", 0, 1400), q)), proto=1), dst=VMAC)
+            else:
+                q = self.quote6(self.gw_dest(6, []), self.client6(), r.choice(
+                    ["tcp", "udp", "icmp"]), "rfc792")
+                self.eth(ETH_IP6, self.ip6(self.client6(), gw, ICMPv6PacketTooBig(
+                    mtu=1280) / Raw(q)), dst=VMAC)
         else:           # ICMPv6 quote with more than 8 extension headers
             q = self.ip6(self.vip6[0], self.client6(), UDP(sport=53, dport=999),
                          kinds=["dst"] * 9)
             self.eth(ETH_IP6, self.ip6(self.client6(), self.vip6[0],
                                        ICMPv6DestUnreach() / Raw(q)))
+
+    # gateway VIPs ------------------------------------------------------------
+    def gw_pick(self, fam=None):
+        """(gateway a, its partner b) of a family that has gateways."""
+        r = self.r
+        fams = [f for f in (4, 6) if self.gw[f] and (fam is None or f == fam)]
+        fam = r.choice(fams)
+        a = r.choice(self.gw[fam])[0]
+        partners = sorted(self.gw_partners[a]) or [a]
+        b = r.choice(partners) if r.random() < 0.8 else r.choice(self.gw[fam])[0]
+        return fam, a, b
+
+    def gw_mac(self, addr):
+        for fam in (4, 6):
+            for a, m in self.gw[fam]:
+                if a == addr:
+                    return m
+        raise KeyError(addr)
+
+    def gw_dest(self, fam, prefixes):
+        """A destination for a gateway's traffic: mostly inside one of its rules' dst
+        prefixes (or another rule's), at a prefix's edges, or anywhere."""
+        r = self.r
+        c = r.random()
+        pool = prefixes or self.all_prefixes[fam]
+        if pool and c < 0.6:
+            n = r.choice(pool)
+            host = r.getrandbits(n.max_prefixlen - n.prefixlen) if n.prefixlen < \
+                n.max_prefixlen else 0
+            return str(n.network_address + host)
+        if pool and c < 0.72:
+            n = r.choice(pool)
+            edge = r.choice([int(n.network_address), int(n.broadcast_address),
+                             int(n.network_address) - 1, int(n.broadcast_address) + 1])
+            return str(type(n.network_address)(edge % (1 << n.max_prefixlen)))
+        if c < 0.8 and self.all_prefixes[fam]:
+            n = r.choice(self.all_prefixes[fam])
+            host = r.getrandbits(n.max_prefixlen - n.prefixlen) if n.prefixlen < \
+                n.max_prefixlen else 0
+            return str(n.network_address + host)
+        if c < 0.85:                       # a VIP, a gateway's own address
+            return r.choice((self.vip4 + [a for a, _m in self.gw[4]]) if fam == 4 else
+                            (self.vip6 + [a for a, _m in self.gw[6]]))
+        if c < 0.92:                       # anywhere
+            return str(ipaddress.IPv4Address(r.getrandbits(32)) if fam == 4 else
+                       ipaddress.IPv6Address(r.getrandbits(128)))
+        return self.client4() if fam == 4 else self.client6()
+
+    def gw_flow(self, fam=None):
+        """A connection through gateway a (c -> s) and back through its partner b."""
+        r = self.r
+        fam, a, b = self.gw_pick(fam)
+        c = self.gw_dest(fam, self.gw_prefixes[b])      # b takes the way back to c
+        if self.gw_rules[a] and r.random() < 0.4:       # aimed at one of a's rules
+            dst, ports, proto = r.choice(self.gw_rules[a])
+            s = self.gw_dest(fam, dst)
+            sp = r.choice(ports) if ports else self.sport()
+            proto = self.pick_proto() if proto == "any" else proto
+        else:
+            s = self.gw_dest(fam, self.gw_prefixes[a])
+            sp, proto = self.sport(), self.pick_proto()
+        return fam, a, b, c, s, proto, self.cport(), sp
+
+    def c_gw_flow(self):
+        """Both directions (or one) of a flow through a gateway pair."""
+        r = self.r
+        fam, a, b, c, s, proto, cp, sp = self.gw_flow()
+        et = ETH_IP4 if fam == 4 else ETH_IP6
+        kinds = self.rand_kinds(0, 3) if fam == 6 and r.random() < 0.2 else ()
+        opts = self.v4opts() if fam == 4 and r.random() < 0.05 else None
+        if r.random() < 0.85:
+            self.eth(et, self.ip_packet(fam, c, s, proto, cp, sp, kinds, opts),
+                     dst=self.gw_mac(a))
+        if r.random() < 0.7:
+            if proto == "icmp":     # the echo reply
+                up = ICMP(type=0, id=r.getrandbits(16), seq=r.getrandbits(16)) \
+                    if fam == 4 else ICMPv6EchoReply(id=r.getrandbits(16), seq=1)
+                l3 = self.ip4(s, c, up, options=opts) if fam == 4 else \
+                    self.ip6(s, c, up, kinds=kinds)
+            else:
+                l3 = self.ip_packet(fam, s, c, proto, sp, cp, kinds, opts)
+            self.eth(et, l3, dst=self.gw_mac(b))
+
+    def c_gw_icmp_err(self):
+        """ICMP errors through a gateway about a packet that went either way (I5), with
+        good, truncated, fragment and broken quotes."""
+        r = self.r
+        fam, a, b, c, s, proto, cp, sp = self.gw_flow()
+        qproto = proto if r.random() < 0.8 else r.choice(["tcp", "udp", "icmp", "other"])
+        kind = r.choice(["full", "rfc792", "rfc792", "ports", "cut", "frag"])
+        if r.random() < 0.5:        # about c -> s (sent through a), back to c through b
+            src, dst, ports, via = c, s, (cp, sp), b
+        else:
+            src, dst, ports, via = s, c, (sp, cp), a
+        to = src if r.random() < 0.9 else self.gw_dest(fam, [])
+        router = self.gw_dest(fam, [])
+        if r.random() < 0.08:
+            quote = self.bad_quote(fam)
+        elif fam == 4:
+            quote = self.quote4(src, dst, qproto, kind, ports)
+        else:
+            quote = self.quote6(src, dst, qproto, kind, ports)
+        if fam == 4:
+            t = r.choice([3, 3, 11, 12])
+            rest = struct.pack("!HH", 0, 1400) if t == 3 else b"\0" * 4
+            self.eth(ETH_IP4, self.ip4(router, to, Raw(self.icmp4_raw(
+                t, 4 if t == 3 else 0, rest, quote)), proto=1), dst=self.gw_mac(via))
+        else:
+            err = r.choice([ICMPv6DestUnreach(code=r.choice([0, 1, 3, 4])),
+                            ICMPv6PacketTooBig(mtu=1280), ICMPv6TimeExceeded(),
+                            ICMPv6ParamProblem(ptr=r.randint(0, 60))])
+            kinds = self.rand_kinds(0, 2) if r.random() < 0.15 else ()
+            self.eth(ETH_IP6, self.ip6(router, to, err / Raw(quote), kinds=kinds),
+                     dst=self.gw_mac(via))
+
+    GW_WRAPPED = ["c_vip_l4", "c_nonvip_l4", "c_v4_options", "c_v6_ext", "c_v4_frag",
+                  "c_v6_frag", "c_short_first_frag", "c_icmp4_err", "c_icmp6_err",
+                  "c_icmp_bad_quote", "c_icmp_misc", "c_nd", "c_malformed"]
+
+    def c_gw_mac(self):
+        """Any of the VIP categories, sent to a gateway's virtual MAC (mostly of the
+        packet's family; their destinations are service VIPs and other hosts)."""
+        fn = getattr(self, self.r.choice(self.GW_WRAPPED))
+        self.gw_mode = True
+        try:
+            fn()
+        finally:
+            self.gw_mode = False
+
+    def c_gw_addr(self):
+        """Frames to a gateway's own address: with no VIP's MAC, with a gateway's virtual
+        MAC, and ARP / neighbour solicitations for it."""
+        r = self.r
+        fn = getattr(self, r.choice(["c_vip_l4", "c_vip_l4", "c_icmp4_err", "c_icmp6_err",
+                                     "c_icmp_misc", "c_v4_frag", "c_v6_frag", "c_arp",
+                                     "c_arp", "c_nd", "c_nd", "c_malformed"]))
+        self.gw_addrs = True
+        self.gw_mode = r.random() < 0.3
+        try:
+            fn()
+        finally:
+            self.gw_addrs = self.gw_mode = False
+
+    def c_gw_other_mac(self):
+        """A flow packet through a gateway with the destination MAC of another VIP (a
+        service VIP, the other family's gateway) or of no VIP."""
+        r = self.r
+        fam, a, b, c, s, proto, cp, sp = self.gw_flow()
+        mac = r.choice(self.vmacs + [VMAC, self.mac()])
+        self.eth(ETH_IP4 if fam == 4 else ETH_IP6,
+                 self.ip_packet(fam, c, s, proto, cp, sp), dst=mac)
 
     # ------------------------------------------------------------------ driver
     def categories(self):
@@ -934,6 +1191,9 @@ class Gen:
             (self.c_icmp_bad_quote, 2), (self.c_icmp_misc, 6), (self.c_arp, 4),
             (self.c_nd, 4), (self.c_other_ethertype, 1), (self.c_malformed, 8),
         ]
+        if self.gw[4] or self.gw[6]:
+            cats += [(self.c_gw_flow, 12), (self.c_gw_icmp_err, 5), (self.c_gw_mac, 9),
+                     (self.c_gw_addr, 3), (self.c_gw_other_mac, 1)]
         if self.ambiguous:
             cats.append((self.c_ambiguous, 2))
         return [(self.labelled(fn), w) for fn, w in cats]

@@ -712,6 +712,7 @@ def selftest(config_path):
          eth(0x86DD, v6("2001:db8:abcd:1234::7", "2001:db8::99", 60, dest_opt(60) + b"\x06")
              + b"\x00" * 30), ("malformed", "ext_truncated", "", -1)),
     ]
+    cases += gateway_cases(cfg, eth, v4, v6, tcp, udp, words)
     bad = 0
     for name, frame, want in cases:
         got = classify(cfg, frame)
@@ -719,6 +720,267 @@ def selftest(config_path):
             bad += 1
             print("selftest %s: got %s, want %s" % (name, got, want))
     print("selftest: %d cases, %d failed" % (len(cases), bad))
+    return gateway_selfcheck(cfg) and bad == 0
+
+
+GW_IN4, GW_OUT4, GW_ONE4 = "203.0.113.1", "198.51.100.1", "203.0.113.2"
+GW_IN6, GW_OUT6 = "2001:db8:ff::1", "2001:db8:fe::1"
+
+
+def gateway_cases(cfg, eth, v4, v6, tcp, udp, words):
+    """Hand-worked gateway cases for oracle.toml (docs/classifier.md §2-§5)."""
+    ip = lambda a: ipaddress.ip_address(a).packed
+    mac = {a: m for m, a in cfg.gw_by_mac.items()}
+
+    def via(gw, et, payload):
+        f = eth(et, payload)
+        return mac[ip(gw)] + f[6:]
+
+    lo4 = lambda a: int.from_bytes(b"\0\0\xff\xff" + ip(a), "big")
+    hl6 = lambda a: struct.unpack("!QQ", ip(a))
+    c, s = "192.0.2.50", "198.51.100.77"
+    fwd = v4(c, s, 6, tcp(40000, 443))
+    c6, s6 = "2001:db8:1::5", "2001:db8:100::1"   # hi orders c first, lo would not
+    ch, cl = hl6(c6)
+    sh, sl = hl6(s6)
+    icmp_err = lambda quote: struct.pack("!BBHHH", 3, 4, 0, 0, 1400) + quote
+    echo4 = struct.pack("!BBHHH", 8, 0, 0, 1, 1)
+    echo6 = struct.pack("!BBHHH", 128, 0, 0, 1, 1)
+    fw_port = ("farm", "", "fw", words(0, lo4(c), 0, 0, 40000))
+    return [
+        ("gw: inside tcp, on_port", via(GW_IN4, 0x0800, fwd), fw_port),
+        ("gw: outside tcp back, on_dst_port",
+         via(GW_OUT4, 0x0800, v4(s, c, 6, tcp(443, 40000))), fw_port),
+        ("gw: icmp error about the inside flow, through the outside gateway",
+         via(GW_OUT4, 0x0800, v4("198.51.100.254", c, 1, icmp_err(fwd[:28]))), fw_port),
+        ("gw: icmp error quote without ports, on_dst_port with port 0",
+         via(GW_OUT4, 0x0800, v4("198.51.100.254", c, 1, icmp_err(fwd[:22]))),
+         ("farm", "", "fw", words(0, lo4(c), 0, 0, 0))),
+        ("gw: tcp 22 to 203.0.113.128/25, five_tuple",
+         via(GW_IN4, 0x0800, v4(c, "203.0.113.130", 6, tcp(40000, 22))),
+         ("farm", "", "fw", words(0, lo4(c), 0, lo4("203.0.113.130"),
+                                  (6 << 32) | (40000 << 16) | 22))),
+        ("gw: /32 dst prefix", via(GW_IN4, 0x0800, v4(c, "203.0.113.64", 6, tcp(7, 8))),
+         ("farm", "", "fw", words(0, lo4(c), 0, 0, 7))),
+        ("gw: just outside the /32: catch-all on_addr",
+         via(GW_IN4, 0x0800, v4(c, "203.0.113.65", 6, tcp(7, 8))),
+         ("farm", "", "fw", words(0, lo4(c), 0, 0, 0))),
+        ("gw: IPv6 to an IPv4 gateway's MAC", via(GW_IN4, 0x86DD, v6(c6, s6, 6, tcp(1, 2))),
+         ("no_rule", "", "", -1)),
+        ("gw: IPv4 to an IPv6 gateway's MAC, L4 truncated",
+         via(GW_IN6, 0x0800, v4(c, s, 6, b"\0" * 10)), ("no_rule", "", "", -1)),
+        ("gw: L4 truncated", via(GW_IN4, 0x0800, v4(c, s, 6, b"\0" * 10)),
+         ("malformed", "l4_truncated", "", -1)),
+        ("gw: outside tcp to a destination no rule takes",
+         via(GW_OUT4, 0x0800, v4(s, "203.0.113.5", 6, tcp(1234, 80))), ("no_rule", "", "", -1)),
+        ("gw: \"*\" tcp 7777, symmetric_port",
+         via(GW_OUT4, 0x0800, v4(s, "203.0.113.5", 6, tcp(1234, 7777))),
+         ("farm", "", "fw1", words(0, lo4(s), 0, lo4("203.0.113.5"),
+                                   (6 << 32) | (1234 << 16) | 7777))),
+        ("gw: echo request, no rule, falls back to the first rule naming the gateway",
+         via(GW_OUT4, 0x0800, v4(s, "192.0.2.200", 1, echo4)),
+         ("farm", "", "fw", words(0, lo4(s), 0, 0, 0))),
+        ("gw: echo request falls back to the first rule naming the gateway, whatever its dst",
+         via(GW_OUT4, 0x0800, v4(s, "203.0.113.5", 1, echo4)),
+         ("farm", "", "fw", words(0, lo4(s), 0, 0, 0))),
+        ("gw: echo reply, no rule", via(GW_OUT4, 0x0800, v4(s, "192.0.2.200", 1,
+                                                          b"\0" * 8)), ("no_rule", "", "", -1)),
+        ("gw: echo request back, on_dst_addr",
+         via(GW_OUT4, 0x0800, v4(s, "192.0.2.100", 1, echo4)),
+         ("farm", "", "fw", words(0, lo4("192.0.2.100"), 0, 0, 0))),
+        ("gw6: echo request falls back to a \"*\" rule",
+         via(GW_IN6, 0x86DD, v6(c6, "2001:db8:5::1", 58, echo6)),
+         ("farm", "", "dns", words(ch, cl, 0, 0, 0))),
+        ("gw: to the gateway's address with another MAC",
+         eth(0x0800, v4(c, GW_IN4, 17, udp(5000, 53))),
+         ("farm", "", "fw", words(0, lo4(c), 0, 0, 0))),
+        ("gw: icmp error to the gateway's address with another MAC, quoting another host",
+         eth(0x0800, v4("192.0.2.254", GW_IN4, 1, icmp_err(
+             v4(s, c, 6, tcp(443, 40000))[:28]))), fw_port),
+        ("gw: ARP for a gateway VIP", eth(0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1)
+                                          + b"\x02" * 6 + ip(c) + b"\0" * 6 + ip(GW_ONE4)),
+         ("arp_vip", "", "", -1)),
+        ("gw6: NS for a gateway VIP, to its MAC",
+         via(GW_OUT6, 0x86DD, v6(s6, "ff02::1:ff00:1", 58,
+                                 struct.pack("!BBHI", 135, 0, 0, 0) + ip(GW_OUT6))),
+         ("nd_vip", "", "", -1)),
+        ("gw6: NA to a gateway's MAC", via(GW_IN6, 0x86DD, v6(c6, s6, 58, struct.pack(
+            "!BBHI", 136, 0, 0, 0) + ip(s6))), ("pass", "", "", -1)),
+        ("gw6: udp symmetric", via(GW_IN6, 0x86DD, v6(c6, s6, 17, udp(5000, 53))),
+         ("farm", "", "fw6", words(ch, cl, sh, sl, 0))),
+        ("gw6: udp symmetric back", via(GW_OUT6, 0x86DD, v6(s6, c6, 17, udp(53, 5000))),
+         ("farm", "", "fw6", words(ch, cl, sh, sl, 0))),
+        ("gw6: udp to a \"*\" rule's port", via(GW_IN6, 0x86DD, v6(c6, s6, 17,
+                                                                 udp(5000, 5353), fl=7)),
+         ("farm", "", "dns", words(ch, cl, 0, 0, 7))),
+        ("gw6: tcp later fragment, symmetric_port without ports",
+         via(GW_OUT6, 0x86DD, v6(s6, c6, 44, struct.pack("!BBHI", 6, 0, 8, 99) + b"x" * 16)),
+         ("farm", "", "fw6", words(ch, cl, sh, sl, 6 << 32))),
+        ("gw6: outside, any other destination: client_net /56",
+         via(GW_OUT6, 0x86DD, v6(s6, "2001:db8:3::1", 17, udp(53, 5000))),
+         ("farm", "", "fw6", words(sh, sl & ~((1 << 72) - 1) & M64, 0, 0, 0))),
+        ("gw: one-armed, equal addresses: ordered by port",
+         via(GW_ONE4, 0x0800, v4(c, c, 6, tcp(5000, 80))),
+         ("farm", "", "fw1", words(0, lo4(c), 0, lo4(c), (6 << 32) | (80 << 16) | 5000))),
+    ]
+
+
+CLAIMED_PAIRS = {frozenset(("on_addr", "on_dst_addr")), frozenset(("on_port", "on_dst_port")),
+                 frozenset(("symmetric",)), frozenset(("symmetric_port",))}
+
+
+def gateway_selfcheck(cfg, flows=3000, seed=7):
+    """Both directions of random flows land in one bucket wherever §5 claims it: the two
+    directions under a symmetric key, and on_addr / on_port one way with on_dst_addr /
+    on_dst_port the other (key words), and through the gateway pairs of the config
+    (frames: both directions, fragments, ICMP errors about either direction)."""
+    import random
+    rnd = random.Random(seed)
+    bad = 0
+
+    # 1. key words of a flow and of its mirror
+    def mirror(f):
+        m = Flow()
+        for k in Flow.__slots__:
+            setattr(m, k, getattr(f, k))
+        m.client, m.server, m.cport, m.sport = f.server, f.client, f.sport, f.cport
+        return m
+
+    for i in range(flows):
+        f = Flow()
+        f.fam = rnd.choice((4, 6))
+        n = 4 if f.fam == 4 else 16
+        f.client = bytes(rnd.getrandbits(8) for _ in range(n))
+        f.server = f.client if rnd.random() < 0.1 else bytes(
+            rnd.getrandbits(8) for _ in range(n))
+        f.proto = rnd.choice((6, 17, 1, 58, 47))
+        f.ports = rnd.choice((PORTS_KNOWN, PORTS_UNKNOWN, PORTS_NONE))
+        known = f.ports == PORTS_KNOWN
+        f.cport = rnd.getrandbits(16) if known else 0
+        f.sport = (f.cport if rnd.random() < 0.1 else rnd.getrandbits(16)) if known else 0
+        f.ident = rnd.getrandbits(32)
+        f.echo = f.frag = False
+        f.gateway = None
+        m = mirror(f)
+        for k1, k2 in (("symmetric", "symmetric"), ("symmetric_port", "symmetric_port"),
+                       ("on_addr", "on_dst_addr"), ("on_port", "on_dst_port")):
+            if key_words(k1, None, f) != key_words(k2, None, m):
+                bad += 1
+                print("selfcheck: key %s / %s of %r differ" % (k1, k2, (
+                    f.client.hex(), f.cport, f.server.hex(), f.sport)))
+
+    # 2. frames through the config's gateways
+    mac = {a: m for m, a in cfg.gw_by_mac.items()}
+    partners = collections.defaultdict(set)  # gateway -> gateways named in a group with it
+    pool = collections.defaultdict(list)     # gateway -> dst prefixes of its rules
+    by_group = collections.defaultdict(set)
+    for r in cfg.rules:
+        if r.vip in cfg.gateways:
+            by_group[r.group].add(r.vip)
+            pool[r.vip] += r.dst if r.dst is not None else []
+    for gws in by_group.values():
+        for a in gws:
+            partners[a] |= {b for b in gws if len(a) == len(b)}
+
+    def addr_in(prefixes, n):
+        if not prefixes or rnd.random() < 0.1:
+            base = ipaddress.ip_network("192.0.2.0/24" if n == 4 else "2001:db8::/32")
+            prefixes = [(base.network_address.packed, base.prefixlen)]
+        net, plen = rnd.choice(prefixes)
+        host = rnd.getrandbits(n * 8 - plen) if plen < n * 8 else 0
+        return (int.from_bytes(net, "big") | host).to_bytes(n, "big")
+
+    def ipv4(src, dst, proto, payload, ident, ff=0):
+        return struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(payload), ident, ff, 64,
+                           proto, 0, src, dst) + payload
+
+    def ipv6(src, dst, nh, payload, fl):
+        return struct.pack("!IHBB16s16s", (6 << 28) | fl, len(payload), nh, 64, src,
+                           dst) + payload
+
+    def l4(fam, proto, sp, dp, echo_type):
+        if proto == 6:
+            return struct.pack("!HHIIBBHHH", sp, dp, 1, 0, 5 << 4, 0x12, 100, 0, 0)
+        if proto == 17:
+            return struct.pack("!HHHH", sp, dp, 12, 0) + b"data"
+        if proto in (1, 58):
+            return struct.pack("!BBHHH", echo_type, 0, 0, 1, 2)
+        return b"\x11" * 12
+
+    def packet(fam, src, dst, proto, sp, dp, frag, echo_type, ident):
+        body = l4(fam, proto, sp, dp, echo_type)
+        if fam == 4:
+            return ipv4(src, dst, proto, body, ident, (0x2000 if frag == 1 else 3 if frag
+                                                       else 0))
+        if frag:
+            fh = struct.pack("!BBHI", proto, 0, 1 if frag == 1 else (3 << 3), ident)
+            return ipv6(src, dst, 44, fh + body, ident & 0xFFFFF)
+        return ipv6(src, dst, proto, body, ident & 0xFFFFF)
+
+    def frame(gw, fam, l3):
+        return mac[gw] + b"\x02\0\0\0\0\x07" + (b"\x08\x00" if fam == 4 else b"\x86\xdd") + l3
+
+    def error(fam, router, to, quote):
+        if fam == 4:
+            return ipv4(router, to, 1, struct.pack("!BBHHH", 3, 4, 0, 0, 1400) + quote, 9)
+        return ipv6(router, to, 58, struct.pack("!BBHI", 2, 0, 0, 1280) + quote, 9)
+
+    seen = collections.Counter()
+    gws = sorted(partners)
+    for i in range(flows if gws else 0):
+        ga = rnd.choice(gws)
+        gb = rnd.choice(sorted(partners[ga]))
+        fam = 4 if len(ga) == 4 else 6
+        n = len(ga)
+        c = addr_in(pool[gb], n)          # the reverse direction goes to c through gb
+        s = addr_in(pool[ga], n)
+        icmp = 1 if fam == 4 else 58
+        proto = rnd.choice((6, 6, 17, 17, icmp, 47))
+        cp, sp = rnd.getrandbits(16), rnd.choice((22, 53, 80, 443, 7000, 7777,
+                                                  rnd.getrandbits(16)))
+        frag = rnd.choice((0, 0, 0, 1, 2))   # 1: first fragment, 2: a later one
+        ident = rnd.getrandbits(16 if fam == 4 else 32)
+        out = packet(fam, c, s, proto, cp, sp, frag, 8 if fam == 4 else 128, ident)
+        back = packet(fam, s, c, proto, sp, cp, frag, 0 if fam == 4 else 129, ident)
+        router = addr_in([], n)
+        frames = [("c->s", frame(ga, fam, out)), ("s->c", frame(gb, fam, back))]
+        if not frag:
+            qlen = (20 if fam == 4 else 40) + rnd.choice((8, 4, 2))
+            frames += [("error about c->s", frame(gb, fam, error(fam, router, c,
+                                                                out[:qlen]))),
+                       ("error about s->c", frame(ga, fam, error(fam, router, s,
+                                                                 back[:qlen])))]
+        got = []
+        for name, fr in frames:
+            matched = []
+            v = classify(cfg, fr, matched=matched)
+            got.append((name, fr, v, matched[0] if matched else None,
+                        matched[1].ports == PORTS_KNOWN if matched else None))
+        for x in got:
+            for y in got:
+                if x is y or x[0][-4:] == y[0][-4:] or x[3] is None or y[3] is None:
+                    continue    # same direction (c->s and an error about s->c), or no rule
+                if x[2][0] != "farm" or y[2][0] != "farm" or x[2][2] != y[2][2]:
+                    continue
+                pair = frozenset((x[3].key, y[3].key))
+                if pair not in CLAIMED_PAIRS:
+                    continue
+                if x[4] != y[4] and pair & {"on_port", "symmetric_port"}:
+                    continue    # a quote too short for the ports: port keys cannot agree
+                seen["/".join(sorted(pair))] += 1
+                if x[2][3] != y[2][3]:
+                    bad += 1
+                    print("selfcheck: %s and %s of one flow in buckets %d and %d (%s)\n"
+                          "  %s\n  %s" % (x[0], y[0], x[2][3], y[2][3], "/".join(pair),
+                                          x[1].hex(), y[1].hex()))
+    need = ["on_addr/on_dst_addr", "on_dst_port/on_port", "symmetric", "symmetric_port"]
+    short = [k for k in need if gws and seen[k] < 50]
+    if short:
+        bad += 1
+        print("selfcheck: too few pairs checked for %s (%s)" % (", ".join(short), dict(seen)))
+    print("selfcheck: %d random flows (key words), %d through gateways (%s), %d failed"
+          % (flows, flows if gws else 0,
+             ", ".join("%s %d" % kv for kv in sorted(seen.items())), bad))
     return bad == 0
 
 

@@ -1,0 +1,245 @@
+#!/usr/bin/env bash
+# shellcheck disable=SC2317 # stopped_early and the helpers run from checks and the trap
+# Lab test of issue 8's gateway farms (docs/gateway.md): a two-armed firewall farm of 3
+# nodes (tests/lab/gateway.toml). Inside: the lab's bridge, where the client's default
+# routes are the gateway VIPs 10.77.0.254 and fd77::254 (and a service VIP, 10.77.0.100,
+# lives beside them); outside: a second bridge with a server namespace running nginx, whose
+# routes back are the gateway VIPs 198.51.100.1 and fd79::1. Each node forwards (the kernel
+# routes what its data plane accepts) through a stateful nftables ruleset: new connections
+# only from the inside, the outside may only answer established ones, and conntrack does not
+# pick up connections mid-stream, so a packet handled by the wrong node is dropped (and
+# counted).
+#  1. Both families reach the server through the farm; the service VIP still answers.
+#  2. LAB_GATEWAY_CONNECTIONS (300) IPv4 connections from 60 inside sources all succeed, and
+#     each one's conntrack entry exists on exactly one node: the one `vipfarmctl owner`
+#     predicts (keys on_addr inside, on_dst_addr outside). The same over IPv6 (forwarding,
+#     no NAT; key symmetric_port both ways).
+#  3. A control: with the IPv4 outside rule keyed on the server's address (on_addr), the two
+#     directions split and most connections fail; restored, they work again.
+#  4. kill -9 of node 2's daemon under load (long-lived and new connections, both
+#     families): the long-lived connections through nodes 1 and 3 never break, new
+#     connections through them never fail, and node 2's share works again within
+#     LAB_GATEWAY_BOUND_MS (1000 ms); every connection started later succeeds.
+# Ends with "lab-gateway: N passed, M failed". Needs root.
+set -uo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+# shellcheck source-path=SCRIPTDIR source=lib.sh
+source "$here/lib.sh"
+CHECK_NAME=lab-gateway
+# shellcheck source=../lib/check.sh
+source "$here/../lib/check.sh"
+LAB_AT_EXIT=stopped_early
+py=/usr/bin/python3
+connections=${LAB_GATEWAY_CONNECTIONS:-300}
+bound_ms=${LAB_GATEWAY_BOUND_MS:-1000}
+GW_IN4=10.77.0.254
+GW_IN6=fd77::254
+
+LAB_CONFIG=$here/gateway.toml
+lab_up 3
+for k in 1 2 3; do sed -i "s/@K@/$k/g" "$(lab_node_config "$k")"; done
+lab_add_outside
+
+# Each node is a router with a stateful firewall (the application a gateway farm runs).
+ruleset='
+table inet vflab {
+  counter dropped { }
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iifname "vipfarm0" oifname "vfout" tcp flags & (fin | syn | rst | ack) == syn ct state new accept
+    iifname "vipfarm0" oifname "vfout" meta l4proto { icmp, ipv6-icmp } ct state new accept
+    counter name "dropped" drop
+  }
+}'
+for k in 1 2 3; do
+  lab_exec_node "$k" nft -f - <<<"$ruleset" &&
+    lab_exec_node "$k" sh -c 'echo 1 >/proc/sys/net/ipv4/ip_forward &&
+      echo 1 >/proc/sys/net/ipv6/conf/all/forwarding &&
+      echo 0 >/proc/sys/net/netfilter/nf_conntrack_tcp_loose' ||
+    { echo "FAIL: cannot make node $k a stateful router" >&2; exit 1; }
+done
+
+lab_start_daemons
+lab_wait_ready
+lab_start_nginx
+check "the farm agrees on the view 1,2,3" lab_wait_view 1,2,3 20
+
+# The server: nginx answering "server" on port 80 (both families).
+server_dir=$LAB_DIR/nginx-server
+mkdir -p "$server_dir/tmp"
+cat >"$server_dir/nginx.conf" <<EOF
+daemon off;
+master_process on;
+worker_processes 1;
+user root;
+pid $server_dir/nginx.pid;
+error_log $server_dir/error.log info;
+events { worker_connections 4096; }
+http {
+    keepalive_requests 1000000;
+    access_log off;
+    client_body_temp_path $server_dir/tmp/body;
+    proxy_temp_path $server_dir/tmp/proxy;
+    fastcgi_temp_path $server_dir/tmp/fastcgi;
+    uwsgi_temp_path $server_dir/tmp/uwsgi;
+    scgi_temp_path $server_dir/tmp/scgi;
+    server {
+        listen 80 default_server;
+        listen [::]:80 default_server ipv6only=on;
+        default_type text/plain;
+        location / { return 200 "server\n"; }
+    }
+}
+EOF
+lab_spawn "$LAB_SERVER_NS" "$server_dir/stdout.log" nginx -p "$server_dir/" -e "$server_dir/error.log" \
+  -c "$server_dir/nginx.conf"
+server_listens() { [[ $(ip netns exec "$LAB_SERVER_NS" ss -Hltn 'sport = :80' | wc -l) -ge 2 ]]; }
+lab_wait_for 10 server_listens || { echo "FAIL: the server's nginx did not start" >&2; exit 1; }
+ip -n "$LAB_CLIENT_NS" route add default via "$GW_IN4" &&
+  ip -n "$LAB_CLIENT_NS" -6 route add default via "$GW_IN6" ||
+  { echo "FAIL: cannot route the client through the gateway VIPs" >&2; exit 1; }
+
+get() {  # get URL: the body, within 2 s
+  lab_exec_client curl -sS -g --noproxy '*' --max-time 2 "$1" 2>/dev/null
+}
+answers() { [[ $(get "$1") == "$2" ]]; }
+# The first connection waits for the neighbour entries on the way; later ones do not.
+check "IPv4: the client reaches the server through the farm" lab_wait_for 5 answers "http://$LAB_SERVER4/" server
+check "IPv6: the client reaches the server through the farm" lab_wait_for 5 answers "http://[$LAB_SERVER6]/" server
+web=$(get "http://$LAB_VIP4/")
+check "the service VIP beside the gateways answers ($web)" grep -qx 'node[123]' <<<"$web"
+
+vmac_of() {  # vmac_of VIP: its virtual MAC, from check-config's summary
+  "$VIPFARMCTL" check-config "$(lab_node_config 1)" | awk -v v="$1" '$1 == "vip" && $2 == v {print $4}'
+}
+dump_conntrack() {  # dump_conntrack TAG: every node's conntrack table to $LAB_DIR/ct-TAG-K
+  local k
+  for k in 1 2 3; do lab_exec_node "$k" cat /proc/net/nf_conntrack >"$LAB_DIR/ct-$1-$k"; done
+}
+dropped() {  # dropped K: packets node K's firewall dropped
+  lab_exec_node "$1" nft list counter inet vflab dropped | awk '$1 == "packets" {print $2}'
+}
+
+# --- 2. connections through the farm, each held by its predicted node --------------------
+per_source=5
+sources=$((connections / per_source))
+through() {  # through FAMILY SERVER GATEWAY: $connections connections, then the conntrack check
+  local family=$1 server=$2 gateway=$3 events=$LAB_DIR/connections-$1.jsonl args=() a out
+  mapfile -t addrs < <(lab_client_addrs "$sources" "$family")
+  for a in "${addrs[@]}"; do args+=(--source "$a"); done
+  [[ $family == 6 ]] && server="[$server]"
+  lab_exec_client "$py" "$here/probe.py" --target "$server:80" --attempts "$per_source" \
+    --every-ms 100 --timeout-ms 3000 --seconds 60 --stop-file "$LAB_DIR/never" --out "$events" \
+    "${args[@]}" >"$LAB_DIR/probe-$family.log" 2>&1
+  dump_conntrack "$family"
+  out=$("$py" "$here/gateway.py" conntrack --ctl "$VIPFARMCTL" --config "$(lab_node_config 1)" \
+    --vmac "$(vmac_of "$gateway")" --server "${server//[\[\]]/}" --events "$events" \
+    --expect "$connections" --dump 1="$LAB_DIR/ct-$family-1" --dump 2="$LAB_DIR/ct-$family-2" \
+    --dump 3="$LAB_DIR/ct-$family-3")
+  local status=$?
+  echo "IPv$family: $out"
+  return "$status"
+}
+check "IPv4: $connections connections from $sources sources all answered, each held by exactly the node the owner query predicts" \
+  through 4 "$LAB_SERVER4" "$GW_IN4"
+check "IPv6: $connections connections from $sources sources all answered, each held by exactly the node the owner query predicts" \
+  through 6 "$LAB_SERVER6" "$GW_IN6"
+drops=$(for k in 1 2 3; do dropped "$k"; done | paste -sd' ')
+echo "packets the nodes' firewalls dropped: $drops"
+check "no packet reached a node without its connection (firewall drops: $drops)" test "$drops" == "0 0 0"
+
+# The owner query names the gateway with --via, and agrees with the conntrack tables.
+first=$("$py" -c 'import json,sys; e=json.loads(open(sys.argv[1]).readline()); print(e["src"], e["sport"])' \
+  "$LAB_DIR/connections-4.jsonl")
+read -r src sport <<<"$first"
+via_owner=$("$VIPFARMCTL" owner --config "$(lab_node_config 1)" --via "$GW_IN4" --json tcp "$src:$sport" "$LAB_SERVER4:80" |
+  "$py" -c 'import json,sys; print(json.load(sys.stdin)["owner"])')
+held_by=$(grep -l "src=$src dst=$LAB_SERVER4 sport=$sport dport=80 " "$LAB_DIR"/ct-4-* | sed 's/.*-//')
+check "owner --via $GW_IN4 names node $via_owner for $src:$sport; conntrack holds it on node $held_by" \
+  test "$via_owner" == "$held_by"
+out=$("$VIPFARMCTL" owner --config "$(lab_node_config 1)" tcp "$src:$sport" "$LAB_SERVER4:80" 2>&1)
+check "owner without --via asks which gateway VIP (there are two IPv4 ones)" \
+  grep -q "name the gateway VIP the flow goes through with --via" <<<"$out"
+
+# --- 3. control: a key that splits the two directions breaks the firewall ---------------
+same_fingerprint() {
+  local k
+  for k in 1 2 3; do
+    "$VIPFARMCTL" status --json --socket "$(lab_api_socket "$k")" | $py -c 'import json,sys; print(json.load(sys.stdin)["fingerprint"])'
+  done | sort -u | wc -l | grep -qx 1
+}
+rekey() {  # rekey KEY: the IPv4 outside rule's key on every node, reloaded
+  local k
+  for k in 1 2 3; do
+    sed -i "/^dst = \"10.77.0.0\/16\"$/{n;s/^key = .*/key = \"$1\"/}" "$(lab_node_config "$k")"
+  done
+  for k in 1 2 3; do "$VIPFARMCTL" reload --socket "$(lab_api_socket "$k")" >/dev/null || return 1; done
+  lab_wait_for 5 same_fingerprint && lab_wait_view 1,2,3 10
+}
+split() {  # split N: of N connections from new sources, how many were answered
+  local events=$LAB_DIR/split-$RANDOM.jsonl args=() a
+  mapfile -t addrs < <(lab_client_addrs "$1" 4)
+  for a in "${addrs[@]}"; do args+=(--source "$a"); done
+  lab_exec_client "$py" "$here/probe.py" --target "$LAB_SERVER4:80" --attempts 1 --every-ms 10 \
+    --timeout-ms 1500 --seconds 30 --stop-file "$LAB_DIR/never" --out "$events" "${args[@]}" \
+    >/dev/null 2>&1
+  grep -c '"ok": true' "$events"
+}
+check "control: the outside rule keyed on the server's address (on_addr), reloaded everywhere" rekey on_addr
+answered=$(split 30)
+echo "control: with the directions split, $answered of 30 connections answered"
+check "control: with the directions split most connections fail ($answered of 30 answered)" \
+  test "$answered" -le 20
+check "the outside rule keyed on_dst_addr again, reloaded everywhere" rekey on_dst_addr
+answered=$(split 30)
+check "... and every connection is answered again ($answered of 30)" test "$answered" -eq 30
+
+# --- 4. kill -9 under load -----------------------------------------------------------------
+victim=2
+probes=()
+for family in 4 6; do
+  mapfile -t keep < <(lab_client_addrs 30 "$family")
+  mapfile -t fresh < <(lab_client_addrs 15 "$family")
+  args=()
+  for a in "${keep[@]}"; do args+=(--keep "$a"); done
+  for a in "${fresh[@]}"; do args+=(--source "$a"); done
+  target=$LAB_SERVER4
+  [[ $family == 6 ]] && target="[$LAB_SERVER6]"
+  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/load-$family.log" "$py" "$here/probe.py" \
+    --target "$target:80" --every-ms 100 --timeout-ms 3000 --keep-every-ms 100 \
+    --keep-timeout-ms 1000 --seconds 60 --stop-file "$LAB_DIR/load.stop" \
+    --out "$LAB_DIR/load-$family.jsonl" "${args[@]}"
+  probes+=("$LAB_LAST_PID")
+done
+all_open() {
+  [[ $(grep -c '"keep_open"' "$LAB_DIR/load-4.jsonl" 2>/dev/null) -ge 30 &&
+    $(grep -c '"keep_open"' "$LAB_DIR/load-6.jsonl" 2>/dev/null) -ge 30 ]]
+}
+check "60 long-lived connections open through the farm (30 per family)" lab_wait_for 20 all_open
+sleep 2  # a soak window of steady traffic before the kill (not a wait)
+_lab_ms
+kill_ms=$_LAB_MS
+lab_kill_daemon "$victim"
+check "node $victim killed: the survivors install the view 1,3" lab_wait_view 1,3 10 1 3
+view_ms=$(lab_installed_at 1,3 1 3) || view_ms=$kill_ms
+sleep 3  # a soak window: traffic goes on through the survivors
+touch "$LAB_DIR/load.stop"
+deadline=$((SECONDS + 10))
+for pid in "${probes[@]}"; do
+  while _lab_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+done
+out=$("$py" "$here/gateway.py" failover --ctl "$VIPFARMCTL" --config "$(lab_node_config 1)" \
+  --victim "$victim" --kill-ms "$kill_ms" --view-ms "$view_ms" --bound-ms "$bound_ms" \
+  --family "4@$(vmac_of "$GW_IN4")@$LAB_SERVER4@$LAB_DIR/load-4.jsonl" \
+  --family "6@$(vmac_of "$GW_IN6")@$LAB_SERVER6@$LAB_DIR/load-6.jsonl")
+status=$?
+echo "$out"
+check "kill -9 of node $victim under load: its share works again within ${bound_ms} ms, nothing through the survivors broke or failed" \
+  test "$status" -eq 0
+
+lab_stop_daemons
+lab_down
+LAB_AT_EXIT=""
+summary
+((failed == 0))
