@@ -14,12 +14,16 @@
 #     each one's conntrack entry exists on exactly one node: the one `vipfarmctl owner`
 #     predicts (keys on_addr inside, on_dst_addr outside). The same over IPv6 (forwarding,
 #     no NAT; key symmetric_port both ways).
-#  3. A control: with the IPv4 outside rule keyed on the server's address (on_addr), the two
+#  3. Source NAT (masquerade to each node's own outside address): 60 connections, each on
+#     its predicted node; the server sees only the nodes' addresses.
+#  4. A control: with the IPv4 outside rule keyed on the server's address (on_addr), the two
 #     directions split and most connections fail; restored, they work again.
-#  4. kill -9 of node 2's daemon under load (long-lived and new connections, both
+#  5. kill -9 of node 2's daemon under load (long-lived and new connections, both
 #     families): the long-lived connections through nodes 1 and 3 never break, new
 #     connections through them never fail, and node 2's share works again within
-#     LAB_GATEWAY_BOUND_MS (1000 ms); every connection started later succeeds.
+#     LAB_GATEWAY_BOUND_MS (1000 ms); every connection started later succeeds. Then node 2
+#     returns under the same load: through flow handoff, no long-lived connection breaks
+#     (their conntrack state stays on the node that has it) and every new one succeeds.
 # Ends with "lab-gateway: N passed, M failed". Needs root.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -78,7 +82,8 @@ error_log $server_dir/error.log info;
 events { worker_connections 4096; }
 http {
     keepalive_requests 1000000;
-    access_log off;
+    log_format peer '\$remote_addr';
+    access_log $server_dir/access.log peer;
     client_body_temp_path $server_dir/tmp/body;
     proxy_temp_path $server_dir/tmp/proxy;
     fastcgi_temp_path $server_dir/tmp/fastcgi;
@@ -124,27 +129,30 @@ dropped() {  # dropped K: packets node K's firewall dropped
 # --- 2. connections through the farm, each held by its predicted node --------------------
 per_source=5
 sources=$((connections / per_source))
-through() {  # through FAMILY SERVER GATEWAY: $connections connections, then the conntrack check
-  local family=$1 server=$2 gateway=$3 events=$LAB_DIR/connections-$1.jsonl args=() a out
-  mapfile -t addrs < <(lab_client_addrs "$sources" "$family")
+# through TAG FAMILY SERVER GATEWAY SOURCES PER_SOURCE: SOURCES x PER_SOURCE connections from
+# new inside sources, then the conntrack check of gateway.py.
+through() {
+  local tag=$1 family=$2 server=$3 gateway=$4 n=$5 each=$6 args=() a out
+  local events=$LAB_DIR/connections-$tag.jsonl
+  mapfile -t addrs < <(lab_client_addrs "$n" "$family")
   for a in "${addrs[@]}"; do args+=(--source "$a"); done
   [[ $family == 6 ]] && server="[$server]"
-  lab_exec_client "$py" "$here/probe.py" --target "$server:80" --attempts "$per_source" \
+  lab_exec_client "$py" "$here/probe.py" --target "$server:80" --attempts "$each" \
     --every-ms 100 --timeout-ms 3000 --seconds 60 --stop-file "$LAB_DIR/never" --out "$events" \
-    "${args[@]}" >"$LAB_DIR/probe-$family.log" 2>&1
-  dump_conntrack "$family"
+    "${args[@]}" >"$LAB_DIR/probe-$tag.log" 2>&1
+  dump_conntrack "$tag"
   out=$("$py" "$here/gateway.py" conntrack --ctl "$VIPFARMCTL" --config "$(lab_node_config 1)" \
     --vmac "$(vmac_of "$gateway")" --server "${server//[\[\]]/}" --events "$events" \
-    --expect "$connections" --dump 1="$LAB_DIR/ct-$family-1" --dump 2="$LAB_DIR/ct-$family-2" \
-    --dump 3="$LAB_DIR/ct-$family-3")
+    --expect $((n * each)) --dump 1="$LAB_DIR/ct-$tag-1" --dump 2="$LAB_DIR/ct-$tag-2" \
+    --dump 3="$LAB_DIR/ct-$tag-3")
   local status=$?
-  echo "IPv$family: $out"
+  echo "$tag: $out"
   return "$status"
 }
 check "IPv4: $connections connections from $sources sources all answered, each held by exactly the node the owner query predicts" \
-  through 4 "$LAB_SERVER4" "$GW_IN4"
+  through 4 4 "$LAB_SERVER4" "$GW_IN4" "$sources" "$per_source"
 check "IPv6: $connections connections from $sources sources all answered, each held by exactly the node the owner query predicts" \
-  through 6 "$LAB_SERVER6" "$GW_IN6"
+  through 6 6 "$LAB_SERVER6" "$GW_IN6" "$sources" "$per_source"
 drops=$(for k in 1 2 3; do dropped "$k"; done | paste -sd' ')
 echo "packets the nodes' firewalls dropped: $drops"
 check "no packet reached a node without its connection (firewall drops: $drops)" test "$drops" == "0 0 0"
@@ -162,7 +170,27 @@ out=$("$VIPFARMCTL" owner --config "$(lab_node_config 1)" tcp "$src:$sport" "$LA
 check "owner without --via asks which gateway VIP (there are two IPv4 ones)" \
   grep -q "name the gateway VIP the flow goes through with --via" <<<"$out"
 
-# --- 3. control: a key that splits the two directions breaks the firewall ---------------
+# --- 3. source NAT to each node's own outside address (docs/gateway.md, "NAT") -----------
+# The answers come back to the translating node's own address and MAC, not through the
+# outside gateway VIP: the inside rule alone keeps each connection on one node.
+for k in 1 2 3; do
+  lab_exec_node "$k" nft -f - <<<'table ip vflab_nat {
+    chain postrouting { type nat hook postrouting priority srcnat; oifname "vfout" masquerade; }
+  }' || { echo "FAIL: cannot add source NAT on node $k" >&2; exit 1; }
+done
+: >"$server_dir/access.log"
+nat_sources() {  # the addresses the server saw since the NAT was added
+  sort -u "$server_dir/access.log" | paste -sd' '
+}
+check "source NAT: 60 connections from 20 sources all answered, each held by exactly the predicted node" \
+  through nat 4 "$LAB_SERVER4" "$GW_IN4" 20 3
+seen=$(nat_sources)
+echo "source NAT: the server saw the clients as $seen"
+check "source NAT: the server saw only the nodes' own outside addresses ($seen)" \
+  test "$seen" == "198.51.100.11 198.51.100.12 198.51.100.13"
+for k in 1 2 3; do lab_exec_node "$k" nft delete table ip vflab_nat; done
+
+# --- 4. control: a key that splits the two directions breaks the firewall ---------------
 same_fingerprint() {
   local k
   for k in 1 2 3; do
@@ -195,7 +223,7 @@ check "the outside rule keyed on_dst_addr again, reloaded everywhere" rekey on_d
 answered=$(split 30)
 check "... and every connection is answered again ($answered of 30)" test "$answered" -eq 30
 
-# --- 4. kill -9 under load -----------------------------------------------------------------
+# --- 5. kill -9 under load, then the node's return ----------------------------------------
 victim=2
 probes=()
 for family in 4 6; do
@@ -237,6 +265,59 @@ status=$?
 echo "$out"
 check "kill -9 of node $victim under load: its share works again within ${bound_ms} ms, nothing through the survivors broke or failed" \
   test "$status" -eq 0
+
+# The node returns (a planned change): its buckets come back through flow handoff, so the
+# connections the survivors hold there keep their node (and their conntrack state) until
+# they end, while new ones go to the returning node.
+probes=()
+for family in 4 6; do
+  mapfile -t keep < <(lab_client_addrs 30 "$family")
+  mapfile -t fresh < <(lab_client_addrs 15 "$family")
+  args=()
+  for a in "${keep[@]}"; do args+=(--keep "$a"); done
+  for a in "${fresh[@]}"; do args+=(--source "$a"); done
+  target=$LAB_SERVER4
+  [[ $family == 6 ]] && target="[$LAB_SERVER6]"
+  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/return-$family.log" "$py" "$here/probe.py" \
+    --target "$target:80" --every-ms 100 --timeout-ms 3000 --keep-every-ms 100 \
+    --keep-timeout-ms 1000 --seconds 60 --stop-file "$LAB_DIR/return.stop" \
+    --out "$LAB_DIR/return-$family.jsonl" "${args[@]}"
+  probes+=("$LAB_LAST_PID")
+done
+all_open() {
+  [[ $(grep -c '"keep_open"' "$LAB_DIR/return-4.jsonl" 2>/dev/null) -ge 30 &&
+    $(grep -c '"keep_open"' "$LAB_DIR/return-6.jsonl" 2>/dev/null) -ge 30 ]]
+}
+check "60 long-lived connections open through nodes 1 and 3" lab_wait_for 20 all_open
+sleep 1  # a soak window before the return (not a wait)
+lab_start_daemon "$victim"
+lab_wait_ready "$victim"
+check "node $victim returns: the view 1,2,3" lab_wait_view 1,2,3 20
+taking() {  # node K's buckets still waiting for the survivors' connections
+  lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+    awk '/^vipfarm_handoff_taking_buckets / {printf "%d", $2}'
+}
+handing=$(taking "$victim")
+sleep 3  # a soak window: traffic goes on across the change
+touch "$LAB_DIR/return.stop"
+deadline=$((SECONDS + 10))
+for pid in "${probes[@]}"; do
+  while _lab_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+done
+read -r breaks attempts attempt_failed < <($py - "$LAB_DIR"/return-[46].jsonl <<'PY'
+import json, sys
+events = [json.loads(l) for path in sys.argv[1:] for l in open(path) if l.strip()]
+attempts = [e for e in events if e["kind"] == "attempt"]
+for e in [e for e in events if e["kind"] == "keep_break"][:5]:
+    print(f"  break: {e['src']}: {e.get('why')}", file=sys.stderr)
+print(sum(e["kind"] == "keep_break" for e in events), len(attempts), sum(not e["ok"] for e in attempts))
+PY
+)
+echo "node $victim's return: $handing buckets taken through handoff; $breaks of 60 long-lived connections broke; $attempt_failed of $attempts new connections failed"
+check "node $victim's return keeps every long-lived connection ($breaks broke) and every new one succeeds ($attempt_failed of $attempts failed)" \
+  test "$breaks" -eq 0 -a "$attempts" -gt 0 -a "$attempt_failed" -eq 0
+check "node $victim took buckets through handoff ($handing still waiting for connections)" \
+  test "${handing:-0}" -gt 0
 
 lab_stop_daemons
 lab_down

@@ -11,6 +11,16 @@ v is one of pass, farm, no_rule, arp_vip, nd_vip, malformed; r is the malformed 
 
 The parser works on raw bytes (struct) and is written from docs/classifier.md only;
 scapy is not used here.  Run with /usr/bin/python3 (3.11: tomllib).
+
+Like `vipfarmctl owner`, it classifies against every VIP (offline tools have no ports).
+Gateway VIPs (§2): a frame to a gateway's virtual MAC is that gateway's traffic whatever
+its destination address, and so is a packet to a gateway's own address with another MAC;
+both take the rules naming the gateway or "*", filtered by their dst prefixes.
+
+--selftest checks hand-worked frames, then (gateway_selfcheck) that both directions of
+random flows land in one bucket wherever §5 says they do: a symmetric key either way,
+on_addr / on_port one way and on_dst_addr / on_dst_port the other, by key words and by
+frames through the gateway pairs of the config.
 """
 
 import argparse
