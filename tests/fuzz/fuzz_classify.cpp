@@ -19,8 +19,8 @@ using vipfarm::packet::Result;
 using vipfarm::packet::Verdict;
 
 // Both families, every key, proto and mode, port lists with singles and ranges, a "*"
-// rule and the echo fallback, so every branch of the rule lookup is reachable from bytes
-// alone. 1024 buckets make the ownership bitmap span several words per group.
+// rule, the echo fallback and gateway VIPs with dst prefixes, so every branch of the rule
+// lookup is reachable from bytes alone. 1024 buckets make the ownership bitmap span several words per group.
 constexpr std::string_view kConfig = R"toml(
 [node]
 id = 1
@@ -59,6 +59,36 @@ address = "2001:db8::10"
 
 [[vip]]
 address = "2001:db8::20"
+
+# Gateway VIPs (docs/gateway.md), with simple virtual MACs the mutations find: frames to
+# them are farm traffic whatever their destination.
+[[vip]]
+address = "203.0.113.1"
+gateway = true
+mac = "02:00:00:00:00:01"
+
+[[vip]]
+address = "2001:db8:ff::1"
+gateway = true
+mac = "02:00:00:00:00:06"
+
+[[group]]
+name = "fw"
+
+[[group.rule]]
+vip = "203.0.113.1"
+proto = "tcp"
+dst = "10.0.0.0/8, 192.0.2.0/24"
+key = "on_dst_port"
+
+[[group.rule]]
+vip = "203.0.113.1"
+key = "symmetric"
+
+[[group.rule]]
+vip = "2001:db8:ff::1"
+dst = ["2001:db8::/32", "::/0"]
+key = "symmetric_port"
 
 [[group]]
 name = "web"
@@ -245,6 +275,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   const Result again = f.classifier.classify(frame);
   if (again.verdict != result.verdict || again.reason != result.reason ||
       again.group != result.group || again.vip != result.vip || again.bucket != result.bucket) {
+    __builtin_trap();
+  }
+
+  // The daemon's per-port lookup (VIPs of port 0: every VIP of this port-less config)
+  // gives the same answer.
+  const Result port0 = f.classifier.classify(frame, 0);
+  if (port0.verdict != result.verdict || port0.bucket != result.bucket ||
+      port0.vip != result.vip) {
     __builtin_trap();
   }
 
