@@ -580,9 +580,29 @@ void Dataplane::shutdown() {
 
 namespace {
 
+// Several RX queues on a device with RSS: spread flows with a symmetric Toeplitz key (the
+// 0x6d5a pattern: a flow's two directions get one hash), the same on every port, so both
+// directions of a gateway's connection reach one worker and its flow table (docs/gateway.md,
+// "Workers"). Vdevs without RSS (af_packet spreads by the kernel's flow hash, which is
+// symmetric too) keep their own distribution.
 std::string setup_port(std::uint16_t port, std::uint16_t rxq, std::uint16_t txq,
                        rte_mempool* pool) {
   rte_eth_conf conf{};
+  rte_eth_dev_info info{};
+  std::vector<std::uint8_t> key;
+  if (int rc = rte_eth_dev_info_get(port, &info); rc != 0) {
+    return port_error("device info of port " + std::to_string(port), rc);
+  }
+  const std::uint64_t hash = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) &
+                             info.flow_type_rss_offloads;
+  if (rxq > 1 && hash != 0) {
+    key.resize(info.hash_key_size != 0 ? info.hash_key_size : 40);
+    for (std::size_t i = 0; i < key.size(); ++i) key[i] = i % 2 == 0 ? 0x6d : 0x5a;
+    conf.rxmode.mq_mode = RTE_ETH_MQ_RX_RSS;
+    conf.rx_adv_conf.rss_conf.rss_key = key.data();
+    conf.rx_adv_conf.rss_conf.rss_key_len = static_cast<std::uint8_t>(key.size());
+    conf.rx_adv_conf.rss_conf.rss_hf = hash;
+  }
   int rc = rte_eth_dev_configure(port, rxq, txq, &conf);
   if (rc < 0) return port_error("configure port " + std::to_string(port), rc);
   std::uint16_t rxd = kRxDescriptors, txd = kTxDescriptors;

@@ -14,6 +14,8 @@
 #     each one's conntrack entry exists on exactly one node: the one `vipfarmctl owner`
 #     predicts (keys on_addr inside, on_dst_addr outside). The same over IPv6 (forwarding,
 #     no NAT; key symmetric_port both ways).
+#     A one-armed gateway VIP on the inside port for a second server on the inside bridge
+#     (another subnet): 60 connections, each on its predicted node.
 #  3. Source NAT (masquerade to each node's own outside address): 60 connections, each on
 #     its predicted node; the server sees only the nodes' addresses.
 #  4. A control: with the IPv4 outside rule keyed on the server's address (on_addr), the two
@@ -41,18 +43,27 @@ GW_IN6=fd77::254
 
 LAB_CONFIG=$here/gateway.toml
 lab_up 3
-for k in 1 2 3; do sed -i "s/@K@/$k/g" "$(lab_node_config "$k")"; done
+for k in 1 2 3; do  # each node's own addresses (the file has node 1's)
+  sed -i -e "s|\"fd77::1/64\"|\"fd77::$k/64\"|" -e "s|\"198.51.100.11/24\"|\"198.51.100.1$k/24\"|" \
+    -e "s|\"fd79::11/64\"|\"fd79::1$k/64\"|" -e "s|\"198.51.101.11/24\"|\"198.51.101.1$k/24\"|" \
+    "$(lab_node_config "$k")"
+  grep -q "\"198.51.100.1$k/24\"" "$(lab_node_config "$k")" ||
+    { echo "FAIL: node $k's config has no outside address" >&2; exit 1; }
+done
 lab_add_outside
 
-# Each node is a router with a stateful firewall (the application a gateway farm runs).
+# Each node is a router with a stateful firewall (the application a gateway farm runs):
+# new connections only from the inside clients, through either arm.
 ruleset='
 table inet vflab {
   counter dropped { }
   chain forward {
     type filter hook forward priority filter; policy drop;
     ct state established,related accept
-    iifname "vipfarm0" oifname "vfout" tcp flags & (fin | syn | rst | ack) == syn ct state new accept
-    iifname "vipfarm0" oifname "vfout" meta l4proto { icmp, ipv6-icmp } ct state new accept
+    ip saddr 10.77.0.0/16 tcp flags & (fin | syn | rst | ack) == syn ct state new accept
+    ip6 saddr fd77::/64 tcp flags & (fin | syn | rst | ack) == syn ct state new accept
+    ip saddr 10.77.0.0/16 icmp type echo-request ct state new accept
+    ip6 saddr fd77::/64 icmpv6 type echo-request ct state new accept
     counter name "dropped" drop
   }
 }'
@@ -169,6 +180,29 @@ check "owner --via $GW_IN4 names node $via_owner for $src:$sport; conntrack hold
 out=$("$VIPFARMCTL" owner --config "$(lab_node_config 1)" tcp "$src:$sport" "$LAB_SERVER4:80" 2>&1)
 check "owner without --via asks which gateway VIP (there are two IPv4 ones)" \
   grep -q "name the gateway VIP the flow goes through with --via" <<<"$out"
+
+# The one-armed gateway: a second server on the inside bridge, in another subnet, whose
+# route back is 198.51.101.1 (a gateway VIP on the inside port): the kernel routes in and
+# out of the same TAP.
+server2_ns=vflab-$LAB_SUFFIX_USED-server2
+_lab_add_ns "$server2_ns"
+_lab_add_veth "vf${LAB_SUFFIX_USED}t" "$server2_ns" lab2 02:77:00:00:03:51
+ip netns exec "$server2_ns" ethtool -K lab2 tx off gso off tso off >/dev/null &&
+  ip -n "$server2_ns" addr add 198.51.101.80/24 dev lab2 &&
+  ip -n "$server2_ns" route add 10.77.0.0/16 via 198.51.101.1 ||
+  { echo "FAIL: cannot set up the one-armed server" >&2; exit 1; }
+mkdir -p "$server_dir/tmp2"
+sed -e 's/nginx\.pid/nginx2.pid/' -e 's/access\.log/access2.log/' -e 's/error\.log/error2.log/' \
+  -e "s|$server_dir/tmp/|$server_dir/tmp2/|g" "$server_dir/nginx.conf" >"$server_dir/nginx2.conf"
+lab_spawn "$server2_ns" "$server_dir/stdout2.log" nginx -p "$server_dir/" -e "$server_dir/error2.log" \
+  -c "$server_dir/nginx2.conf"
+server2_listens() { [[ $(ip netns exec "$server2_ns" ss -Hltn 'sport = :80' | wc -l) -ge 2 ]]; }
+lab_wait_for 10 server2_listens || { echo "FAIL: the one-armed server's nginx did not start" >&2; exit 1; }
+check "one-armed: 60 connections from 20 sources to a server on the inside bridge, each held by exactly the predicted node" \
+  through onearm 4 198.51.101.80 "$GW_IN4" 20 3
+check "one-armed: the nodes keep ICMP redirects off on the gateway TAP" bash -c \
+  'for k in 1 2 3; do [[ $(ip netns exec "vflab-$1-node$k" cat /proc/sys/net/ipv4/conf/vipfarm0/send_redirects) == 0 ]] || exit 1; done' \
+  _ "$LAB_SUFFIX_USED"
 
 # --- 3. source NAT to each node's own outside address (docs/gateway.md, "NAT") -----------
 # The answers come back to the translating node's own address and MAC, not through the
