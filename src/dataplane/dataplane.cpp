@@ -593,8 +593,8 @@ std::string setup_port(std::uint16_t port, std::uint16_t rxq, std::uint16_t txq,
   if (int rc = rte_eth_dev_info_get(port, &info); rc != 0) {
     return port_error("device info of port " + std::to_string(port), rc);
   }
-  const std::uint64_t hash = (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) &
-                             info.flow_type_rss_offloads;
+  const std::uint64_t hash =
+      (RTE_ETH_RSS_IP | RTE_ETH_RSS_TCP | RTE_ETH_RSS_UDP) & info.flow_type_rss_offloads;
   if (rxq > 1 && hash != 0) {
     key.resize(info.hash_key_size != 0 ? info.hash_key_size : 40);
     for (std::size_t i = 0; i < key.size(); ++i) key[i] = i % 2 == 0 ? 0x6d : 0x5a;

@@ -20,7 +20,8 @@ using vipfarm::packet::Verdict;
 
 // Both families, every key, proto and mode, port lists with singles and ranges, a "*"
 // rule, the echo fallback and gateway VIPs with dst prefixes, so every branch of the rule
-// lookup is reachable from bytes alone. 1024 buckets make the ownership bitmap span several words per group.
+// lookup is reachable from bytes alone. 1024 buckets make the ownership bitmap span
+// several words per group.
 constexpr std::string_view kConfig = R"toml(
 [node]
 id = 1
@@ -281,8 +282,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   // The daemon's per-port lookup (VIPs of port 0: every VIP of this port-less config)
   // gives the same answer.
   const Result port0 = f.classifier.classify(frame, 0);
-  if (port0.verdict != result.verdict || port0.bucket != result.bucket ||
-      port0.vip != result.vip) {
+  if (port0.verdict != result.verdict || port0.bucket != result.bucket || port0.vip != result.vip) {
     __builtin_trap();
   }
 

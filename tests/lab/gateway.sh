@@ -81,37 +81,8 @@ lab_start_nginx
 check "the farm agrees on the view 1,2,3" lab_wait_view 1,2,3 20
 
 # The server: nginx answering "server" on port 80 (both families).
+lab_start_server "$LAB_SERVER_NS" server
 server_dir=$LAB_DIR/nginx-server
-mkdir -p "$server_dir/tmp"
-cat >"$server_dir/nginx.conf" <<EOF
-daemon off;
-master_process on;
-worker_processes 1;
-user root;
-pid $server_dir/nginx.pid;
-error_log $server_dir/error.log info;
-events { worker_connections 4096; }
-http {
-    keepalive_requests 1000000;
-    log_format peer '\$remote_addr';
-    access_log $server_dir/access.log peer;
-    client_body_temp_path $server_dir/tmp/body;
-    proxy_temp_path $server_dir/tmp/proxy;
-    fastcgi_temp_path $server_dir/tmp/fastcgi;
-    uwsgi_temp_path $server_dir/tmp/uwsgi;
-    scgi_temp_path $server_dir/tmp/scgi;
-    server {
-        listen 80 default_server;
-        listen [::]:80 default_server ipv6only=on;
-        default_type text/plain;
-        location / { return 200 "server\n"; }
-    }
-}
-EOF
-lab_spawn "$LAB_SERVER_NS" "$server_dir/stdout.log" nginx -p "$server_dir/" -e "$server_dir/error.log" \
-  -c "$server_dir/nginx.conf"
-server_listens() { [[ $(ip netns exec "$LAB_SERVER_NS" ss -Hltn 'sport = :80' | wc -l) -ge 2 ]]; }
-lab_wait_for 10 server_listens || { echo "FAIL: the server's nginx did not start" >&2; exit 1; }
 ip -n "$LAB_CLIENT_NS" route add default via "$GW_IN4" &&
   ip -n "$LAB_CLIENT_NS" -6 route add default via "$GW_IN6" ||
   { echo "FAIL: cannot route the client through the gateway VIPs" >&2; exit 1; }
@@ -191,13 +162,7 @@ ip netns exec "$server2_ns" ethtool -K lab2 tx off gso off tso off >/dev/null &&
   ip -n "$server2_ns" addr add 198.51.101.80/24 dev lab2 &&
   ip -n "$server2_ns" route add 10.77.0.0/16 via 198.51.101.1 ||
   { echo "FAIL: cannot set up the one-armed server" >&2; exit 1; }
-mkdir -p "$server_dir/tmp2"
-sed -e 's/nginx\.pid/nginx2.pid/' -e 's/access\.log/access2.log/' -e 's/error\.log/error2.log/' \
-  -e "s|$server_dir/tmp/|$server_dir/tmp2/|g" "$server_dir/nginx.conf" >"$server_dir/nginx2.conf"
-lab_spawn "$server2_ns" "$server_dir/stdout2.log" nginx -p "$server_dir/" -e "$server_dir/error2.log" \
-  -c "$server_dir/nginx2.conf"
-server2_listens() { [[ $(ip netns exec "$server2_ns" ss -Hltn 'sport = :80' | wc -l) -ge 2 ]]; }
-lab_wait_for 10 server2_listens || { echo "FAIL: the one-armed server's nginx did not start" >&2; exit 1; }
+lab_start_server "$server2_ns" server2 server  # "server" too: gateway.py reads the body
 check "one-armed: 60 connections from 20 sources to a server on the inside bridge, each held by exactly the predicted node" \
   through onearm 4 198.51.101.80 "$GW_IN4" 20 3
 check "one-armed: the nodes keep ICMP redirects off on the gateway TAP" bash -c \
@@ -214,7 +179,7 @@ for k in 1 2 3; do
 done
 : >"$server_dir/access.log"
 nat_sources() {  # the addresses the server saw since the NAT was added
-  sort -u "$server_dir/access.log" | paste -sd' '
+  awk '{print $1}' "$server_dir/access.log" | sort -u | paste -sd' '
 }
 check "source NAT: 60 connections from 20 sources all answered, each held by exactly the predicted node" \
   through nat 4 "$LAB_SERVER4" "$GW_IN4" 20 3
@@ -258,27 +223,41 @@ answered=$(split 30)
 check "... and every connection is answered again ($answered of 30)" test "$answered" -eq 30
 
 # --- 5. kill -9 under load, then the node's return ----------------------------------------
-victim=2
-probes=()
-for family in 4 6; do
-  mapfile -t keep < <(lab_client_addrs 30 "$family")
-  mapfile -t fresh < <(lab_client_addrs 15 "$family")
-  args=()
-  for a in "${keep[@]}"; do args+=(--keep "$a"); done
-  for a in "${fresh[@]}"; do args+=(--source "$a"); done
-  target=$LAB_SERVER4
-  [[ $family == 6 ]] && target="[$LAB_SERVER6]"
-  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/load-$family.log" "$py" "$here/probe.py" \
-    --target "$target:80" --every-ms 100 --timeout-ms 3000 --keep-every-ms 100 \
-    --keep-timeout-ms 1000 --seconds 60 --stop-file "$LAB_DIR/load.stop" \
-    --out "$LAB_DIR/load-$family.jsonl" "${args[@]}"
-  probes+=("$LAB_LAST_PID")
-done
-all_open() {
-  [[ $(grep -c '"keep_open"' "$LAB_DIR/load-4.jsonl" 2>/dev/null) -ge 30 &&
-    $(grep -c '"keep_open"' "$LAB_DIR/load-6.jsonl" 2>/dev/null) -ge 30 ]]
+# load TAG: in both families, 30 long-lived connections (a request every 100 ms) and new
+# connections from 15 sources every 100 ms, from new client addresses, logged to
+# $LAB_DIR/TAG-4.jsonl and TAG-6.jsonl until $LAB_DIR/TAG.stop appears (60 s at most).
+load() {
+  local tag=$1 family a target args keep fresh
+  probes=()
+  for family in 4 6; do
+    mapfile -t keep < <(lab_client_addrs 30 "$family")
+    mapfile -t fresh < <(lab_client_addrs 15 "$family")
+    args=()
+    for a in "${keep[@]}"; do args+=(--keep "$a"); done
+    for a in "${fresh[@]}"; do args+=(--source "$a"); done
+    target=$LAB_SERVER4
+    [[ $family == 6 ]] && target="[$LAB_SERVER6]"
+    lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/$tag-$family.log" "$py" "$here/probe.py" \
+      --target "$target:80" --every-ms 100 --timeout-ms 3000 --keep-every-ms 100 \
+      --keep-timeout-ms 1000 --seconds 60 --stop-file "$LAB_DIR/$tag.stop" \
+      --out "$LAB_DIR/$tag-$family.jsonl" "${args[@]}"
+    probes+=("$LAB_LAST_PID")
+  done
 }
-check "60 long-lived connections open through the farm (30 per family)" lab_wait_for 20 all_open
+all_open() {  # all_open TAG: every long-lived connection of load TAG answered once
+  [[ $(grep -c '"keep_open"' "$LAB_DIR/$1-4.jsonl" 2>/dev/null) -ge 30 &&
+    $(grep -c '"keep_open"' "$LAB_DIR/$1-6.jsonl" 2>/dev/null) -ge 30 ]]
+}
+unload() {  # unload TAG: stop load TAG's probes and wait for them
+  local pid deadline=$((SECONDS + 10))
+  touch "$LAB_DIR/$1.stop"
+  for pid in "${probes[@]}"; do
+    while _lab_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
+  done
+}
+victim=2
+load load
+check "60 long-lived connections open through the farm (30 per family)" lab_wait_for 20 all_open load
 sleep 2  # a soak window of steady traffic before the kill (not a wait)
 _lab_ms
 kill_ms=$_LAB_MS
@@ -286,11 +265,7 @@ lab_kill_daemon "$victim"
 check "node $victim killed: the survivors install the view 1,3" lab_wait_view 1,3 10 1 3
 view_ms=$(lab_installed_at 1,3 1 3) || view_ms=$kill_ms
 sleep 3  # a soak window: traffic goes on through the survivors
-touch "$LAB_DIR/load.stop"
-deadline=$((SECONDS + 10))
-for pid in "${probes[@]}"; do
-  while _lab_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-done
+unload load
 out=$("$py" "$here/gateway.py" failover --ctl "$VIPFARMCTL" --config "$(lab_node_config 1)" \
   --victim "$victim" --kill-ms "$kill_ms" --view-ms "$view_ms" --bound-ms "$bound_ms" \
   --family "4@$(vmac_of "$GW_IN4")@$LAB_SERVER4@$LAB_DIR/load-4.jsonl" \
@@ -303,26 +278,8 @@ check "kill -9 of node $victim under load: its share works again within ${bound_
 # The node returns (a planned change): its buckets come back through flow handoff, so the
 # connections the survivors hold there keep their node (and their conntrack state) until
 # they end, while new ones go to the returning node.
-probes=()
-for family in 4 6; do
-  mapfile -t keep < <(lab_client_addrs 30 "$family")
-  mapfile -t fresh < <(lab_client_addrs 15 "$family")
-  args=()
-  for a in "${keep[@]}"; do args+=(--keep "$a"); done
-  for a in "${fresh[@]}"; do args+=(--source "$a"); done
-  target=$LAB_SERVER4
-  [[ $family == 6 ]] && target="[$LAB_SERVER6]"
-  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/return-$family.log" "$py" "$here/probe.py" \
-    --target "$target:80" --every-ms 100 --timeout-ms 3000 --keep-every-ms 100 \
-    --keep-timeout-ms 1000 --seconds 60 --stop-file "$LAB_DIR/return.stop" \
-    --out "$LAB_DIR/return-$family.jsonl" "${args[@]}"
-  probes+=("$LAB_LAST_PID")
-done
-all_open() {
-  [[ $(grep -c '"keep_open"' "$LAB_DIR/return-4.jsonl" 2>/dev/null) -ge 30 &&
-    $(grep -c '"keep_open"' "$LAB_DIR/return-6.jsonl" 2>/dev/null) -ge 30 ]]
-}
-check "60 long-lived connections open through nodes 1 and 3" lab_wait_for 20 all_open
+load return
+check "60 long-lived connections open through nodes 1 and 3" lab_wait_for 20 all_open return
 sleep 1  # a soak window before the return (not a wait)
 lab_start_daemon "$victim"
 lab_wait_ready "$victim"
@@ -333,11 +290,7 @@ taking() {  # node K's buckets still waiting for the survivors' connections
 }
 handing=$(taking "$victim")
 sleep 3  # a soak window: traffic goes on across the change
-touch "$LAB_DIR/return.stop"
-deadline=$((SECONDS + 10))
-for pid in "${probes[@]}"; do
-  while _lab_alive "$pid" && ((SECONDS < deadline)); do sleep 0.1; done
-done
+unload return
 read -r breaks attempts attempt_failed < <($py - "$LAB_DIR"/return-[46].jsonl <<'PY'
 import json, sys
 events = [json.loads(l) for path in sys.argv[1:] for l in open(path) if l.strip()]

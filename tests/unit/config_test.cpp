@@ -498,9 +498,8 @@ std::string read(const std::string& path) {
 }
 
 TEST(Config, ShippedExamplesAreValid) {
-  for (const char* name :
-       {"conf/lab.toml", "conf/production.toml", "conf/gateway.toml", "tests/lab/gateway.toml",
-        "tests/fixtures/fixture.toml"}) {
+  for (const char* name : {"conf/lab.toml", "conf/production.toml", "conf/gateway.toml",
+                           "tests/lab/gateway.toml", "tests/fixtures/fixture.toml"}) {
     const LoadResult r = load_file(std::string(VIPFARM_SOURCE_DIR) + "/" + name);
     EXPECT_TRUE(r.errors.empty()) << name << ": "
                                   << (r.errors.empty() ? "" : r.errors[0].to_string());
