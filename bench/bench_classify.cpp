@@ -18,11 +18,86 @@ const Setup& setup() {
   return s;
 }
 
+// A gateway farm (docs/gateway.md) with a service VIP beside it: IPv4 inside on_addr,
+// outside on_dst_addr with two dst prefixes (the second matches), IPv6 symmetric_port.
+constexpr const char* kGatewayConfig = R"(
+[node]
+id = 1
+[cluster]
+name = "bench"
+seed = 7
+[[cluster.node]]
+id = 1
+name = "n1"
+address = "10.10.0.11"
+[[cluster.node]]
+id = 2
+name = "n2"
+address = "10.10.0.12"
+[[cluster.node]]
+id = 3
+name = "n3"
+address = "10.10.0.13"
+[[vip]]
+address = "10.10.0.1"
+gateway = true
+mac = "5A:FE:00:00:00:01"
+[[vip]]
+address = "192.0.2.1"
+gateway = true
+mac = "5A:FE:00:00:00:02"
+[[vip]]
+address = "fd10::1"
+gateway = true
+mac = "5A:FE:00:00:00:03"
+[[vip]]
+address = "198.51.100.10"
+[[group]]
+name = "fw"
+[[group.rule]]
+vip = "10.10.0.1"
+key = "on_addr"
+[[group.rule]]
+vip = "192.0.2.1"
+dst = "172.16.0.0/12, 10.10.0.0/16"
+key = "on_dst_addr"
+[[group.rule]]
+vip = "fd10::1"
+key = "symmetric_port"
+[[group]]
+name = "web"
+[[group.rule]]
+vip = "198.51.100.10"
+proto = "tcp"
+ports = "80,443"
+key = "on_port"
+)";
+
+const Setup& gateway_setup() {
+  static const Setup s = [] {
+    config::LoadResult loaded = config::parse(kGatewayConfig, "bench.toml");
+    if (!loaded.config) throw std::runtime_error(loaded.errors.front().to_string());
+    return Setup{*loaded.config, Classifier(*loaded.config),
+                 Ownership::compute(*loaded.config, NodeId{1}, config::all_nodes(*loaded.config))};
+  }();
+  return s;
+}
+
 // 1024 frames of one shape with varied clients, so buckets and branches are not constant.
-std::vector<std::vector<std::byte>> varied(const fixtures::FrameSpec& shape) {
+// With `to`, every frame is sent to that virtual MAC (a gateway's); `vary_dst`: the
+// destination varies instead of the source (traffic coming back through the outside).
+std::vector<std::vector<std::byte>> varied(const fixtures::FrameSpec& shape,
+                                           const char* to = nullptr, bool vary_dst = false) {
   std::vector<std::vector<std::byte>> frames;
   for (std::uint32_t i = 0; i < 1024; ++i) {
     fixtures::FrameSpec s = shape;
+    if (to != nullptr) s.dst_mac = *parse_mac(to);
+    if (vary_dst) {
+      s.dst = IpAddr::v4(0x0a0a0000 + (i * 2654435761U >> 16));
+      s.dst_port = static_cast<std::uint16_t>(1024 + i * 37);
+      frames.push_back(fixtures::frame(s));
+      continue;
+    }
     if (s.src.is_v4()) {
       s.src = IpAddr::v4(0xcb007100 + (i * 2654435761U >> 24));
     } else {
@@ -36,8 +111,7 @@ std::vector<std::vector<std::byte>> varied(const fixtures::FrameSpec& shape) {
 
 // burst 1: classify() per packet; burst > 1: classify_burst(), as the dataplane does.
 void run(benchmark::State& state, const std::vector<std::vector<std::byte>>& frames,
-         std::size_t burst) {
-  const Setup& s = setup();
+         std::size_t burst, const Setup& s = setup()) {
   std::vector<std::span<const std::byte>> spans(frames.begin(), frames.end());
   std::array<Result, Classifier::kMaxBurst> results;
   std::size_t next = 0;
@@ -86,6 +160,36 @@ void BM_PassNotVip(benchmark::State& state) {
   run(state, frames, static_cast<std::size_t>(state.range(0)));
 }
 BENCHMARK(BM_PassNotVip)->Arg(32);
+
+// Gateway VIPs: the virtual MAC test before the address lookup, dst prefixes, the keys
+// that read the destination or both endpoints.
+void BM_GatewayIpv4Inside(benchmark::State& state) {
+  static const auto frames =
+      varied(fixtures::tcp("10.10.3.4", 40000, "203.0.113.80", 443), "5A:FE:00:00:00:01");
+  run(state, frames, static_cast<std::size_t>(state.range(0)), gateway_setup());
+}
+BENCHMARK(BM_GatewayIpv4Inside)->Arg(32);
+
+void BM_GatewayIpv4OutsideDst(benchmark::State& state) {
+  static const auto frames =
+      varied(fixtures::tcp("203.0.113.80", 443, "10.10.3.4", 40000), "5A:FE:00:00:00:02", true);
+  run(state, frames, static_cast<std::size_t>(state.range(0)), gateway_setup());
+}
+BENCHMARK(BM_GatewayIpv4OutsideDst)->Arg(32);
+
+void BM_GatewayIpv6Symmetric(benchmark::State& state) {
+  static const auto frames =
+      varied(fixtures::tcp("fd10::3:4", 40000, "2001:db8:80::80", 443), "5A:FE:00:00:00:03");
+  run(state, frames, static_cast<std::size_t>(state.range(0)), gateway_setup());
+}
+BENCHMARK(BM_GatewayIpv6Symmetric)->Arg(32);
+
+// A service VIP's frames in a farm that also has gateways: what the MAC test costs them.
+void BM_ServiceBesideGateways(benchmark::State& state) {
+  static const auto frames = varied(fixtures::tcp("203.0.113.7", 40000, "198.51.100.10", 80));
+  run(state, frames, static_cast<std::size_t>(state.range(0)), gateway_setup());
+}
+BENCHMARK(BM_ServiceBesideGateways)->Arg(32);
 
 // Every fixture of the unit-test table in turn (malformed, ICMP errors, IPv6 chains ...).
 void BM_FixtureMix(benchmark::State& state) {

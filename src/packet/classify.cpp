@@ -376,10 +376,13 @@ Classifier::Classifier(const config::Config& config)
           compiled.group = static_cast<std::uint16_t>(g);
           compiled.port_set = rule.ports.empty() ? kAnyPort : port_set(rule.ports, port_sets);
           compiled.dst_begin = static_cast<std::uint32_t>(dst_.size());
-          for (const Prefix& prefix : vip.gateway ? rule.dst : std::vector<Prefix>{}) {
+          for (const Prefix& prefix : rule.dst) {  // only rules naming a gateway have dst
             constexpr std::uint64_t kAll = ~std::uint64_t{0};
             IpAddr mask = (v6 ? IpAddr{kAll, kAll} : IpAddr::v4(0xffffffff)).masked(prefix.length);
-            if (!v6) mask.hi = kAll;  // the mapped tag must match too: families never mix
+            if (!v6) {  // all 96 bits of the mapped prefix must match: families never mix
+              mask.hi = kAll;
+              mask.lo |= 0xffffffff00000000ULL;
+            }
             dst_.push_back({prefix.address.masked(prefix.length), mask});
           }
           compiled.dst_end = static_cast<std::uint32_t>(dst_.size());
