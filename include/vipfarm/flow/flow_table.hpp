@@ -65,7 +65,8 @@
 
 namespace vipfarm::flow {
 
-// A flow as the client sent it. tcp_flags and pad are not part of its identity.
+// A flow as the client sent it (a gateway's: its endpoints in the order the rule's key reads
+// them, so both directions are one flow). tcp_flags and pad are not part of its identity.
 struct FlowTuple {
   IpAddr client;  // IPv4 mapped into 128 bits
   IpAddr server;
