@@ -261,6 +261,12 @@ inline bool swapped(const Classifier::CompiledRule& rule, const Flow& flow) noex
 
 inline FlowKey make_key(const Classifier::CompiledRule& rule, const Flow& flow,
                         bool swap) noexcept {
+  if (!swap) [[likely]] {  // the source first: every service VIP's rule
+    const std::uint64_t ports =
+        std::uint64_t{flow.proto} << 32 | std::uint64_t{flow.client_port} << 16 | flow.server_port;
+    return {{flow.client.hi & rule.m0, flow.client.lo & rule.m1, flow.server.hi & rule.ms,
+             flow.server.lo & rule.ms, ((ports & rule.m4) >> rule.s4) | (flow.ident & rule.mi)}};
+  }
   const IpAddr& a = swap ? flow.server : flow.client;
   const IpAddr& b = swap ? flow.client : flow.server;
   const std::uint16_t a_port = swap ? flow.server_port : flow.client_port;
@@ -610,7 +616,7 @@ void Classifier::prepare(std::span<const std::byte> frame, const Lookup& at, Flo
 
   // An ICMP error carries the quoted flow: the rule is looked up for the quoted server
   // (a gateway's rules are its own, whatever the destination).
-  const int rule_vip = vips_[vip].gateway || flow.server == vips_[vip].address ? vip
+  const int rule_vip = flow.server == vips_[vip].address || vips_[vip].gateway ? vip
                        : flow.v6 ? find_vip6(at, flow.server)
                                  : find_vip4(at, flow.server.v4_value());
   result.verdict = Verdict::kNoRule;
@@ -620,7 +626,7 @@ void Classifier::prepare(std::span<const std::byte> frame, const Lookup& at, Flo
   const CompiledRule* match = nullptr;
   for (std::uint32_t r = entry.rules_begin[c]; r < entry.rules_end[c]; ++r) {
     const CompiledRule& rule = rules_[r];
-    if (!dst_matches(rule, flow.server)) continue;
+    if (entry.gateway && !dst_matches(rule, flow.server)) continue;  // only gateways have dst
     if (rule.port_set == kAnyPort || flow.ports_unknown) {
       match = &rule;
       break;
@@ -638,7 +644,7 @@ void Classifier::prepare(std::span<const std::byte> frame, const Lookup& at, Flo
   }
   result.verdict = Verdict::kFarm;
   result.group = match->group;
-  const bool swap = swapped(*match, flow);
+  const bool swap = match->order != kAsSent && swapped(*match, flow);
   key = make_key(*match, flow, swap);
   if (tuple != nullptr) {
     tuple->client = swap ? flow.server : flow.client;

@@ -2,7 +2,9 @@
 #pragma once
 
 #include <array>
+#include <bit>
 #include <cstdint>
+#include <cstring>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -54,11 +56,19 @@ std::optional<Prefix> parse_prefix(std::string_view text);
 using MacAddr = std::array<std::uint8_t, 6>;
 
 std::optional<MacAddr> parse_mac(std::string_view text);
-// A MAC as one 48-bit integer (one compare on the packet path), and back.
+// A MAC as one 48-bit integer (one compare on the packet path), and back. Two loads of
+// exactly its 6 bytes (the byte loop compiled to 36 instructions; a gateway's MAC test runs
+// it for every IP frame).
 inline std::uint64_t mac48(const std::uint8_t* p) noexcept {
-  std::uint64_t v = 0;
-  for (int i = 0; i < 6; ++i) v = v << 8 | p[i];
-  return v;
+  std::uint32_t high;
+  std::uint16_t low;
+  std::memcpy(&high, p, 4);
+  std::memcpy(&low, p + 4, 2);
+  if constexpr (std::endian::native == std::endian::little) {
+    high = __builtin_bswap32(high);
+    low = __builtin_bswap16(low);
+  }
+  return std::uint64_t{high} << 16 | low;
 }
 inline std::uint64_t mac48(const MacAddr& mac) noexcept { return mac48(mac.data()); }
 inline void put_mac48(std::uint8_t* p, std::uint64_t v) noexcept {
