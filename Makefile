@@ -33,6 +33,7 @@ lab: build
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/handoff.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/directed.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/gateway.sh
+	LAB_GATEWAY_WORKERS=2 VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/gateway.sh
 	VIPFARMD=$(BUILD)/vipfarmd VIPFARMCTL=$(BUILD)/vipfarmctl tests/lab/prometheus.sh
 
 # What ships in deploy/: Prometheus config, alert rules and their unit tests (promtool), the

@@ -924,6 +924,7 @@ Totals Dataplane::totals() const {
     s.handoff.refused += c.handoff.refused;
     s.handoff.untracked += c.handoff.untracked;
     if (i > 0) {
+      t.worker_rx.push_back(c.rx_packets);
       t.min_generation = first_worker ? c.generation : std::min(t.min_generation, c.generation);
       first_worker = false;
     }

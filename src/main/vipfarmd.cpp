@@ -175,7 +175,13 @@ std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr&
 
 void print_totals(const dataplane::Totals& t) {
   const auto& s = t.sum;
-  std::cerr << "vipfarmd: rx " << s.rx_packets << " packets, " << s.rx_bytes << " bytes;";
+  std::cerr << "vipfarmd: rx " << s.rx_packets << " packets, " << s.rx_bytes << " bytes";
+  if (t.worker_rx.size() > 1) {
+    std::cerr << " (by worker:";
+    for (const std::uint64_t n : t.worker_rx) std::cerr << " " << n;
+    std::cerr << ")";
+  }
+  std::cerr << ";";
   for (std::size_t v = 0; v < s.verdicts.size(); ++v) {
     if (s.verdicts[v] != 0) {
       std::cerr << " " << packet::to_string(static_cast<packet::Verdict>(v)) << " "

@@ -26,12 +26,16 @@
 #     LAB_GATEWAY_BOUND_MS (1000 ms); every connection started later succeeds. Then node 2
 #     returns under the same load: through flow handoff, no long-lived connection breaks
 #     (their conntrack state stays on the node that has it) and every new one succeeds.
-# Ends with "lab-gateway: N passed, M failed". Needs root.
+# LAB_GATEWAY_WORKERS=2 runs it all with two worker lcores per node (both ports' traffic
+# spread over them; `make lab` runs both). Ends with "lab-gateway: N passed, M failed"
+# ("lab-gateway-2-workers: ..."). Needs root.
 set -uo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 # shellcheck source-path=SCRIPTDIR source=lib.sh
 source "$here/lib.sh"
+workers=${LAB_GATEWAY_WORKERS:-1}  # 2: each node's two worker lcores share both ports' traffic
 CHECK_NAME=lab-gateway
+((workers == 1)) || CHECK_NAME=lab-gateway-$workers-workers
 # shellcheck source=../lib/check.sh
 source "$here/../lib/check.sh"
 LAB_AT_EXIT=stopped_early
@@ -49,6 +53,12 @@ for k in 1 2 3; do  # each node's own addresses (the file has node 1's)
     "$(lab_node_config "$k")"
   grep -q "\"198.51.100.1$k/24\"" "$(lab_node_config "$k")" ||
     { echo "FAIL: node $k's config has no outside address" >&2; exit 1; }
+  if ((workers > 1)); then  # more lcores than the lab's 2 cores: place them explicitly
+    sed -i -e "s/^workers = 1/workers = $workers/" \
+      -e "s/\"--no-pci\",/\"--no-pci\", \"--lcores=0@0,1@1,2@0\",/" "$(lab_node_config "$k")"
+    grep -q "^workers = $workers" "$(lab_node_config "$k")" ||
+      { echo "FAIL: node $k's config has no workers = $workers" >&2; exit 1; }
+  fi
 done
 lab_add_outside
 
@@ -307,6 +317,21 @@ check "node $victim took buckets through handoff ($handing still waiting for con
   test "${handing:-0}" -gt 0
 
 lab_stop_daemons
+if ((workers > 1)); then
+  # Each daemon's exit line counts the frames each worker received: both ports' traffic
+  # spread over the workers (af_packet's fanout), and the connections above, whose two
+  # directions must meet on one worker for flow handoff, survived the return.
+  spread() {
+    local k line
+    for k in 1 2 3; do
+      line=$(grep -o "by worker: [0-9 ]*" "${LAB_DAEMON_LOG[k]}" | tail -n 1)
+      echo "node $k: frames $line"
+      $py -c 'import sys; n = [int(x) for x in sys.argv[1:]]; sys.exit(0 if len(n) == 2 and min(n) * 5 > sum(n) else 1)' \
+        ${line#by worker: } || return 1
+    done
+  }
+  check "each node's $workers workers each received over a fifth of its frames" spread
+fi
 lab_down
 LAB_AT_EXIT=""
 summary

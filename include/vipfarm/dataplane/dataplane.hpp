@@ -91,9 +91,10 @@ struct alignas(64) LcoreCounters {
 
 struct Totals {
   LcoreCounters sum;
-  flow::FlowStats flows{};           // every worker's flow table
-  std::uint64_t flows_capacity = 0;  // flows all the tables must hold ([flows] capacity each)
-  std::uint64_t min_generation = 0;  // every worker has applied at least this one
+  flow::FlowStats flows{};               // every worker's flow table
+  std::uint64_t flows_capacity = 0;      // flows all the tables must hold ([flows] capacity each)
+  std::uint64_t min_generation = 0;      // every worker has applied at least this one
+  std::vector<std::uint64_t> worker_rx;  // frames each worker received (RSS / fanout spread)
 };
 
 class Dataplane {
