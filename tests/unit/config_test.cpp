@@ -6,6 +6,7 @@
 #include <fstream>
 #include <sstream>
 
+#include "fixtures/config_text.hpp"
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/config/schema.hpp"
 
@@ -40,32 +41,18 @@ proto = "tcp"
 ports = 80
 )";
 
-std::vector<std::string> error_lines(std::string_view text) {
-  std::vector<std::string> out;
-  for (const Error& e : parse(text, "t.toml").errors) out.push_back(e.to_string());
-  return out;
-}
+using fixtures::error_lines;
+using fixtures::has_error;
+using fixtures::loaded;
+using fixtures::replaced;
 
 // Loads `text` with the first `from` replaced by `to` and returns its errors.
 std::vector<std::string> errors_in(std::string text, std::string_view from, std::string_view to) {
-  const auto at = text.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  if (at != std::string::npos) text.replace(at, from.size(), to);
-  return error_lines(text);
+  return error_lines(replaced(std::move(text), from, to));
 }
 
 std::vector<std::string> errors_with(std::string_view from, std::string_view to) {
   return errors_in(kMinimal, from, to);
-}
-
-::testing::AssertionResult has_error(const std::vector<std::string>& errors,
-                                     std::string_view what) {
-  for (const std::string& e : errors) {
-    if (e.find(what) != std::string::npos) return ::testing::AssertionSuccess();
-  }
-  std::string all;
-  for (const std::string& e : errors) all += "\n  " + e;
-  return ::testing::AssertionFailure() << "no error containing \"" << what << "\" in:" << all;
 }
 
 TEST(Config, MinimalGetsDefaults) {
@@ -525,19 +512,6 @@ TEST(Config, ProductionExampleCommentsEveryKey) {
 }
 
 // Hot reload: what changed, named by schema keys, and whether a running daemon may take it.
-Config loaded(const std::string& text) {
-  LoadResult r = parse(text, "t.toml");
-  EXPECT_TRUE(r.config.has_value()) << (r.errors.empty() ? "" : r.errors[0].to_string()) << text;
-  return r.config ? *r.config : Config{};
-}
-
-std::string replaced(std::string text, std::string_view from, std::string_view to) {
-  const auto at = text.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  if (at != std::string::npos) text.replace(at, from.size(), to);
-  return text;
-}
-
 const std::string kWithMembership = std::string(kMinimal) + R"(
 [membership]
 [[membership.key]]

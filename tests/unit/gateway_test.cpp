@@ -8,6 +8,7 @@
 #include <set>
 #include <string>
 
+#include "fixtures/config_text.hpp"
 #include "fixtures/frames.hpp"
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/packet/build.hpp"
@@ -111,38 +112,11 @@ exception = "fwout"
 address = ["192.0.2.11/24", "fd20::11/64"]
 )";
 
-std::string replaced(std::string text, std::string_view from, std::string_view to) {
-  const auto at = text.find(from);
-  EXPECT_NE(at, std::string::npos) << from;
-  if (at != std::string::npos) text.replace(at, from.size(), to);
-  return text;
-}
+using fixtures::error_lines;
+using fixtures::has_error;
+using fixtures::replaced;
 
-config::Config gateway_config(const std::string& text = kGateway) {
-  config::LoadResult r = config::parse(text, "gw.toml");
-  std::string errors;
-  for (const config::Error& e : r.errors) errors += "\n" + e.to_string();
-  EXPECT_TRUE(r.config.has_value()) << errors;
-  return r.config ? *r.config : config::Config{};
-}
-
-std::vector<std::string> errors_of(const std::string& text) {
-  std::vector<std::string> out;
-  for (const config::Error& e : config::parse(text, "gw.toml").errors) {
-    out.push_back(e.to_string());
-  }
-  return out;
-}
-
-::testing::AssertionResult has_error(const std::vector<std::string>& errors,
-                                     std::string_view what) {
-  for (const std::string& e : errors) {
-    if (e.find(what) != std::string::npos) return ::testing::AssertionSuccess();
-  }
-  std::string all;
-  for (const std::string& e : errors) all += "\n  " + e;
-  return ::testing::AssertionFailure() << "no error containing \"" << what << "\" in:" << all;
-}
+config::Config gateway_config(const std::string& text = kGateway) { return fixtures::loaded(text); }
 
 TEST(GatewayConfig, TwoArmedFarmLoads) {
   const config::Config c = gateway_config();
@@ -234,7 +208,7 @@ TEST(GatewayConfig, EachErrorNamesItsKeyAndReason) {
        "dataplane.port[0].mtu: unknown key"},
   };
   for (const Case& c : cases) {
-    EXPECT_TRUE(has_error(errors_of(replaced(base, c.from, c.to)), c.error)) << c.to;
+    EXPECT_TRUE(has_error(error_lines(replaced(base, c.from, c.to)), c.error)) << c.to;
   }
 }
 
@@ -242,7 +216,7 @@ TEST(GatewayConfig, DirectedVipsLiveOnTheFirstPort) {
   std::string text =
       replaced(kGateway, "address = \"10.10.0.100\"\nport = \"inside\"",
                "address = \"10.10.0.100\"\nport = \"outside\"\nl2_mode = \"directed\"");
-  EXPECT_TRUE(has_error(errors_of(text), "vip[4].port: a directed VIP lives on the first port"));
+  EXPECT_TRUE(has_error(error_lines(text), "vip[4].port: a directed VIP lives on the first port"));
 }
 
 TEST(GatewayConfig, GatewayAndDstAreInTheFingerprintThePortIsNot) {
