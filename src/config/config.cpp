@@ -95,6 +95,16 @@ class Loader {
     return value;
   }
 
+  // An optional boolean; `fallback` when absent or invalid (reported).
+  bool boolean(const toml::table& table, std::string_view name, const std::string& path,
+               bool fallback) {
+    const toml::node* node = table.get(name);
+    if (node == nullptr) return fallback;
+    if (const auto value = node->value_exact<bool>()) return *value;
+    error(node->source(), join(path, name), "expected true or false");
+    return fallback;
+  }
+
   // A string that must be one of `choices`; returns its index.
   template <std::size_t N>
   std::optional<std::size_t> choice(const toml::table& table, std::string_view name,
@@ -488,13 +498,7 @@ void load_vips(Loader& loader, const toml::table& root, Config& config) {
     if (const auto mode = loader.choice(entry, "l2_mode", path, kL2Modes, 0)) {
       vip.l2_mode = static_cast<L2Mode>(*mode);
     }
-    if (const toml::node* gateway = entry.get("gateway")) {
-      if (const auto value = gateway->value_exact<bool>()) {
-        vip.gateway = *value;
-      } else {
-        loader.error(gateway->source(), path + ".gateway", "expected true or false");
-      }
-    }
+    vip.gateway = loader.boolean(entry, "gateway", path, false);
     if (vip.gateway && vip.l2_mode == L2Mode::kDirected) {
       loader.error(entry.get("l2_mode")->source(), path + ".l2_mode",
                    "a gateway VIP is flood only: its virtual MAC is the clients' router");
@@ -956,13 +960,7 @@ void load_flows(Loader& loader, const toml::table& root, Config& config) {
   if (t == nullptr) return;
   loader.check_unknown(*t, "flows", "flows");
   Flows& f = config.flows;
-  if (const toml::node* h = t->get("handoff")) {
-    if (const auto value = h->value_exact<bool>()) {
-      f.handoff = *value;
-    } else {
-      loader.error(h->source(), "flows.handoff", "expected true or false");
-    }
-  }
+  f.handoff = loader.boolean(*t, "handoff", "flows", f.handoff);
   auto u32 = [&](std::string_view name, std::int64_t lo, std::int64_t hi, std::uint32_t fallback) {
     return loader.u32(*t, name, "flows", lo, hi, fallback);
   };
