@@ -14,6 +14,7 @@
 #include <deque>
 #include <iostream>
 #include <mutex>
+#include <random>
 
 namespace vipfarm::control {
 
@@ -149,6 +150,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   Control::NodeWeights held_weights;  // before a weight change, while its gains wait
   Nanos hold_until = -1;
   bool lease_was_ok = true;
+  std::string aside_reported;
   mutable std::mutex mutex;
   MembershipStats counts;  // sent, received, rejected, convergence
 
@@ -185,7 +187,8 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
 std::string MembershipService::Impl::open_network(
     const std::string& name, const IpAddr& local,
     const std::vector<std::pair<NodeId, IpAddr>>& peers) {
-  auto n = std::make_unique<Network>(Network{name, udp::socket(io), {}, {}});
+  auto n = std::make_unique<Network>(Network{name, udp::socket(io), {}, membership::Freshness()});
+  n->freshness.set_forget_after(interval() * config.membership.dead_after);
   const udp::endpoint ep(to_asio(local), config.membership.port);
   boost::system::error_code ec;
   n->socket.open(ep.protocol(), ec);
@@ -273,7 +276,7 @@ void MembershipService::Impl::on_datagram(Network& n, std::span<const std::uint8
       membership::decode(data, keys, cluster, to_int(config.node_id), configured);
   if (!d.heartbeat) return reject(d.reason);
   const membership::Heartbeat& hb = *d.heartbeat;
-  if (const auto stale = n.freshness.check(hb.node, hb.incarnation, hb.sequence)) {
+  if (const auto stale = n.freshness.check(hb.node, hb.incarnation, hb.sequence, now)) {
     return reject(*stale);
   }
   ++counts.received;
@@ -374,17 +377,24 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
     // Installs raced (or this node was stopped meanwhile): same members, the larger epoch.
     record(m->view().epoch, m->view().members, true, "aligned on the peers' epoch", 0, 0);
   }
-  if (m->lease_ok() != lease_was_ok) {
-    lease_was_ok = m->lease_ok();
-    std::cerr << (lease_was_ok ? "vipfarmd: ownership lease renewed: the view is agreed again\n"
-                               : "vipfarmd: ownership lease lapsed (the control thread stalled): "
-                                 "not serving VIP traffic until a view is agreed\n");
+  const bool in_view = (m->view().members & bit(to_int(config.node_id))) != 0;
+  const bool lease_ok = m->lease_ok(now);
+  if (in_view && lease_ok != lease_was_ok) {
+    lease_was_ok = lease_ok;
+    std::cerr << (lease_was_ok ? "vipfarmd: ownership lease renewed: every member acknowledges "
+                                 "this node again\n"
+                               : "vipfarmd: ownership lease lapsed (the view's members no longer "
+                                 "acknowledge this node): not serving VIP traffic\n");
+  }
+  if (m->aside() != aside_reported) {
+    aside_reported = m->aside();
+    if (!aside_reported.empty()) std::cerr << "vipfarmd: stepping aside: " << aside_reported << "\n";
   }
   if (config.flows.handoff) manage_handoff(now);
   if (draining) finish_drain();
   if (periodic || m->wants_heartbeat()) send(now);
-  if (m->lease_ok() && m->view().epoch != 0) {
-    dp.renew_lease(std::chrono::nanoseconds(m->lease()));
+  if (lease_ok && m->view().epoch != 0) {
+    dp.renew_lease(std::chrono::nanoseconds(std::min(m->lease_until() - now, m->lease())));
   } else {
     dp.revoke_lease();
   }
@@ -580,11 +590,12 @@ std::string MembershipService::start() {
   d.cluster = membership::cluster_id(config.cluster_name);
   d.configured = config::all_nodes(config);
   const membership::Settings s = settings_of(mc);
-  // A restart must be told apart from a replay of the previous run: the incarnation is the
-  // boot's wall-clock time in nanoseconds, larger than any earlier run's.
-  const auto incarnation = static_cast<std::uint64_t>(
-      std::chrono::duration_cast<std::chrono::nanoseconds>(SystemClock::now().time_since_epoch())
-          .count());
+  // A restart must be told apart from a replay of the previous run: the incarnation is
+  // random (getrandom through random_device), not the wall clock, so a clock stepped back
+  // (an RTC before NTP, a restored VM snapshot) cannot make it look older. The peers forget
+  // the previous boot's replay state once it has been silent for dead_after (wire.hpp).
+  std::random_device random;
+  const std::uint64_t incarnation = (std::uint64_t{random()} << 32) | random();
   d.m = std::make_unique<membership::Membership>(s, to_int(config.node_id), d.configured, d.cluster,
                                                  incarnation, *fingerprint,
                                                  std::vector<std::uint16_t>{});
@@ -706,7 +717,9 @@ nlohmann::json MembershipService::Impl::view() const {
           {"installed_s_ago", v.epoch == 0 ? 0.0 : static_cast<double>(now_ns() - v.at) / 1e9},
           {"proposal", ids_of(m->proposal())},
           {"settled", ids_of(m->settled())},
-          {"lease_ok", m->lease_ok() && v.epoch != 0},
+          {"lease_ok", m->lease_ok(now_ns()) && v.epoch != 0},
+          {"clear", m->clear()},
+          {"aside", m->aside()},
           {"witness", witness ? nlohmann::json(witness->node_healthy()) : nlohmann::json(nullptr)},
           {"generation", control.generation()}};
 }
@@ -770,6 +783,7 @@ void MembershipService::apply(const config::Config& next) {
   const membership::Settings settings = settings_of(is);
   if (settings_of(was) != settings) {
     d.m->set_settings(settings);
+    for (const auto& n : d.networks) n->freshness.set_forget_after(d.interval() * is.dead_after);
     std::cerr << "vipfarmd: reload: membership timers: heartbeat every " << is.interval_ms
               << " ms, dead after " << is.dead_after << ", lease " << d.m->lease() / 1'000'000
               << " ms, split brain "
@@ -837,7 +851,7 @@ void MembershipService::annotate_status(nlohmann::json& status) const {
   if (!d.m) return;
   status["state"] = std::string(membership::to_string(d.m->state()));
   status["epoch"] = d.m->view().epoch;
-  status["lease_ok"] = d.m->lease_ok() && d.m->view().epoch != 0;
+  status["lease_ok"] = d.m->lease_ok(now_ns()) && d.m->view().epoch != 0;
 }
 
 MembershipStats MembershipService::stats() const {
@@ -848,7 +862,7 @@ MembershipStats MembershipService::stats() const {
   s.state = d.m->state();
   s.epoch = d.m->view().epoch;
   s.members = d.m->view().members;
-  s.lease_ok = d.m->lease_ok() && s.epoch != 0;
+  s.lease_ok = d.m->lease_ok(now_ns()) && s.epoch != 0;
   const Nanos now = now_ns();
   for (const config::ClusterNode& node : d.config.nodes) {
     if (node.id == d.config.node_id) continue;

@@ -1,4 +1,5 @@
-// Failure detection and view agreement (the rules are in membership.hpp).
+// Failure detection and view agreement (the rules are in membership.hpp and
+// docs/membership.md).
 #include "vipfarm/membership/membership.hpp"
 
 #include <algorithm>
@@ -21,7 +22,37 @@ std::string describe_change(std::uint64_t before, std::uint64_t after) {
   return out.empty() ? "no change" : out;
 }
 
+// The order in which views win over each other when a node must choose which side to leave:
+// more members first, then the set holding the lowest id where they differ. Strict and total,
+// so two nodes comparing their proposals never both step aside.
+bool beats(std::uint64_t a, std::uint64_t b) noexcept {
+  if (a == b) return false;
+  const int pa = std::popcount(a), pb = std::popcount(b);
+  if (pa != pb) return pa > pb;
+  const std::uint64_t differ = a ^ b;
+  return (a & (differ & (~differ + 1))) != 0;
+}
+
+std::uint64_t splitmix64(std::uint64_t x) noexcept {
+  x += 0x9e3779b97f4a7c15ULL;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+  return x ^ (x >> 31);
+}
+
+std::string ids(std::uint64_t members) {
+  std::string out;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if ((members & bit(id)) != 0) out += (out.empty() ? "" : ",") + std::to_string(id);
+  }
+  return "{" + out + "}";
+}
+
 }  // namespace
+
+std::uint64_t Membership::first_sequence(std::uint64_t incarnation) noexcept {
+  return (splitmix64(incarnation) >> 2) | 1;
+}
 
 Membership::Membership(const Settings& settings, std::uint8_t self, std::uint64_t configured,
                        std::uint64_t cluster, std::uint64_t incarnation,
@@ -33,6 +64,7 @@ Membership::Membership(const Settings& settings, std::uint8_t self, std::uint64_
       incarnation_(incarnation),
       fingerprint_(fingerprint),
       weights_(std::move(weights)),
+      sequence_(first_sequence(incarnation) - 1),
       peers_(65) {
   set_settings(settings);
   history_.push_back({0, 0, 0, true, "start"});
@@ -41,10 +73,15 @@ Membership::Membership(const Settings& settings, std::uint8_t self, std::uint64_
 void Membership::set_settings(const Settings& settings) {
   settings_ = settings;
   if (settings_.agreement_timeout == 0) settings_.agreement_timeout = 3 * settings_.interval;
-  if (settings_.lease == 0) settings_.lease = settings_.interval * settings_.dead_after;
+  const Nanos detection = dead_after();
+  if (settings_.ack_window == 0) settings_.ack_window = 3 * settings_.interval;
+  settings_.ack_window = std::min(settings_.ack_window, detection / 2);
+  // The lease must end before a peer can exclude this node: dead_after - ack_window at most.
+  const Nanos longest = detection - settings_.ack_window;
+  if (settings_.lease == 0 || settings_.lease > longest) settings_.lease = longest;
 }
 
-Heartbeat Membership::heartbeat(Nanos) {
+Heartbeat Membership::heartbeat(Nanos now) {
   Heartbeat hb;
   hb.state = state_;
   hb.cluster = cluster_;
@@ -58,17 +95,43 @@ Heartbeat Membership::heartbeat(Nanos) {
   hb.weights = weights_;
   hb.releasing = releasing_;
   hb.mac = mac_;
-  proposal_changed_ = false;
+  hb.clear = clear_;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    Peer& p = peers_[id];
+    if (!p.alive) continue;
+    Heard h{static_cast<std::uint8_t>(id), 0, p.sequence};
+    if (p.mutual) h.flags |= Heard::kMutual;
+    // Support (a lease renewal) only while its acknowledgements are fresh: a node that stops
+    // hearing us loses our support ack_window after, a lease before we may exclude it.
+    if (p.acked_at >= now - settings_.ack_window) {
+      h.flags |= Heard::kSupports;
+      p.supported_sent = now;
+    }
+    if (p.held_until > now) h.flags |= Heard::kHolds;
+    hb.heard.push_back(h);
+  }
+  sent_.push_back({hb.sequence, now});
+  while (!sent_.empty() && now - sent_.front().at > dead_after() + settings_.interval) {
+    sent_.pop_front();
+  }
+  changed_ = false;
   return hb;
 }
 
 void Membership::receive(const Heartbeat& hb, Nanos now) {
   if (hb.node == 0 || hb.node > 64 || hb.node == self_ || (configured_ & bit(hb.node)) == 0) return;
   Peer& p = peers_[hb.node];
+  if (p.last_heard >= 0 && hb.incarnation != p.incarnation) {
+    // A new boot: what it knew of us (acknowledgements, support) went with the old one.
+    p.acked_at = p.lease_ack = kNever;
+    p.lease_view = 0;
+  }
   p.alive = true;
   p.last_heard = now;
   p.state = hb.state;
   p.incarnation = hb.incarnation;
+  p.sequence = hb.sequence;
   p.fingerprint_ok = hb.fingerprint == fingerprint_;
   p.fingerprint = hb.fingerprint;
   p.weights = hb.weights;
@@ -77,17 +140,38 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
   p.proposed = hb.proposed;
   p.installed = hb.installed;
   p.epoch = hb.epoch;
+  p.clear = hb.clear;
+  p.mutual_row = p.holds = 0;
+  p.hears_me = p.holds_me = false;
+  bool supports = false;
+  for (const Heard& h : hb.heard) {
+    if (h.node == 0 || h.node > 64) continue;
+    if ((h.flags & Heard::kMutual) != 0) p.mutual_row |= bit(h.node);
+    if ((h.flags & Heard::kHolds) != 0) p.holds |= bit(h.node);
+    if (h.node != self_) continue;
+    p.hears_me = true;
+    p.holds_me = (h.flags & Heard::kHolds) != 0;
+    // Sequences start at a per-boot value: an acknowledgement of another boot's heartbeat,
+    // or of one older than we remember, finds nothing.
+    const auto it = std::lower_bound(sent_.begin(), sent_.end(), h.sequence,
+                                     [](const Sent& s, std::uint64_t q) { return s.sequence < q; });
+    if (it == sent_.end() || it->sequence != h.sequence) continue;
+    p.acked_at = std::max(p.acked_at, it->at);
+    if ((h.flags & Heard::kSupports) != 0) {
+      supports = true;
+      if (p.lease_view != hb.installed || it->at > p.lease_ack) p.lease_ack = it->at;
+      p.lease_view = hb.installed;
+    }
+  }
+  if (!supports) p.lease_ack = kNever;  // support withdrawn: it counts for nothing now
 }
 
-std::uint64_t Membership::propose(Nanos now) {
-  std::uint64_t members = state_ == NodeState::kUp ? bit(self_) : 0;
-  unsigned reachable = 1;  // this node
-  unsigned same_config = 1, other_config = 0;
-  const Nanos dead_after = settings_.interval * settings_.dead_after;
+void Membership::update_peers(Nanos now) {
+  mutual_ = 0;
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
     Peer& p = peers_[id];
-    if (p.alive && now - p.last_heard > dead_after) {
+    if (p.alive && now - p.last_heard > dead_after()) {
       p.alive = false;
       p.deaths.push_back(now);
       while (!p.deaths.empty() && now - p.deaths.front() > settings_.flap_window) {
@@ -95,39 +179,114 @@ std::uint64_t Membership::propose(Nanos now) {
       }
       if (p.deaths.size() >= settings_.flap_limit) p.held_until = now + settings_.hold_down;
     }
-    p.held_down = p.held_until > now;
-    if (!p.alive) continue;
-    ++reachable;
-    (p.fingerprint_ok ? same_config : other_config) += 1;
-    if (p.state == NodeState::kUp && p.fingerprint_ok && !p.held_down) members |= bit(id);
+    p.mutual = p.alive && p.acked_at >= now - dead_after();
+    if (p.mutual) mutual_ |= bit(id);
   }
+  // Hold-down is farm-wide: a peer held down by this node or by any mutual peer is out, so
+  // every node leaves the same flapping node out (and it steps aside, seeing itself held).
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    Peer& p = peers_[id];
+    p.held_down = p.held_until > now;
+    for (unsigned q = 1; q <= 64 && !p.held_down; ++q) {
+      p.held_down = q != self_ && q != id && (mutual_ & bit(q)) != 0 && (peers_[q].holds & bit(id));
+    }
+  }
+}
+
+// The largest clique of the candidates under mutual connectivity (this node's own row and
+// each peer's, from its heartbeats), greedily: drop the member with the most missing edges,
+// the higher id on a tie, until every pair hears each other. Nodes that share the rows
+// compute the same set.
+std::uint64_t Membership::prune(std::uint64_t candidates) const noexcept {
+  std::array<std::uint64_t, 65> row{};
+  for (unsigned id = 1; id <= 64; ++id) {
+    if ((candidates & bit(id)) != 0) row[id] = id == self_ ? mutual_ : peers_[id].mutual_row;
+  }
+  std::array<std::uint64_t, 65> adjacent{};
+  for (unsigned a = 1; a <= 64; ++a) {
+    if ((candidates & bit(a)) == 0) continue;
+    for (unsigned b = 1; b <= 64; ++b) {
+      if (b != a && (candidates & bit(b)) != 0 && (row[a] & bit(b)) && (row[b] & bit(a))) {
+        adjacent[a] |= bit(b);
+      }
+    }
+  }
+  std::uint64_t set = candidates;
+  for (;;) {
+    unsigned worst = 0;
+    int worst_missing = 0;
+    for (unsigned a = 1; a <= 64; ++a) {
+      if ((set & bit(a)) == 0) continue;
+      const int missing = std::popcount(set & ~bit(a) & ~adjacent[a]);
+      if (missing > 0 && missing >= worst_missing) {
+        worst = a;
+        worst_missing = missing;
+      }
+    }
+    if (worst == 0) return set;
+    set &= ~bit(worst);
+  }
+}
+
+std::uint64_t Membership::propose(Nanos now) {
+  update_peers(now);
+  aside_.clear();
+  std::uint64_t candidates = state_ == NodeState::kUp ? bit(self_) : 0;
+  unsigned reachable = 1;  // this node and its mutual peers
+  unsigned same_config = 1, other_config = 0;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    const Peer& p = peers_[id];
+    if (!p.alive) continue;
+    (p.fingerprint_ok ? same_config : other_config) += 1;
+    if (!p.mutual) continue;
+    ++reachable;
+    if (p.state == NodeState::kUp && p.fingerprint_ok && !p.held_down) candidates |= bit(id);
+  }
+  const bool up = state_ == NodeState::kUp;
   // A node that runs a config most of the live farm does not serves nothing (a rolling
   // config change: nodes move to the new config's side one by one, docs/handoff.md). An
   // exact tie between two configs goes to the larger fingerprint, so the halves never both
   // serve.
   if (other_config > same_config ||
       (other_config == same_config && other_config != 0 && larger_config_elsewhere())) {
+    if (up) aside_ = "most live nodes run another farm config";
     return 0;
   }
   const auto configured = static_cast<unsigned>(std::popcount(configured_));
   if (settings_.split_brain == SplitBrain::kMajority &&
       (2 * reachable < configured || (2 * reachable == configured && !witness_))) {
+    if (up) aside_ = "no majority: " + std::to_string(reachable) + " of " +
+                     std::to_string(configured) + " nodes mutually connected";
     return 0;  // a minority partition serves nothing; a half only with the witness
   }
-  return members;
-}
-
-bool Membership::confirmed() const noexcept {
-  const InstalledView& v = view();
+  const std::uint64_t proposal = prune(candidates);
+  if (!up) return proposal;
   for (unsigned id = 1; id <= 64; ++id) {
-    if (id == self_ || (v.members & bit(id)) == 0) continue;
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
     const Peer& p = peers_[id];
-    if (!p.alive || p.last_heard <= lapsed_at_ + settings_.interval || p.installed != v.members ||
-        p.epoch != v.epoch) {
-      return false;
+    if (!p.alive) continue;
+    if (p.holds_me) {
+      aside_ = "held down by node " + std::to_string(id) + " (flap damping)";
+      return 0;
+    }
+    // A peer we hear proposes a view without us that wins over ours: it does not hear us,
+    // holds us out or pruned us. Forming a view of our own beside it would serve its buckets.
+    if (p.proposed != 0 && (p.proposed & bit(self_)) == 0 && beats(p.proposed, proposal)) {
+      aside_ = "node " + std::to_string(id) + " proposes " + ids(p.proposed) + " without it";
+      return 0;
     }
   }
-  return true;
+  return proposal;
+}
+
+// A live peer outside our proposal lets us install it: it serves nothing, or it proposes a
+// view without us that ours beats (a deaf node's lone view, a node that will step aside).
+bool Membership::concedes(unsigned id, std::uint64_t proposal) const noexcept {
+  const Peer& q = peers_[id];
+  if ((q.installed & bit(id)) == 0) return true;
+  return (q.proposed & bit(self_)) == 0 && beats(proposal, q.proposed);
 }
 
 bool Membership::larger_config_elsewhere() const noexcept {
@@ -138,47 +297,39 @@ bool Membership::larger_config_elsewhere() const noexcept {
   return false;
 }
 
-// Every live peer running this config has installed the current view: members, and also
-// nodes that just left it (stopped, draining, waiting), which may still serve its buckets.
-bool Membership::installed_by_all() const noexcept {
-  const std::uint64_t members = view().members;
-  for (unsigned id = 1; id <= 64; ++id) {
-    if (id == self_ || (configured_ & bit(id)) == 0) continue;
-    const Peer& p = peers_[id];
-    if ((members & bit(id)) != 0 && !p.alive) return false;
-    if (p.alive && p.fingerprint_ok && p.installed != members) return false;
-  }
-  return true;
+unsigned Membership::quorum() const noexcept {
+  const auto configured = static_cast<unsigned>(std::popcount(configured_));
+  if (settings_.split_brain != SplitBrain::kMajority) return 1;
+  return configured % 2 == 0 && witness_ ? configured / 2 : configured / 2 + 1;
 }
 
 bool Membership::tick(Nanos now) {
   const bool installed = decide(now);
-  if (settled_ != view().members &&
-      (installed_by_all() || now - view().at >= settings_.agreement_timeout)) {
-    settled_ = view().members;
-  }
+  settle(now);
+  compute_lease(now);
   return installed;
 }
 
 bool Membership::decide(Nanos now) {
-  if (last_tick_ >= 0 && now - last_tick_ > settings_.lease) {
-    // A stall: the workers' lease ran out. The peers' silence was ours: give each a fresh
-    // dead_after window rather than declaring everyone dead and serving alone.
-    lapsed_ = true;
-    lapsed_at_ = now;
-    for (Peer& p : peers_) {
-      if (p.alive) p.last_heard = now;
+  if (last_tick_ < 0 || now - last_tick_ > settings_.lease) {
+    // Starting, or resuming from a stall (SIGSTOP, a hung control thread): the peers'
+    // silence during the stall was ours. Give each a fresh dead_after window rather than
+    // declaring everyone dead and serving alone, and install no view with this node until
+    // each has answered (the guard).
+    guard_since_ = now;
+    if (last_tick_ >= 0) {
+      for (Peer& p : peers_) {
+        if (p.alive) p.last_heard = now;
+      }
     }
     proposed_since_ = now;
   }
-  if (last_tick_ < 0) started_ = now;
   last_tick_ = now;
-  if (lapsed_ && confirmed()) lapsed_ = false;
   const std::uint64_t proposal = propose(now);
   if (proposal != proposal_) {
     proposal_ = proposal;
     proposed_since_ = now;
-    proposal_changed_ = true;
+    changed_ = true;
   }
   if (proposal_ == view().members) {
     // Members that installed this same view under a larger epoch (their installs raced
@@ -191,22 +342,96 @@ bool Membership::decide(Nanos now) {
     }
     return false;
   }
-  if (now - started_ < settings_.interval * settings_.dead_after) {
-    // Starting: a node that would install a view before hearing its running peers would
-    // serve their buckets too. Wait until every configured peer was heard, or until a
-    // silent one could have been declared dead anyway.
+  if ((proposal_ & bit(self_)) == 0) {
+    install(proposal_, false, now);  // giving up needs nobody's consent
+    return true;
+  }
+  if (now - guard_since_ < dead_after()) {
     for (unsigned id = 1; id <= 64; ++id) {
-      if (id != self_ && (configured_ & bit(id)) != 0 && peers_[id].last_heard < 0) return false;
+      if (id != self_ && (configured_ & bit(id)) != 0 && !peers_[id].mutual) return false;
     }
   }
-  bool agreed = true;
-  for (unsigned id = 1; id <= 64 && agreed; ++id) {
-    if (id == self_ || (proposal_ & bit(id)) == 0) continue;
-    agreed = peers_[id].alive && peers_[id].proposed == proposal_;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    const Peer& p = peers_[id];
+    if ((proposal_ & bit(id)) != 0) {
+      if (!p.mutual || p.proposed != proposal_) return false;  // not agreed (yet)
+    } else if (p.alive && !concedes(id, proposal_)) {
+      return false;
+    }
   }
-  if (!agreed && now - proposed_since_ < settings_.agreement_timeout) return false;
-  install(proposal_, agreed, now);
+  install(proposal_, true, now);
   return true;
+}
+
+// Nobody can still serve, on this node's word, a bucket the installed view moved: every peer
+// has installed it or serves nothing, or has gone a whole lease without our support, or we
+// installed it a lease ago (our heartbeats since confirm only this view).
+bool Membership::is_clear(Nanos now) const noexcept {
+  const InstalledView& v = view();
+  if (now - v.at >= settings_.lease) return true;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    const Peer& q = peers_[id];
+    if (q.last_heard < 0 || q.installed == v.members || (q.installed & bit(id)) == 0) continue;
+    if (now - q.supported_sent >= settings_.lease) continue;
+    return false;
+  }
+  return true;
+}
+
+void Membership::settle(Nanos now) {
+  const bool clear = is_clear(now);
+  if (clear != clear_) {
+    clear_ = clear;
+    changed_ = true;  // announce it: the members wait for it to take their gains
+  }
+  const InstalledView& v = view();
+  if (settled_ == v.members) return;
+  if ((v.members & bit(self_)) == 0) {  // serving nothing: no gain to wait for
+    settled_ = v.members;
+    return;
+  }
+  if (!clear_) return;
+  unsigned clear_at = 1;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    const Peer& p = peers_[id];
+    const bool confirms = p.alive && p.installed == v.members && p.clear;
+    if ((v.members & bit(id)) != 0 && !confirms) return;
+    clear_at += confirms ? 1 : 0;
+  }
+  if (clear_at < quorum()) return;
+  settled_ = v.members;
+}
+
+void Membership::compute_lease(Nanos now) {
+  const InstalledView& v = view();
+  if ((v.members & bit(self_)) == 0) {
+    lease_until_ = kNever;
+    return;
+  }
+  const std::uint64_t others = v.members & ~bit(self_);
+  Nanos until = kForever;
+  std::array<Nanos, 64> acks{};
+  std::size_t count = 0;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    const Peer& p = peers_[id];
+    const bool confirms = p.lease_view == v.members || p.lease_view == settled_;
+    const Nanos ack = confirms ? p.lease_ack : kNever;
+    if ((others & bit(id)) != 0) until = std::min(until, ack + settings_.lease);
+    if (ack != kNever) acks[count++] = ack;
+  }
+  const unsigned need = quorum() - 1;  // besides this node
+  if (need > 0) {
+    std::sort(acks.begin(), acks.begin() + static_cast<std::ptrdiff_t>(count), std::greater<>());
+    until = std::min(until, count >= need ? acks[need - 1] + settings_.lease : kNever);
+  }
+  // Alone after a start or a stall: serve once the guard has passed (another node may have
+  // formed a view meanwhile that we have not heard of yet).
+  if (others == 0 && need == 0 && now - guard_since_ < dead_after()) until = kNever;
+  lease_until_ = until;
 }
 
 void Membership::install(std::uint64_t members, bool agreed, Nanos now) {
@@ -221,9 +446,11 @@ void Membership::install(std::uint64_t members, bool agreed, Nanos now) {
     newest = std::max(newest, p.epoch);
   }
   const std::uint64_t epoch = adopted != 0 ? adopted : newest + 1;
-  history_.push_back({epoch, members, now, agreed, describe_change(view().members, members)});
-  lapsed_ = false;
-  proposal_changed_ = true;  // announce the install: it confirms the view to the others
+  std::string cause = describe_change(view().members, members);
+  if (!agreed && !aside_.empty()) cause += " (" + aside_ + ")";
+  history_.push_back({epoch, members, now, agreed, std::move(cause)});
+  clear_ = false;
+  changed_ = true;  // announce the install: it confirms the view to the others
   while (history_.size() > settings_.history) history_.pop_front();
 }
 

@@ -20,7 +20,7 @@ namespace vipfarm::membership {
 namespace {
 
 constexpr std::uint8_t kMagic[4] = {'V', 'F', 'H', 'B'};
-constexpr std::uint8_t kVersion = 2;
+constexpr std::uint8_t kVersion = 3;
 
 void put16(std::vector<std::uint8_t>& out, std::uint16_t v) {
   out.push_back(static_cast<std::uint8_t>(v >> 8));
@@ -41,12 +41,17 @@ std::uint64_t get64(const std::uint8_t* p) noexcept {
   return v;
 }
 
-std::array<std::uint8_t, kMacBytes> mac_of(std::span<const std::uint8_t> key,
-                                           std::span<const std::uint8_t> data) {
+// nullopt when OpenSSL fails: the caller then refuses (decode) or sends nothing (encode),
+// never compares against an all-zero MAC.
+std::optional<std::array<std::uint8_t, kMacBytes>> mac_of(std::span<const std::uint8_t> key,
+                                                          std::span<const std::uint8_t> data) {
   std::array<std::uint8_t, kMacBytes> out{};
   unsigned size = 0;
-  HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(), data.size(), out.data(),
-       &size);
+  if (HMAC(EVP_sha256(), key.data(), static_cast<int>(key.size()), data.data(), data.size(),
+           out.data(), &size) == nullptr ||
+      size != kMacBytes) {
+    return std::nullopt;
+  }
   return out;
 }
 
@@ -162,17 +167,18 @@ bool releases(std::span<const std::uint8_t> map, std::size_t group, std::uint32_
 std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8_t> key) {
   const std::size_t groups = std::min(hb.weights.size(), kMaxWireGroups);
   const std::size_t released = std::min(hb.releasing.size(), kMaxReleaseBytes);
+  const std::size_t heard = std::min(hb.heard.size(), kMaxHeard);
   std::vector<std::uint8_t> out;
-  out.reserve(kHeaderBytes + 2 * groups + 2 + released + kMacBytes);
+  out.reserve(kHeaderBytes + 2 * groups + 2 + released + kHeardBytes * heard + kMacBytes);
   out.insert(out.end(), std::begin(kMagic), std::end(kMagic));
   out.push_back(kVersion);
   out.push_back(static_cast<std::uint8_t>(hb.state));
   put16(out, hb.key_id);
   put64(out, hb.cluster);
   out.push_back(hb.node);
-  out.push_back(0);  // flags
+  out.push_back(hb.clear ? 1 : 0);  // flags
   out.push_back(static_cast<std::uint8_t>(groups));
-  out.push_back(0);  // reserved
+  out.push_back(static_cast<std::uint8_t>(heard));
   put64(out, hb.incarnation);
   put64(out, hb.sequence);
   out.insert(out.end(), hb.fingerprint.begin(), hb.fingerprint.end());
@@ -185,8 +191,14 @@ std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8
   put16(out, static_cast<std::uint16_t>(released));
   out.insert(out.end(), hb.releasing.begin(),
              hb.releasing.begin() + static_cast<std::ptrdiff_t>(released));
+  for (std::size_t i = 0; i < heard; ++i) {
+    out.push_back(hb.heard[i].node);
+    out.push_back(hb.heard[i].flags);
+    put64(out, hb.heard[i].sequence);
+  }
   const auto mac = mac_of(key, out);
-  out.insert(out.end(), mac.begin(), mac.end());
+  if (!mac) return {};
+  out.insert(out.end(), mac->begin(), mac->end());
   return out;
 }
 
@@ -199,8 +211,20 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   if (groups > kMaxWireGroups || d.size() < kHeaderBytes + 2 * groups + 2 + kMacBytes) return out;
   const std::size_t map_at = kHeaderBytes + 2 * groups + 2;
   const std::size_t released = get16(d.data() + map_at - 2);
-  if (released > kMaxReleaseBytes || d.size() != map_at + released + kMacBytes) return out;
-  if (d[5] >= kNodeStateCount || d[17] != 0 || d[19] != 0 || get16(d.data() + 98) != 0) return out;
+  const std::size_t heard = d[19];
+  const std::size_t heard_at = map_at + released;
+  if (released > kMaxReleaseBytes || heard > kMaxHeard ||
+      d.size() != heard_at + kHeardBytes * heard + kMacBytes) {
+    return out;
+  }
+  if (d[5] >= kNodeStateCount || d[17] > 1 || get16(d.data() + 98) != 0) return out;
+  for (std::size_t i = 0; i < heard; ++i) {  // ascending ids 1..64, known flags only
+    const std::uint8_t* e = d.data() + heard_at + kHeardBytes * i;
+    if (e[0] == 0 || e[0] > 64 || (i > 0 && e[0] <= e[-static_cast<std::ptrdiff_t>(kHeardBytes)]) ||
+        (e[1] & ~Heard::kAllFlags) != 0) {
+      return out;
+    }
+  }
   const std::vector<std::uint8_t>* key = keys.find(get16(d.data() + 6));
   if (key == nullptr) {
     out.reason = Reject::kUnknownKey;
@@ -208,7 +232,7 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   }
   const std::size_t signed_bytes = d.size() - kMacBytes;
   const auto mac = mac_of(*key, d.first(signed_bytes));
-  if (CRYPTO_memcmp(mac.data(), d.data() + signed_bytes, kMacBytes) != 0) {
+  if (!mac || CRYPTO_memcmp(mac->data(), d.data() + signed_bytes, kMacBytes) != 0) {
     out.reason = Reject::kBadMac;
     return out;
   }
@@ -237,17 +261,22 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
   for (std::size_t g = 0; g < groups; ++g)
     hb.weights.push_back(get16(d.data() + kHeaderBytes + 2 * g));
   hb.releasing.assign(d.data() + map_at, d.data() + map_at + released);
+  hb.clear = d[17] == 1;
+  for (std::size_t i = 0; i < heard; ++i) {
+    const std::uint8_t* e = d.data() + heard_at + kHeardBytes * i;
+    hb.heard.push_back({e[0], e[1], get64(e + 2)});
+  }
   out.heartbeat = std::move(hb);
   return out;
 }
 
 std::optional<Reject> Freshness::check(std::uint8_t node, std::uint64_t incarnation,
-                                       std::uint64_t sequence) noexcept {
+                                       std::uint64_t sequence, std::int64_t now) noexcept {
   if (node == 0 || node >= seen_.size()) return Reject::kUnknownNode;
   Seen& s = seen_[node];
-  if (s.any && incarnation < s.incarnation) return Reject::kStale;
+  if (s.any && incarnation != s.incarnation && now - s.at < forget_after_) return Reject::kStale;
   if (s.any && incarnation == s.incarnation && sequence <= s.sequence) return Reject::kReplay;
-  s = {true, incarnation, sequence};
+  s = {true, incarnation, sequence, now};
   return std::nullopt;
 }
 

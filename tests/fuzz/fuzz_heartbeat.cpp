@@ -48,6 +48,6 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   if (!r.heartbeat) return 0;
   if (!signed_input) std::abort();  // accepted without the key: a forgery got through
   if (encode(*r.heartbeat, kKey) != datagram) std::abort();
-  (void)freshness.check(r.heartbeat->node, r.heartbeat->incarnation, r.heartbeat->sequence);
+  (void)freshness.check(r.heartbeat->node, r.heartbeat->incarnation, r.heartbeat->sequence, 0);
   return 0;
 }

@@ -59,7 +59,7 @@ class Sim {
         Node& x = nodes_[id];
         if (!x.running || x.paused_until > now_) continue;
         x.m->tick(now_);
-        x.lease_until = x.m->lease_ok() && x.m->view().epoch != 0 ? now_ + x.m->lease() : 0;
+        x.lease_until = x.m->view().epoch != 0 ? x.m->lease_until() : 0;
         if (now_ >= x.next_heartbeat || x.m->wants_heartbeat()) {
           broadcast(id, x.m->heartbeat(now_));
           x.next_heartbeat = now_ + settings_.interval;
@@ -157,7 +157,7 @@ class Sim {
       queue_.pop();
       Node& x = nodes_[msg.to];
       if (!x.running || x.paused_until > now_) continue;  // lost while down or paused
-      if (x.freshness.check(msg.hb.node, msg.hb.incarnation, msg.hb.sequence)) continue;
+      if (x.freshness.check(msg.hb.node, msg.hb.incarnation, msg.hb.sequence, now_)) continue;
       x.m->receive(msg.hb, now_);
     }
   }

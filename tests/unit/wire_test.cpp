@@ -203,18 +203,25 @@ TEST_F(WireTest, RandomDatagramsAreNeverAccepted) {
   EXPECT_GT(seen[static_cast<std::size_t>(Reject::kMalformed)], 9000u);
 }
 
-TEST(Freshness, NewIncarnationResetsSequenceOlderIsStaleRepeatIsReplay) {
-  Freshness f;
-  EXPECT_EQ(f.check(2, 100, 5), std::nullopt);
-  EXPECT_EQ(f.check(2, 100, 6), std::nullopt);
-  EXPECT_EQ(f.check(2, 100, 6), Reject::kReplay);  // the same datagram again
-  EXPECT_EQ(f.check(2, 100, 3), Reject::kReplay);  // an old sequence
-  EXPECT_EQ(f.check(2, 101, 1), std::nullopt);     // restarted: a new incarnation
-  EXPECT_EQ(f.check(2, 100, 99), Reject::kStale);  // the previous boot's
-  EXPECT_EQ(f.check(3, 1, 1), std::nullopt);       // peers are independent
+// Incarnations are random, not ordered: another incarnation is refused while the current one
+// is heard (a replayed previous boot), accepted once the current one has been silent for
+// forget_after (the peer was declared dead: a restart, whatever its clock says).
+TEST(Freshness, AnotherIncarnationOnlyAfterTheCurrentFellSilent) {
+  constexpr std::int64_t kMs = 1'000'000;
+  Freshness f(800 * kMs);
+  EXPECT_EQ(f.check(2, 100, 5, 0), std::nullopt);
+  EXPECT_EQ(f.check(2, 100, 6, 10 * kMs), std::nullopt);
+  EXPECT_EQ(f.check(2, 100, 6, 20 * kMs), Reject::kReplay);  // the same datagram again
+  EXPECT_EQ(f.check(2, 100, 3, 20 * kMs), Reject::kReplay);  // an old sequence
+  EXPECT_EQ(f.check(2, 7, 1, 500 * kMs), Reject::kStale);    // restarted too soon, or forged
+  EXPECT_EQ(f.check(2, 7, 2, 809 * kMs), Reject::kStale);    // 799 ms after the last accepted
+  EXPECT_EQ(f.check(2, 7, 3, 810 * kMs), std::nullopt);      // 800 ms: the old boot is dead
+  EXPECT_EQ(f.check(2, 100, 99, 900 * kMs), Reject::kStale);  // the previous boot, replayed
+  EXPECT_EQ(f.check(2, 7, 3, 900 * kMs), Reject::kReplay);
+  EXPECT_EQ(f.check(3, 1, 1, 900 * kMs), std::nullopt);  // peers are independent
   f.forget(2);
-  EXPECT_EQ(f.check(2, 50, 1), std::nullopt);
-  EXPECT_EQ(f.check(0, 1, 1), Reject::kUnknownNode);
+  EXPECT_EQ(f.check(2, 50, 1, 901 * kMs), std::nullopt);
+  EXPECT_EQ(f.check(0, 1, 1, 901 * kMs), Reject::kUnknownNode);
 }
 
 TEST(Wire, FingerprintFromHex) {

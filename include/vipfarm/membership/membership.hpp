@@ -1,25 +1,37 @@
 // Failure detection and view agreement for one node, as a pure state machine: no sockets,
 // no clock. The caller (the control thread, or the simulation) passes the time in, hands
 // over authenticated, fresh heartbeats, and sends what heartbeat() returns to every peer.
+// docs/membership.md states the contract and the rules; in short:
 //
-// A peer is alive while it has been heard within dead_after intervals. A node proposes the
-// view {itself if UP} ∪ {alive peers that are UP, share its config fingerprint and are not
-// held down for flapping}; in majority mode a partition without a strict majority of the
-// configured nodes proposes the empty view, and so does a node that hears more live peers
-// running another farm config (fingerprint) than its own (a tie keeps both sides serving
-// their own view: neither merges the other). A proposal is installed once every member of it
-// advertises the same proposal (agreement), or after agreement_timeout of proposing it
-// unchanged (the bounded fallback for asymmetric links). Each installed view gets an epoch
-// that agreeing nodes compute alike. A starting node installs nothing until it has heard
-// every configured peer or dead_after intervals have passed.
-//
-// Leases: a node whose ticks stop (its process stopped, its control thread hung) keeps the
-// last ownership its workers were given, while the others declare it dead and take its
-// buckets. So the workers only accept VIP traffic under a lease the caller renews after
-// every tick while lease_ok(); it lasts `lease` (default dead_after intervals, when the
-// others can declare the node dead at the earliest). A tick that comes more than `lease`
-// after the previous one finds the lease lapsed: the node then waits for a view agreed
-// after the stall (its peers' silence during the stall does not count against them).
+// - Liveness is mutual. Heartbeats carry the heard list (every peer heard, the sequence of
+//   its newest heartbeat, and whether the sender counts it mutual, supports its lease, holds
+//   it down). A peer is *mutual* when it was heard within dead_after intervals and its newest
+//   heartbeat acknowledges one of ours sent within that time. A one-way link or a deaf node
+//   is so excluded by both sides alike.
+// - A node proposes the largest set of mutually connected candidates (itself if UP, mutual
+//   peers that are UP, share its fingerprint and are held down by nobody), pruned to a
+//   clique with the rows its peers send. It steps aside (proposes the empty view) when a
+//   peer holds it down or when a peer it hears proposes a view without it that beats its own
+//   (more members; equal sizes: the lower ids): a node that hears its peers but is not heard
+//   stays out instead of forming a view of its own beside theirs.
+// - A proposal without this node is installed at once (giving up is always safe). A proposal
+//   with it needs agreement: every member proposes the same, and every live peer outside it
+//   concedes (serves nothing, or proposes a view without us that ours beats). No timeout
+//   ever installs a view a live member has not agreed to.
+// - Settled views: a node takes the buckets it gains only once its installed view is *clear*
+//   at every member (and in majority mode at a majority): every node that could still serve
+//   them has installed it, serves nothing, or has gone without this node's lease support for
+//   a whole lease. Installs and clears are announced at once.
+// - Leases: a node serves only until `lease` after the send time of the newest of its
+//   heartbeats that every other member of its view (and in majority mode a majority) has
+//   acknowledged in a heartbeat that supports it and confirms the view. A peer stops
+//   supporting a node whose acknowledgements are older than ack_window; dead_after is
+//   ack_window + lease, so the lease ends before any peer can exclude the node and its
+//   buckets move: a crashed, stalled, mute or deaf node stops serving first. A node alone in
+//   its view (serve mode) needs no acknowledgement.
+// - A starting or resumed node (its ticks were more than a lease apart) installs no view
+//   with itself until every configured peer is mutual or dead_after has passed, and serves
+//   nothing meanwhile.
 #pragma once
 
 #include <array>
@@ -34,19 +46,23 @@ namespace vipfarm::membership {
 
 using Nanos = std::int64_t;  // a monotonic time, injected
 inline constexpr Nanos kMillis = 1'000'000;
+inline constexpr Nanos kNever = INT64_MIN / 2;
+inline constexpr Nanos kForever = INT64_MAX / 2;
 
 enum class SplitBrain : std::uint8_t { kServe, kMajority };
 
 struct Settings {
   Nanos interval = 100 * kMillis;  // between heartbeats
   unsigned dead_after = 8;         // intervals without a heartbeat
-  Nanos agreement_timeout = 0;     // 0: 3 intervals
+  Nanos agreement_timeout = 0;     // 0: 3 intervals; how long a proposal waits before it is
+                                   // reported as not agreed (it is never forced)
   SplitBrain split_brain = SplitBrain::kServe;
   unsigned flap_limit = 4;  // deaths within flap_window put a peer on hold
   Nanos flap_window = 60'000 * kMillis;
   Nanos hold_down = 30'000 * kMillis;
   std::size_t history = 64;  // installed views kept
-  Nanos lease = 0;           // 0: dead_after intervals
+  Nanos lease = 0;           // 0 or more than dead_after - ack_window: that
+  Nanos ack_window = 0;      // 0: 3 intervals (at most half of dead_after)
   friend bool operator==(const Settings&, const Settings&) = default;
 };
 
@@ -54,17 +70,18 @@ struct InstalledView {
   std::uint64_t epoch = 0;
   std::uint64_t members = 0;  // bit id-1
   Nanos at = 0;
-  bool agreed = false;  // false: installed by the fallback
+  bool agreed = false;  // false: given up alone (this node is not a member)
   std::string cause;    // "node 2 lost", "node 4 joined", ...
 };
 
 struct PeerStatus {
-  bool alive = false;
+  bool alive = false;   // heard within dead_after
+  bool mutual = false;  // alive, and it hears this node
   NodeState state = NodeState::kStop;
   Nanos last_heard = -1;  // -1: never
   std::uint64_t incarnation = 0;
   bool fingerprint_ok = true;
-  bool held_down = false;
+  bool held_down = false;  // by this node or by a mutual peer
   std::vector<std::uint8_t> releasing;  // buckets it still releases (wire.hpp's release map)
   Fingerprint fingerprint{};            // its farm config's
   std::array<std::uint8_t, 6> mac{};    // its uplink MAC, from its heartbeats
@@ -115,50 +132,71 @@ class Membership {
   // nodes serves only while it does.
   void set_witness(bool reachable) noexcept { witness_ = reachable; }
 
-  // The ownership lease (membership.hpp header comment, "Leases"). False from a stall of
-  // the caller (ticks further apart than the lease: SIGSTOP, a hung control thread) until
-  // a view installed after it, or every member of the installed view confirmed it by a
-  // heartbeat heard more than one interval after it (not one queued during the stall). While false,
-  // the workers must not accept VIP traffic.
-  bool lease_ok() const noexcept { return !lapsed_; }
+  // The ownership lease (header comment, "Leases"): the workers may accept VIP traffic
+  // until this time (kNever: not at all), as of the last tick or heartbeat received.
+  Nanos lease_until() const noexcept { return lease_until_; }
+  bool lease_ok(Nanos now) const noexcept { return now < lease_until_; }
   Nanos lease() const noexcept { return settings_.lease; }
 
-  // True when the proposal or the installed view changed since the last heartbeat: send
-  // one now rather than at the next interval (agreement, and the confirmation that lets
-  // gained buckets be served, then take one network delay, not one interval).
-  bool wants_heartbeat() const noexcept { return proposal_changed_; }
+  // True when the proposal, the installed view or its clearance changed since the last
+  // heartbeat: send one now rather than at the next interval.
+  bool wants_heartbeat() const noexcept { return changed_; }
 
   const InstalledView& view() const noexcept { return history_.back(); }
-  // The last installed view every other live node has been heard to install too (or whose
-  // confirmation timed out, after agreement_timeout). A node serves the buckets it owns in
-  // both view() and settled(): it gives up a bucket at once, and takes a bucket it gains
-  // only once the node that loses it has installed the view. Buckets never have two
-  // serving owners while heartbeats flow; a gain waits one message delay.
+  // The last installed view that was clear at every member (header comment). A node serves
+  // the buckets it owns in both view() and settled(): it gives up a bucket at once, and
+  // takes a bucket it gains only once nobody else can still be serving it.
   std::uint64_t settled() const noexcept { return settled_; }
+  // Whether the installed view is clear here (advertised in heartbeats).
+  bool clear() const noexcept { return clear_; }
   const std::deque<InstalledView>& history() const noexcept { return history_; }
   std::uint64_t proposal() const noexcept { return proposal_; }
+  // Why this node proposes the empty view although UP ("" when it does not).
+  const std::string& aside() const noexcept { return aside_; }
   const PeerStatus& peer(std::uint8_t id) const noexcept { return peers_[id]; }
   // The epoch of the view a peer last said it installed.
   std::uint64_t peer_epoch(std::uint8_t id) const noexcept { return peers_[id].epoch; }
   std::uint8_t self() const noexcept { return self_; }
   std::uint64_t incarnation() const noexcept { return incarnation_; }
   std::uint64_t configured() const noexcept { return configured_; }
+  // The first sequence number of an incarnation (wire.hpp).
+  static std::uint64_t first_sequence(std::uint64_t incarnation) noexcept;
 
  private:
   struct Peer : PeerStatus {
+    std::uint64_t sequence = 0;  // the newest heard
     std::uint64_t proposed = 0;
     std::uint64_t installed = 0;
     std::uint64_t epoch = 0;
+    bool clear = false;
+    std::uint64_t mutual_row = 0;  // whom it counts mutual
+    std::uint64_t holds = 0;       // whom it holds down
+    bool hears_me = false;         // its newest heartbeat lists this node
+    bool holds_me = false;
+    Nanos acked_at = kNever;        // send time of our newest heartbeat it acknowledged
+    Nanos lease_ack = kNever;       // the same, from a heartbeat supporting our lease
+    std::uint64_t lease_view = 0;   // the installed view of that heartbeat
+    Nanos supported_sent = kNever;  // when we last sent it a heartbeat supporting its lease
     std::deque<Nanos> deaths;
     Nanos held_until = 0;
   };
+  struct Sent {
+    std::uint64_t sequence;
+    Nanos at;
+  };
 
+  void update_peers(Nanos now);
   std::uint64_t propose(Nanos now);
+  std::uint64_t prune(std::uint64_t candidates) const noexcept;
+  bool concedes(unsigned id, std::uint64_t proposal) const noexcept;
   bool decide(Nanos now);
-  bool confirmed() const noexcept;
-  bool installed_by_all() const noexcept;
+  bool is_clear(Nanos now) const noexcept;
+  void settle(Nanos now);
+  void compute_lease(Nanos now);
   bool larger_config_elsewhere() const noexcept;
+  unsigned quorum() const noexcept;
   void install(std::uint64_t members, bool agreed, Nanos now);
+  Nanos dead_after() const noexcept { return settings_.interval * settings_.dead_after; }
 
   Settings settings_;
   std::uint8_t self_;
@@ -168,19 +206,22 @@ class Membership {
   Fingerprint fingerprint_;
   std::vector<std::uint16_t> weights_;
   NodeState state_ = NodeState::kWait;
-  std::uint64_t sequence_ = 0;
+  std::uint64_t sequence_;
+  std::deque<Sent> sent_;  // our heartbeats of the last dead_after, to date acknowledgements
   std::vector<Peer> peers_;  // by id, 0..64
+  std::uint64_t mutual_ = 0;  // whom this node counts mutual
   std::uint64_t proposal_ = 0;
   Nanos proposed_since_ = 0;
-  bool proposal_changed_ = false;
+  bool changed_ = false;
   bool witness_ = false;
   std::vector<std::uint8_t> releasing_;
   std::array<std::uint8_t, 6> mac_{};
-  bool lapsed_ = false;
   std::uint64_t settled_ = 0;
-  Nanos lapsed_at_ = 0;
+  bool clear_ = false;
+  Nanos lease_until_ = kNever;
   Nanos last_tick_ = -1;
-  Nanos started_ = 0;
+  Nanos guard_since_ = 0;  // start, or the end of a stall
+  std::string aside_;
   std::deque<InstalledView> history_;
 };
 

@@ -1,31 +1,35 @@
-// The heartbeat wire format (version 2): fixed header, a bounded list of group weights, the
-// bounded map of buckets the sender still releases, then an HMAC-SHA256 over everything
-// before it. Every field has explicit bounds; decoding
-// never trusts a field before the MAC over it has been checked.
+// The heartbeat wire format (version 3): fixed header, a bounded list of group weights, the
+// bounded map of buckets the sender still releases, the list of peers the sender hears, then
+// an HMAC-SHA256 over everything before it. Every field has explicit bounds; decoding never
+// trusts a field before the MAC over it has been checked.
 //
 //   off  size  field
 //     0     4  magic "VFHB"
-//     4     1  version (2; version 1 had one "releasing" flag instead of the release map)
+//     4     1  version (3; version 2 had no heard list, version 1 no release map)
 //     5     1  state (NodeState)
 //     6     2  key id (which cluster key signed it)
 //     8     8  cluster id (first 8 bytes of SHA-256 of the cluster name)
 //    16     1  node id (1..64)
-//    17     1  flags (none defined; must be 0)
+//    17     1  flags: bit 0 "clear": the sender's installed view is clear (membership.hpp)
 //    18     1  number of group weights W (0..kMaxWireGroups)
-//    19     1  reserved (0)
-//    20     8  incarnation (per boot; a restart has a larger one)
-//    28     8  sequence (per incarnation, strictly increasing)
+//    19     1  number of heard peers N (0..kMaxHeard)
+//    20     8  incarnation (random per boot)
+//    28     8  sequence (per incarnation, strictly increasing, from a start derived from the
+//              incarnation: an acknowledgement of a previous boot's heartbeat matches nothing)
 //    36    32  config fingerprint (SHA-256, config::fingerprint)
 //    68     8  installed view epoch
 //    76     8  installed view (bit id-1 per member)
-//    84     8  proposed view: who the sender sees alive, UP and compatible
+//    84     8  proposed view
 //    92     6  the sender's uplink MAC (the farm's nodes learn each other's from it)
 //    98     2  reserved (0)
 //   100   2*W  weight of this node in each group (config order)
 // 100+2W    2  R: bytes of the release map (0..kMaxReleaseBytes; 0: releasing nothing)
 // 102+2W    R  release map: bit i (byte i/8, bit i%8) set while the sender still serves
 //              flows in a bucket it gave up whose release_bit() is i (flow handoff)
-// 102+2W+R 32  HMAC-SHA256 of everything before it under the key named by the key id
+// 102+2W+R 10N heard list, ascending node ids: node id (1), flags (1: bit 0 mutual, bit 1
+//              supports the peer's lease, bit 2 holds the peer down), the sequence of the
+//              newest heartbeat heard from that peer (8)
+// ...      32  HMAC-SHA256 of everything before it under the key named by the key id
 // All integers big-endian.
 #pragma once
 
@@ -50,9 +54,12 @@ inline constexpr std::size_t kHeaderBytes = 100;
 inline constexpr std::size_t kMacBytes = 32;
 inline constexpr std::size_t kReleaseBits = 2048;
 inline constexpr std::size_t kMaxReleaseBytes = kReleaseBits / 8;
+inline constexpr std::size_t kMaxHeard = 63;
+inline constexpr std::size_t kHeardBytes = 10;  // one heard-list entry
 inline constexpr std::size_t kMinHeartbeatBytes = kHeaderBytes + 2 + kMacBytes;
-inline constexpr std::size_t kMaxHeartbeatBytes =
-    kHeaderBytes + 2 * kMaxWireGroups + 2 + kMaxReleaseBytes + kMacBytes;
+inline constexpr std::size_t kMaxHeartbeatBytes = kHeaderBytes + 2 * kMaxWireGroups + 2 +
+                                                  kMaxReleaseBytes + kHeardBytes * kMaxHeard +
+                                                  kMacBytes;
 inline constexpr std::size_t kMinKeyBytes = 32;
 
 // The release map's bit for a bucket: buckets numbered group after group, folded onto
@@ -69,6 +76,18 @@ bool releases(std::span<const std::uint8_t> map, std::size_t group, std::uint32_
 
 using Fingerprint = std::array<std::uint8_t, 32>;
 
+// One entry of a heartbeat's heard list: what the sender knows of one peer.
+struct Heard {
+  static constexpr std::uint8_t kMutual = 1;    // hears it, and is heard by it
+  static constexpr std::uint8_t kSupports = 2;  // this heartbeat renews that peer's lease
+  static constexpr std::uint8_t kHolds = 4;     // holds it down (flap damping)
+  static constexpr std::uint8_t kAllFlags = 7;
+  std::uint8_t node = 0;
+  std::uint8_t flags = 0;
+  std::uint64_t sequence = 0;  // of the newest heartbeat heard from it
+  friend bool operator==(const Heard&, const Heard&) = default;
+};
+
 struct Heartbeat {
   NodeState state = NodeState::kWait;
   std::uint16_t key_id = 0;
@@ -83,6 +102,8 @@ struct Heartbeat {
   std::array<std::uint8_t, 6> mac{};  // the sender's uplink MAC
   std::vector<std::uint16_t> weights;
   std::vector<std::uint8_t> releasing;  // the release map; empty: nothing released
+  bool clear = false;                   // the installed view is clear at the sender
+  std::vector<Heard> heard;             // ascending node ids, at most kMaxHeard
 
   friend bool operator==(const Heartbeat&, const Heartbeat&) = default;
 };
@@ -95,7 +116,7 @@ enum class Reject : std::uint8_t {
   kBadMac,        // the MAC does not verify
   kWrongCluster,  // authentic, but for another cluster
   kUnknownNode,   // authentic, but not a configured peer (or our own id)
-  kStale,         // an older incarnation of that peer
+  kStale,         // another incarnation of that peer while the current one is still heard
   kReplay,        // a sequence number already seen from that incarnation
   kBadTtl,        // arrived with a TTL / hop limit other than 255: not from a neighbour
 };
@@ -123,7 +144,8 @@ std::uint64_t cluster_id(std::string_view cluster_name);
 // A fingerprint from config::fingerprint's hex form; nullopt if it is not 64 hex digits.
 std::optional<Fingerprint> fingerprint_from_hex(std::string_view hex);
 
-// Encodes `hb` signed with `key` (hb.key_id names it). At most kMaxWireGroups weights.
+// Encodes `hb` signed with `key` (hb.key_id names it). At most kMaxWireGroups weights and
+// kMaxHeard heard entries (in ascending node order) are sent.
 std::vector<std::uint8_t> encode(const Heartbeat& hb, std::span<const std::uint8_t> key);
 
 struct Decoded {
@@ -136,14 +158,21 @@ struct Decoded {
 Decoded decode(std::span<const std::uint8_t> datagram, const Keyring& keys, std::uint64_t cluster,
                std::uint8_t self, std::uint64_t peers);
 
-// Replay protection per peer: a heartbeat is fresh if it comes from a newer incarnation
-// (the peer restarted) or from the same one with a larger sequence number. Only
+// Replay protection per peer. Incarnations are random, not ordered: a heartbeat is fresh if
+// it comes from the incarnation last accepted with a larger sequence number, or from another
+// incarnation once the last accepted one has been silent for `forget_after` (the peer is
+// dead by then: its replay state is forgotten, as BFD resets its session). A restarted node
+// is so heard again after its previous boot was declared dead, whatever its clock says; a
+// replayed datagram of a previous boot is refused while the current boot is heard. Only
 // authenticated heartbeats reach it, so a forger cannot advance it.
 class Freshness {
  public:
-  // nullopt: fresh, and now the newest seen from `node`; else kStale or kReplay.
+  explicit Freshness(std::int64_t forget_after_ns = 800'000'000) : forget_after_(forget_after_ns) {}
+  void set_forget_after(std::int64_t ns) noexcept { forget_after_ = ns; }
+  // nullopt: fresh, and now the newest seen from `node`; else kStale or kReplay. `now` is a
+  // monotonic time in nanoseconds.
   std::optional<Reject> check(std::uint8_t node, std::uint64_t incarnation,
-                              std::uint64_t sequence) noexcept;
+                              std::uint64_t sequence, std::int64_t now) noexcept;
   // Forgets a peer (its configuration entry went away).
   void forget(std::uint8_t node) noexcept;
 
@@ -152,7 +181,9 @@ class Freshness {
     bool any = false;
     std::uint64_t incarnation = 0;
     std::uint64_t sequence = 0;
+    std::int64_t at = 0;  // when it was accepted
   };
+  std::int64_t forget_after_;
   std::array<Seen, 65> seen_{};  // by node id 1..64
 };
 
