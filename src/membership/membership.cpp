@@ -104,7 +104,8 @@ Heartbeat Membership::heartbeat(Nanos now) {
     if (p.mutual) h.flags |= Heard::kMutual;
     // Support (a lease renewal) only while its acknowledgements are fresh: a node that stops
     // hearing us loses our support ack_window after, a lease before we may exclude it.
-    if (p.acked_at >= now - settings_.ack_window) {
+    p.supported_last = p.acked_at >= now - settings_.ack_window;
+    if (p.supported_last) {
       h.flags |= Heard::kSupports;
       p.supported_sent = now;
     }
@@ -143,7 +144,9 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
   p.clear = hb.clear;
   p.mutual_row = p.holds = 0;
   p.hears_me = p.holds_me = false;
-  bool supports = false;
+  // A heartbeat without support takes nothing back: an earlier one's support holds for its
+  // lease (the peer counts its clearance from the last support it sent).
+  bool supports_me = false;
   for (const Heard& h : hb.heard) {
     if (h.node == 0 || h.node > 64) continue;
     if ((h.flags & Heard::kMutual) != 0) p.mutual_row |= bit(h.node);
@@ -158,12 +161,23 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
     if (it == sent_.end() || it->sequence != h.sequence) continue;
     p.acked_at = std::max(p.acked_at, it->at);
     if ((h.flags & Heard::kSupports) != 0) {
-      supports = true;
+      supports_me = true;
       if (p.lease_view != hb.installed || it->at > p.lease_ack) p.lease_ack = it->at;
       p.lease_view = hb.installed;
     }
   }
-  if (!supports) p.lease_ack = kNever;  // support withdrawn: it counts for nothing now
+  answer(p, supports_me, now);
+}
+
+// Renewals in one round trip: a peer that does not support us yet gets an acknowledgement
+// at once, and a peer whose fresh acknowledgement earns our support hears it at once,
+// instead of at the next intervals (a link that is whole only briefly, a flapping one,
+// would otherwise renew nobody's lease). Only missing support triggers it: nothing more is
+// sent while every lease is renewed.
+void Membership::answer(const Peer& p, bool supports_me, Nanos now) noexcept {
+  if (!supports_me || (!p.supported_last && p.acked_at >= now - settings_.ack_window)) {
+    changed_ = true;
+  }
 }
 
 void Membership::update_peers(Nanos now) {
@@ -182,14 +196,22 @@ void Membership::update_peers(Nanos now) {
     p.mutual = p.alive && p.acked_at >= now - dead_after();
     if (p.mutual) mutual_ |= bit(id);
   }
-  // Hold-down is farm-wide: a peer held down by this node or by any mutual peer is out, so
+  // Hold-down is farm-wide: a peer held down by this node or by a mutual peer is out, so
   // every node leaves the same flapping node out (and it steps aside, seeing itself held).
+  // The holds of a peer this node holds down do not count: the flapping node saw everyone
+  // else die as often as they saw it.
+  std::uint64_t holders = mutual_;
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
     Peer& p = peers_[id];
     p.held_down = p.held_until > now;
+    if (p.held_down) holders &= ~bit(id);
+  }
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (configured_ & bit(id)) == 0) continue;
+    Peer& p = peers_[id];
     for (unsigned q = 1; q <= 64 && !p.held_down; ++q) {
-      p.held_down = q != self_ && q != id && (mutual_ & bit(q)) != 0 && (peers_[q].holds & bit(id));
+      p.held_down = q != id && (holders & bit(q)) != 0 && (peers_[q].holds & bit(id)) != 0;
     }
   }
 }
@@ -267,8 +289,19 @@ std::uint64_t Membership::propose(Nanos now) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
     const Peer& p = peers_[id];
     if (!p.alive) continue;
-    if (p.holds_me) {
+    // Held down by a peer that is not itself held down (the flapping node holds its
+    // peers down too: its holds do not count).
+    if (p.holds_me && !p.held_down) {
       aside_ = "held down by node " + std::to_string(id) + " (flap damping)";
+      return 0;
+    }
+    // A mutual peer serves a view without us that wins over the one we serve (two sides of
+    // a healed partition, a lone view formed while cut off): leave it at once rather than
+    // serve its buckets until a new view is agreed.
+    const std::uint64_t mine = view().members;
+    if (p.mutual && (mine & bit(self_)) != 0 && (p.installed & bit(id)) != 0 &&
+        (p.installed & bit(self_)) == 0 && beats(p.installed, mine)) {
+      aside_ = "node " + std::to_string(id) + " serves " + ids(p.installed) + " without it";
       return 0;
     }
     // A peer we hear proposes a view without us that wins over ours: it does not hear us,
@@ -354,6 +387,7 @@ bool Membership::decide(Nanos now) {
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
     const Peer& p = peers_[id];
+    if (p.mutual && (p.mutual_row & bit(self_)) == 0) return false;  // its rows lag ours
     if ((proposal_ & bit(id)) != 0) {
       if (!p.mutual || p.proposed != proposal_) return false;  // not agreed (yet)
     } else if (p.alive && !concedes(id, proposal_)) {

@@ -87,9 +87,8 @@ def run(*cmd, check=True, timeout=30, input=None):
     return p.stdout
 
 
-def wait_for(what, cond, timeout, interval=0.05):
-    """Call cond() until it returns a true value (returned) or timeout seconds pass (None).
-    `what` is for the caller's messages only."""
+def wait_for(cond, timeout, interval=0.05):
+    """Call cond() until it returns a true value (returned) or timeout seconds pass (None)."""
     end = time.monotonic() + timeout
     while True:
         got = cond()
@@ -504,7 +503,7 @@ class Farm:
                 out = run("ip", "netns", "exec", self.node_ns[k], "ss", "-Hltn", "sport = :80",
                           check=False)
                 return len(out.splitlines()) >= 2 or self.nginx[k].poll() is not None
-            wait_for("nginx", listening, 10)
+            wait_for(listening, 10)
             if self.nginx[k].poll() is not None or not listening():
                 raise RuntimeError(f"nginx of node {k} is not listening on port 80")
 
@@ -533,7 +532,7 @@ class Farm:
                 if n.get("lladdr") and "FAILED" not in n.get("state", []):
                     return n["lladdr"]
             return None
-        mac = wait_for("the VIP's MAC", resolved, timeout)
+        mac = wait_for(resolved, timeout)
         if mac is None:
             raise RuntimeError(f"the client did not resolve {VIP4}")
         return mac
@@ -569,7 +568,7 @@ class Farm:
         """Until one_view(members or every node): seconds it took, None on timeout."""
         members = self.all_nodes() if members is None else members
         t0 = time.monotonic()
-        if wait_for("one view", lambda: self.one_view(members), timeout, 0.02) is None:
+        if wait_for(lambda: self.one_view(members), timeout, 0.02) is None:
             return None
         return time.monotonic() - t0
 
@@ -671,7 +670,7 @@ class Farm:
                 except ProcessLookupError:
                     pass
             if pids:
-                wait_for("strays", lambda: not any(alive(p) for p in pids), 3)
+                wait_for(lambda: not any(alive(p) for p in pids), 3)
             # Deleting the namespaces deletes every link (the switch's holds the bridge and
             # one end of every veth) and every nftables table in them.
             for ns in reversed(self._netns):

@@ -13,186 +13,19 @@
 #include <queue>
 #include <random>
 
-#include "vipfarm/assignment/assignment.hpp"
-#include "vipfarm/membership/membership.hpp"
+#include "fixtures/membership_sim.hpp"
 
 namespace vipfarm::membership {
 namespace {
 
-constexpr Nanos kTick = 10 * kMillis;
-constexpr std::uint64_t kCluster = 7;
+using sim::bit;
+using sim::kCluster;
+using sim::kTick;
+using sim::owners_in;
+using sim::percentile;
+using sim::Sim;
+using sim::time_to_converge;
 
-std::uint64_t bit(unsigned id) { return std::uint64_t{1} << (id - 1); }
-
-class Sim {
- public:
-  Sim(unsigned nodes, std::uint64_t seed, Settings settings = {})
-      : n_(nodes), rng_(seed), settings_(settings), nodes_(nodes + 1) {
-    for (unsigned id = 1; id <= n_; ++id) configured_ |= bit(id);
-    for (unsigned id = 1; id <= n_; ++id) boot(id);
-  }
-
-  // Network behaviour; `blocked(from, to)` models partitions (asymmetric ones too).
-  double loss = 0, duplicate = 0;
-  Nanos delay = 1 * kMillis, jitter = 2 * kMillis;
-  std::function<bool(unsigned, unsigned)> blocked = [](unsigned, unsigned) { return false; };
-
-  void crash(unsigned id) { nodes_[id].running = false; }
-  void restart(unsigned id) { boot(id); }
-  void pause(unsigned id, Nanos until) { nodes_[id].paused_until = until; }
-  bool running(unsigned id) const { return nodes_[id].running; }
-  // Whether node `id`'s workers would accept VIP traffic at `t`: the control thread renews
-  // the lease after each tick while lease_ok(); a paused or crashed node renews nothing.
-  bool serving(unsigned id, Nanos t) const {
-    return nodes_[id].running && t < nodes_[id].lease_until;
-  }
-  Membership& node(unsigned id) { return *nodes_[id].m; }
-  Nanos now() const { return now_; }
-  unsigned size() const { return n_; }
-
-  // Runs until `until`, calling `after_tick` after every tick of every node.
-  void run_until(Nanos until, const std::function<void(unsigned)>& after_tick = {}) {
-    while (now_ < until) {
-      now_ += kTick;
-      deliver();
-      for (unsigned id = 1; id <= n_; ++id) {
-        Node& x = nodes_[id];
-        if (!x.running || x.paused_until > now_) continue;
-        x.m->tick(now_);
-        x.lease_until = x.m->view().epoch != 0 ? x.m->lease_until() : 0;
-        if (now_ >= x.next_heartbeat || x.m->wants_heartbeat()) {
-          broadcast(id, x.m->heartbeat(now_));
-          x.next_heartbeat = now_ + settings_.interval;
-        }
-        if (after_tick) after_tick(id);
-      }
-    }
-  }
-
-  // True when every running node has installed `members`, all under one epoch.
-  bool converged_on(std::uint64_t members) {
-    std::uint64_t epoch = 0;
-    bool first = true;
-    for (unsigned id = 1; id <= n_; ++id) {
-      if (!nodes_[id].running) continue;
-      const InstalledView& v = node(id).view();
-      if (v.members != members || (!first && v.epoch != epoch)) return false;
-      epoch = v.epoch;
-      first = false;
-    }
-    return true;
-  }
-
-  // Every node's installed view, epoch and proposal, for failure messages.
-  std::string describe() {
-    std::string out;
-    char line[160];
-    for (unsigned id = 1; id <= n_; ++id) {
-      if (!nodes_[id].running) {
-        out += "  node " + std::to_string(id) + " down\n";
-        continue;
-      }
-      const InstalledView& v = node(id).view();
-      std::snprintf(line, sizeof line, "  node %u: view %#llx epoch %llu%s, proposal %#llx\n", id,
-                    static_cast<unsigned long long>(v.members),
-                    static_cast<unsigned long long>(v.epoch), v.agreed ? "" : " (fallback)",
-                    static_cast<unsigned long long>(node(id).proposal()));
-      out += line;
-    }
-    return out;
-  }
-
-  std::uint64_t running_set() const {
-    std::uint64_t s = 0;
-    for (unsigned id = 1; id <= n_; ++id) s |= nodes_[id].running ? bit(id) : 0;
-    return s;
-  }
-
- private:
-  struct Node {
-    std::unique_ptr<Membership> m;
-    bool running = false;
-    Nanos paused_until = 0;
-    Nanos next_heartbeat = 0;
-    Nanos lease_until = 0;
-    std::uint64_t incarnation = 0;
-    Freshness freshness;
-  };
-  struct Message {
-    Nanos at;
-    std::uint64_t order;
-    unsigned to;
-    Heartbeat hb;
-    bool operator>(const Message& o) const { return at != o.at ? at > o.at : order > o.order; }
-  };
-
-  void boot(unsigned id) {
-    Node& x = nodes_[id];
-    x.incarnation += 1;
-    x.m = std::make_unique<Membership>(settings_, static_cast<std::uint8_t>(id), configured_,
-                                       kCluster, x.incarnation, Fingerprint{},
-                                       std::vector<std::uint16_t>{1});
-    x.m->set_state(NodeState::kUp);
-    x.running = true;
-    x.paused_until = 0;
-    x.lease_until = 0;
-    x.next_heartbeat = now_ + static_cast<Nanos>(rng_() % settings_.interval);  // phase
-  }
-
-  void broadcast(unsigned from, const Heartbeat& hb) {
-    std::uniform_real_distribution<double> u(0, 1);
-    for (unsigned to = 1; to <= n_; ++to) {
-      if (to == from || blocked(from, to)) continue;
-      const int copies = u(rng_) < loss ? 0 : (u(rng_) < duplicate ? 2 : 1);
-      for (int c = 0; c < copies; ++c) {
-        const Nanos at = now_ + delay + static_cast<Nanos>(u(rng_) * static_cast<double>(jitter));
-        queue_.push({at, order_++, to, hb});
-      }
-    }
-  }
-
-  void deliver() {
-    while (!queue_.empty() && queue_.top().at <= now_) {
-      Message msg = queue_.top();
-      queue_.pop();
-      Node& x = nodes_[msg.to];
-      if (!x.running || x.paused_until > now_) continue;  // lost while down or paused
-      if (x.freshness.check(msg.hb.node, msg.hb.incarnation, msg.hb.sequence, now_)) continue;
-      x.m->receive(msg.hb, now_);
-    }
-  }
-
-  unsigned n_;
-  std::mt19937_64 rng_;
-  Settings settings_;
-  std::vector<Node> nodes_;
-  std::uint64_t configured_ = 0;
-  Nanos now_ = 0;
-  std::uint64_t order_ = 0;
-  std::priority_queue<Message, std::vector<Message>, std::greater<>> queue_;
-};
-
-// Runs until every running node installed `members` under one epoch; returns when, or -1
-// at the deadline.
-Nanos time_to_converge(Sim& sim, std::uint64_t members, Nanos deadline) {
-  while (sim.now() < deadline) {
-    if (sim.converged_on(members)) return sim.now();
-    sim.run_until(sim.now() + kTick);
-  }
-  return sim.converged_on(members) ? sim.now() : -1;
-}
-
-// The owner of each bucket under `view` (weights 1 + id % 3, as below).
-std::vector<NodeId> owners_in(unsigned nodes, std::uint64_t view) {
-  assignment::Input in;
-  in.buckets = 256;
-  in.seed = 99;
-  for (unsigned m = 1; m <= nodes; ++m) {
-    in.members.push_back(
-        {NodeId{static_cast<std::uint8_t>(m)}, 1 + m % 3, 0, (view & bit(m)) != 0});
-  }
-  return assignment::assign(in);
-}
 
 // I1 across the farm: each running node owns the buckets the assignment of its own
 // installed view gives it; every bucket must have exactly one owner among them.
@@ -213,11 +46,6 @@ void expect_one_owner_per_bucket(Sim& sim, int seed) {
   for (std::size_t b = 0; b < owners.size(); ++b) {
     ASSERT_EQ(owners[b], 1) << "seed " << seed << ", bucket " << b << "\n" << sim.describe();
   }
-}
-
-Nanos percentile(std::vector<Nanos> v, double p) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<std::size_t>(p * static_cast<double>(v.size())))];
 }
 
 TEST(MembershipSim, StartsAndAgreesOnEveryone) {
@@ -346,7 +174,8 @@ TEST(MembershipSim, ReloadedTimersApplyFromTheNextTick) {
       Settings faster;
       faster.dead_after = 4;
       for (unsigned id = 1; id <= 3; ++id) sim.node(id).set_settings(faster);
-      EXPECT_EQ(sim.node(1).lease(), 4 * 100 * kMillis);
+      // dead_after 4: the ack window is capped at half of it, the lease is the rest.
+      EXPECT_EQ(sim.node(1).lease(), 2 * 100 * kMillis);
       EXPECT_EQ(sim.node(1).settings().agreement_timeout, 3 * 100 * kMillis);
     }
     sim.crash(3);

@@ -131,14 +131,16 @@ TEST_F(WireTest, OversizedAndBadLayoutsAreMalformed) {
     return decode_as_node1(copy).reason;
   };
   EXPECT_EQ(bad(0, 'X'), Reject::kMalformed);  // magic
-  EXPECT_EQ(bad(4, 3), Reject::kMalformed);    // version
+  EXPECT_EQ(bad(4, 4), Reject::kMalformed);    // version
   EXPECT_EQ(bad(5, 4), Reject::kMalformed);    // state
   EXPECT_EQ(bad(4, 1), Reject::kMalformed);    // version 1 (a "releasing" flag, no map)
-  EXPECT_EQ(bad(17, 1), Reject::kMalformed);   // flags: none defined
+  EXPECT_EQ(bad(4, 2), Reject::kMalformed);    // version 2 (no heard list)
+  EXPECT_EQ(bad(17, 2), Reject::kMalformed);   // flags: only bit 0 ("clear") is defined
   EXPECT_EQ(bad(17, 0x80), Reject::kMalformed);
   EXPECT_EQ(bad(18, 4), Reject::kMalformed);   // weight count disagrees with the size
   EXPECT_EQ(bad(18, 65), Reject::kMalformed);  // more groups than the bound
-  EXPECT_EQ(bad(19, 1), Reject::kMalformed);   // reserved
+  EXPECT_EQ(bad(19, 1), Reject::kMalformed);   // heard count disagrees with the size
+  EXPECT_EQ(bad(19, 64), Reject::kMalformed);  // more heard peers than the bound
   EXPECT_EQ(bad(98, 1), Reject::kMalformed);   // reserved after the MAC
   EXPECT_EQ(bad(99, 1), Reject::kMalformed);
   // Release map length: disagreeing with the size, or over the bound.
@@ -150,6 +152,41 @@ TEST_F(WireTest, OversizedAndBadLayoutsAreMalformed) {
   EXPECT_TRUE(decode_as_node1(full).heartbeat.has_value());
   full[len_at] = 0x01;  // 256 + 256 bytes claimed
   EXPECT_EQ(decode_as_node1(full).reason, Reject::kMalformed);
+}
+
+// The heard list (version 3): round trip, and every bad entry refused before the MAC.
+TEST_F(WireTest, HeardListRoundTripsAndBadEntriesAreMalformed) {
+  hb_.clear = true;
+  hb_.heard = {{2, Heard::kMutual | Heard::kSupports, 77},
+               {3, Heard::kHolds, 1},
+               {64, 0, ~std::uint64_t{0}}};
+  const auto d = encode(hb_, key1_);
+  EXPECT_EQ(d.size(), kHeaderBytes + 2 * 3 + 2 + 3 * kHeardBytes + kMacBytes);
+  const Decoded ok = decode_as_node1(d);
+  ASSERT_TRUE(ok.heartbeat.has_value());
+  EXPECT_EQ(*ok.heartbeat, hb_);
+  const std::size_t at = kHeaderBytes + 2 * 3 + 2;  // the first entry
+  auto bad = [&](std::size_t offset, std::uint8_t value) {
+    auto copy = d;
+    copy[at + offset] = value;
+    return decode_as_node1(copy).reason;
+  };
+  EXPECT_EQ(bad(0, 0), Reject::kMalformed);                   // node 0
+  EXPECT_EQ(bad(kHeardBytes * 2, 65), Reject::kMalformed);    // node 65
+  EXPECT_EQ(bad(0, 3), Reject::kMalformed);                   // not ascending (3, 3)
+  EXPECT_EQ(bad(kHeardBytes, 1), Reject::kMalformed);         // not ascending (2, 1)
+  EXPECT_EQ(bad(1, 8), Reject::kMalformed);                   // an undefined flag
+  EXPECT_EQ(bad(2, 0xAB), Reject::kBadMac);                   // a sequence byte: signed
+  // At the bounds: 63 heard peers, 256 release bytes, 64 groups fit one IPv6 datagram.
+  hb_.heard.clear();
+  for (std::uint8_t id = 2; id <= 64; ++id) hb_.heard.push_back({id, Heard::kAllFlags, id});
+  hb_.releasing.assign(kMaxReleaseBytes, 0xFF);
+  hb_.weights.assign(kMaxWireGroups, 7);
+  const auto full = encode(hb_, key1_);
+  EXPECT_EQ(full.size(), kMaxHeartbeatBytes);
+  EXPECT_LE(full.size(), 1280u - 40 - 8);
+  ASSERT_TRUE(decode_as_node1(full).heartbeat.has_value());
+  EXPECT_EQ(*decode_as_node1(full).heartbeat, hb_);
 }
 
 TEST_F(WireTest, UnknownKeyAndBadMac) {
@@ -188,7 +225,7 @@ TEST_F(WireTest, RandomDatagramsAreNeverAccepted) {
     if (i % 2 == 0) {  // valid header and size, random bytes after the key id
       junk = d;
       for (std::size_t at = 8; at < junk.size(); ++at) junk[at] = static_cast<std::uint8_t>(rng());
-      junk[17] = junk[19] = junk[98] = junk[99] = 0;
+      junk[17] = junk[19] = junk[98] = junk[99] = 0;  // no flags, no heard list
       junk[18] = 3;
       junk[kHeaderBytes + 6] = junk[kHeaderBytes + 7] = 0;  // no release map
     } else {

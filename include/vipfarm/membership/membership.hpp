@@ -139,7 +139,8 @@ class Membership {
   Nanos lease() const noexcept { return settings_.lease; }
 
   // True when the proposal, the installed view or its clearance changed since the last
-  // heartbeat: send one now rather than at the next interval.
+  // heartbeat, or a peer's lease renewal waits for one (membership.cpp, answer()): send
+  // one now rather than at the next interval.
   bool wants_heartbeat() const noexcept { return changed_; }
 
   const InstalledView& view() const noexcept { return history_.back(); }
@@ -177,6 +178,7 @@ class Membership {
     Nanos lease_ack = kNever;       // the same, from a heartbeat supporting our lease
     std::uint64_t lease_view = 0;   // the installed view of that heartbeat
     Nanos supported_sent = kNever;  // when we last sent it a heartbeat supporting its lease
+    bool supported_last = false;    // whether our last heartbeat did
     std::deque<Nanos> deaths;
     Nanos held_until = 0;
   };
@@ -185,6 +187,7 @@ class Membership {
     Nanos at;
   };
 
+  void answer(const Peer& p, bool supports_me, Nanos now) noexcept;
   void update_peers(Nanos now);
   std::uint64_t propose(Nanos now);
   std::uint64_t prune(std::uint64_t candidates) const noexcept;
