@@ -304,9 +304,13 @@ std::uint64_t Membership::propose(Nanos now) {
       aside_ = "node " + std::to_string(id) + " serves " + ids(p.installed) + " without it";
       return 0;
     }
-    // A peer we hear proposes a view without us that wins over ours: it does not hear us,
-    // holds us out or pruned us. Forming a view of our own beside it would serve its buckets.
-    if (p.proposed != 0 && (p.proposed & bit(self_)) == 0 && beats(p.proposed, proposal)) {
+    // A peer we hear proposes a view without us that wins over ours because it does not hear
+    // us or pruned us (it counts us mutual): forming a view of our own beside it would serve
+    // its buckets. A peer that hears us but does not count us mutual yet (our answer to it is
+    // on its way: a resumed or returning node) is waited for instead.
+    const bool counts_us = (p.mutual_row & bit(self_)) != 0;
+    if (p.proposed != 0 && (p.proposed & bit(self_)) == 0 && (!p.hears_me || counts_us) &&
+        beats(p.proposed, proposal)) {
       aside_ = "node " + std::to_string(id) + " proposes " + ids(p.proposed) + " without it";
       return 0;
     }
@@ -403,7 +407,6 @@ bool Membership::decide(Nanos now) {
 // installed it a lease ago (our heartbeats since confirm only this view).
 bool Membership::is_clear(Nanos now) const noexcept {
   const InstalledView& v = view();
-  if (now - v.at >= settings_.lease) return true;
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
     const Peer& q = peers_[id];
@@ -446,7 +449,7 @@ void Membership::compute_lease(Nanos now) {
     return;
   }
   const std::uint64_t others = v.members & ~bit(self_);
-  Nanos until = kForever;
+  Nanos until = others == 0 ? kForever : kNever;
   std::array<Nanos, 64> acks{};
   std::size_t count = 0;
   for (unsigned id = 1; id <= 64; ++id) {
@@ -454,7 +457,7 @@ void Membership::compute_lease(Nanos now) {
     const Peer& p = peers_[id];
     const bool confirms = p.lease_view == v.members || p.lease_view == settled_;
     const Nanos ack = confirms ? p.lease_ack : kNever;
-    if ((others & bit(id)) != 0) until = std::min(until, ack + settings_.lease);
+    if ((others & bit(id)) != 0 && ack != kNever) until = std::max(until, ack + settings_.lease);
     if (ack != kNever) acks[count++] = ack;
   }
   const unsigned need = quorum() - 1;  // besides this node

@@ -17,6 +17,7 @@ sys.dont_write_bytecode = True
 
 import labfarm  # noqa: E402
 
+
 def _down_all():
     for f in list(labfarm.LIVE):
         f.down()
@@ -64,8 +65,8 @@ def farm(request):
     try:
         yield make
     finally:
+        left = []
         for f in made:
             f.down()
-            left = f.leftovers()
-            if left:
-                sys.stderr.write(f"lab: teardown of {f.sfx} left {left}\n")
+            left += f.leftovers()
+        assert not left, f"the lab's teardown left {left}"

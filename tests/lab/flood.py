@@ -3,11 +3,11 @@
 each target node's membership port, round robin, TTL 255, on a raw AF_PACKET socket.
 
   --kind random   random bytes (1..400 of them): rejected as malformed, or worse
-  --kind bad_mac  a heartbeat header that looks valid (wire.hpp version 2: magic, version,
-                  state UP, key 1, the lab's cluster id, a configured peer's id, address,
-                  uplink MAC and incarnation, the farm's fingerprint and epoch, a fresh
-                  sequence) signed with a random HMAC: only the MAC check can refuse it.
-                  The datagram claims to come from that peer's address.
+  --kind bad_mac  real heartbeats of the farm (--template: a capture of them, one per sending
+                  node at least), each with a fresh sequence number and a random HMAC in
+                  place of its own: a header that looks valid (whatever the wire version),
+                  which only the MAC check can refuse. To node k go node j's (j != k),
+                  from node j's address.
 
 Bounded: --rate datagrams a second in all (default 10^5), for at most --seconds and at most
 --count datagrams; stops when --stop-file exists. Frames are built before the clock starts
@@ -15,7 +15,6 @@ Bounded: --rate datagrams a second in all (default 10^5), for at most --seconds 
 building. Prints one JSON line at the end: {"sent": N, "seconds": S, "rate": R, "by": {..}}.
 """
 import argparse
-import hashlib
 import json
 import os
 import random
@@ -48,15 +47,14 @@ def frame(src_mac, dst_mac, src, dst, payload, sport=9470, dport=9470, ttl=255):
     return f + b"\0" * max(0, 60 - len(f))
 
 
-def forged_header(node, mac, incarnation, sequence, fingerprint, epoch, cluster_name):
-    """A version-2 heartbeat as tests/lab/partition.sh's forger builds it, unsigned."""
-    cluster = hashlib.sha256(cluster_name.encode()).digest()[:8]
-    members = 0b111
-    return (b"VFHB" + struct.pack(">BBH", 2, 2, 1) + cluster +
-            struct.pack(">BBBB", node, 0, 1, 0) + struct.pack(">QQ", incarnation, sequence) +
-            fingerprint + struct.pack(">QQQ", epoch, members, members) +
-            bytes.fromhex(mac.replace(":", "")) + b"\0\0" + struct.pack(">H", 1) +
-            struct.pack(">H", 0))
+def templates(path):
+    """{source address: [heartbeat payload, ...]} of a capture (scapy reads it)."""
+    from scapy.all import IP, UDP, rdpcap
+    out = {}
+    for p in rdpcap(path):
+        if IP in p and UDP in p:
+            out.setdefault(p[IP].src, []).append(bytes(p[UDP].payload))
+    return out
 
 
 def main():
@@ -66,12 +64,8 @@ def main():
     ap.add_argument("--src", default="10.77.0.250", help="source address (random kind)")
     ap.add_argument("--target", action="append", required=True,
                     help="ID=MAC=ADDR of a node to flood (repeated)")
-    ap.add_argument("--peer", action="append", default=[],
-                    help="ID=MAC=ADDR=INCARNATION of a node a bad_mac heartbeat claims to be")
     ap.add_argument("--kind", choices=["random", "bad_mac"], default="random")
-    ap.add_argument("--fingerprint", default="00" * 32)
-    ap.add_argument("--epoch", type=int, default=1)
-    ap.add_argument("--cluster", default="lab")
+    ap.add_argument("--template", help="bad_mac: a pcap of the farm's heartbeats")
     ap.add_argument("--port", type=int, default=9470)
     ap.add_argument("--rate", type=float, default=1e5)
     ap.add_argument("--seconds", type=float, default=10)
@@ -84,27 +78,23 @@ def main():
     for spec in a.target:
         k, mac, addr = spec.split("=")
         targets.append((int(k), mac, addr))
-    peers = {}
-    for spec in a.peer:
-        k, mac, addr, inc = spec.split("=")
-        peers[int(k)] = (mac, addr, int(inc))
-    fingerprint = bytes.fromhex(a.fingerprint)
+    real = templates(a.template) if a.kind == "bad_mac" else {}
     pools = []
-    seq = 1 << 50
     for k, mac, addr in targets:
         pool = []
+        others = sorted(src for src in real if src != addr)
+        if a.kind == "bad_mac" and not others:
+            raise SystemExit(f"flood: no heartbeat of another node than {addr} in {a.template}")
         for i in range(a.pool):
             if a.kind == "random":
                 payload = os.urandom(random.randint(1, 400))
                 pool.append(frame(a.src_mac, mac, a.src, addr, payload, dport=a.port))
             else:
-                claimed = [j for j in peers if j != k]
-                j = claimed[i % len(claimed)]
-                pmac, paddr, inc = peers[j]
-                seq += 1
-                payload = forged_header(j, pmac, inc, seq, fingerprint, a.epoch, a.cluster)
-                pool.append(frame(a.src_mac, mac, paddr, addr, payload + os.urandom(32),
-                                  dport=a.port))
+                src = others[i % len(others)]
+                hb = real[src][i % len(real[src])]
+                (seq,) = struct.unpack_from(">Q", hb, 28)  # the sequence, in every version
+                hb = hb[:28] + struct.pack(">Q", seq + (1 << 20) + i) + hb[36:-32] + os.urandom(32)
+                pool.append(frame(a.src_mac, mac, src, addr, hb, dport=a.port))
         pools.append(pool)
 
     s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0800))

@@ -229,6 +229,8 @@ class Farm:
         self.freezes = []        # ThreadFreeze objects still holding a thread
         self.client_addrs = []
         self._netns = []         # created, in creation order
+        self._strays = []        # PIDs down() found still inside the namespaces
+        self._started = []       # PID of every process started, for leftovers()
         self._eal_prefixes = []
         self._up = False
 
@@ -238,7 +240,7 @@ class Farm:
         view. On any error (or an interrupt) the partial farm is removed before raising."""
         if os.geteuid() != 0:
             raise RuntimeError("the lab needs root (network namespaces)")
-        for tool in ("ip", "bridge", "ethtool", "nft", "nginx", "ss"):
+        for tool in ("ip", "ethtool", "nft", "nginx", "ss", "curl", "tcpdump"):
             if shutil.which(tool) is None:
                 raise RuntimeError(f"{tool} not found (scripts/setup installs it)")
         for binary in (self.vipfarmd, self.vipfarmctl):
@@ -421,6 +423,7 @@ class Farm:
             ["ip", "netns", "exec", self.node_ns[k], self.vipfarmd, "--config", self.node_conf[k]],
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         log.close()
+        self._started.append(self.daemons[k].pid)
         self.daemon_status.pop(k, None)
 
     def start_daemons(self, nodes=None):
@@ -498,6 +501,7 @@ class Farm:
                 ["ip", "netns", "exec", self.node_ns[k], "nginx", "-p", d + "/", "-e",
                  os.path.join(d, "error.log"), "-c", os.path.join(d, "nginx.conf")],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            self._started.append(self.nginx[k].pid)
         for k in nodes:
             def listening():
                 out = run("ip", "netns", "exec", self.node_ns[k], "ss", "-Hltn", "sport = :80",
@@ -513,6 +517,7 @@ class Farm:
             p = subprocess.Popen(["ip", "netns", "exec", ns, *cmd], stdin=subprocess.DEVNULL,
                                  stdout=f, stderr=subprocess.STDOUT)
         self.spawned.append(p)
+        self._started.append(p.pid)
         return p
 
     def add_client_addrs(self, count):
@@ -664,6 +669,7 @@ class Farm:
                 if os.path.exists(f"/run/netns/{ns}"):
                     out = run("ip", "netns", "pids", ns, check=False)
                     pids += [int(x) for x in out.split()]
+            self._strays = pids
             for pid in pids:
                 try:
                     os.kill(pid, signal.SIGKILL)
@@ -699,9 +705,10 @@ class Farm:
         for link in [self.bridge, self.client_veth, *self.node_veth.values()]:
             if subprocess.run(["ip", "link", "show", "dev", link], capture_output=True).returncode == 0:
                 left.append(link)
-        procs = [*self.daemons.values(), *self.nginx.values(), *self.spawned]
-        left += [f"pid {p.pid}" for p in procs if alive(p.pid)]
+        left += [f"pid {pid}" for pid in self._started + self._strays if alive(pid)]
         left += [f"dpdk {p}" for p in self._eal_prefixes if os.path.exists(f"/var/run/dpdk/{p}")]
+        if self.dir and os.path.isdir(self.dir) and os.environ.get("LAB_KEEP_DIR") != "1":
+            left.append(self.dir)
         return left
 
 

@@ -35,6 +35,8 @@ enum class Kind {
   kMute,      // the victim's heartbeats reach nobody; it hears everyone
   kDeaf,      // the victim hears nobody; everyone hears it
   kOneLink,   // one link, one direction
+  kDeafSome,  // the victim hears only some of its peers (they all hear it)
+  kMuteSome,  // only some peers hear the victim (it hears them all)
   kBridge,    // two halves, one node hearing both
   kRing,      // each node hears only its neighbours: a majority each, no common one
   kHalves,    // a clean partition
@@ -43,15 +45,17 @@ enum class Kind {
   kRestart,   // kill -9 and a restart, some within dead_after, random incarnation
   kChaos,     // loss, duplication, delay and reordering, no partition
 };
-constexpr std::array kKinds = {Kind::kMute,   Kind::kDeaf,  Kind::kOneLink, Kind::kBridge,
-                               Kind::kRing,   Kind::kHalves, Kind::kFlap,   Kind::kPause,
-                               Kind::kRestart, Kind::kChaos};
+constexpr std::array kKinds = {Kind::kMute,   Kind::kDeaf,     Kind::kOneLink, Kind::kDeafSome,
+                               Kind::kMuteSome, Kind::kBridge,  Kind::kRing,    Kind::kHalves,
+                               Kind::kFlap,   Kind::kPause,    Kind::kRestart, Kind::kChaos};
 
 const char* name(Kind k) {
   switch (k) {
     case Kind::kMute: return "mute node (one-way out)";
     case Kind::kDeaf: return "deaf node (one-way in)";
     case Kind::kOneLink: return "one link one way";
+    case Kind::kDeafSome: return "deaf to some peers";
+    case Kind::kMuteSome: return "heard by some peers";
     case Kind::kBridge: return "bridge partition";
     case Kind::kRing: return "majorities ring";
     case Kind::kHalves: return "clean halves";
@@ -101,6 +105,7 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
   const unsigned other = 1 + (victim % n);
   const unsigned half = n / 2;
   const unsigned bridge = half + 1;
+  const std::uint64_t some = r() & ~bit(victim);  // a random subset of the peers
   const Nanos start = sim.now();
   Nanos heal = start + 6'000 * kMillis;
   bool cut = true;  // the flap's state
@@ -113,6 +118,16 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
     case Kind::kDeaf: sim.blocked = [victim](unsigned, unsigned t) { return t == victim; }; break;
     case Kind::kOneLink:
       sim.blocked = [victim, other](unsigned f, unsigned t) { return f == victim && t == other; };
+      break;
+    case Kind::kDeafSome:
+      sim.blocked = [victim, some](unsigned f, unsigned t) {
+        return t == victim && (some & bit(f)) != 0;
+      };
+      break;
+    case Kind::kMuteSome:
+      sim.blocked = [victim, some](unsigned f, unsigned t) {
+        return f == victim && (some & bit(t)) != 0;
+      };
       break;
     case Kind::kBridge:
       sim.blocked = [half, bridge](unsigned f, unsigned t) {
@@ -227,20 +242,10 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
       }
       if (hole_since[b] < 0) hole_since[b] = now;
       out.hole = std::max(out.hole, now - hole_since[b] + kTick);
-      if (hole_since[b] > heal) out.rejoin_hole = std::max(out.rejoin_hole, now - hole_since[b] + kTick);
-      if (getenv("NEMESIS_DEBUG") && out.hole_checked && now - hole_since[b] == 1300 * kMillis) {
-        std::string extra;
-        for (unsigned id = 1; id <= n; ++id) {
-          extra += "  node " + std::to_string(id) + " serving " +
-                   std::to_string(sim.serving(id, now)) + " settled " +
-                   std::to_string(sim.node(id).settled()) + " clear " +
-                   std::to_string(sim.node(id).clear()) + " aside '" + sim.node(id).aside() +
-                   "' held3 " + std::to_string(sim.node(id).peer(3).held_down) + "\n";
-        }
-        std::printf("hole bucket %zu at %lld ms (victim %u, n %u, heal at %lld)\n%s%s", b,
-                    static_cast<long long>((now - start) / kMillis), victim, n,
-                    static_cast<long long>((heal - start) / kMillis), sim.describe().c_str(),
-                    extra.c_str());
+      // In a farm of two, a restart before the crash is detected is the crash's own hole: the
+      // survivor's lease has no other supporter.
+      if (hole_since[b] > heal && !(n == 2 && kind == Kind::kRestart)) {
+        out.rejoin_hole = std::max(out.rejoin_hole, now - hole_since[b] + kTick);
       }
     }
     if (now >= heal && out.one_view < 0 && kind != Kind::kFlap) {
