@@ -396,7 +396,7 @@ int cmd_history(const std::vector<std::string>& args) {
     std::printf("%-6llu %-24s %-12s %-6u %-9s %-10s %s\n",
                 static_cast<unsigned long long>(h["epoch"].get<std::uint64_t>()),
                 h["time"].get<std::string>().c_str(), ids_text(h["members"]).c_str(),
-                h["moved"].get<unsigned>(), h["agreed"].get<bool>() ? "yes" : "timeout", converged,
+                h["moved"].get<unsigned>(), h["agreed"].get<bool>() ? "yes" : "given up", converged,
                 h["cause"].get<std::string>().c_str());
   }
   return 0;
@@ -466,10 +466,14 @@ int cmd_view(const std::vector<std::string>& args) {
     const auto& r = *reply;
     std::cout << "epoch     " << r["epoch"].get<std::uint64_t>() << "\nmembers   "
               << ids_text(r["members"]) << "\ninstalled " << r["installed_s_ago"].get<double>()
-              << " s ago, " << (r["agreed"].get<bool>() ? "agreed" : "agreement timed out") << ": "
-              << r["cause"].get<std::string>() << "\nproposal  " << ids_text(r["proposal"])
-              << "\nlease     " << (r["lease_ok"].get<bool>() ? "valid" : "lapsed (not serving)")
-              << "\n";
+              << " s ago, " << (r["agreed"].get<bool>() ? "agreed" : "given up: not a member")
+              << ": " << r["cause"].get<std::string>() << "\nsettled   " << ids_text(r["settled"])
+              << (r.value("clear", false) ? " (clear here)" : " (not clear here yet)")
+              << "\nproposal  " << ids_text(r["proposal"]) << "\nlease     "
+              << (r["lease_ok"].get<bool>() ? "valid" : "lapsed (not serving)") << "\n";
+    if (const std::string aside = r.value("aside", std::string()); !aside.empty()) {
+      std::cout << "aside     " << aside << "\n";
+    }
     if (r["witness"].is_boolean()) {
       std::cout << "witness   " << (r["witness"].get<bool>() ? "reachable" : "unreachable") << "\n";
     }

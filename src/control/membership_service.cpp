@@ -10,6 +10,8 @@
 #include <boost/asio/ip/unicast.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
+#include <algorithm>
+#include <arpa/inet.h>
 #include <cstring>
 #include <deque>
 #include <iostream>
@@ -42,6 +44,21 @@ boost::asio::ip::address to_asio(const IpAddr& a) {
     b[8 + i] = static_cast<unsigned char>(a.lo >> (56 - 8 * i));
   }
   return boost::asio::ip::address_v6(b);
+}
+
+// Whether a datagram's source address is the peer's configured one (ports are not compared:
+// the address is what the configuration names).
+bool same_address(const udp::endpoint& peer, const sockaddr_storage& from) {
+  if (from.ss_family == AF_INET && peer.address().is_v4()) {
+    const auto& sin = reinterpret_cast<const sockaddr_in&>(from);
+    return ntohl(sin.sin_addr.s_addr) == peer.address().to_v4().to_uint();
+  }
+  if (from.ss_family == AF_INET6 && peer.address().is_v6()) {
+    const auto& sin6 = reinterpret_cast<const sockaddr_in6&>(from);
+    const auto bytes = peer.address().to_v6().to_bytes();
+    return std::memcmp(sin6.sin6_addr.s6_addr, bytes.data(), bytes.size()) == 0;
+  }
+  return false;
 }
 
 std::vector<unsigned> ids_of(std::uint64_t members) {
@@ -159,7 +176,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   void arm(Network& n);
   void drain(Network& n);
   void on_datagram(Network& n, std::span<const std::uint8_t> data, bool truncated, int ttl,
-                   Nanos now);
+                   const sockaddr_storage& from, Nanos now);
   void schedule();
   void update_state();
   void step(Nanos now, bool periodic);
@@ -173,6 +190,12 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
     while (history.size() > 64) history.pop_front();
   }
   config::ViewMask alive_mask() const;
+  // What status, view and the metrics report as lease_ok: false only while this node is a
+  // member of its installed view without the lease (it owns buckets it may not serve).
+  bool lease_holds() const {
+    const bool member = (m->view().members & bit(to_int(config.node_id))) != 0;
+    return m->view().epoch != 0 && (!member || m->lease_ok(now_ns()));
+  }
   void start_witness();
   void manage_handoff(Nanos now);
   void finish_drain();
@@ -260,18 +283,27 @@ void MembershipService::Impl::drain(Network& n) {
       }
     }
     on_datagram(n, {buffer.data(), static_cast<std::size_t>(got)}, (msg.msg_flags & MSG_TRUNC) != 0,
-                ttl, now);
+                ttl, from, now);
   }
   step(now, false);
 }
 
 void MembershipService::Impl::on_datagram(Network& n, std::span<const std::uint8_t> data,
-                                          bool truncated, int ttl, Nanos now) {
+                                          bool truncated, int ttl, const sockaddr_storage& from,
+                                          Nanos now) {
   auto reject = [&](Reject reason) { ++counts.rejected[static_cast<std::size_t>(reason)]; };
   if (truncated) return reject(Reject::kMalformed);
   // Only a neighbour's datagram arrives with 255: anything routed or forged from afar
   // is refused before any cryptography.
   if (ttl != 255) return reject(Reject::kBadTtl);
+  // A heartbeat that claims a configured peer must come from that peer's address on this
+  // network: a forgery from anywhere else costs a table lookup, not an HMAC.
+  constexpr std::uint8_t kMagic[] = {'V', 'F', 'H', 'B'};
+  if (data.size() > 16 && std::equal(std::begin(kMagic), std::end(kMagic), data.begin())) {
+    for (const auto& [id, endpoint] : n.peers) {
+      if (id == data[16] && !same_address(endpoint, from)) return reject(Reject::kWrongSource);
+    }
+  }
   const membership::Decoded d =
       membership::decode(data, keys, cluster, to_int(config.node_id), configured);
   if (!d.heartbeat) return reject(d.reason);
@@ -392,7 +424,7 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   }
   if (config.flows.handoff) manage_handoff(now);
   if (draining) finish_drain();
-  if (periodic || m->wants_heartbeat()) send(now);
+  if (periodic || m->wants_heartbeat(now)) send(now);
   if (lease_ok && m->view().epoch != 0) {
     dp.renew_lease(std::chrono::nanoseconds(std::min(m->lease_until() - now, m->lease())));
   } else {
@@ -565,7 +597,7 @@ void MembershipService::Impl::installed(Nanos now) {
   for (const unsigned id : ids_of(v.members))
     members += (members.empty() ? "" : ",") + std::to_string(id);
   std::cerr << "vipfarmd: view epoch " << v.epoch << " {" << members << "} " << v.cause << " ("
-            << (v.agreed ? "agreed" : "agreement timed out") << ", " << moved << " buckets moved, "
+            << (v.agreed ? "agreed" : "given up: not a member") << ", " << moved << " buckets moved, "
             << static_cast<int>(convergence * 1000) << " ms)\n";
 }
 
@@ -717,7 +749,7 @@ nlohmann::json MembershipService::Impl::view() const {
           {"installed_s_ago", v.epoch == 0 ? 0.0 : static_cast<double>(now_ns() - v.at) / 1e9},
           {"proposal", ids_of(m->proposal())},
           {"settled", ids_of(m->settled())},
-          {"lease_ok", m->lease_ok(now_ns()) && v.epoch != 0},
+          {"lease_ok", lease_holds()},
           {"clear", m->clear()},
           {"aside", m->aside()},
           {"witness", witness ? nlohmann::json(witness->node_healthy()) : nlohmann::json(nullptr)},
@@ -851,7 +883,7 @@ void MembershipService::annotate_status(nlohmann::json& status) const {
   if (!d.m) return;
   status["state"] = std::string(membership::to_string(d.m->state()));
   status["epoch"] = d.m->view().epoch;
-  status["lease_ok"] = d.m->lease_ok(now_ns()) && d.m->view().epoch != 0;
+  status["lease_ok"] = d.lease_holds();
 }
 
 MembershipStats MembershipService::stats() const {
@@ -862,7 +894,7 @@ MembershipStats MembershipService::stats() const {
   s.state = d.m->state();
   s.epoch = d.m->view().epoch;
   s.members = d.m->view().members;
-  s.lease_ok = d.m->lease_ok(now_ns()) && s.epoch != 0;
+  s.lease_ok = d.lease_holds();
   const Nanos now = now_ns();
   for (const config::ClusterNode& node : d.config.nodes) {
     if (node.id == d.config.node_id) continue;

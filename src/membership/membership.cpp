@@ -116,7 +116,8 @@ Heartbeat Membership::heartbeat(Nanos now) {
   while (!sent_.empty() && now - sent_.front().at > dead_after() + settings_.interval) {
     sent_.pop_front();
   }
-  changed_ = false;
+  changed_ = answer_ = false;
+  last_sent_ = now;
   return hb;
 }
 
@@ -176,8 +177,14 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
 // sent while every lease is renewed.
 void Membership::answer(const Peer& p, bool supports_me, Nanos now) noexcept {
   if (!supports_me || (!p.supported_last && p.acked_at >= now - settings_.ack_window)) {
-    changed_ = true;
+    answer_ = true;
   }
+}
+
+bool Membership::wants_heartbeat(Nanos now) const noexcept {
+  // Answers are rate-limited to one per quarter interval: two nodes that cannot support
+  // each other (a peer refusing our new incarnation) never ping-pong.
+  return changed_ || (answer_ && now - last_sent_ >= settings_.interval / 4);
 }
 
 void Membership::update_peers(Nanos now) {
@@ -305,11 +312,16 @@ std::uint64_t Membership::propose(Nanos now) {
       return 0;
     }
     // A peer we hear proposes a view without us that wins over ours because it does not hear
-    // us or pruned us (it counts us mutual): forming a view of our own beside it would serve
-    // its buckets. A peer that hears us but does not count us mutual yet (our answer to it is
-    // on its way: a resumed or returning node) is waited for instead.
-    const bool counts_us = (p.mutual_row & bit(self_)) != 0;
-    if (p.proposed != 0 && (p.proposed & bit(self_)) == 0 && (!p.hears_me || counts_us) &&
+    // us, or because some member of it is not mutually connected with us (it pruned us):
+    // forming a view of our own beside it would serve its buckets. A peer that hears us but
+    // does not count us mutual yet (our answer is on its way: a resumed or returning node),
+    // or that pruned us on rows older than ours, is waited for instead.
+    bool cut_from_it = false;
+    for (unsigned q = 1; q <= 64 && !cut_from_it; ++q) {
+      if (q == self_ || q == id || (p.proposed & bit(q)) == 0) continue;
+      cut_from_it = !peers_[q].mutual || (peers_[q].mutual_row & bit(self_)) == 0;
+    }
+    if (p.proposed != 0 && (p.proposed & bit(self_)) == 0 && (!p.hears_me || cut_from_it) &&
         beats(p.proposed, proposal)) {
       aside_ = "node " + std::to_string(id) + " proposes " + ids(p.proposed) + " without it";
       return 0;

@@ -12,6 +12,7 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/hmac.h>
+#include <openssl/params.h>
 
 #include <algorithm>
 
@@ -65,7 +66,8 @@ std::string_view to_string(NodeState state) noexcept {
 std::string_view to_string(Reject reason) noexcept {
   static constexpr std::string_view kNames[] = {"malformed",     "unknown_key",  "bad_mac",
                                                 "wrong_cluster", "unknown_node", "stale",
-                                                "replay",        "bad_ttl"};
+                                                "replay",        "bad_ttl",
+                                                "wrong_source"};
   return kNames[static_cast<std::size_t>(reason)];
 }
 
@@ -107,15 +109,38 @@ std::string Keyring::add(std::uint16_t id, std::span<const std::uint8_t> key) {
            " bytes; at least " + std::to_string(kMinKeyBytes) + " are needed";
   }
   if (find(id) != nullptr) return "key id " + std::to_string(id) + " is given twice";
-  keys_.emplace_back(id, std::vector<std::uint8_t>(key.begin(), key.end()));
+  static EVP_MAC* const hmac = EVP_MAC_fetch(nullptr, "HMAC", nullptr);
+  std::shared_ptr<EVP_MAC_CTX> context(hmac == nullptr ? nullptr : EVP_MAC_CTX_new(hmac),
+                                       EVP_MAC_CTX_free);
+  char digest[] = "SHA256";
+  const OSSL_PARAM params[] = {OSSL_PARAM_construct_utf8_string("digest", digest, 0),
+                               OSSL_PARAM_construct_end()};
+  if (!context || EVP_MAC_init(context.get(), key.data(), key.size(), params) != 1) {
+    return "key " + std::to_string(id) + ": OpenSSL cannot set up HMAC-SHA256";
+  }
+  keys_.push_back({id, std::vector<std::uint8_t>(key.begin(), key.end()), std::move(context)});
   return {};
 }
 
 const std::vector<std::uint8_t>* Keyring::find(std::uint16_t id) const noexcept {
-  for (const auto& [key_id, key] : keys_) {
-    if (key_id == id) return &key;
+  for (const Entry& e : keys_) {
+    if (e.id == id) return &e.key;
   }
   return nullptr;
+}
+
+bool Keyring::mac(std::uint16_t id, std::span<const std::uint8_t> data,
+                  std::array<std::uint8_t, 32>& out) const noexcept {
+  for (const Entry& e : keys_) {
+    if (e.id != id) continue;
+    std::size_t size = 0;
+    // A null key re-initialises the context with the key it holds (OpenSSL 3's HMAC).
+    return EVP_MAC_init(e.context.get(), nullptr, 0, nullptr) == 1 &&
+           EVP_MAC_update(e.context.get(), data.data(), data.size()) == 1 &&
+           EVP_MAC_final(e.context.get(), out.data(), &size, out.size()) == 1 &&
+           size == out.size();
+  }
+  return false;
 }
 
 std::uint64_t cluster_id(std::string_view cluster_name) {
@@ -225,14 +250,15 @@ Decoded decode(std::span<const std::uint8_t> d, const Keyring& keys, std::uint64
       return out;
     }
   }
-  const std::vector<std::uint8_t>* key = keys.find(get16(d.data() + 6));
-  if (key == nullptr) {
+  const std::uint16_t key_id = get16(d.data() + 6);
+  if (keys.find(key_id) == nullptr) {
     out.reason = Reject::kUnknownKey;
     return out;
   }
   const std::size_t signed_bytes = d.size() - kMacBytes;
-  const auto mac = mac_of(*key, d.first(signed_bytes));
-  if (!mac || CRYPTO_memcmp(mac->data(), d.data() + signed_bytes, kMacBytes) != 0) {
+  std::array<std::uint8_t, kMacBytes> mac{};
+  if (!keys.mac(key_id, d.first(signed_bytes), mac) ||
+      CRYPTO_memcmp(mac.data(), d.data() + signed_bytes, kMacBytes) != 0) {
     out.reason = Reject::kBadMac;
     return out;
   }

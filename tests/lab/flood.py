@@ -116,7 +116,9 @@ def main():
             if os.path.exists(a.stop_file):
                 break
             next_check = sent + 10000
-        due = min(a.count, int((now - start) * a.rate) + batch)
+        # At most one batch before the clock is read again: a stalled sender never bursts
+        # past its deadline to catch up.
+        due = min(a.count, int((now - start) * a.rate) + batch, sent + batch)
         if sent >= due:
             time.sleep(0.0005)
             continue

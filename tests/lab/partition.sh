@@ -408,16 +408,20 @@ fingerprint = bytes.fromhex(fp_hex)
 members = 0b111
 
 def header(node=2, key_id=1, cluster=cluster, incarnation=incarnation, sequence=1, state=2,
-           weights=(1,), version=2, count=None, release=b"", release_len=None):
-    # wire.hpp, version 2: a 100-byte header (the sender's MAC and 2 reserved bytes at
-    # 92), 2 bytes per group weight, the release map's length (2 bytes) and the map,
+           weights=(1,), version=3, count=None, release=b"", release_len=None, flags=0,
+           heard=(), heard_count=None):
+    # wire.hpp, version 3: a 100-byte header (flags at 17, the heard count at 19, the
+    # sender's MAC and 2 reserved bytes at 92), 2 bytes per group weight, the release map's
+    # length (2 bytes) and the map, then 10 bytes per heard peer (id, flags, sequence),
     # big-endian.
     return (b"VFHB" + struct.pack(">BBH", version, state, key_id) + cluster +
-            struct.pack(">BBBB", node, 0, len(weights) if count is None else count, 0) +
+            struct.pack(">BBBB", node, flags, len(weights) if count is None else count,
+                        len(heard) if heard_count is None else heard_count) +
             struct.pack(">QQ", incarnation, sequence) + fingerprint +
             struct.pack(">QQQ", epoch, members, members) + mac2 + b"\0\0" +
             b"".join(struct.pack(">H", w) for w in weights) +
-            struct.pack(">H", len(release) if release_len is None else release_len) + release)
+            struct.pack(">H", len(release) if release_len is None else release_len) + release +
+            b"".join(struct.pack(">BBQ", *e) for e in heard))
 
 def sign(h, k=key):
     return h + hmac.new(k, h, hashlib.sha256).digest()
@@ -426,18 +430,23 @@ def sign(h, k=key):
 real = [bytes(p[UDP].payload) for p in rdpcap(pcap) if UDP in p and p[IP].src == "10.77.0.2"]
 assert len(real) == 5, f"{len(real)} heartbeats of node 2 in the capture"
 for r in real:
-    assert len(r) == 100 + 2 + 2 + 32, len(r)
     assert hmac.new(key, r[:-32], hashlib.sha256).digest() == r[-32:], "captured MAC does not verify"
-    node, _, w, _ = struct.unpack(">BBBB", r[16:20])
+    node, flags, w, n_heard = struct.unpack(">BBBB", r[16:20])
+    assert len(r) == 100 + 2 * w + 2 + 10 * n_heard + 32, len(r)
     inc, seq = struct.unpack(">QQ", r[20:36])
     ep, inst, prop = struct.unpack(">QQQ", r[68:92])
     mac = r[92:98]
     weights = struct.unpack(">%dH" % w, r[100:100 + 2 * w])
     (release_len,) = struct.unpack(">H", r[100 + 2 * w:102 + 2 * w])
-    again = sign(b"VFHB" + r[4:16] + struct.pack(">BBBB", node, 0, w, 0) +
+    at = 102 + 2 * w + release_len
+    heard = [struct.unpack(">BBQ", r[at + 10 * i:at + 10 * i + 10]) for i in range(n_heard)]
+    assert sorted(e[0] for e in heard) == [1, 3], f"node 2 hears {heard}"
+    assert all(e[1] & 3 == 3 for e in heard), f"node 2 does not count both mutual: {heard}"
+    again = sign(b"VFHB" + r[4:16] + struct.pack(">BBBB", node, flags, w, n_heard) +
                  struct.pack(">QQ", inc, seq) + r[36:68] + struct.pack(">QQQ", ep, inst, prop) +
                  mac + b"\0\0" + b"".join(struct.pack(">H", x) for x in weights) +
-                 struct.pack(">H", release_len))
+                 struct.pack(">H", release_len) + r[102 + 2 * w:at] +
+                 b"".join(struct.pack(">BBQ", *e) for e in heard))
     assert mac == mac2, f"node 2 advertises {mac.hex()}, its uplink is {mac2.hex()}"
     assert again == r and node == 2 and inc == incarnation and r[8:16] == cluster, "re-encoding differs"
 
@@ -456,20 +465,27 @@ for i in range(5):                                         # (e) another cluster
     kinds.append(("wrong_cluster", sign(header(cluster=other, sequence=1 << 43 | i)), 255, "10.77.0.2"))
 for node in (9, 9, 4, 1, 0):                               # (f) unconfigured, own id, zero
     kinds.append(("unknown_node", sign(header(node=node, sequence=1 << 44)), 255, "10.77.0.9"))
-for i in range(5):                                         # (g) node 2, an older incarnation
-    kinds.append(("stale", sign(header(incarnation=incarnation - 1 - i, sequence=1 << 45)), 255, "10.77.0.2"))
+for i in range(5):                                         # (g) node 2, another incarnation
+    kinds.append(("stale", sign(header(incarnation=incarnation ^ (1 + i), sequence=1 << 45)), 255, "10.77.0.2"))
 # (h) fresh and signed, not TTL 255: were one accepted, node 2's sequence would jump to 2^46
 # on node 1, its real heartbeats would be replays from then on and node 1 would lose node 2
 # (a view change, caught below).
 for i, ttl in enumerate((64, 64, 64, 254, 1)):
     kinds.append(("bad_ttl", sign(header(sequence=1 << 46 | i)), ttl, "10.77.0.2"))
+for i in range(5):                                         # (j) node 2's id, signed, from elsewhere
+    kinds.append(("wrong_source", sign(header(sequence=1 << 48 | i)), 255, "10.77.0.250"))
 for cut in (0, 20, 91, 100, 123, len(good) - 1):           # (i) truncated
     kinds.append(("malformed", good[:cut], 255, "10.77.0.2"))
 for extra in (1, 256, 257, 1300):                          # (i) too long: for W=1, the largest
-                                                           # heartbeat (392), the read buffer, IP
+                                                           # heartbeat (1148), the read buffer, IP
     kinds.append(("malformed", good + os.urandom(extra), 255, "10.77.0.2"))
 kinds.append(("malformed", sign(header(count=2, sequence=1 << 47)), 255, "10.77.0.2"))    # W says 2, 1 there
 kinds.append(("malformed", sign(header(version=1, sequence=1 << 47)), 255, "10.77.0.2"))  # version 1
+kinds.append(("malformed", sign(header(version=2, sequence=1 << 47)), 255, "10.77.0.2"))  # version 2
+kinds.append(("malformed", sign(header(heard_count=1, sequence=1 << 47)), 255, "10.77.0.2"))  # N says 1, 0 there
+kinds.append(("malformed", sign(header(heard=((3, 1, 5), (1, 1, 5)), sequence=1 << 47)), 255,
+              "10.77.0.2"))                                                                 # heard list not ascending
+kinds.append(("malformed", sign(header(flags=2, sequence=1 << 47)), 255, "10.77.0.2"))    # undefined flag
 kinds.append(("malformed", sign(header(release=b"\xff" * 32, release_len=33, sequence=1 << 47)),
               255, "10.77.0.2"))                                                            # map: 33 said, 32 there
 kinds.append(("malformed", sign(header(state=4, sequence=1 << 47)), 255, "10.77.0.2"))    # no such state
@@ -494,14 +510,14 @@ import sys
 def parse(text):
     return {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if len(l.split()) == 2}
 b, a = parse(sys.argv[1]), parse(sys.argv[2])
-reasons = ["malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay", "bad_ttl"]
+reasons = ["malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay", "bad_ttl", "wrong_source"]
 print(" ".join(f"{r}={int(a['rejected_' + r] - b['rejected_' + r])}" for r in reasons))
 PY
 }
 want4=$($py -c '
 import json, sys
 c = json.loads(sys.argv[1] or "{}")
-reasons = ["malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay", "bad_ttl"]
+reasons = ["malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay", "bad_ttl", "wrong_source"]
 print(" ".join(f"{r}={c.get(r, 0)}" for r in reasons))' "$sent4")
 _lab_ms
 deadline=$((_LAB_MS + 5000))

@@ -74,6 +74,7 @@ struct Outcome {
   Nanos rejoin_hole = 0;       // the same, for holes that began after the heal (a rejoin)
   bool hole_checked = true;
   Nanos one_view = -1;  // from the heal to one view on every running node
+  double rate = 0;      // heartbeats per second, the busiest node over the whole run
   std::string where;    // the first forbidden double, for the failure message
 };
 
@@ -107,6 +108,8 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
   const unsigned bridge = half + 1;
   const std::uint64_t some = r() & ~bit(victim);  // a random subset of the peers
   const Nanos start = sim.now();
+  std::vector<std::uint64_t> sent_before(n + 1);
+  for (unsigned id = 1; id <= n; ++id) sent_before[id] = sim.sent(id);
   Nanos heal = start + 6'000 * kMillis;
   bool cut = true;  // the flap's state
   const Nanos flap_period = std::array<Nanos, 4>{200, 500, 1500, 3000}[r() % 4] * kMillis;
@@ -264,11 +267,17 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
     }
   }
   if (kind == Kind::kFlap) out.one_view = 0;  // the flapper is held down for 30 s: by design
+  for (unsigned id = 1; id <= n; ++id) {
+    if (kind == Kind::kRestart && id == victim) continue;  // counted from its restart
+    out.rate = std::max(out.rate, static_cast<double>(sim.sent(id) - sent_before[id]) * 1e9 /
+                                      static_cast<double>(sim.now() - start));
+  }
   return out;
 }
 
 struct Worst {
   Nanos forbidden = 0, allowed = 0, hole = 0, rejoin_hole = 0, one_view = 0;
+  double rate = 0;
   int runs = 0;
 };
 
@@ -298,15 +307,19 @@ void nemesis(SplitBrain mode, int seeds) {
       if (o.hole_checked) w.hole = std::max(w.hole, o.hole);
       if (o.hole_checked) w.rejoin_hole = std::max(w.rejoin_hole, o.rejoin_hole);
       w.one_view = std::max(w.one_view, o.one_view);
+      w.rate = std::max(w.rate, o.rate);
+      // Immediate answers and announcements are rate-limited: a fault never turns the
+      // heartbeats into a storm (10 per second per node at the defaults).
+      ASSERT_LE(o.rate, 40.0) << mode_name << ", " << name(kind) << ", seed " << seed;
     }
     std::printf(
         "[ nemesis ] %-8s %-26s %4d runs: longest double %lld ms forbidden, %lld ms allowed "
         "(isolated node or partition); longest hole %lld ms (after the heal %lld ms); one view "
-        "after heal within %lld ms\n",
+        "after heal within %lld ms; at most %.0f heartbeats/s from one node\n",
         mode_name, name(kind), w.runs, static_cast<long long>(w.forbidden / kMillis),
         static_cast<long long>(w.allowed / kMillis), static_cast<long long>(w.hole / kMillis),
         static_cast<long long>(w.rejoin_hole / kMillis),
-        static_cast<long long>(w.one_view / kMillis));
+        static_cast<long long>(w.one_view / kMillis), w.rate);
   }
 }
 

@@ -326,7 +326,8 @@ TEST_F(KeyFileTest, AShortKeyAMissingFileAndADirectoryAreRefused) {
 TEST(Reject, EveryReasonHasAName) {
   EXPECT_EQ(to_string(Reject::kBadTtl), "bad_ttl");
   EXPECT_EQ(to_string(Reject::kReplay), "replay");
-  EXPECT_EQ(kRejectCount, 8u);
+  EXPECT_EQ(to_string(Reject::kWrongSource), "wrong_source");
+  EXPECT_EQ(kRejectCount, 9u);
 }
 
 }  // namespace

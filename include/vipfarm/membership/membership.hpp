@@ -141,7 +141,7 @@ class Membership {
   // True when the proposal, the installed view or its clearance changed since the last
   // heartbeat, or a peer's lease renewal waits for one (membership.cpp, answer()): send
   // one now rather than at the next interval.
-  bool wants_heartbeat() const noexcept { return changed_; }
+  bool wants_heartbeat(Nanos now) const noexcept;
 
   const InstalledView& view() const noexcept { return history_.back(); }
   // The last installed view that was clear at every member (header comment). A node serves
@@ -216,6 +216,8 @@ class Membership {
   std::uint64_t proposal_ = 0;
   Nanos proposed_since_ = 0;
   bool changed_ = false;
+  bool answer_ = false;      // a peer's lease renewal waits for a heartbeat (answer())
+  Nanos last_sent_ = kNever;
   bool witness_ = false;
   std::vector<std::uint8_t> releasing_;
   std::array<std::uint8_t, 6> mac_{};

@@ -36,12 +36,15 @@
 #include <array>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <span>
 #include <string>
 #include <string_view>
 #include <utility>
 #include <vector>
+
+struct evp_mac_ctx_st;  // OpenSSL's EVP_MAC_CTX
 
 namespace vipfarm::membership {
 
@@ -119,19 +122,34 @@ enum class Reject : std::uint8_t {
   kStale,         // another incarnation of that peer while the current one is still heard
   kReplay,        // a sequence number already seen from that incarnation
   kBadTtl,        // arrived with a TTL / hop limit other than 255: not from a neighbour
+  kWrongSource,   // claims a configured peer but comes from another address (checked
+                  // before any cryptography)
 };
-inline constexpr std::size_t kRejectCount = 8;
+inline constexpr std::size_t kRejectCount = 9;
 std::string_view to_string(Reject reason) noexcept;
 
 // Cluster keys by id. A key shorter than kMinKeyBytes is refused when added.
+// Each key keeps one HMAC context with its key schedule computed once: verifying a
+// datagram re-initialises it with the same key (two SHA-256 blocks saved per datagram, no
+// allocation), which bounds what a flood of forgeries costs. Not thread-safe: one control
+// thread uses it.
 class Keyring {
  public:
   // Returns an error message, empty on success.
   std::string add(std::uint16_t id, std::span<const std::uint8_t> key);
   const std::vector<std::uint8_t>* find(std::uint16_t id) const noexcept;
+  // HMAC-SHA256 of `data` under key `id` into `out`; false when there is no such key or
+  // OpenSSL fails.
+  bool mac(std::uint16_t id, std::span<const std::uint8_t> data,
+           std::array<std::uint8_t, 32>& out) const noexcept;
 
  private:
-  std::vector<std::pair<std::uint16_t, std::vector<std::uint8_t>>> keys_;
+  struct Entry {
+    std::uint16_t id;
+    std::vector<std::uint8_t> key;
+    std::shared_ptr<evp_mac_ctx_st> context;
+  };
+  std::vector<Entry> keys_;
 };
 
 // Reads a cluster key file: its whole content is the key. Refused (error text naming the
