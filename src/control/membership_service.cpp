@@ -675,9 +675,14 @@ void MembershipService::stop() {
   {
     // A clean leave: one last heartbeat saying STOP lets the others take the buckets now
     // rather than after dead_after intervals.
+    // The workers stop first; the tick then installs the view without this node, so the
+    // heartbeat shows it serves nothing and the others need not wait for its lease.
     std::lock_guard lock(d.mutex);
     d.m->set_state(NodeState::kStop);
-    d.send(now_ns());
+    d.dp.revoke_lease();
+    const Nanos now = now_ns();
+    d.m->tick(now);
+    d.send(now);
     d.running = false;
   }
   if (d.checkers) d.checkers->stop();

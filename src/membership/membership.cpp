@@ -224,9 +224,8 @@ void Membership::update_peers(Nanos now) {
 }
 
 // The largest clique of the candidates under mutual connectivity (this node's own row and
-// each peer's, from its heartbeats), greedily: drop the member with the most missing edges,
-// the higher id on a tie, until every pair hears each other. Nodes that share the rows
-// compute the same set.
+// each peer's, from its heartbeats), greedily: drop the member with the most missing edges
+// until every pair hears each other. Nodes that share the rows compute the same set.
 std::uint64_t Membership::prune(std::uint64_t candidates) const noexcept {
   std::array<std::uint64_t, 65> row{};
   for (unsigned id = 1; id <= 64; ++id) {
@@ -242,13 +241,21 @@ std::uint64_t Membership::prune(std::uint64_t candidates) const noexcept {
     }
   }
   std::uint64_t set = candidates;
+  // On a tie, a node not heard for two intervals goes first (a dying node's row is the stale
+  // one: its peers drop it at slightly different times), then the higher id: the same choice
+  // on every node while the rows agree.
+  const Nanos now = last_tick_;
+  auto heard = [&](unsigned id) {
+    return id != self_ && now - peers_[id].last_heard > 2 * settings_.interval ? 0 : 1;
+  };
   for (;;) {
     unsigned worst = 0;
     int worst_missing = 0;
     for (unsigned a = 1; a <= 64; ++a) {
       if ((set & bit(a)) == 0) continue;
       const int missing = std::popcount(set & ~bit(a) & ~adjacent[a]);
-      if (missing > 0 && missing >= worst_missing) {
+      if (missing == 0 || missing < worst_missing) continue;
+      if (missing > worst_missing || worst == 0 || heard(a) <= heard(worst)) {
         worst = a;
         worst_missing = missing;
       }
