@@ -154,10 +154,12 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "Window over which a peer's deaths are counted."},
     {"membership.hold_down", kInteger, "30", "0-86400 seconds", kReloadable,
      "How long a flapping peer is held out of the view."},
-    {"membership.lease_ms", kInteger, "0 (dead_after intervals)", "0, or 2 intervals-600000",
+    {"membership.lease_ms", kInteger, "0 (dead_after - 3 intervals)", "0, or 2 intervals-600000",
      kReloadable,
-     "Workers stop accepting VIP traffic when the control thread has not renewed the "
-     "ownership for this long (a stalled or stopped daemon)."},
+     "Workers stop accepting VIP traffic this long after the newest of the node's "
+     "heartbeats that a member of its view acknowledged (a crashed, stalled, mute or deaf "
+     "node stops first); capped at dead_after - ack window (3 intervals, at most half of "
+     "dead_after), so it ends before any peer can exclude the node."},
     {"membership.key", kTableArray, "required", "1 or more entries", kReloadable,
      "Cluster keys for HMAC-SHA256 of heartbeats; every listed key is accepted."},
     {"membership.key[].id", kInteger, "required", "1-255, unique", kReloadable,
