@@ -140,8 +140,8 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"membership.dead_after", kInteger, "8", "2-100", kReloadable,
      "Intervals without a heartbeat after which a peer is dead."},
     {"membership.agreement_timeout_ms", kInteger, "0 (3 intervals)", "0-60000", kReloadable,
-     "How long a proposed view waits for agreement before it is installed anyway "
-     "(asymmetric links)."},
+     "How long a proposed view may wait for agreement before the daemon logs which nodes "
+     "disagree; nothing is installed without agreement (issue 15)."},
     {"membership.split_brain", kString, "\"serve\"", "serve, majority", kReloadable,
      "serve: every partition serves all its buckets; majority: a partition without a strict "
      "majority of the configured nodes stops serving."},

@@ -6,12 +6,12 @@
 #include <netinet/in.h>
 #include <sys/socket.h>
 
+#include <arpa/inet.h>
+#include <algorithm>
 #include <boost/asio/ip/udp.hpp>
 #include <boost/asio/ip/unicast.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
-#include <algorithm>
-#include <arpa/inet.h>
 #include <cstring>
 #include <deque>
 #include <iostream>
@@ -160,7 +160,8 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   bool draining = false;  // vipfarmctl drain: DRAIN until its flows end or drain_deadline
   std::chrono::steady_clock::time_point drain_deadline{};
   bool running = false;
-  Nanos pending_since = -1;  // this node first proposed a change it has not installed yet
+  Nanos pending_since = -1;       // this node first proposed a change it has not installed yet
+  bool reported_pending = false;  // ... and said so after agreement_timeout
   std::deque<HistoryRecord> history;
   Control::NodeWeights applied_weights;
   std::uint64_t applied_settled = 0;
@@ -220,6 +221,14 @@ std::string MembershipService::Impl::open_network(
   // The node's address may still be tentative (IPv6 DAD) when the daemon starts.
   if (!ec && ::setsockopt(fd, SOL_IP, IP_FREEBIND, &one, sizeof one) != 0) {
     ec.assign(errno, boost::system::system_category());
+  }
+  if (!ec) {
+    // Room for a burst of forgeries (rejected cheaply, but they arrive in the same queue as
+    // the real heartbeats): 4 MiB, beyond rmem_max where the daemon may (CAP_NET_ADMIN).
+    const int bytes = 4 << 20;
+    if (::setsockopt(fd, SOL_SOCKET, SO_RCVBUFFORCE, &bytes, sizeof bytes) != 0) {
+      ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &bytes, sizeof bytes);
+    }
   }
   if (!ec) n->socket.bind(ep, ec);
   if (!ec) n->socket.set_option(boost::asio::ip::unicast::hops(255), ec);
@@ -370,7 +379,32 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   const bool installed_now = m->tick(now);
   if (installed_now) installed(now);
   if (m->proposal() != m->view().members) {
-    if (pending_since < 0) pending_since = now;
+    if (pending_since < 0) {
+      pending_since = now;
+      reported_pending = false;
+    }
+    if (!reported_pending && now - pending_since >= m->settings().agreement_timeout) {
+      // Nothing is forced (a view a live member has not agreed to is never installed); say
+      // who disagrees, so an operator sees a link that is one-way or a node that lags.
+      reported_pending = true;
+      std::string disagree;
+      for (const unsigned id : ids_of(m->proposal() | m->view().members)) {
+        if (id == to_int(config.node_id)) continue;
+        const membership::PeerStatus& p = m->peer(static_cast<std::uint8_t>(id));
+        if (p.alive && p.mutual) continue;
+        disagree += (disagree.empty() ? "" : ", ") + std::string("node ") + std::to_string(id) +
+                    (p.alive ? " does not hear this node" : " is not heard");
+      }
+      std::cerr << "vipfarmd: proposed view {" <<
+          [&] {
+            std::string out;
+            for (const unsigned id : ids_of(m->proposal()))
+              out += (out.empty() ? "" : ",") + std::to_string(id);
+            return out;
+          }() << "} not agreed after "
+                << (now - pending_since) / membership::kMillis << " ms"
+                << (disagree.empty() ? std::string() : ": " + disagree) << "\n";
+    }
   } else {
     pending_since = -1;
   }
@@ -420,7 +454,8 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   }
   if (m->aside() != aside_reported) {
     aside_reported = m->aside();
-    if (!aside_reported.empty()) std::cerr << "vipfarmd: stepping aside: " << aside_reported << "\n";
+    if (!aside_reported.empty())
+      std::cerr << "vipfarmd: stepping aside: " << aside_reported << "\n";
   }
   if (config.flows.handoff) manage_handoff(now);
   if (draining) finish_drain();
@@ -597,8 +632,8 @@ void MembershipService::Impl::installed(Nanos now) {
   for (const unsigned id : ids_of(v.members))
     members += (members.empty() ? "" : ",") + std::to_string(id);
   std::cerr << "vipfarmd: view epoch " << v.epoch << " {" << members << "} " << v.cause << " ("
-            << (v.agreed ? "agreed" : "given up: not a member") << ", " << moved << " buckets moved, "
-            << static_cast<int>(convergence * 1000) << " ms)\n";
+            << (v.agreed ? "agreed" : "given up: not a member") << ", " << moved
+            << " buckets moved, " << static_cast<int>(convergence * 1000) << " ms)\n";
 }
 
 MembershipService::MembershipService(boost::asio::io_context& io, const config::Config& config,

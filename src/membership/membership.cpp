@@ -293,8 +293,9 @@ std::uint64_t Membership::propose(Nanos now) {
   const auto configured = static_cast<unsigned>(std::popcount(configured_));
   if (settings_.split_brain == SplitBrain::kMajority &&
       (2 * reachable < configured || (2 * reachable == configured && !witness_))) {
-    if (up) aside_ = "no majority: " + std::to_string(reachable) + " of " +
-                     std::to_string(configured) + " nodes mutually connected";
+    if (up)
+      aside_ = "no majority: " + std::to_string(reachable) + " of " + std::to_string(configured) +
+               " nodes mutually connected";
     return 0;  // a minority partition serves nothing; a half only with the witness
   }
   const std::uint64_t proposal = prune(candidates);

@@ -66,8 +66,7 @@ std::string_view to_string(NodeState state) noexcept {
 std::string_view to_string(Reject reason) noexcept {
   static constexpr std::string_view kNames[] = {"malformed",     "unknown_key",  "bad_mac",
                                                 "wrong_cluster", "unknown_node", "stale",
-                                                "replay",        "bad_ttl",
-                                                "wrong_source"};
+                                                "replay",        "bad_ttl",      "wrong_source"};
   return kNames[static_cast<std::size_t>(reason)];
 }
 
@@ -137,8 +136,7 @@ bool Keyring::mac(std::uint16_t id, std::span<const std::uint8_t> data,
     // A null key re-initialises the context with the key it holds (OpenSSL 3's HMAC).
     return EVP_MAC_init(e.context.get(), nullptr, 0, nullptr) == 1 &&
            EVP_MAC_update(e.context.get(), data.data(), data.size()) == 1 &&
-           EVP_MAC_final(e.context.get(), out.data(), &size, out.size()) == 1 &&
-           size == out.size();
+           EVP_MAC_final(e.context.get(), out.data(), &size, out.size()) == 1 && size == out.size();
   }
   return false;
 }

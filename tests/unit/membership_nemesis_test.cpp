@@ -45,24 +45,36 @@ enum class Kind {
   kRestart,   // kill -9 and a restart, some within dead_after, random incarnation
   kChaos,     // loss, duplication, delay and reordering, no partition
 };
-constexpr std::array kKinds = {Kind::kMute,   Kind::kDeaf,     Kind::kOneLink, Kind::kDeafSome,
-                               Kind::kMuteSome, Kind::kBridge,  Kind::kRing,    Kind::kHalves,
-                               Kind::kFlap,   Kind::kPause,    Kind::kRestart, Kind::kChaos};
+constexpr std::array kKinds = {Kind::kMute,     Kind::kDeaf,   Kind::kOneLink, Kind::kDeafSome,
+                               Kind::kMuteSome, Kind::kBridge, Kind::kRing,    Kind::kHalves,
+                               Kind::kFlap,     Kind::kPause,  Kind::kRestart, Kind::kChaos};
 
 const char* name(Kind k) {
   switch (k) {
-    case Kind::kMute: return "mute node (one-way out)";
-    case Kind::kDeaf: return "deaf node (one-way in)";
-    case Kind::kOneLink: return "one link one way";
-    case Kind::kDeafSome: return "deaf to some peers";
-    case Kind::kMuteSome: return "heard by some peers";
-    case Kind::kBridge: return "bridge partition";
-    case Kind::kRing: return "majorities ring";
-    case Kind::kHalves: return "clean halves";
-    case Kind::kFlap: return "flapping link";
-    case Kind::kPause: return "pause (SIGSTOP)";
-    case Kind::kRestart: return "crash-restart";
-    case Kind::kChaos: return "loss/dup/reorder";
+    case Kind::kMute:
+      return "mute node (one-way out)";
+    case Kind::kDeaf:
+      return "deaf node (one-way in)";
+    case Kind::kOneLink:
+      return "one link one way";
+    case Kind::kDeafSome:
+      return "deaf to some peers";
+    case Kind::kMuteSome:
+      return "heard by some peers";
+    case Kind::kBridge:
+      return "bridge partition";
+    case Kind::kRing:
+      return "majorities ring";
+    case Kind::kHalves:
+      return "clean halves";
+    case Kind::kFlap:
+      return "flapping link";
+    case Kind::kPause:
+      return "pause (SIGSTOP)";
+    case Kind::kRestart:
+      return "crash-restart";
+    case Kind::kChaos:
+      return "loss/dup/reorder";
   }
   return "?";
 }
@@ -126,8 +138,12 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
   const Nanos restart_after = static_cast<Nanos>(r() % 2000) * kMillis;
   bool restarted = false;
   switch (kind) {
-    case Kind::kMute: sim.blocked = [victim](unsigned f, unsigned) { return f == victim; }; break;
-    case Kind::kDeaf: sim.blocked = [victim](unsigned, unsigned t) { return t == victim; }; break;
+    case Kind::kMute:
+      sim.blocked = [victim](unsigned f, unsigned) { return f == victim; };
+      break;
+    case Kind::kDeaf:
+      sim.blocked = [victim](unsigned, unsigned t) { return t == victim; };
+      break;
     case Kind::kOneLink:
       sim.blocked = [victim, other](unsigned f, unsigned t) { return f == victim && t == other; };
       break;
@@ -185,9 +201,8 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
     if (fresh) it->second = owners_in(n, view);
     return it->second;
   };
-  out.hole_checked = kind != Kind::kRing &&
-                     !(mode == SplitBrain::kMajority && (n == 2 || (kind == Kind::kHalves &&
-                                                                    n % 2 == 0)));
+  out.hole_checked = kind != Kind::kRing && !(mode == SplitBrain::kMajority &&
+                                              (n == 2 || (kind == Kind::kHalves && n % 2 == 0)));
   const Nanos end = heal + 4'000 * kMillis;
   while (sim.now() < end) {
     if (kind == Kind::kFlap && sim.now() < heal) {
@@ -253,7 +268,8 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
         continue;
       }
       if (hole_since[b] < 0) hole_since[b] = now;
-      if (bystander[b]) out.bystander_hole = std::max(out.bystander_hole, now - hole_since[b] + kTick);
+      if (bystander[b])
+        out.bystander_hole = std::max(out.bystander_hole, now - hole_since[b] + kTick);
       out.hole = std::max(out.hole, now - hole_since[b] + kTick);
       // In a farm of two, a restart before the crash is detected is the crash's own hole: the
       // survivor's lease has no other supporter.
@@ -321,9 +337,8 @@ void nemesis(SplitBrain mode, int seeds) {
       w.bystander_hole = std::max(w.bystander_hole, o.bystander_hole);
       // A single node's fault leaves the others' buckets alone (kill -9 and its kin must not
       // blink the whole farm): a few message delays at most, as views change.
-      ASSERT_LE(o.bystander_hole, 3 * kTick) << mode_name << ", " << name(kind) << ", seed "
-                                             << seed << ": " << o.bystander_hole / kMillis
-                                             << " ms";
+      ASSERT_LE(o.bystander_hole, 3 * kTick) << mode_name << ", " << name(kind) << ", seed " << seed
+                                             << ": " << o.bystander_hole / kMillis << " ms";
       // Immediate answers and announcements are rate-limited: a fault never turns the
       // heartbeats into a storm (10 per second per node at the defaults).
       ASSERT_LE(o.rate, 40.0) << mode_name << ", " << name(kind) << ", seed " << seed;

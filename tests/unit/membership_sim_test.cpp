@@ -26,7 +26,6 @@ using sim::percentile;
 using sim::Sim;
 using sim::time_to_converge;
 
-
 // I1 across the farm: each running node owns the buckets the assignment of its own
 // installed view gives it; every bucket must have exactly one owner among them.
 void expect_one_owner_per_bucket(Sim& sim, int seed) {

@@ -171,12 +171,12 @@ TEST_F(WireTest, HeardListRoundTripsAndBadEntriesAreMalformed) {
     copy[at + offset] = value;
     return decode_as_node1(copy).reason;
   };
-  EXPECT_EQ(bad(0, 0), Reject::kMalformed);                   // node 0
-  EXPECT_EQ(bad(kHeardBytes * 2, 65), Reject::kMalformed);    // node 65
-  EXPECT_EQ(bad(0, 3), Reject::kMalformed);                   // not ascending (3, 3)
-  EXPECT_EQ(bad(kHeardBytes, 1), Reject::kMalformed);         // not ascending (2, 1)
-  EXPECT_EQ(bad(1, 8), Reject::kMalformed);                   // an undefined flag
-  EXPECT_EQ(bad(2, 0xAB), Reject::kBadMac);                   // a sequence byte: signed
+  EXPECT_EQ(bad(0, 0), Reject::kMalformed);                 // node 0
+  EXPECT_EQ(bad(kHeardBytes * 2, 65), Reject::kMalformed);  // node 65
+  EXPECT_EQ(bad(0, 3), Reject::kMalformed);                 // not ascending (3, 3)
+  EXPECT_EQ(bad(kHeardBytes, 1), Reject::kMalformed);       // not ascending (2, 1)
+  EXPECT_EQ(bad(1, 8), Reject::kMalformed);                 // an undefined flag
+  EXPECT_EQ(bad(2, 0xAB), Reject::kBadMac);                 // a sequence byte: signed
   // At the bounds: 63 heard peers, 256 release bytes, 64 groups fit one IPv6 datagram.
   hb_.heard.clear();
   for (std::uint8_t id = 2; id <= 64; ++id) hb_.heard.push_back({id, Heard::kAllFlags, id});
@@ -248,11 +248,11 @@ TEST(Freshness, AnotherIncarnationOnlyAfterTheCurrentFellSilent) {
   Freshness f(800 * kMs);
   EXPECT_EQ(f.check(2, 100, 5, 0), std::nullopt);
   EXPECT_EQ(f.check(2, 100, 6, 10 * kMs), std::nullopt);
-  EXPECT_EQ(f.check(2, 100, 6, 20 * kMs), Reject::kReplay);  // the same datagram again
-  EXPECT_EQ(f.check(2, 100, 3, 20 * kMs), Reject::kReplay);  // an old sequence
-  EXPECT_EQ(f.check(2, 7, 1, 500 * kMs), Reject::kStale);    // restarted too soon, or forged
-  EXPECT_EQ(f.check(2, 7, 2, 809 * kMs), Reject::kStale);    // 799 ms after the last accepted
-  EXPECT_EQ(f.check(2, 7, 3, 810 * kMs), std::nullopt);      // 800 ms: the old boot is dead
+  EXPECT_EQ(f.check(2, 100, 6, 20 * kMs), Reject::kReplay);   // the same datagram again
+  EXPECT_EQ(f.check(2, 100, 3, 20 * kMs), Reject::kReplay);   // an old sequence
+  EXPECT_EQ(f.check(2, 7, 1, 500 * kMs), Reject::kStale);     // restarted too soon, or forged
+  EXPECT_EQ(f.check(2, 7, 2, 809 * kMs), Reject::kStale);     // 799 ms after the last accepted
+  EXPECT_EQ(f.check(2, 7, 3, 810 * kMs), std::nullopt);       // 800 ms: the old boot is dead
   EXPECT_EQ(f.check(2, 100, 99, 900 * kMs), Reject::kStale);  // the previous boot, replayed
   EXPECT_EQ(f.check(2, 7, 3, 900 * kMs), Reject::kReplay);
   EXPECT_EQ(f.check(3, 1, 1, 900 * kMs), std::nullopt);  // peers are independent

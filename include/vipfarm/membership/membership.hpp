@@ -54,8 +54,8 @@ enum class SplitBrain : std::uint8_t { kServe, kMajority };
 struct Settings {
   Nanos interval = 100 * kMillis;  // between heartbeats
   unsigned dead_after = 8;         // intervals without a heartbeat
-  Nanos agreement_timeout = 0;     // 0: 3 intervals; how long a proposal waits before it is
-                                   // reported as not agreed (it is never forced)
+  Nanos agreement_timeout = 0;     // 0: 3 intervals; how long a proposal waits before the
+                                   // daemon reports it as not agreed (it is never forced)
   SplitBrain split_brain = SplitBrain::kServe;
   unsigned flap_limit = 4;  // deaths within flap_window put a peer on hold
   Nanos flap_window = 60'000 * kMillis;
@@ -81,7 +81,7 @@ struct PeerStatus {
   Nanos last_heard = -1;  // -1: never
   std::uint64_t incarnation = 0;
   bool fingerprint_ok = true;
-  bool held_down = false;  // by this node or by a mutual peer
+  bool held_down = false;               // by this node or by a mutual peer
   std::vector<std::uint8_t> releasing;  // buckets it still releases (wire.hpp's release map)
   Fingerprint fingerprint{};            // its farm config's
   std::array<std::uint8_t, 6> mac{};    // its uplink MAC, from its heartbeats
@@ -210,13 +210,13 @@ class Membership {
   std::vector<std::uint16_t> weights_;
   NodeState state_ = NodeState::kWait;
   std::uint64_t sequence_;
-  std::deque<Sent> sent_;  // our heartbeats of the last dead_after, to date acknowledgements
-  std::vector<Peer> peers_;  // by id, 0..64
+  std::deque<Sent> sent_;     // our heartbeats of the last dead_after, to date acknowledgements
+  std::vector<Peer> peers_;   // by id, 0..64
   std::uint64_t mutual_ = 0;  // whom this node counts mutual
   std::uint64_t proposal_ = 0;
   Nanos proposed_since_ = 0;
   bool changed_ = false;
-  bool answer_ = false;      // a peer's lease renewal waits for a heartbeat (answer())
+  bool answer_ = false;  // a peer's lease renewal waits for a heartbeat (answer())
   Nanos last_sent_ = kNever;
   bool witness_ = false;
   std::vector<std::uint8_t> releasing_;

@@ -60,9 +60,8 @@ inline constexpr std::size_t kMaxReleaseBytes = kReleaseBits / 8;
 inline constexpr std::size_t kMaxHeard = 63;
 inline constexpr std::size_t kHeardBytes = 10;  // one heard-list entry
 inline constexpr std::size_t kMinHeartbeatBytes = kHeaderBytes + 2 + kMacBytes;
-inline constexpr std::size_t kMaxHeartbeatBytes = kHeaderBytes + 2 * kMaxWireGroups + 2 +
-                                                  kMaxReleaseBytes + kHeardBytes * kMaxHeard +
-                                                  kMacBytes;
+inline constexpr std::size_t kMaxHeartbeatBytes =
+    kHeaderBytes + 2 * kMaxWireGroups + 2 + kMaxReleaseBytes + kHeardBytes * kMaxHeard + kMacBytes;
 inline constexpr std::size_t kMinKeyBytes = 32;
 
 // The release map's bit for a bucket: buckets numbered group after group, folded onto
@@ -189,8 +188,8 @@ class Freshness {
   void set_forget_after(std::int64_t ns) noexcept { forget_after_ = ns; }
   // nullopt: fresh, and now the newest seen from `node`; else kStale or kReplay. `now` is a
   // monotonic time in nanoseconds.
-  std::optional<Reject> check(std::uint8_t node, std::uint64_t incarnation,
-                              std::uint64_t sequence, std::int64_t now) noexcept;
+  std::optional<Reject> check(std::uint8_t node, std::uint64_t incarnation, std::uint64_t sequence,
+                              std::int64_t now) noexcept;
   // Forgets a peer (its configuration entry went away).
   void forget(std::uint8_t node) noexcept;
 
