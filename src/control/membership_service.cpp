@@ -166,7 +166,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   Control::NodeWeights applied_weights;
   std::uint64_t applied_settled = 0;
   Control::NodeWeights held_weights;  // before a weight change, while its gains wait
-  Nanos hold_until = -1;
+  bool holding_weights = false;       // a weight change's gains wait for its acknowledgement
   bool lease_was_ok = true;
   std::string aside_reported;
   mutable std::mutex mutex;
@@ -198,7 +198,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
     return m->view().epoch != 0 && (!member || m->lease_ok(now_ns()));
   }
   void start_witness();
-  void manage_handoff(Nanos now);
+  void manage_handoff();
   void finish_drain();
   std::uint64_t peer_epoch(std::uint8_t id) const { return m->peer_epoch(id); }
   Control::NodeWeights weights_table(std::uint64_t members) const;
@@ -414,21 +414,22 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   if (m->view().epoch != 0 && !installed_now) {
     Control::NodeWeights weights = weights_table(m->view().members);
     const bool reweighted = weights != applied_weights;
-    const bool hold_over = hold_until >= 0 && now >= hold_until;
+    const bool hold_over = holding_weights && !reweighted && m->weights_acknowledged();
     if (reweighted || m->settled() != applied_settled || hold_over || reassign) {
       reassign = false;
       // Weights are not agreed like views: each node applies a change when it hears it. The
-      // buckets a node gains by it wait two intervals, until every node has heard it and
-      // given them up (their owners' connections go on through handoff).
+      // buckets a node gains by it wait until every member's heartbeat shows it has heard
+      // the change (weights_acknowledged(): it gave them up), not for a time that loss can
+      // outlast; their owners' connections go on through handoff.
       if (reweighted && !applied_weights.empty()) {
         held_weights = applied_weights;
-        hold_until = now + 2 * interval();
+        holding_weights = true;
       } else if (hold_over) {
-        hold_until = -1;
+        holding_weights = false;
       }
       const std::uint32_t moved =
           control.set_view(m->view().members, weights, m->settled(), alive_mask(),
-                           hold_until >= 0 ? &held_weights : nullptr);
+                           holding_weights ? &held_weights : nullptr);
       applied_weights = std::move(weights);
       applied_settled = m->settled();
       if (reweighted) {
@@ -457,7 +458,7 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
     if (!aside_reported.empty())
       std::cerr << "vipfarmd: stepping aside: " << aside_reported << "\n";
   }
-  if (config.flows.handoff) manage_handoff(now);
+  if (config.flows.handoff) manage_handoff();
   if (draining) finish_drain();
   if (periodic || m->wants_heartbeat(now)) send(now);
   if (lease_ok && m->view().epoch != 0) {
@@ -505,9 +506,9 @@ void MembershipService::Impl::start_witness() {
 // node's workers track no flow in it (or the window passed), and the buckets still held are
 // announced in every heartbeat (the release map); a bucket taken becomes whole once every
 // live peer that has installed this view (or a later one) leaves it out of its map. While a
-// weight change's gains wait (hold_until), the peers may not have heard of it yet: nothing
+// weight change's gains wait (holding_weights), the peers may not have heard of it yet: nothing
 // is taken whole before the hold ends.
-void MembershipService::Impl::manage_handoff(Nanos now) {
+void MembershipService::Impl::manage_handoff() {
   const Control::Handoff h = control.handoff();
   const bool expired = std::chrono::steady_clock::now() >= h.deadline;
   std::vector<Control::Bucket> released, held, whole;
@@ -539,7 +540,7 @@ void MembershipService::Impl::manage_handoff(Nanos now) {
     }
     control.set_releasers(std::move(releasers));
   }
-  const bool holding = hold_until >= 0 && now < hold_until;
+  const bool holding = holding_weights;
   for (const Control::Bucket& bucket : h.taking) {
     bool free = !holding;
     for (const config::ClusterNode& node : config.nodes) {

@@ -129,6 +129,9 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
     p.acked_at = p.lease_ack = kNever;
     p.lease_view = 0;
   }
+  if (p.last_heard < 0 || hb.incarnation != p.incarnation || hb.weights != p.weights) {
+    p.weights_seq = hb.sequence;
+  }
   p.alive = true;
   p.last_heard = now;
   p.state = hb.state;
@@ -144,6 +147,7 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
   p.epoch = hb.epoch;
   p.clear = hb.clear;
   p.mutual_row = p.holds = 0;
+  p.heard_seq.fill(0);
   p.hears_me = p.holds_me = false;
   // A heartbeat without support takes nothing back: an earlier one's support holds for its
   // lease (the peer counts its clearance from the last support it sent).
@@ -152,6 +156,7 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
     if (h.node == 0 || h.node > 64) continue;
     if ((h.flags & Heard::kMutual) != 0) p.mutual_row |= bit(h.node);
     if ((h.flags & Heard::kHolds) != 0) p.holds |= bit(h.node);
+    p.heard_seq[h.node] = h.sequence;
     if (h.node != self_) continue;
     p.hears_me = true;
     p.holds_me = (h.flags & Heard::kHolds) != 0;
@@ -344,6 +349,19 @@ bool Membership::concedes(unsigned id, std::uint64_t proposal) const noexcept {
   const Peer& q = peers_[id];
   if ((q.installed & bit(id)) == 0) return true;
   return (q.proposed & bit(self_)) == 0 && beats(proposal, q.proposed);
+}
+
+bool Membership::weights_acknowledged() const noexcept {
+  const std::uint64_t members = view().members;
+  for (unsigned m = 1; m <= 64; ++m) {
+    if (m == self_ || (members & bit(m)) == 0 || !peers_[m].alive) continue;
+    for (unsigned x = 1; x <= 64; ++x) {
+      if (x == m || (members & bit(x)) == 0) continue;
+      const std::uint64_t since = x == self_ ? weights_seq_ : peers_[x].weights_seq;
+      if (peers_[m].heard_seq[x] < since) return false;
+    }
+  }
+  return true;
 }
 
 bool Membership::larger_config_elsewhere() const noexcept {

@@ -370,3 +370,35 @@ TEST(MembershipSim, AHalfServesOnlyWithTheWitness) {
 
 }  // namespace
 }  // namespace vipfarm::membership
+
+namespace vipfarm::membership {
+namespace {
+
+// A weight change moves buckets without a new view: a node gains by it only once every
+// member's heard list names a heartbeat that carried the new weights (each node applies
+// a change when it hears it, so the losers have given up by then), however long the loss.
+TEST(MembershipSim, AWeightChangeIsAcknowledgedBeforeItsGainsAreTaken) {
+  Sim sim(3, 21);
+  ASSERT_GE(sim::time_to_converge(sim, sim.running_set(), 5'000 * kMillis), 0);
+  sim.run_until(sim.now() + 500 * kMillis);
+  ASSERT_TRUE(sim.node(1).weights_acknowledged());
+  sim.blocked = [](unsigned from, unsigned to) { return from == 1 && to == 3; };  // 1 -> 3 lost
+  sim.node(1).set_weights({5});
+  sim.run_until(sim.now() + 300 * kMillis);
+  EXPECT_FALSE(sim.node(1).weights_acknowledged()) << "node 3 has not heard the change";
+  EXPECT_FALSE(sim.node(2).weights_acknowledged()) << "node 2 sees node 3 has not heard it";
+  EXPECT_EQ(sim.node(3).peer(1).weights, std::vector<std::uint16_t>{1});
+  sim.blocked = [](unsigned, unsigned) { return false; };
+  Nanos at = -1;
+  for (Nanos end = sim.now() + 1'000 * kMillis; sim.now() < end && at < 0;) {
+    sim.run_until(sim.now() + kTick);
+    bool all = true;
+    for (unsigned id = 1; id <= 3; ++id) all = all && sim.node(id).weights_acknowledged();
+    if (all) at = sim.now();
+  }
+  EXPECT_GE(at, 0) << "acknowledged once node 3 hears node 1 again";
+  EXPECT_EQ(sim.node(3).peer(1).weights, std::vector<std::uint16_t>{5});
+}
+
+}  // namespace
+}  // namespace vipfarm::membership

@@ -87,7 +87,8 @@ class MembershipService {
   // succeeded): timers and policies (membership.interval_ms, dead_after, agreement_timeout_ms,
   // split_brain, flap_*, hold_down, lease_ms) from the next tick; the witness; the checkers
   // (kept by name with their health, new ones start healthy); this node's weights
-  // (advertised at once; the buckets move through flow handoff, gains held two intervals);
+  // (advertised at once; the buckets move through flow handoff, gains held until every member
+  // has heard the change);
   // and the farm fingerprint (a rule, group or policy change: until the other nodes have
   // the same, the farm treats this node as running another config, docs/handoff.md).
   void apply(const config::Config& next);

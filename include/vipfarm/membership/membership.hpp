@@ -99,7 +99,15 @@ class Membership {
   NodeState state() const noexcept { return state_; }
   // This node's weight in each group, advertised in its heartbeats (0: a group-bound
   // checker failed, the group's buckets leave the node).
-  void set_weights(std::vector<std::uint16_t> weights) { weights_ = std::move(weights); }
+  void set_weights(std::vector<std::uint16_t> weights) {
+    if (weights != weights_) weights_seq_ = sequence_ + 1;  // the next heartbeat carries them
+    weights_ = std::move(weights);
+  }
+  // Whether every live member of the installed view has heard every member's current
+  // weights (its heard list names a heartbeat of that member at or after the one that
+  // first carried them): a node applies a weight change when it hears it, so from then on
+  // the buckets a change moves are given up everywhere and may be taken.
+  bool weights_acknowledged() const noexcept;
   const std::vector<std::uint16_t>& weights() const noexcept { return weights_; }
   // The buckets in which this node still serves flows though it gave them up (flow handoff,
   // wire.hpp's release map; empty: none), advertised in heartbeats so each new owner knows
@@ -170,9 +178,11 @@ class Membership {
     std::uint64_t installed = 0;
     std::uint64_t epoch = 0;
     bool clear = false;
-    std::uint64_t mutual_row = 0;  // whom it counts mutual
-    std::uint64_t holds = 0;       // whom it holds down
-    bool hears_me = false;         // its newest heartbeat lists this node
+    std::uint64_t mutual_row = 0;               // whom it counts mutual
+    std::uint64_t holds = 0;                    // whom it holds down
+    bool hears_me = false;                      // its newest heartbeat lists this node
+    std::uint64_t weights_seq = 0;              // its first heartbeat with its current weights
+    std::array<std::uint64_t, 65> heard_seq{};  // the sequences its heard list names
     bool holds_me = false;
     Nanos acked_at = kNever;        // send time of our newest heartbeat it acknowledged
     Nanos lease_ack = kNever;       // the same, from a heartbeat supporting our lease
@@ -208,6 +218,7 @@ class Membership {
   std::uint64_t incarnation_;
   Fingerprint fingerprint_;
   std::vector<std::uint16_t> weights_;
+  std::uint64_t weights_seq_ = 0;  // our first heartbeat with the current weights
   NodeState state_ = NodeState::kWait;
   std::uint64_t sequence_;
   std::deque<Sent> sent_;     // our heartbeats of the last dead_after, to date acknowledgements
