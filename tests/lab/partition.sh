@@ -535,7 +535,7 @@ check "test 4: node 1 counted each kind under its reason, exactly (want $want4)"
 for k in 2 3; do
   got=$(rejections "${before4[$k]}" "$(metrics "$k")")  # later than after2/3: still nothing
   check "test 4: node $k rejected nothing ($got)" \
-    test "$got" == "malformed=0 unknown_key=0 bad_mac=0 wrong_cluster=0 unknown_node=0 stale=0 replay=0 bad_ttl=0"
+    test "$got" == "malformed=0 unknown_key=0 bad_mac=0 wrong_cluster=0 unknown_node=0 stale=0 replay=0 bad_ttl=0 wrong_source=0"
 done
 # Accepted heartbeats on node 1 = what nodes 2 and 3 sent it meanwhile (each sends to 2
 # peers), within a few in flight at either end of the window: none of the forgeries.
