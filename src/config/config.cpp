@@ -937,6 +937,7 @@ void load_membership(Loader& loader, const toml::table& root, Config& config) {
   const auto split_brain = loader.choice(*t, "split_brain", "membership", kSplitBrain, 0);
   if (split_brain) m.split_brain = static_cast<SplitBrain>(*split_brain);
   m.witness = address_value(loader, *t, "witness", "membership", false);
+  m.witness_port = static_cast<std::uint16_t>(u32("witness_port", 0, 65535, m.witness_port));
   m.flap_limit = u32("flap_limit", 0, 1000, m.flap_limit);
   m.flap_window_s = u32("flap_window", 1, 86400, m.flap_window_s);
   m.hold_down_s = u32("hold_down", 0, 86400, m.hold_down_s);
@@ -950,6 +951,10 @@ void load_membership(Loader& loader, const toml::table& root, Config& config) {
   if (split_brain && m.witness && m.split_brain != SplitBrain::kMajority) {
     loader.error(t->get("witness")->source(), "membership.witness",
                  "only used with split_brain = \"majority\"");
+  }
+  if (m.witness_port != 0 && t->get("witness") == nullptr) {
+    loader.error(t->get("witness_port")->source(), "membership.witness_port",
+                 "only used with membership.witness (the address of vipfarmd --witness)");
   }
   load_keys(loader, *t, config);
   load_lans(loader, *t, config);
@@ -1322,6 +1327,7 @@ std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   note(ma.agreement_timeout_ms != mb.agreement_timeout_ms, "membership.agreement_timeout_ms");
   note(ma.split_brain != mb.split_brain, "membership.split_brain");
   note(ma.witness != mb.witness, "membership.witness");
+  note(ma.witness_port != mb.witness_port, "membership.witness_port");
   note(ma.flap_limit != mb.flap_limit, "membership.flap_limit");
   note(ma.flap_window_s != mb.flap_window_s, "membership.flap_window");
   note(ma.hold_down_s != mb.hold_down_s, "membership.hold_down");

@@ -147,7 +147,10 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "majority of the configured nodes stops serving."},
     {"membership.witness", kString, "none", "IPv4 or IPv6 address", kReloadable,
      "majority: a partition of exactly half the nodes serves if it reaches this address "
-     "(ping)."},
+     "(ping, or vipfarmd --witness with witness_port)."},
+    {"membership.witness_port", kInteger, "0 (ping)", "0-65535", kRestart,
+     "majority: 0 pings the witness; else the UDP port of vipfarmd --witness there, which "
+     "answers probes signed with the cluster keys (an echo reply can be forged)."},
     {"membership.flap_limit", kInteger, "4", "0-1000 (0: no damping)", kReloadable,
      "Deaths of a peer within flap_window that put it on hold."},
     {"membership.flap_window", kInteger, "60", "1-86400 seconds", kReloadable,

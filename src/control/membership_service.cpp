@@ -2,6 +2,7 @@
 // docs/membership.md). Every handler runs on the io thread; the mutex is for the metrics
 // exporter's threads, which read stats(). Nothing here is on the packet path.
 #include "vipfarm/control/membership_service.hpp"
+#include "vipfarm/membership/witness.hpp"
 
 #include <netinet/in.h>
 #include <sys/socket.h>
@@ -10,6 +11,7 @@
 #include <algorithm>
 #include <boost/asio/ip/udp.hpp>
 #include <boost/asio/ip/unicast.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <chrono>
 #include <cstring>
@@ -120,6 +122,24 @@ struct HistoryRecord {
   double convergence_s;
 };
 
+// The authenticated witness (witness_port != 0): membership::WitnessProber on a UDP socket,
+// driven by start_witness()'s handlers. They hold it weakly: resetting it ends them.
+struct WitnessClient {
+  WitnessClient(boost::asio::io_context& io, std::uint64_t cluster, std::uint8_t node)
+      : socket(io), timer(io), prober(cluster, node) {}
+  void stop() {
+    boost::system::error_code ec;
+    timer.cancel();
+    socket.close(ec);
+  }
+  udp::socket socket;
+  boost::asio::steady_timer timer;
+  udp::endpoint to, from;
+  membership::WitnessProber prober;
+  std::array<std::uint8_t, 512> buffer{};  // answers are kWitnessBytes; more is refused
+  std::function<void()> tick, receive;
+};
+
 }  // namespace
 
 struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
@@ -148,6 +168,7 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   std::vector<std::unique_ptr<Network>> networks;
   std::unique_ptr<health::Checkers> checkers;
   std::unique_ptr<health::Checkers> witness;
+  std::shared_ptr<WitnessClient> witness_client;  // instead of `witness` with witness_port
   std::function<void()> on_checker_change;
   bool reassign = false;  // a reload changed the farm config of a node alone: re-derive
   Nanos next_tick = 0;
@@ -191,12 +212,9 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
     while (history.size() > 64) history.pop_front();
   }
   config::ViewMask alive_mask() const;
-  // What status, view and the metrics report as lease_ok: false only while this node is a
-  // member of its installed view without the lease (it owns buckets it may not serve).
-  bool lease_holds() const {
-    const bool member = (m->view().members & bit(to_int(config.node_id))) != 0;
-    return m->view().epoch != 0 && (!member || m->lease_ok(now_ns()));
-  }
+  // What status, view and the metrics report as lease_ok: whether the workers hold the lease
+  // (a member serving its buckets, or a node outside the view serving its handed-off flows).
+  bool lease_holds() const { return m->view().epoch != 0 && m->lease_ok(now_ns()); }
   void start_witness();
   void manage_handoff();
   void finish_drain();
@@ -477,13 +495,81 @@ config::ViewMask MembershipService::Impl::alive_mask() const {
   return alive;
 }
 
-// majority mode's witness: pinged like a checker (every 500 ms, failed after 2 misses).
-// Replaces the running one (a reload); none when the config names none.
+// majority mode's witness: pinged like a checker (every 500 ms, failed after 2 misses), or
+// with witness_port asked by `vipfarmd --witness` with signed probes (membership/witness.hpp,
+// same period and misses), so a forged echo reply cannot make a half serve. Replaces the
+// running one (a reload); none when the config names none.
 void MembershipService::Impl::start_witness() {
   if (witness) witness->stop();
   witness.reset();
+  if (witness_client) witness_client->stop();
+  witness_client.reset();
   m->set_witness(false);
   if (!config.membership.witness) return;
+  std::weak_ptr<Impl> weak = shared_from_this();
+  if (config.membership.witness_port != 0) {
+    auto c = std::make_shared<WitnessClient>(io, cluster,
+                                             static_cast<std::uint8_t>(to_int(config.node_id)));
+    c->to = udp::endpoint(to_asio(*config.membership.witness), config.membership.witness_port);
+    const IpAddr& own = config.find_node(config.node_id)->address;
+    boost::system::error_code ec;
+    c->socket.open(c->to.protocol(), ec);
+    if (!ec) c->socket.non_blocking(true, ec);
+    if (!ec && own.is_v4() == config.membership.witness->is_v4())
+      c->socket.bind(udp::endpoint(to_asio(own), 0), ec);  // probes from the node's address
+    if (ec) {
+      std::cerr << "vipfarmd: witness " << c->to << ": " << ec.message() << " (unreachable)\n";
+      return;
+    }
+    std::weak_ptr<WitnessClient> wc = c;
+    // Every 500 ms under the mutex (keys, m): a new probe, which counts a missed one.
+    c->tick = [weak, wc] {
+      auto self = weak.lock();
+      auto c = wc.lock();
+      if (!self || !c) return;
+      if (!self->running) return c->stop();
+      {
+        std::lock_guard lock(self->mutex);
+        const auto nonce = membership::random_witness_nonce();
+        const std::vector<std::uint8_t> probe =
+            nonce ? c->prober.probe(now_ns(), self->keys, self->send_key_id, *nonce)
+                  : std::vector<std::uint8_t>{};
+        boost::system::error_code ignored;  // not sent: a miss, like a lost one
+        if (!probe.empty()) c->socket.send_to(boost::asio::buffer(probe), c->to, 0, ignored);
+        self->m->set_witness(c->prober.reachable());
+      }
+      c->timer.expires_after(std::chrono::milliseconds(500));
+      c->timer.async_wait([wc](boost::system::error_code ec) {
+        if (auto c = wc.lock(); c && !ec) c->tick();
+      });
+    };
+    c->receive = [weak, wc] {
+      auto c = wc.lock();
+      if (!c || !c->socket.is_open()) return;
+      c->socket.async_receive_from(
+          boost::asio::buffer(c->buffer), c->from,
+          [weak, wc](boost::system::error_code ec, std::size_t size) {
+            auto self = weak.lock();
+            auto c = wc.lock();
+            if (!self || !c || ec == boost::asio::error::operation_aborted) return;
+            if (!ec && c->from == c->to) {
+              std::lock_guard lock(self->mutex);
+              if (!c->prober.receive(std::span(c->buffer.data(), size), self->keys, now_ns()))
+                self->m->set_witness(true);
+            }
+            c->receive();
+          });
+    };
+    witness_client = c;
+    if (running) {
+      c->receive();
+      // Posted: a reload calls this under the mutex, which tick() takes.
+      boost::asio::post(io, [wc] {
+        if (auto c = wc.lock()) c->tick();
+      });
+    }
+    return;
+  }
   const config::Checker ping{"witness",
                              config::CheckerKind::kPing,
                              config.membership.witness->to_string(),
@@ -492,7 +578,6 @@ void MembershipService::Impl::start_witness() {
                              1,
                              2,
                              std::nullopt};
-  std::weak_ptr<Impl> weak = shared_from_this();
   witness = std::make_unique<health::Checkers>(io, std::vector{ping}, [weak] {
     if (auto self = weak.lock(); self && self->running) {
       std::lock_guard lock(self->mutex);
@@ -793,7 +878,9 @@ nlohmann::json MembershipService::Impl::view() const {
           {"lease_ok", lease_holds()},
           {"clear", m->clear()},
           {"aside", m->aside()},
-          {"witness", witness ? nlohmann::json(witness->node_healthy()) : nlohmann::json(nullptr)},
+          {"witness", witness_client ? nlohmann::json(witness_client->prober.reachable())
+                      : witness      ? nlohmann::json(witness->node_healthy())
+                                     : nlohmann::json(nullptr)},
           {"generation", control.generation()}};
 }
 

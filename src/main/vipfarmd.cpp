@@ -1,10 +1,13 @@
 // vipfarmd: wires config, data plane and TAP addresses together, then runs until SIGTERM.
 #include <signal.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
+#include <boost/asio/ip/udp.hpp>
 #include <boost/asio/post.hpp>
+#include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
 #include <fstream>
@@ -20,6 +23,7 @@
 #include "vipfarm/control/membership_service.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 #include "vipfarm/dataplane/netlink.hpp"
+#include "vipfarm/membership/witness.hpp"
 #include "vipfarm/metrics/metrics.hpp"
 
 namespace po = boost::program_options;
@@ -392,12 +396,116 @@ int run_daemon(const config::Config& config, const std::string& program,
 
 }  // namespace
 
+// vipfarmd --witness ADDR:PORT: majority mode's authenticated witness (membership/witness.hpp).
+// It reads only cluster.name and the [[membership.key]] files of the config, answers every
+// valid probe of that cluster with a signed answer and ignores (counts) everything else; one
+// thread, no DPDK. SIGTERM or SIGINT prints the counts and ends it.
+int run_witness(const std::string& listen, const std::string& path) {
+  const std::optional<Endpoint> at = parse_endpoint(listen);
+  if (!at || at->port == 0) {
+    std::cerr << "vipfarmd: --witness: expected ADDR:PORT ([v6]:PORT), got \"" << listen << "\"\n";
+    return 2;
+  }
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    std::cerr << path << ":" << e.source().begin.line << ":" << e.source().begin.column << ": "
+              << e.description() << "\n";
+    return 1;
+  }
+  const std::optional<std::string> name = root["cluster"]["name"].value<std::string>();
+  if (!name || name->empty()) {
+    std::cerr << path << ": cluster.name: required, a non-empty string\n";
+    return 1;
+  }
+  membership::Keyring keys;
+  const toml::array* list = root["membership"]["key"].as_array();
+  if (list == nullptr || list->empty()) {
+    std::cerr << path << ": membership.key: at least one [[membership.key]] is required\n";
+    return 1;
+  }
+  for (const toml::node& entry : *list) {
+    const toml::table* t = entry.as_table();
+    const auto id = t != nullptr ? (*t)["id"].value<std::int64_t>() : std::nullopt;
+    const auto file = t != nullptr ? (*t)["file"].value<std::string>() : std::nullopt;
+    std::vector<std::uint8_t> bytes;
+    std::string err;
+    if (!id || *id < 1 || *id > 255 || !file) {
+      err = "membership.key: needs id (1-255) and file";
+    } else if (err = membership::read_key_file(*file, bytes); err.empty()) {
+      err = keys.add(static_cast<std::uint16_t>(*id), bytes);
+    }
+    if (!err.empty()) {
+      std::cerr << path << ":" << entry.source().begin.line << ": " << err << "\n";
+      return 1;
+    }
+  }
+  const std::uint64_t cluster = membership::cluster_id(*name);
+
+  using boost::asio::ip::udp;
+  boost::asio::io_context io;
+  boost::system::error_code ec;
+  const udp::endpoint local(boost::asio::ip::make_address(at->address.to_string(), ec), at->port);
+  udp::socket socket(io);
+  if (!ec) socket.open(local.protocol(), ec);
+  if (!ec) socket.bind(local, ec);
+  if (!ec) socket.non_blocking(true, ec);  // an answer that does not fit is dropped, not waited for
+  if (ec) {
+    std::cerr << "vipfarmd: --witness " << listen << ": " << ec.message() << "\n";
+    return 1;
+  }
+  std::uint64_t answered = 0, unsent = 0;
+  std::array<std::uint64_t, membership::kRejectCount> ignored{};
+  std::array<std::uint8_t, 2048> buffer{};
+  udp::endpoint from;
+  std::function<void()> receive = [&] {
+    socket.async_receive_from(
+        boost::asio::buffer(buffer), from, [&](boost::system::error_code rec, std::size_t size) {
+          if (rec == boost::asio::error::operation_aborted) return;
+          if (!rec) {
+            const membership::WitnessReply reply =
+                membership::answer_witness_probe(std::span(buffer.data(), size), keys, cluster);
+            boost::system::error_code sent;
+            if (reply.answer.empty()) {
+              ++ignored[static_cast<std::size_t>(reply.reason)];
+            } else if (socket.send_to(boost::asio::buffer(reply.answer), from, 0, sent); sent) {
+              ++unsent;
+            } else {
+              ++answered;
+            }
+          }
+          receive();
+        });
+  };
+  boost::asio::signal_set signals(io, SIGTERM, SIGINT);
+  signals.async_wait([&](boost::system::error_code, int) {
+    std::cerr << "vipfarmd: witness: answered " << answered << ", not sent " << unsent;
+    for (std::size_t r = 0; r < ignored.size(); ++r) {
+      if (ignored[r] != 0) {
+        std::cerr << ", " << membership::to_string(static_cast<membership::Reject>(r)) << " "
+                  << ignored[r];
+      }
+    }
+    std::cerr << "\n";
+    io.stop();
+  });
+  receive();
+  std::cerr << "vipfarmd: witness for cluster \"" << *name << "\" on " << listen << ", "
+            << list->size() << " keys\n";
+  io.run();
+  return 0;
+}
+
 int main(int argc, char** argv) {
-  std::string config_path, check_path;
+  std::string config_path, check_path, witness_listen;
   po::options_description options("vipfarmd [options] [-- EAL arguments]");
   options.add_options()("help,h", "this help")("version", "print the version")(
       "config", po::value(&config_path), "the node's TOML configuration")(
       "check-config", po::value(&check_path), "validate a configuration and exit (0 valid, 1 not)")(
+      "witness", po::value(&witness_listen),
+      "ADDR:PORT: run as majority mode's authenticated witness (membership.witness_port), "
+      "with the cluster name and keys of --config; no data plane")(
       "bench-null-exception",
       "pipeline benchmarks only: accepted and host-bound frames go to a net_null port that "
       "discards them, instead of the TAP (no kernel, no addresses)");
@@ -432,6 +540,7 @@ int main(int argc, char** argv) {
     std::cerr << "vipfarmd: --config FILE is required\n" << options;
     return 2;
   }
+  if (!witness_listen.empty()) return run_witness(witness_listen, config_path);
   config::LoadResult loaded = config::load_file(path);
   for (const config::Error& e : loaded.errors) std::cerr << e.to_string() << "\n";
   if (!loaded.config) return 1;

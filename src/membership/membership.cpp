@@ -483,7 +483,11 @@ void Membership::settle(Nanos now) {
 void Membership::compute_lease(Nanos now) {
   const InstalledView& v = view();
   if ((v.members & bit(self_)) == 0) {
-    lease_until_ = kNever;
+    // Outside the view the node owns no bucket: what its workers still accept are the
+    // connections it keeps through flow handoff (drain, a config change, stepping aside),
+    // which no other node takes. Their lease only stops a stalled node: it runs out a lease
+    // after the last tick, as the control thread would have renewed it.
+    lease_until_ = now + settings_.lease;
     return;
   }
   const std::uint64_t others = v.members & ~bit(self_);

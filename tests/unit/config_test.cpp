@@ -235,6 +235,7 @@ dead_after = 6
 agreement_timeout_ms = 300
 split_brain = "majority"
 witness = "192.0.2.254"
+witness_port = 9471
 flap_limit = 3
 flap_window = 120
 hold_down = 45
@@ -276,6 +277,7 @@ TEST(Config, MembershipReadsEveryKey) {
   EXPECT_EQ(m.agreement_timeout_ms, 300u);
   EXPECT_EQ(m.split_brain, SplitBrain::kMajority);
   EXPECT_EQ(m.witness, IpAddr::parse("192.0.2.254"));
+  EXPECT_EQ(m.witness_port, 9471u);
   EXPECT_EQ(m.flap_limit, 3u);
   EXPECT_EQ(m.flap_window_s, 120u);
   EXPECT_EQ(m.hold_down_s, 45u);
@@ -311,6 +313,7 @@ TEST(Config, MembershipDefaultsNeedOnlyAKey) {
   EXPECT_EQ(m.agreement_timeout_ms, 0u);
   EXPECT_EQ(m.split_brain, SplitBrain::kServe);
   EXPECT_FALSE(m.witness.has_value());
+  EXPECT_EQ(m.witness_port, 0u) << "the witness is pinged unless a port is given";
   EXPECT_EQ(m.flap_limit, 4u);
   EXPECT_EQ(m.flap_window_s, 60u);
   EXPECT_EQ(m.hold_down_s, 30u);
@@ -326,6 +329,36 @@ TEST(Config, NoMembershipTableMeansAStaticView) {
   EXPECT_FALSE(r.config->membership.present);
   EXPECT_TRUE(r.config->membership.keys.empty());
   EXPECT_TRUE(r.config->checkers.empty());
+}
+
+TEST(Config, WitnessPortIsCheckedWithFileAndLine) {
+  const std::string text = std::string(kMinimal) + kMembership;
+  // The line of witness_port in the file, for the file:line:col the errors carry.
+  const std::size_t at = text.find("witness_port = 9471");
+  ASSERT_NE(at, std::string::npos);
+  const auto line =
+      1 + std::count(text.begin(), text.begin() + static_cast<std::ptrdiff_t>(at), '\n');
+  const std::string where = "t.toml:" + std::to_string(line) + ":";
+  EXPECT_TRUE(
+      has_error(membership_errors("witness_port = 9471", "witness_port = 70000"),
+                where + "16: membership.witness_port: out of range: 70000 not in 0..65535"));
+  EXPECT_TRUE(has_error(membership_errors("witness_port = 9471", "witness_port = -1"),
+                        "membership.witness_port: out of range: -1 not in 0..65535"));
+  EXPECT_TRUE(has_error(membership_errors("witness_port = 9471", "witness_port = \"udp\""),
+                        "membership.witness_port:"));
+  // Without a witness address the port means nothing: refused, naming the key's line.
+  const std::vector<std::string> alone = membership_errors("witness = \"192.0.2.254\"\n", "");
+  EXPECT_TRUE(has_error(alone, "membership.witness_port: only used with membership.witness"));
+  EXPECT_TRUE(has_error(alone, "t.toml:" + std::to_string(line - 1) + ":"))
+      << "the witness line is gone, so witness_port is one line higher";
+  // 0 is the ICMP witness, as before the key existed.
+  const LoadResult ping =
+      parse(replaced(text, "witness_port = 9471", "witness_port = 0"), "t.toml");
+  ASSERT_TRUE(ping.config);
+  EXPECT_EQ(ping.config->membership.witness_port, 0u);
+  const LoadResult none =
+      parse(replaced(text, "witness = \"192.0.2.254\"\nwitness_port = 9471\n", ""), "t.toml");
+  ASSERT_TRUE(none.config) << none.errors.front().to_string();
 }
 
 TEST(Config, EachMembershipError) {

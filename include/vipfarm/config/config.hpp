@@ -148,7 +148,8 @@ struct Membership {
   std::uint32_t dead_after = 8;            // intervals
   std::uint32_t agreement_timeout_ms = 0;  // 0: 3 intervals
   SplitBrain split_brain = SplitBrain::kServe;
-  std::optional<IpAddr> witness;  // majority: breaks ties for even farm sizes (ping)
+  std::optional<IpAddr> witness;   // majority: breaks ties for even farm sizes (ping)
+  std::uint16_t witness_port = 0;  // 0: ping the witness; else `vipfarmd --witness` (UDP)
   std::uint32_t flap_limit = 4;
   std::uint32_t flap_window_s = 60;
   std::uint32_t hold_down_s = 30;
