@@ -466,10 +466,11 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   const bool lease_ok = m->lease_ok(now);
   if (in_view && lease_ok != lease_was_ok) {
     lease_was_ok = lease_ok;
-    std::cerr << (lease_was_ok ? "vipfarmd: ownership lease renewed: every member acknowledges "
-                                 "this node again\n"
-                               : "vipfarmd: ownership lease lapsed (the view's members no longer "
-                                 "acknowledge this node): not serving VIP traffic\n");
+    std::cerr << (lease_was_ok ? std::string("vipfarmd: ownership lease renewed: the view's "
+                                             "members acknowledge this node again\n")
+                               : "vipfarmd: ownership lease lapsed (no member of the view "
+                                 "acknowledges this node): not serving VIP traffic; " +
+                                     m->lease_detail(now) + "\n");
   }
   if (m->aside() != aside_reported) {
     aside_reported = m->aside();

@@ -127,7 +127,6 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
   if (p.last_heard >= 0 && hb.incarnation != p.incarnation) {
     // A new boot: what it knew of us (acknowledgements, support) went with the old one.
     p.acked_at = p.lease_ack = kNever;
-    p.lease_view = 0;
   }
   if (p.last_heard < 0 || hb.incarnation != p.incarnation || hb.weights != p.weights) {
     p.weights_seq = hb.sequence;
@@ -168,8 +167,7 @@ void Membership::receive(const Heartbeat& hb, Nanos now) {
     p.acked_at = std::max(p.acked_at, it->at);
     if ((h.flags & Heard::kSupports) != 0) {
       supports_me = true;
-      if (p.lease_view != hb.installed || it->at > p.lease_ack) p.lease_ack = it->at;
-      p.lease_view = hb.installed;
+      p.lease_ack = std::max(p.lease_ack, it->at);
     }
   }
   answer(p, supports_me, now);
@@ -496,9 +494,10 @@ void Membership::compute_lease(Nanos now) {
   std::size_t count = 0;
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
-    const Peer& p = peers_[id];
-    const bool confirms = p.lease_view == v.members || p.lease_view == settled_;
-    const Nanos ack = confirms ? p.lease_ack : kNever;
+    // A support holds whatever view the peer had installed then: the peer clears a view that
+    // moves our buckets only once we gave them up or a lease after its last support to us
+    // (is_clear), so its support is the promise the lease needs.
+    const Nanos ack = peers_[id].lease_ack;
     if ((others & bit(id)) != 0 && ack != kNever) until = std::max(until, ack + settings_.lease);
     if (ack != kNever) acks[count++] = ack;
   }
@@ -511,6 +510,23 @@ void Membership::compute_lease(Nanos now) {
   // formed a view meanwhile that we have not heard of yet).
   if (others == 0 && need == 0 && now - guard_since_ < dead_after()) until = kNever;
   lease_until_ = until;
+}
+
+std::string Membership::lease_detail(Nanos now) const {
+  std::string out;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id == self_ || (view().members & bit(id)) == 0) continue;
+    const Peer& p = peers_[id];
+    out += (out.empty() ? "" : "; ") + std::string("node ") + std::to_string(id) + ": ";
+    if (p.lease_ack == kNever) {
+      out += "no support";
+      continue;
+    }
+    out += std::to_string((now - p.lease_ack) / kMillis) + " ms ago, heard " +
+           std::to_string((now - p.last_heard) / kMillis) + " ms ago, acked " +
+           std::to_string((now - p.acked_at) / kMillis) + " ms ago";
+  }
+  return out + "; settled " + ids(settled_);
 }
 
 void Membership::install(std::uint64_t members, bool agreed, Nanos now) {
