@@ -71,6 +71,13 @@ std::vector<unsigned> ids_of(std::uint64_t members) {
   return ids;
 }
 
+// "1,3,4": the members of a view, for the log.
+std::string ids_text(std::uint64_t members) {
+  std::string out;
+  for (const unsigned id : ids_of(members)) out += (out.empty() ? "" : ",") + std::to_string(id);
+  return out;
+}
+
 std::string iso_time(SystemClock::time_point t) {
   const std::time_t secs = SystemClock::to_time_t(t);
   std::tm tm{};
@@ -413,13 +420,7 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
         disagree += (disagree.empty() ? "" : ", ") + std::string("node ") + std::to_string(id) +
                     (p.alive ? " does not hear this node" : " is not heard");
       }
-      std::cerr << "vipfarmd: proposed view {" <<
-          [&] {
-            std::string out;
-            for (const unsigned id : ids_of(m->proposal()))
-              out += (out.empty() ? "" : ",") + std::to_string(id);
-            return out;
-          }() << "} not agreed after "
+      std::cerr << "vipfarmd: proposed view {" << ids_text(m->proposal()) << "} not agreed after "
                 << (now - pending_since) / membership::kMillis << " ms"
                 << (disagree.empty() ? std::string() : ": " + disagree) << "\n";
     }
@@ -715,11 +716,8 @@ void MembershipService::Impl::installed(Nanos now) {
   ++counts.views_installed;
   counts.convergence.observe(convergence);
   record(v.epoch, v.members, v.agreed, v.cause, moved, convergence);
-  std::string members;
-  for (const unsigned id : ids_of(v.members))
-    members += (members.empty() ? "" : ",") + std::to_string(id);
-  std::cerr << "vipfarmd: view epoch " << v.epoch << " {" << members << "} " << v.cause << " ("
-            << (v.agreed ? "agreed" : "given up: not a member") << ", " << moved
+  std::cerr << "vipfarmd: view epoch " << v.epoch << " {" << ids_text(v.members) << "} " << v.cause
+            << " (" << (v.agreed ? "agreed" : "given up: not a member") << ", " << moved
             << " buckets moved, " << static_cast<int>(convergence * 1000) << " ms)\n";
 }
 

@@ -200,15 +200,19 @@ def main():
     period = a.period_ms / 1000
     window = a.window_ms / 1000
     rounds_done, max_lag = 0, 0.0
-    for i in range(a.rounds):
-        due = start + i * period
-        # Until the round is due: late answers of the rounds before.
+
+    def drain_until(t):
+        """Read answers until time t; returns the time then."""
         while True:
             now = time.time()
-            if now >= due:
-                break
-            if poller.poll(max(1, int((due - now) * 1000))):
+            if now >= t:
+                return now
+            if poller.poll(max(1, int((t - now) * 1000))):
                 drain()
+
+    for i in range(a.rounds):
+        due = start + i * period
+        now = drain_until(due)  # late answers of the rounds before
         if now >= end or os.path.exists(a.stop_file):
             break
         rnd = i & round_mask
@@ -221,13 +225,7 @@ def main():
                 tx.send(p.build(sport, base | key))
             except BlockingIOError:
                 pass  # the queue is full: an unsent probe reads as a hole, never a double
-        close = t_send + window
-        while True:
-            now = time.time()
-            if now >= close:
-                break
-            if poller.poll(max(1, int((close - now) * 1000))):
-                drain()
+        drain_until(t_send + window)
         drain()
         line = {"round": rnd, "t_ms": round(t_send * 1000, 1),
                 "lag_ms": round((t_send - due) * 1000, 1),
