@@ -330,14 +330,18 @@ void MembershipService::Impl::on_datagram(Network& n, std::span<const std::uint8
   // Only a neighbour's datagram arrives with 255: anything routed or forged from afar
   // is refused before any cryptography.
   if (ttl != 255) return reject(Reject::kBadTtl);
-  // A heartbeat that claims a configured peer must come from that peer's address on this
-  // network: a forgery from anywhere else costs a table lookup, not an HMAC.
-  constexpr std::uint8_t kMagic[] = {'V', 'F', 'H', 'B'};
-  if (data.size() > 16 && std::equal(std::begin(kMagic), std::end(kMagic), data.begin())) {
-    for (const auto& [id, endpoint] : n.peers) {
-      if (id == data[16] && !same_address(endpoint, from)) return reject(Reject::kWrongSource);
-    }
-  }
+  // Before any cryptography, what the datagram claims must be possible: this cluster, a
+  // configured peer, from that peer's address on this network, a fresh sequence not too
+  // far ahead, within the peer's budget of verifications. A forgery that fails any of
+  // these costs a few comparisons, not an HMAC (wire.hpp, Freshness::admit).
+  const std::optional<membership::Claim> claim = membership::peek(data);
+  if (!claim) return reject(Reject::kMalformed);
+  if (claim->cluster != cluster) return reject(Reject::kWrongCluster);
+  const auto peer = std::find_if(n.peers.begin(), n.peers.end(),
+                                 [&](const auto& p) { return p.first == claim->node; });
+  if (peer == n.peers.end()) return reject(Reject::kUnknownNode);
+  if (!same_address(peer->second, from)) return reject(Reject::kWrongSource);
+  if (const auto refused = n.freshness.admit(*claim, now)) return reject(*refused);
   const membership::Decoded d =
       membership::decode(data, keys, cluster, to_int(config.node_id), configured);
   if (!d.heartbeat) return reject(d.reason);

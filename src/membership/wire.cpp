@@ -64,9 +64,9 @@ std::string_view to_string(NodeState state) noexcept {
 }
 
 std::string_view to_string(Reject reason) noexcept {
-  static constexpr std::string_view kNames[] = {"malformed",     "unknown_key",  "bad_mac",
-                                                "wrong_cluster", "unknown_node", "stale",
-                                                "replay",        "bad_ttl",      "wrong_source"};
+  static constexpr std::string_view kNames[] = {
+      "malformed", "unknown_key", "bad_mac",      "wrong_cluster", "unknown_node", "stale",
+      "replay",    "bad_ttl",     "wrong_source", "ahead",         "over_budget"};
   return kNames[static_cast<std::size_t>(reason)];
 }
 
@@ -300,8 +300,40 @@ std::optional<Reject> Freshness::check(std::uint8_t node, std::uint64_t incarnat
   Seen& s = seen_[node];
   if (s.any && incarnation != s.incarnation && now - s.at < forget_after_) return Reject::kStale;
   if (s.any && incarnation == s.incarnation && sequence <= s.sequence) return Reject::kReplay;
-  s = {true, incarnation, sequence, now};
+  s.any = true;
+  s.incarnation = incarnation;
+  s.sequence = sequence;
+  s.at = now;
   return std::nullopt;
+}
+
+std::optional<Reject> Freshness::admit(const Claim& claim, std::int64_t now) noexcept {
+  if (claim.node == 0 || claim.node >= seen_.size()) return Reject::kUnknownNode;
+  Seen& s = seen_[claim.node];
+  const bool heard = s.any && now - s.at < forget_after_;
+  if (heard && claim.incarnation != s.incarnation) return Reject::kStale;
+  if (s.any && claim.incarnation == s.incarnation) {
+    if (claim.sequence <= s.sequence) return Reject::kReplay;
+    if (heard && claim.sequence - s.sequence > kWindow) return Reject::kAhead;
+  }
+  constexpr std::int64_t kToken = 1'000'000'000;  // budget units per token
+  constexpr std::int64_t kFull = kBudgetBurst * kToken;
+  const std::int64_t elapsed = std::max<std::int64_t>(now - s.refilled, 0);
+  // elapsed ns x tokens/s = token units; capped first so the product cannot overflow.
+  const std::int64_t added = std::min(elapsed, kFull / kBudgetPerSecond) * kBudgetPerSecond;
+  s.budget = std::min(kFull, s.budget + added);
+  s.refilled = now;
+  if (s.budget < kToken) return Reject::kOverBudget;
+  s.budget -= kToken;
+  return std::nullopt;
+}
+
+std::optional<Claim> peek(std::span<const std::uint8_t> d) noexcept {
+  if (d.size() < kMinHeartbeatBytes || d.size() > kMaxHeartbeatBytes) return std::nullopt;
+  if (!std::equal(std::begin(kMagic), std::end(kMagic), d.begin()) || d[4] != kVersion) {
+    return std::nullopt;
+  }
+  return Claim{get64(d.data() + 8), d[16], get64(d.data() + 20), get64(d.data() + 28)};
 }
 
 void Freshness::forget(std::uint8_t node) noexcept {

@@ -450,45 +450,51 @@ for r in real:
     assert mac == mac2, f"node 2 advertises {mac.hex()}, its uplink is {mac2.hex()}"
     assert again == r and node == 2 and inc == incarnation and r[8:16] == cluster, "re-encoding differs"
 
-good = sign(header(sequence=1 << 40))
+# Sequences a little ahead of node 2's live one (wire.hpp: a receiver refuses any more than
+# Freshness::kWindow ahead before the HMAC, as "ahead"), so each kind reaches the check it is
+# meant for.
+base = max(struct.unpack(">Q", r[28:36])[0] for r in real) + 10000
+good = sign(header(sequence=base + 100))
 kinds = []  # (expected reason, payload, ttl, source)
 for r in real:                                             # (a) replayed as captured
     kinds.append(("replay", r, 255, "10.77.0.2"))
 for n in (1, 7, 50, 124, 200):                             # (b) garbage
     kinds.append(("malformed", os.urandom(n), 255, "10.77.0.250"))
 for i in range(5):                                         # (c) right layout, random MAC
-    kinds.append(("bad_mac", header(sequence=1 << 41 | i) + os.urandom(32), 255, "10.77.0.2"))
+    kinds.append(("bad_mac", header(sequence=base + 200 + i) + os.urandom(32), 255, "10.77.0.2"))
 for i in range(5):                                         # (d) key id 9
-    kinds.append(("unknown_key", sign(header(key_id=9, sequence=1 << 42 | i)), 255, "10.77.0.2"))
+    kinds.append(("unknown_key", sign(header(key_id=9, sequence=base + 300 + i)), 255, "10.77.0.2"))
 other = hashlib.sha256(b"not-lab").digest()[:8]
 for i in range(5):                                         # (e) another cluster
-    kinds.append(("wrong_cluster", sign(header(cluster=other, sequence=1 << 43 | i)), 255, "10.77.0.2"))
+    kinds.append(("wrong_cluster", sign(header(cluster=other, sequence=base + 400 + i)), 255, "10.77.0.2"))
 for node in (9, 9, 4, 1, 0):                               # (f) unconfigured, own id, zero
-    kinds.append(("unknown_node", sign(header(node=node, sequence=1 << 44)), 255, "10.77.0.9"))
+    kinds.append(("unknown_node", sign(header(node=node, sequence=base + 500)), 255, "10.77.0.9"))
 for i in range(5):                                         # (g) node 2, another incarnation
-    kinds.append(("stale", sign(header(incarnation=incarnation ^ (1 + i), sequence=1 << 45)), 255, "10.77.0.2"))
-# (h) fresh and signed, not TTL 255: were one accepted, node 2's sequence would jump to 2^46
-# on node 1, its real heartbeats would be replays from then on and node 1 would lose node 2
-# (a view change, caught below).
+    kinds.append(("stale", sign(header(incarnation=incarnation ^ (1 + i), sequence=base + 600)), 255, "10.77.0.2"))
+# (h) fresh and signed, not TTL 255: were one accepted, node 2's sequence would jump 10^4
+# ahead on node 1, its real heartbeats would be replays meanwhile and node 1 would lose
+# node 2 (a view change, caught below).
 for i, ttl in enumerate((64, 64, 64, 254, 1)):
-    kinds.append(("bad_ttl", sign(header(sequence=1 << 46 | i)), ttl, "10.77.0.2"))
+    kinds.append(("bad_ttl", sign(header(sequence=base + 700 + i)), ttl, "10.77.0.2"))
 for i in range(5):                                         # (j) node 2's id, signed, from elsewhere
-    kinds.append(("wrong_source", sign(header(sequence=1 << 48 | i)), 255, "10.77.0.250"))
+    kinds.append(("wrong_source", sign(header(sequence=base + 900 + i)), 255, "10.77.0.250"))
+for i in range(5):                                         # (k) signed, too far ahead
+    kinds.append(("ahead", sign(header(sequence=base + (1 << 17) + i)), 255, "10.77.0.2"))
 for cut in (0, 20, 91, 100, 123, len(good) - 1):           # (i) truncated
     kinds.append(("malformed", good[:cut], 255, "10.77.0.2"))
 for extra in (1, 256, 257, 1300):                          # (i) too long: for W=1, the largest
                                                            # heartbeat (1148), the read buffer, IP
     kinds.append(("malformed", good + os.urandom(extra), 255, "10.77.0.2"))
-kinds.append(("malformed", sign(header(count=2, sequence=1 << 47)), 255, "10.77.0.2"))    # W says 2, 1 there
-kinds.append(("malformed", sign(header(version=1, sequence=1 << 47)), 255, "10.77.0.2"))  # version 1
-kinds.append(("malformed", sign(header(version=2, sequence=1 << 47)), 255, "10.77.0.2"))  # version 2
-kinds.append(("malformed", sign(header(heard_count=1, sequence=1 << 47)), 255, "10.77.0.2"))  # N says 1, 0 there
-kinds.append(("malformed", sign(header(heard=((3, 1, 5), (1, 1, 5)), sequence=1 << 47)), 255,
+kinds.append(("malformed", sign(header(count=2, sequence=base + 800)), 255, "10.77.0.2"))    # W says 2, 1 there
+kinds.append(("malformed", sign(header(version=1, sequence=base + 800)), 255, "10.77.0.2"))  # version 1
+kinds.append(("malformed", sign(header(version=2, sequence=base + 800)), 255, "10.77.0.2"))  # version 2
+kinds.append(("malformed", sign(header(heard_count=1, sequence=base + 800)), 255, "10.77.0.2"))  # N says 1, 0 there
+kinds.append(("malformed", sign(header(heard=((3, 1, 5), (1, 1, 5)), sequence=base + 800)), 255,
               "10.77.0.2"))                                                                 # heard list not ascending
-kinds.append(("malformed", sign(header(flags=2, sequence=1 << 47)), 255, "10.77.0.2"))    # undefined flag
-kinds.append(("malformed", sign(header(release=b"\xff" * 32, release_len=33, sequence=1 << 47)),
+kinds.append(("malformed", sign(header(flags=2, sequence=base + 800)), 255, "10.77.0.2"))    # undefined flag
+kinds.append(("malformed", sign(header(release=b"\xff" * 32, release_len=33, sequence=base + 800)),
               255, "10.77.0.2"))                                                            # map: 33 said, 32 there
-kinds.append(("malformed", sign(header(state=4, sequence=1 << 47)), 255, "10.77.0.2"))    # no such state
+kinds.append(("malformed", sign(header(state=4, sequence=base + 800)), 255, "10.77.0.2"))    # no such state
 s = conf.L2socket(iface=iface)
 counts = {}
 for reason, payload, ttl, src in kinds:
@@ -503,21 +509,21 @@ PY
 echo "test 4: sent to node 1: ${sent4:-nothing}"
 check "test 4: the forger reproduced node 2's captured heartbeats bit for bit and sent its datagrams" \
   test -n "$sent4"
-# rejections BEFORE AFTER: "reason=delta ..." for the 8 reasons, then received=delta
+# rejections BEFORE AFTER: "reason=delta ..." for every reason, then received=delta
 rejections() {
   $py - "$1" "$2" <<'PY'
 import sys
 def parse(text):
     return {l.split()[0]: float(l.split()[1]) for l in text.splitlines() if len(l.split()) == 2}
 b, a = parse(sys.argv[1]), parse(sys.argv[2])
-reasons = ["malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay", "bad_ttl", "wrong_source"]
+reasons = ["malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay", "bad_ttl", "wrong_source", "ahead", "over_budget"]
 print(" ".join(f"{r}={int(a['rejected_' + r] - b['rejected_' + r])}" for r in reasons))
 PY
 }
 want4=$($py -c '
 import json, sys
 c = json.loads(sys.argv[1] or "{}")
-reasons = ["malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay", "bad_ttl", "wrong_source"]
+reasons = ["malformed", "unknown_key", "bad_mac", "wrong_cluster", "unknown_node", "stale", "replay", "bad_ttl", "wrong_source", "ahead", "over_budget"]
 print(" ".join(f"{r}={c.get(r, 0)}" for r in reasons))' "$sent4")
 _lab_ms
 deadline=$((_LAB_MS + 5000))
@@ -535,7 +541,7 @@ check "test 4: node 1 counted each kind under its reason, exactly (want $want4)"
 for k in 2 3; do
   got=$(rejections "${before4[$k]}" "$(metrics "$k")")  # later than after2/3: still nothing
   check "test 4: node $k rejected nothing ($got)" \
-    test "$got" == "malformed=0 unknown_key=0 bad_mac=0 wrong_cluster=0 unknown_node=0 stale=0 replay=0 bad_ttl=0 wrong_source=0"
+    test "$got" == "malformed=0 unknown_key=0 bad_mac=0 wrong_cluster=0 unknown_node=0 stale=0 replay=0 bad_ttl=0 wrong_source=0 ahead=0 over_budget=0"
 done
 # Accepted heartbeats on node 1 = what nodes 2 and 3 sent it meanwhile (each sends to 2
 # peers), within a few in flight at either end of the window: none of the forgeries.

@@ -261,6 +261,68 @@ TEST(Freshness, AnotherIncarnationOnlyAfterTheCurrentFellSilent) {
   EXPECT_EQ(f.check(0, 1, 1, 901 * kMs), Reject::kUnknownNode);
 }
 
+// Before any cryptography: what a datagram claims, read but not trusted.
+TEST_F(WireTest, PeekReadsTheClaimOfAHeartbeatShapedDatagramOnly) {
+  hb_.incarnation = 0x1122334455667788;
+  hb_.sequence = 99;
+  const auto d = encode(hb_, key1_);
+  const auto claim = peek(d);
+  ASSERT_TRUE(claim.has_value());
+  EXPECT_EQ(claim->cluster, hb_.cluster);
+  EXPECT_EQ(claim->node, hb_.node);
+  EXPECT_EQ(claim->incarnation, hb_.incarnation);
+  EXPECT_EQ(claim->sequence, 99u);
+  EXPECT_FALSE(peek(std::span(d).first(kMinHeartbeatBytes - 1)).has_value());
+  auto other = d;
+  other[4] = 2;  // version 2
+  EXPECT_FALSE(peek(other).has_value());
+  other = d;
+  other[0] = 'X';
+  EXPECT_FALSE(peek(other).has_value());
+  other = d;
+  other.resize(kMaxHeartbeatBytes + 1);
+  EXPECT_FALSE(peek(other).has_value());
+}
+
+// admit() refuses, without changing what check() accepts, what check() would refuse and
+// sequences too far ahead of a heard incarnation; after silence anything may be verified.
+TEST(Freshness, AdmitRefusesBeforeCryptographyWhatCannotBeFresh) {
+  constexpr std::int64_t kMs = 1'000'000;
+  Freshness f(800 * kMs);
+  EXPECT_EQ(f.admit({0, 2, 100, 5}, 0), std::nullopt);  // nothing heard yet: any
+  EXPECT_EQ(f.check(2, 100, 5, 0), std::nullopt);
+  EXPECT_EQ(f.admit({0, 2, 100, 5}, kMs), Reject::kReplay);
+  EXPECT_EQ(f.admit({0, 2, 7, 1}, kMs), Reject::kStale);
+  EXPECT_EQ(f.admit({0, 2, 100, 5 + Freshness::kWindow}, kMs), std::nullopt);
+  EXPECT_EQ(f.admit({0, 2, 100, 6 + Freshness::kWindow}, kMs), Reject::kAhead);
+  EXPECT_EQ(f.admit({0, 2, 100, ~0ull}, kMs), Reject::kAhead);
+  EXPECT_EQ(f.check(2, 100, 6, 2 * kMs), std::nullopt);  // admit() advanced nothing
+  // Silent for forget_after: another incarnation, and any sequence, may be verified.
+  EXPECT_EQ(f.admit({0, 2, 100, 1 << 30}, 802 * kMs), std::nullopt);
+  EXPECT_EQ(f.admit({0, 2, 7, 1}, 802 * kMs), std::nullopt);
+  EXPECT_EQ(f.admit({0, 0, 1, 1}, 802 * kMs), Reject::kUnknownNode);
+}
+
+// Each peer's verifications are budgeted: a burst, then kBudgetPerSecond; peers apart.
+TEST(Freshness, TheVerificationBudgetBoundsAFloodPerPeer) {
+  constexpr std::int64_t kMs = 1'000'000;
+  Freshness f(800 * kMs);
+  const std::int64_t t0 = 5'000 * kMs;
+  std::int64_t admitted = 0;
+  for (int i = 0; i < 10'000; ++i) admitted += !f.admit({0, 3, 1, 1 + std::uint64_t(i)}, t0);
+  EXPECT_EQ(admitted, Freshness::kBudgetBurst);
+  EXPECT_EQ(f.admit({0, 3, 1, 1}, t0), Reject::kOverBudget);
+  EXPECT_EQ(f.admit({0, 4, 1, 1}, t0), std::nullopt);  // another peer's budget is whole
+  // A second later, a second's worth more (and no more than the burst).
+  admitted = 0;
+  for (int i = 0; i < 10'000; ++i) admitted += !f.admit({0, 3, 1, 1}, t0 + 1000 * kMs);
+  EXPECT_EQ(admitted, std::min(Freshness::kBudgetPerSecond, Freshness::kBudgetBurst));
+  // 100 ms after that: a tenth of a second's worth.
+  admitted = 0;
+  for (int i = 0; i < 10'000; ++i) admitted += !f.admit({0, 3, 1, 1}, t0 + 1100 * kMs);
+  EXPECT_EQ(admitted, Freshness::kBudgetPerSecond / 10);
+}
+
 TEST(Wire, FingerprintFromHex) {
   const std::string hex(64, 'a');
   const auto fp = fingerprint_from_hex(hex);
@@ -327,7 +389,9 @@ TEST(Reject, EveryReasonHasAName) {
   EXPECT_EQ(to_string(Reject::kBadTtl), "bad_ttl");
   EXPECT_EQ(to_string(Reject::kReplay), "replay");
   EXPECT_EQ(to_string(Reject::kWrongSource), "wrong_source");
-  EXPECT_EQ(kRejectCount, 9u);
+  EXPECT_EQ(to_string(Reject::kAhead), "ahead");
+  EXPECT_EQ(to_string(Reject::kOverBudget), "over_budget");
+  EXPECT_EQ(kRejectCount, 11u);
 }
 
 }  // namespace

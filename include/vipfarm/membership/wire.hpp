@@ -123,8 +123,11 @@ enum class Reject : std::uint8_t {
   kBadTtl,        // arrived with a TTL / hop limit other than 255: not from a neighbour
   kWrongSource,   // claims a configured peer but comes from another address (checked
                   // before any cryptography)
+  kAhead,         // a sequence number further ahead of the peer's heard one than the peer
+                  // can have sent meanwhile (checked before any cryptography)
+  kOverBudget,    // the peer's budget of HMAC verifications per second is spent
 };
-inline constexpr std::size_t kRejectCount = 9;
+inline constexpr std::size_t kRejectCount = 11;
 std::string_view to_string(Reject reason) noexcept;
 
 // Cluster keys by id. A key shorter than kMinKeyBytes is refused when added.
@@ -175,6 +178,17 @@ struct Decoded {
 Decoded decode(std::span<const std::uint8_t> datagram, const Keyring& keys, std::uint64_t cluster,
                std::uint8_t self, std::uint64_t peers);
 
+// What a datagram claims to be, read from its header before anything in it is verified:
+// set when size, magic and version are those of a heartbeat. It only lets a receiver refuse
+// forgeries before any cryptography; nothing in it is trusted.
+struct Claim {
+  std::uint64_t cluster = 0;
+  std::uint8_t node = 0;
+  std::uint64_t incarnation = 0;
+  std::uint64_t sequence = 0;
+};
+std::optional<Claim> peek(std::span<const std::uint8_t> datagram) noexcept;
+
 // Replay protection per peer. Incarnations are random, not ordered: a heartbeat is fresh if
 // it comes from the incarnation last accepted with a larger sequence number, or from another
 // incarnation once the last accepted one has been silent for `forget_after` (the peer is
@@ -190,6 +204,17 @@ class Freshness {
   // monotonic time in nanoseconds.
   std::optional<Reject> check(std::uint8_t node, std::uint64_t incarnation, std::uint64_t sequence,
                               std::int64_t now) noexcept;
+  // Before any cryptography, for a datagram's unverified claim: what check() would refuse
+  // (stale, replay), a sequence more than kWindow ahead of the current incarnation's while
+  // it is heard (ahead: a live peer sends far fewer in forget_after), and the peer's budget
+  // of verifications (over_budget: kBudgetPerSecond, bursts of kBudgetBurst), which it
+  // spends. A flood that does not know a peer's live sequence so costs no HMAC; one that
+  // does (it sees the farm's heartbeats) costs at most the budget, and may crowd the peer's
+  // own heartbeats out of it, as such an attacker could drop them.
+  static constexpr std::uint64_t kWindow = 1 << 16;
+  static constexpr std::int64_t kBudgetPerSecond = 2000;
+  static constexpr std::int64_t kBudgetBurst = 256;
+  std::optional<Reject> admit(const Claim& claim, std::int64_t now) noexcept;
   // Forgets a peer (its configuration entry went away).
   void forget(std::uint8_t node) noexcept;
 
@@ -199,6 +224,9 @@ class Freshness {
     std::uint64_t incarnation = 0;
     std::uint64_t sequence = 0;
     std::int64_t at = 0;  // when it was accepted
+    // The verification budget: tokens (scaled by 1e9 per token) as of `refilled`.
+    std::int64_t budget = kBudgetBurst * 1'000'000'000;
+    std::int64_t refilled = 0;
   };
   std::int64_t forget_after_;
   std::array<Seen, 65> seen_{};  // by node id 1..64
