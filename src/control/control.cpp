@@ -341,6 +341,8 @@ nlohmann::json Control::counters() const {
           {"uplink_tx_drops", s.uplink_tx_drops},
           {"to_uplink_ring_full", s.to_uplink_ring_full},
           {"lease_expired", s.lease_expired},
+          {"exception_stalled", s.exception_stalled},
+          {"exception_stale", s.exception_stale},
           {"directed",
            {{"forwarded", forwarded},
             {"forward_refused", s.forward_refused},

@@ -818,6 +818,15 @@ void MembershipService::stop() {
   }
 }
 
+void MembershipService::set_path_down(const std::string& reason) {
+  Impl& d = *impl_;
+  if (!d.running) return;
+  std::lock_guard lock(d.mutex);
+  const Nanos now = now_ns();
+  d.m->set_path_down(reason, now);
+  d.step(now, false);  // step aside (or start rejoining) now, not at the next tick
+}
+
 bool MembershipService::handles(const std::string& cmd) {
   return cmd == "nodes" || cmd == "view" || cmd == "history" || cmd == "state" || cmd == "stop" ||
          cmd == "start" || cmd == "drain" || cmd == "resume";

@@ -27,14 +27,18 @@ constexpr unsigned kMbufCache = 256;
 // vdevs that keep packets of their own (net_pcap's infinite_rx keeps its whole file).
 constexpr unsigned kMbufHeadroom = 8192;
 
+// Each port's ring of the farm's own heartbeats to the kernel (a few dozen a second per peer,
+// and a forged flood's worth of room).
+constexpr unsigned kHeartbeatRing = 1024;
+
 // Every place an mbuf can wait at once, so that a full exception ring (the kernel behind)
 // never starves an uplink's receive path of buffers: each port queue's descriptors, both
 // rings of each port, and each lcore's mempool cache (which may hold 1.5 times its size).
 unsigned mbuf_count(std::uint32_t workers, std::uint32_t ring_size, std::size_t ports) {
   const unsigned per_queue = kRxDescriptors + kTxDescriptors;
   const auto p = static_cast<unsigned>(ports);
-  return p * ((workers + 1) * per_queue + 2 * ring_size) + (workers + 1) * (kMbufCache * 3 / 2) +
-         kMbufHeadroom;
+  return p * ((workers + 1) * per_queue + 2 * ring_size + kHeartbeatRing) +
+         (workers + 1) * (kMbufCache * 3 / 2) + kMbufHeadroom;
 }
 // Adaptive polling: after kIdlePollsBeforeSleep empty polls, short sleeps; after
 // kIdlePollsBeforeLongSleep, longer ones (an idle lab node then costs 2-3% of a core,
@@ -71,6 +75,9 @@ struct Dataplane::Impl {
     std::uint16_t uplink = 0;
     std::uint16_t tap = 0;
     rte_ring* to_kernel = nullptr;  // workers → exception lcore (MP/SC)
+    // The farm's heartbeats to this node, on their own ring that the exception lcore empties
+    // first: never behind VIP traffic (or a flood of it) in to_kernel.
+    rte_ring* heartbeats = nullptr;
     // Exception lcore → worker 0, which sends it on its own TX queue: the uplink then needs
     // exactly one queue pair per worker (with af_packet, an unpolled extra RX queue would
     // swallow its share of the traffic).
@@ -119,6 +126,12 @@ struct Dataplane::Impl {
   std::atomic<const Snapshot*> current{nullptr};
   // TSC deadline of the ownership lease; the maximum until membership first renews it.
   std::atomic<std::uint64_t> lease_until{UINT64_MAX};
+  // The exception lcore's last pass (TSC; 0 while it is not running). Workers accept VIP
+  // traffic only while it is younger than stall_cycles: a stalled exception path queues
+  // nothing for the kernel that could be answered late, after its buckets moved.
+  std::atomic<std::uint64_t> exception_alive{0};
+  std::uint64_t stall_cycles = UINT64_MAX / 2;
+  std::uint16_t heartbeat_port = 0;     // [membership] port: the frames for `heartbeats`
   std::vector<LcoreCounters> counters;  // [0] the exception lcore, [1..] the workers
   std::vector<std::unique_ptr<flow::FlowTable>> flows;  // per worker; empty without handoff
   std::uint64_t cycles_per_ms = 1;
@@ -137,7 +150,7 @@ struct Dataplane::Impl {
     std::array<rte_mbuf*, packet::Classifier::kMaxBurst> rx;
     std::array<std::span<const std::byte>, packet::Classifier::kMaxBurst> frames;
     std::array<packet::Result, packet::Classifier::kMaxBurst> results;
-    std::array<rte_mbuf*, packet::Classifier::kMaxBurst> kernel, drop;
+    std::array<rte_mbuf*, packet::Classifier::kMaxBurst> kernel, heartbeats, drop;
     // Replies and forwarded frames; room for copies to a handoff's several targets.
     std::array<rte_mbuf*, 4 * packet::Classifier::kMaxBurst> reply;
     std::array<flow::FlowTuple, packet::Classifier::kMaxBurst> tuples;
@@ -153,6 +166,8 @@ struct Dataplane::Impl {
                           LcoreCounters& c) noexcept;
   void drain_to_uplink(std::size_t p, LcoreCounters& c) noexcept;
   void exception_poll(std::size_t p, LcoreCounters& c) noexcept;
+  // After the exception lcore was stopped: what waited in its rings is dropped, counted.
+  void discard_stale(LcoreCounters& c) noexcept;
 };
 
 // An untagged ARP request's or neighbour solicitation's sender (a tagged one is answered
@@ -342,7 +357,8 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
     }
   }
   const std::uint64_t tsc = rte_rdtsc();
-  const bool leased = tsc < lease_until.load(std::memory_order_relaxed);
+  const bool path_ok = tsc < exception_alive.load(std::memory_order_relaxed) + stall_cycles;
+  const bool leased = path_ok && tsc < lease_until.load(std::memory_order_relaxed);
   const auto now_ms = static_cast<std::uint32_t>(tsc / cycles_per_ms);
   // The handoff sets exist (flows tracked); releasing_any: some bucket is being released.
   const bool handing = track && !snap->taking.empty();
@@ -360,9 +376,10 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
     if (++b.bursts % 64 == 0) table->sweep(now_ms, 4);
   }
   auto& kernel = b.kernel;
+  auto& heartbeats = b.heartbeats;
   auto& reply = b.reply;
   auto& drop = b.drop;
-  unsigned nk = 0, nr = 0, nd = 0;
+  unsigned nk = 0, nh = 0, nr = 0, nd = 0;
   for (std::uint16_t i = 0; i < n; ++i) {
     packet::Result& r = results[i];
     if (leased && track && r.verdict == packet::Verdict::kFarm) {
@@ -386,7 +403,7 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
       snap->ownership.apply(r);
     } else if (r.verdict == packet::Verdict::kFarm) {
       r.verdict = packet::Verdict::kNotOwner;  // a stale ownership is never served
-      ++c.lease_expired;
+      ++(path_ok ? c.lease_expired : c.exception_stalled);
     }
     ++c.verdicts[static_cast<std::size_t>(r.verdict)];
     rte_mbuf* m = rx[i];
@@ -397,7 +414,9 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
         // to the TAP; unicast for other hosts, flooded by the switch, dropped here.
         auto* dst = rte_pktmbuf_mtod(m, std::uint8_t*);
         const std::uint64_t d48 = mac48(dst);
-        if ((dst[0] & 1) != 0 || d48 == port.own48) {
+        if (d48 == port.own48 && packet::is_udp_to(b.frames[i], heartbeat_port)) {
+          heartbeats[nh++] = m;
+        } else if ((dst[0] & 1) != 0 || d48 == port.own48) {
           kernel[nk++] = m;
         } else if (is_virtual_mac(d48)) {
           std::memcpy(dst, port.mac.data(), 6);
@@ -475,15 +494,18 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
       }
     }
   }
-  if (nk != 0) {
-    const unsigned queued = rte_ring_enqueue_burst(
-        port.to_kernel, reinterpret_cast<void**>(kernel.data()), nk, nullptr);
+  auto to_kernel = [&c](rte_ring* ring, rte_mbuf** frames, unsigned count) {
+    if (count == 0) return;
+    const unsigned queued =
+        rte_ring_enqueue_burst(ring, reinterpret_cast<void**>(frames), count, nullptr);
     c.exception_enqueued += queued;
-    if (queued < nk) {
-      c.exception_ring_full += nk - queued;
-      rte_pktmbuf_free_bulk(kernel.data() + queued, nk - queued);
+    if (queued < count) {
+      c.exception_ring_full += count - queued;
+      rte_pktmbuf_free_bulk(frames + queued, count - queued);
     }
-  }
+  };
+  to_kernel(port.heartbeats, heartbeats.data(), nh);
+  to_kernel(port.to_kernel, kernel.data(), nk);
   if (nr != 0) {
     const std::uint16_t sent =
         rte_eth_tx_burst(port.uplink, queue, reply.data(), static_cast<std::uint16_t>(nr));
@@ -518,9 +540,11 @@ void Dataplane::Impl::drain_to_uplink(std::size_t p, LcoreCounters& c) noexcept 
 void Dataplane::Impl::exception_poll(std::size_t p, LcoreCounters& c) noexcept {
   const Port& port = ports[p];
   std::array<rte_mbuf*, kExceptionBurst> burst_buf;
-  const unsigned n = rte_ring_dequeue_burst(
-      port.to_kernel, reinterpret_cast<void**>(burst_buf.data()), kExceptionBurst, nullptr);
-  if (n != 0) {
+  // The heartbeats first: a burst of VIP traffic delays them by one TAP write at most.
+  for (rte_ring* ring : {port.heartbeats, port.to_kernel}) {
+    const unsigned n = rte_ring_dequeue_burst(ring, reinterpret_cast<void**>(burst_buf.data()),
+                                              kExceptionBurst, nullptr);
+    if (n == 0) continue;
     // The workers filled these on another core: start every header's and then every
     // frame's cache misses now, rather than one by one inside the port's TX (the TAP's
     // copy into the kernel reads every byte).
@@ -558,6 +582,20 @@ void Dataplane::Impl::exception_poll(std::size_t p, LcoreCounters& c) noexcept {
   }
 }
 
+void Dataplane::Impl::discard_stale(LcoreCounters& c) noexcept {
+  std::array<rte_mbuf*, kExceptionBurst> burst_buf;
+  for (const Port& port : ports) {
+    for (rte_ring* ring : {port.heartbeats, port.to_kernel}) {
+      unsigned n = 0;
+      while ((n = rte_ring_dequeue_burst(ring, reinterpret_cast<void**>(burst_buf.data()),
+                                         kExceptionBurst, nullptr)) != 0) {
+        c.exception_stale += n;
+        rte_pktmbuf_free_bulk(burst_buf.data(), n);
+      }
+    }
+  }
+}
+
 Dataplane::Dataplane() : impl_(std::make_unique<Impl>()) {}
 
 Dataplane::~Dataplane() { shutdown(); }
@@ -571,6 +609,7 @@ void Dataplane::shutdown() {
       rte_eth_dev_close(port.tap);  // removes the TAP interface from the kernel
       rte_eth_dev_close(port.uplink);
       rte_ring_free(port.to_kernel);
+      rte_ring_free(port.heartbeats);
       rte_ring_free(port.to_uplink);
     }
     delete impl_->current.exchange(nullptr);
@@ -705,11 +744,18 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
         rte_ring_create(("vipfarm_to_kernel" + suffix).c_str(), config.exception.ring_size,
                         static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
     if (port.to_kernel == nullptr) return eal_error("exception ring" + what);
+    port.heartbeats = rte_ring_create(("vipfarm_heartbeats" + suffix).c_str(), kHeartbeatRing,
+                                      static_cast<int>(rte_socket_id()), RING_F_SC_DEQ);
+    if (port.heartbeats == nullptr) {
+      rte_ring_free(port.to_kernel);
+      return eal_error("heartbeat ring" + what);
+    }
     port.to_uplink =
         rte_ring_create(("vipfarm_to_uplink" + suffix).c_str(), config.exception.ring_size,
                         static_cast<int>(rte_socket_id()), RING_F_SP_ENQ | RING_F_SC_DEQ);
     if (port.to_uplink == nullptr) {
       rte_ring_free(port.to_kernel);
+      rte_ring_free(port.heartbeats);
       return eal_error("uplink ring" + what);
     }
     d.ports.push_back(port);  // from here on shutdown() stops and frees it
@@ -744,6 +790,8 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
     }
   }
   d.cycles_per_ms = std::max<std::uint64_t>(1, rte_get_tsc_hz() / 1000);
+  d.stall_cycles = d.cycles_per_ms * static_cast<std::uint64_t>(kExceptionStall.count());
+  d.heartbeat_port = config.membership.port;
   if (config.flows.handoff) {
     const flow::FlowTimeouts timeouts = flow_timeouts(config.flows);
     for (std::uint32_t w = 0; w < d.workers; ++w) {
@@ -793,6 +841,7 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
   d.worker_args.clear();
   for (std::uint32_t q = 0; q < d.workers; ++q)
     d.worker_args.push_back({&d, static_cast<std::uint16_t>(q)});
+  d.exception_alive.store(rte_rdtsc(), std::memory_order_relaxed);
   unsigned q = 0;
   unsigned lcore;
   RTE_LCORE_FOREACH_WORKER(lcore) {
@@ -804,6 +853,13 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
   unsigned idle = 0;
   LcoreCounters& c = d.counters[0];
   while (!stop.load(std::memory_order_relaxed)) {
+    // Stopped longer than kExceptionStall (the workers have queued no VIP traffic since):
+    // what waited meanwhile is stale, and dropped before the workers queue again.
+    const std::uint64_t now = rte_rdtsc();
+    if (now >= d.exception_alive.load(std::memory_order_relaxed) + d.stall_cycles) {
+      d.discard_stale(c);
+    }
+    d.exception_alive.store(now, std::memory_order_relaxed);
     const std::uint64_t before = c.exception_tx + c.exception_rx + c.exception_tx_drops;
     for (std::size_t p = 0; p < d.ports.size(); ++p) d.exception_poll(p, c);
     if (rte_get_timer_cycles() >= next_tick) {
@@ -817,6 +873,15 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
     }
   }
   rte_eal_mp_wait_lcore();
+  d.exception_alive.store(0, std::memory_order_relaxed);
+}
+
+std::chrono::nanoseconds Dataplane::exception_silence() const noexcept {
+  const std::uint64_t alive = impl_->exception_alive.load(std::memory_order_relaxed);
+  const std::uint64_t now = rte_rdtsc();
+  if (alive == 0 || now <= alive) return std::chrono::nanoseconds(0);
+  return std::chrono::nanoseconds(static_cast<std::int64_t>(static_cast<double>(now - alive) * 1e9 /
+                                                            static_cast<double>(rte_get_tsc_hz())));
 }
 
 void Dataplane::announce(const AnswersRequester& answers) {
@@ -910,6 +975,8 @@ Totals Dataplane::totals() const {
     s.uplink_tx_from_kernel += c.uplink_tx_from_kernel;
     s.to_uplink_ring_full += c.to_uplink_ring_full;
     s.lease_expired += c.lease_expired;
+    s.exception_stalled += c.exception_stalled;
+    s.exception_stale += c.exception_stale;
     for (std::size_t p = 0; p < c.port_rx.size(); ++p) {
       s.port_rx[p] += c.port_rx[p];
       s.port_tx[p] += c.port_tx[p];

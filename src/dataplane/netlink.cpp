@@ -6,6 +6,7 @@
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 #include <unistd.h>
@@ -281,7 +282,8 @@ std::string set_noarp(const std::string& ifname) {
 }
 
 std::string add_address(const std::string& ifname, const IpAddr& address, unsigned prefix_len,
-                        bool no_dad) {
+                        bool no_dad, bool* added) {
+  if (added != nullptr) *added = false;
   const std::string what = "add " + address_text(address, prefix_len) + " to " + ifname;
   if (!prefix_fits(address, prefix_len)) return failure(what, "prefix length out of range");
   const unsigned index = ::if_nametoindex(ifname.c_str());
@@ -292,8 +294,21 @@ std::string add_address(const std::string& ifname, const IpAddr& address, unsign
   const Ack ack = send_request(
       address_request(RTM_NEWADDR, NLM_F_CREATE | NLM_F_EXCL, index, address, prefix_len, flags));
   // EEXIST: a restart finds the address a previous run left; that is the state we want.
+  if (added != nullptr) *added = ack.error == 0;
   if (ack.error == 0 || ack.error == EEXIST) return {};
   return failure(what, ack.reason());
+}
+
+std::optional<bool> link_is_up(const std::string& ifname) {
+  ifreq request{};
+  if (ifname.size() >= sizeof request.ifr_name) return std::nullopt;
+  std::memcpy(request.ifr_name, ifname.data(), ifname.size());
+  const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return std::nullopt;
+  const int rc = ::ioctl(fd, SIOCGIFFLAGS, &request);
+  ::close(fd);
+  if (rc != 0) return std::nullopt;
+  return (request.ifr_flags & IFF_UP) != 0;
 }
 
 std::string remove_address(const std::string& ifname, const IpAddr& address, unsigned prefix_len) {

@@ -20,6 +20,7 @@
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/control/api_server.hpp"
 #include "vipfarm/control/control.hpp"
+#include "vipfarm/control/host_path.hpp"
 #include "vipfarm/control/membership_service.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 #include "vipfarm/dataplane/netlink.hpp"
@@ -32,6 +33,8 @@ using namespace vipfarm;
 namespace {
 
 std::atomic<bool> g_stop{false};
+// 1 when the daemon stops on its own because it cannot go on (HostPath: its TAP is gone).
+std::atomic<int> g_exit_status{0};
 std::atomic<bool> g_reload{false};
 
 extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); }
@@ -78,11 +81,7 @@ nlohmann::json reload(config::Config& running, control::Control& control,
   return {{"ok", true}, {"applied", changed}};
 }
 
-struct TapAddress {
-  IpAddr address;
-  unsigned prefix;
-  bool no_dad;
-};
+using TapAddress = control::HostPath::Address;
 
 // Port `p`'s TAP: on the first port the node's own address with the lab/LAN prefix; the
 // port's own addresses ([[dataplane.port]] address); the VIPs living on the port, IPv4 as
@@ -228,9 +227,10 @@ int run_daemon(const config::Config& config, const std::string& program,
   boost::asio::io_context io;
   std::optional<control::MembershipService> membership;
   if (config.membership.present) membership.emplace(io, config, control, dp);
+  control::HostPath host_path(io, dp);
   metrics::Exporter exporter;
-  if (const std::string err =
-          exporter.start(config.metrics.listen, control, dp, membership ? &*membership : nullptr);
+  if (const std::string err = exporter.start(config.metrics.listen, control, dp,
+                                             membership ? &*membership : nullptr, &host_path);
       !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
@@ -329,6 +329,29 @@ int run_daemon(const config::Config& config, const std::string& program,
       return 1;
     }
   }
+  // The path to the kernel watched from here on: the exception lcore, the TAPs (host_path.hpp).
+  std::vector<control::HostPath::Tap> taps;
+  for (std::size_t p = 0; p < ports.size() && has_tap; ++p) {
+    taps.push_back({ports[p].exception, addresses[p]});
+    // The kernel's own link-local address (EUI-64 from the TAP's MAC, which IPv6 neighbour
+    // discovery needs) is put back too, were someone to flush it with the rest.
+    const TapAddress link_local{link_local_of(dp.port_mac(p)), 64, true};
+    if (std::none_of(addresses[p].begin(), addresses[p].end(),
+                     [&](const TapAddress& a) { return a.address == link_local.address; })) {
+      taps.back().addresses.push_back(link_local);
+    }
+  }
+  boost::asio::post(io, [&, taps = std::move(taps)]() mutable {
+    host_path.start(
+        std::move(taps),
+        [&](const std::string& reason) {
+          if (membership) membership->set_path_down(reason);
+        },
+        [](const std::string&) {
+          g_exit_status.store(1, std::memory_order_relaxed);
+          g_stop.store(true, std::memory_order_relaxed);
+        });
+  });
   std::cerr << "vipfarmd: ready: node " << to_int(config.node_id) << " (" << config.node_name
             << ")";
   for (std::size_t p = 0; p < ports.size(); ++p) {
@@ -362,10 +385,11 @@ int run_daemon(const config::Config& config, const std::string& program,
     }
   });
 
-  if (membership) {
+  {
     std::promise<void> stopped;
     boost::asio::post(io, [&] {
-      membership->stop();
+      host_path.stop();
+      if (membership) membership->stop();
       stopped.set_value();
     });
     stopped.get_future().wait_for(std::chrono::seconds(1));
@@ -391,7 +415,7 @@ int run_daemon(const config::Config& config, const std::string& program,
     }
   }
   std::cerr << std::flush;
-  std::_Exit(0);
+  std::_Exit(g_exit_status.load(std::memory_order_relaxed));
 }
 
 }  // namespace

@@ -195,7 +195,8 @@ void Membership::update_peers(Nanos now) {
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
     Peer& p = peers_[id];
-    if (p.alive && now - p.last_heard > dead_after()) {
+    // A broken path of our own silences every peer: that silence is ours, not their death.
+    if (p.alive && path_down_.empty() && now - p.last_heard > dead_after()) {
       p.alive = false;
       p.deaths.push_back(now);
       while (!p.deaths.empty() && now - p.deaths.front() > settings_.flap_window) {
@@ -271,6 +272,10 @@ std::uint64_t Membership::prune(std::uint64_t candidates) const noexcept {
 std::uint64_t Membership::propose(Nanos now) {
   update_peers(now);
   aside_.clear();
+  if (!path_down_.empty()) {
+    aside_ = path_down_;
+    return 0;
+  }
   std::uint64_t candidates = state_ == NodeState::kUp ? bit(self_) : 0;
   unsigned reachable = 1;  // this node and its mutual peers
   unsigned same_config = 1, other_config = 0;
@@ -303,6 +308,13 @@ std::uint64_t Membership::propose(Nanos now) {
   }
   const std::uint64_t proposal = prune(candidates);
   if (!up) return proposal;
+  // Back from a broken path (or starting) with nothing installed: propose nothing until
+  // every peer is mutual or dead_after has passed. A lone proposal from a node that has not
+  // heard its peers yet would beat theirs and make them step aside.
+  if ((view().members & bit(self_)) == 0 && guarded(now)) {
+    aside_ = "waiting to hear every peer (start, or back from a broken path)";
+    return 0;
+  }
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
     const Peer& p = peers_[id];
@@ -376,6 +388,27 @@ unsigned Membership::quorum() const noexcept {
   return configured % 2 == 0 && witness_ ? configured / 2 : configured / 2 + 1;
 }
 
+void Membership::set_path_down(const std::string& reason, Nanos now) {
+  if (reason == path_down_) return;
+  if (reason.empty()) {  // whole again: resume as from a stall (decide())
+    guard_since_ = now;
+    for (Peer& p : peers_) {
+      if (p.alive) p.last_heard = now;
+    }
+    proposed_since_ = now;
+  }
+  path_down_ = reason;
+  changed_ = true;
+}
+
+bool Membership::guarded(Nanos now) const noexcept {
+  if (now - guard_since_ >= dead_after()) return false;
+  for (unsigned id = 1; id <= 64; ++id) {
+    if (id != self_ && (configured_ & bit(id)) != 0 && !peers_[id].mutual) return true;
+  }
+  return false;
+}
+
 bool Membership::tick(Nanos now) {
   const bool installed = decide(now);
   settle(now);
@@ -419,11 +452,7 @@ bool Membership::decide(Nanos now) {
     install(proposal_, false, now);  // giving up needs nobody's consent
     return true;
   }
-  if (now - guard_since_ < dead_after()) {
-    for (unsigned id = 1; id <= 64; ++id) {
-      if (id != self_ && (configured_ & bit(id)) != 0 && !peers_[id].mutual) return false;
-    }
-  }
+  if (guarded(now)) return false;
   for (unsigned id = 1; id <= 64; ++id) {
     if (id == self_ || (configured_ & bit(id)) == 0) continue;
     const Peer& p = peers_[id];

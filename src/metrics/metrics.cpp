@@ -55,6 +55,14 @@ constexpr std::array kCounters = std::to_array<CounterSpec>({
      "Packets of owned buckets dropped because the ownership lease had lapsed (stalled control "
      "thread).",
      &LcoreCounters::lease_expired},
+    {"vipfarm_exception_stalled_total",
+     "Packets of owned buckets dropped because the exception path (the main lcore) had not run "
+     "for 100 ms.",
+     &LcoreCounters::exception_stalled},
+    {"vipfarm_exception_stale_total",
+     "Frames that waited for the kernel while the exception path was stalled, dropped when it "
+     "ran again.",
+     &LcoreCounters::exception_stale},
     {"vipfarm_foreign_unicast_total",
      "Host-bound frames addressed to another host's MAC (flooded by the switch), dropped.",
      &LcoreCounters::foreign_unicast},
@@ -190,11 +198,30 @@ void collect_membership(const control::MembershipStats& s,
   out.push_back(std::move(failures));
 }
 
+// The path to the kernel (control/host_path.hpp).
+void collect_host_path(const control::HostPath::Stats& s,
+                       std::vector<prometheus::MetricFamily>& out) {
+  using prometheus::MetricType;
+  out.push_back(family("vipfarm_host_path_down",
+                       "1 while this node's path to its kernel is broken (the exception path "
+                       "stalled, the TAP gone): it serves nothing meanwhile.",
+                       MetricType::Gauge, {value_metric(s.down.empty() ? 0 : 1, false)}));
+  out.push_back(family("vipfarm_exception_stalls_total",
+                       "Times the exception path (the main lcore) stopped for 100 ms or more.",
+                       MetricType::Counter, {value_metric(static_cast<double>(s.stalls), true)}));
+  out.push_back(family(
+      "vipfarm_host_path_repairs_total",
+      "What vipfarmd put back on its TAP after someone removed it: an address, the link's up flag.",
+      MetricType::Counter,
+      {value_metric(static_cast<double>(s.address_repairs), true, {{"what", "address"}}),
+       value_metric(static_cast<double>(s.link_repairs), true, {{"what", "link"}})}));
+}
+
 class Collector : public prometheus::Collectable {
  public:
   Collector(const control::Control& control, const dataplane::Dataplane& dataplane,
-            const control::MembershipService* membership)
-      : control_(control), dataplane_(dataplane), membership_(membership) {}
+            const control::MembershipService* membership, const control::HostPath* host_path)
+      : control_(control), dataplane_(dataplane), membership_(membership), host_path_(host_path) {}
 
   std::vector<prometheus::MetricFamily> Collect() const override {
     const dataplane::Totals totals = dataplane_.totals();
@@ -329,6 +356,7 @@ class Collector : public prometheus::Collectable {
                                   {"node", std::to_string(id.node)},
                                   {"name", id.name}})}});
     if (membership_ != nullptr) collect_membership(membership_->stats(), out);
+    if (host_path_ != nullptr) collect_host_path(host_path_->stats(), out);
     return out;
   }
 
@@ -336,6 +364,7 @@ class Collector : public prometheus::Collectable {
   const control::Control& control_;
   const dataplane::Dataplane& dataplane_;
   const control::MembershipService* membership_;
+  const control::HostPath* host_path_;
 };
 
 }  // namespace
@@ -345,14 +374,15 @@ Exporter::~Exporter() = default;
 
 std::string Exporter::start(const std::string& listen, const control::Control& control,
                             const dataplane::Dataplane& dataplane,
-                            const control::MembershipService* membership) {
+                            const control::MembershipService* membership,
+                            const control::HostPath* host_path) {
   if (listen.empty()) return {};
   try {
     exposer_ = std::make_unique<prometheus::Exposer>(listen);
   } catch (const std::exception& e) {
     return "metrics endpoint " + listen + ": " + e.what();
   }
-  collector_ = std::make_shared<Collector>(control, dataplane, membership);
+  collector_ = std::make_shared<Collector>(control, dataplane, membership, host_path);
   exposer_->RegisterCollectable(collector_);
   return {};
 }

@@ -276,6 +276,33 @@ inline FlowKey make_key(const Classifier::CompiledRule& rule, const Flow& flow,
 
 }  // namespace
 
+bool is_udp_to(std::span<const std::byte> frame, std::uint16_t port) noexcept {
+  const auto* p = reinterpret_cast<const std::uint8_t*>(frame.data());
+  const std::size_t size = frame.size();
+  std::size_t off = 12;
+  if (size < off + 2) return false;
+  std::uint16_t ether = be16(p + off);
+  for (unsigned tags = 0; ether == kEtherVlan || ether == kEtherQinq; ++tags) {
+    if (tags == kMaxVlanTags || off + 6 > size) return false;
+    off += 4;
+    ether = be16(p + off);
+  }
+  off += 2;
+  if (ether == kEtherIpv4) {
+    if (size < off + 20) return false;
+    const std::uint8_t* l3 = p + off;
+    const std::size_t ihl = (l3[0] & 0x0f) * 4u;
+    if ((l3[0] >> 4) != 4 || ihl < 20 || l3[9] != 17 || (be16(l3 + 6) & 0x1fff) != 0) return false;
+    off += ihl;
+  } else if (ether == kEtherIpv6) {
+    if (size < off + 40 || (p[off] >> 4) != 6 || p[off + 6] != 17) return false;
+    off += 40;
+  } else {
+    return false;
+  }
+  return size >= off + 8 && be16(p + off + 2) == port;
+}
+
 std::string_view to_string(Verdict verdict) noexcept {
   static constexpr std::string_view kNames[] = {"pass",    "farm",    "accept", "not_owner",
                                                 "no_rule", "arp_vip", "nd_vip", "malformed"};

@@ -531,18 +531,15 @@ def exception_counts(f, k):
     return c["exception_rx"], c["exception_tx"]
 
 
-@pytest.mark.parametrize("mode", [
-    pytest.param("serve", marks=pytest.mark.xfail(
-        strict=True, reason="issue 15, open item: a stalled exception path still answers the "
-        "frames queued while it was stopped (and node 3, hearing nobody, serves alone "
-        "meanwhile); the data plane does not watch its exception lcore yet")),
-    "majority"])
+@pytest.mark.parametrize("mode", MODES)
 def test_stop_exception_thread(farm, mode):
     """Only node 3's exception-path thread stopped 3 s, the rest of it running. A stop
     signal stops every thread of a process, so the thread is held with ptrace instead
     (labfarm.ThreadFreeze). No deaf interval is granted: node 3's control thread hears
-    nobody meanwhile, but issue 15 requires that a stalled exception path never serves the
-    stale frames queued for buckets it lost, which is what a double here shows."""
+    nobody meanwhile, but a stalled exception path must never serve the stale frames queued
+    for buckets it lost, nor a view of its own: its workers stop accepting VIP traffic and
+    its control thread steps aside (docs/membership.md, "The host path"), which the
+    counters and the log must show."""
     f = farm(3, mode)
     tid, threads = exception_thread(f, VICTIM)
     n = Nemesis(f, "stop-exception-thread", mode, 60)
@@ -564,6 +561,14 @@ def test_stop_exception_thread(farm, mode):
     assert state == "t", f"fault not applied: thread {tid} in state {state}"
     assert c0 == c1, f"fault not applied: the exception path still moved ({c0} -> {c1})"
     n.finish()
+    m = f.metrics(VICTIM)
+    c = f.ctl(VICTIM, "counters")
+    stalls = labfarm.metric(m, "vipfarm_exception_stalls_total") or 0
+    n.note(f"node {VICTIM} saw {stalls:.0f} stall(s); dropped {c['exception_stalled']} frames of "
+           f"its buckets while stalled and {c['exception_stale']} queued before it")
+    assert stalls >= 1, "the stall was not seen (vipfarm_exception_stalls_total)"
+    assert labfarm.metric(m, "vipfarm_host_path_down") == 0, "the host path still reported down"
+    assert "stepping aside" in f.log_tail(VICTIM, 400), "no 'stepping aside' in node 3's log"
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -579,24 +584,26 @@ def test_tap_addresses_flushed(farm, mode):
     labfarm.run("ip", "-n", ns, "addr", "flush", "dev", labfarm.TAP)
     left = json.loads(labfarm.run("ip", "-n", ns, "-j", "addr", "show", "dev", labfarm.TAP))
     left = [a["local"] for a in left[0]["addr_info"]]
-    sleep_until(t + 3000)
-    now = json.loads(labfarm.run("ip", "-n", ns, "-j", "addr", "show", "dev", labfarm.TAP))
-    now = {a["local"] for a in now[0]["addr_info"]}
-    repaired = sorted(now)
-    for a in saved:
-        if a["local"] in now:
-            continue
-        cmd = ["ip", "-n", ns, "addr", "replace", f"{a['local']}/{a['prefixlen']}", "dev",
-               labfarm.TAP]
-        if a["family"] == "inet6":
-            cmd.append("nodad")
-        labfarm.run(*cmd)
+
+    def present():
+        shown = json.loads(labfarm.run("ip", "-n", ns, "-j", "addr", "show", "dev", labfarm.TAP))
+        return {a["local"] for a in shown[0]["addr_info"]}
+
+    wanted = {a["local"] for a in saved}
+    # The daemon puts its addresses back itself (HostPath, every 200 ms).
+    back = labfarm.wait_for(lambda: wanted <= present(), 2)
+    repaired_ms = now_ms() - t
     h = n.heal()
-    n.deaf.append((VICTIM, t, h))  # no address: it hears none of its peers
-    n.note(f"fault applied: addresses left after the flush {left}; after 3 s the daemon "
-           f"had put back {repaired or 'none'}; restored {[a['local'] for a in saved]}")
+    n.deaf.append((VICTIM, t, h))  # until then it hears none of its peers
+    n.note(f"fault applied: addresses left after the flush {left}; the daemon put back "
+           f"{sorted(present() & wanted)} of {sorted(wanted)} after {repaired_ms:.0f} ms")
     assert not left, f"fault not applied: {left} still on {labfarm.TAP}"
     n.finish()
+    assert back, f"the daemon did not put its addresses back within 2 s: {sorted(present())}"
+    assert repaired_ms <= 1000, f"addresses put back after {repaired_ms:.0f} ms (bound 1 s)"
+    repairs = labfarm.metric(f.metrics(VICTIM), "vipfarm_host_path_repairs_total",
+                             what="address") or 0
+    assert repairs >= len(wanted), f"vipfarm_host_path_repairs_total{{what=address}} {repairs}"
 
 
 def capture_heartbeats(f):

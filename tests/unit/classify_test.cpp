@@ -271,3 +271,41 @@ TEST(FlowQuery, ParsesWhatOperatorsWrite) {
 
 }  // namespace
 }  // namespace vipfarm::packet
+
+namespace vipfarm::packet {
+namespace {
+
+// The heartbeat test of the data plane's host path: UDP to one port, both families, tagged
+// or not, never a later fragment, never beyond the frame.
+TEST(IsUdpTo, FindsTheDatagramsToOnePortOnly) {
+  FrameSpec s;
+  s.src = *IpAddr::parse("10.77.0.2");
+  s.dst = *IpAddr::parse("10.77.0.1");
+  s.proto = 17;
+  s.src_port = 9470;
+  s.dst_port = 9470;
+  EXPECT_TRUE(is_udp_to(build_frame(s), 9470));
+  EXPECT_FALSE(is_udp_to(build_frame(s), 9471));
+  s.vlans = {10, 20};
+  EXPECT_TRUE(is_udp_to(build_frame(s), 9470));
+  s.vlans = {};
+  s.frag_offset = 100;  // a later fragment: its bytes are not a UDP header
+  EXPECT_FALSE(is_udp_to(build_frame(s), 9470));
+  s.frag_offset = 0;
+  s.proto = 6;
+  EXPECT_FALSE(is_udp_to(build_frame(s), 9470));
+  s.proto = 17;
+  s.src = *IpAddr::parse("2001:db8::2");
+  s.dst = *IpAddr::parse("2001:db8::1");
+  const auto v6 = build_frame(s);
+  EXPECT_TRUE(is_udp_to(v6, 9470));
+  s.dst_port = 53;
+  EXPECT_FALSE(is_udp_to(build_frame(s), 9470));
+  for (std::size_t cut = 0; cut < v6.size(); ++cut) {
+    const bool whole_header = cut >= 14 + 40 + 8;
+    EXPECT_EQ(is_udp_to(std::span(v6).first(cut), 9470), whole_header) << cut;
+  }
+}
+
+}  // namespace
+}  // namespace vipfarm::packet

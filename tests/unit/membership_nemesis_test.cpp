@@ -44,10 +44,12 @@ enum class Kind {
   kPause,     // SIGSTOP at a random point of the interval, 0.1-4 s
   kRestart,   // kill -9 and a restart, some within dead_after, random incarnation
   kChaos,     // loss, duplication, delay and reordering, no partition
+  kStall,     // the exception path alone stopped 0.05-4 s: deaf and mute, control thread on
 };
 constexpr std::array kKinds = {Kind::kMute,     Kind::kDeaf,   Kind::kOneLink, Kind::kDeafSome,
                                Kind::kMuteSome, Kind::kBridge, Kind::kRing,    Kind::kHalves,
-                               Kind::kFlap,     Kind::kPause,  Kind::kRestart, Kind::kChaos};
+                               Kind::kFlap,     Kind::kPause,  Kind::kRestart, Kind::kChaos,
+                               Kind::kStall};
 
 const char* name(Kind k) {
   switch (k) {
@@ -71,6 +73,8 @@ const char* name(Kind k) {
       return "flapping link";
     case Kind::kPause:
       return "pause (SIGSTOP)";
+    case Kind::kStall:
+      return "exception path stalled";
     case Kind::kRestart:
       return "crash-restart";
     case Kind::kChaos:
@@ -122,7 +126,8 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
   const std::uint64_t some = r() & ~bit(victim);  // a random subset of the peers
   // The buckets of the nodes a single-victim fault does not touch: they must stay served.
   const bool one_victim = kind == Kind::kMute || kind == Kind::kDeaf || kind == Kind::kPause ||
-                          kind == Kind::kRestart || kind == Kind::kFlap || kind == Kind::kChaos;
+                          kind == Kind::kRestart || kind == Kind::kFlap || kind == Kind::kChaos ||
+                          kind == Kind::kStall;
   std::vector<bool> bystander(256, false);
   if (one_victim && n > 2 && kind != Kind::kChaos) {
     const auto before = owners_in(n, sim.node(victim == 1 ? 2 : 1).view().members);
@@ -182,6 +187,10 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
       sim.pause(victim, start + pause_len);
       heal = start + pause_len;
       break;
+    case Kind::kStall:
+      heal = start + pause_len - 50 * kMillis;
+      sim.stall_path(victim, start, heal);
+      break;
     case Kind::kRestart:
       sim.crash(victim);
       heal = start + restart_after;
@@ -228,7 +237,9 @@ Outcome run(Kind kind, SplitBrain mode, int seed) {
     for (unsigned a = 1; a <= n; ++a) {
       for (unsigned b = a + 1; b <= n; ++b) {
         const bool partitioned = !sim.hears(a, b) && !sim.hears(b, a);
-        if (mode == SplitBrain::kServe && (partitioned || isolated[a] || isolated[b])) {
+        // A stalled exception path is not a partition: its node never serves beside others.
+        const bool stalled = kind == Kind::kStall && (a == victim || b == victim);
+        if (mode == SplitBrain::kServe && !stalled && (partitioned || isolated[a] || isolated[b])) {
           allowed_until[a * 65 + b] = now + grace;
         }
       }

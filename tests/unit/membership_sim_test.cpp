@@ -241,6 +241,8 @@ TEST(MembershipSim, OnlyUpNodesAreMembersAndAMismatchedFingerprintIsNotMerged) {
   // against one is a tie, which the larger fingerprint wins: here this node's.)
   Fingerprint mine{};
   mine[0] = 2;
+  // (The peer acknowledges this node's first heartbeat: a starting node proposes nothing
+  // until it has heard every peer, or dead_after.)
   Membership m(Settings{}, 1, bit(1) | bit(2), kCluster, 1, mine, {1});
   m.set_state(NodeState::kUp);
   Heartbeat hb;
@@ -248,12 +250,15 @@ TEST(MembershipSim, OnlyUpNodesAreMembersAndAMismatchedFingerprintIsNotMerged) {
   hb.state = NodeState::kUp;
   hb.fingerprint[0] = 1;
   hb.proposed = bit(1) | bit(2);
+  hb.sequence = 1;
+  hb.heard = {{1, Heard::kMutual, m.heartbeat(0).sequence}};
   m.receive(hb, 0);
   m.tick(kMillis);
   EXPECT_FALSE(m.peer(2).fingerprint_ok);
   EXPECT_EQ(m.proposal(), bit(1));
   Membership smaller(Settings{}, 1, bit(1) | bit(2), kCluster, 1, Fingerprint{}, {1});
   smaller.set_state(NodeState::kUp);
+  hb.heard = {{1, Heard::kMutual, smaller.heartbeat(0).sequence}};
   smaller.receive(hb, 0);
   smaller.tick(kMillis);
   EXPECT_EQ(smaller.proposal(), 0u) << "a tie goes to the larger fingerprint: not this one";

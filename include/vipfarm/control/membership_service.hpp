@@ -93,6 +93,10 @@ class MembershipService {
   // the same, the farm treats this node as running another config, docs/handoff.md).
   void apply(const config::Config& next);
 
+  // The node's own path to its kernel is broken (`reason`; HostPath), or whole again ("").
+  // The node steps aside meanwhile (Membership::set_path_down). On the io thread.
+  void set_path_down(const std::string& reason);
+
   // Adds membership fields (state, epoch, lease) to the status reply.
   void annotate_status(nlohmann::json& status) const;
 

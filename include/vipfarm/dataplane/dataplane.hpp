@@ -73,6 +73,8 @@ struct alignas(64) LcoreCounters {
   std::uint64_t uplink_tx_from_kernel = 0;
   std::uint64_t to_uplink_ring_full = 0;  // host-bound frames for another host's MAC: dropped
   std::uint64_t lease_expired = 0;        // owned-bucket packets dropped while the lease had lapsed
+  std::uint64_t exception_stalled = 0;    // owned-bucket packets dropped: exception path stalled
+  std::uint64_t exception_stale = 0;      // frames queued for the kernel before a stall, dropped
   // Per dataplane port (config order): frames received on its uplink, and frames sent on it
   // (ARP/ND replies, forwarded frames, and the kernel's through its TAP).
   std::array<std::uint64_t, config::kMaxPorts> port_rx{};
@@ -124,6 +126,14 @@ class Dataplane {
   void renew_lease(std::chrono::nanoseconds duration) noexcept;
   void revoke_lease() noexcept;
   bool leased() const noexcept;
+
+  // The exception path (the main lcore's loop in run()) watched by the workers: once it has
+  // not run for kExceptionStall they accept no VIP traffic (nothing is queued for a kernel
+  // that would answer it after the buckets moved), and when it runs again it drops what
+  // waited in its rings. exception_silence() is how long ago it last ran (0 while run() is
+  // not running): the control thread steps aside on it (membership_service.hpp).
+  static constexpr std::chrono::milliseconds kExceptionStall{100};
+  std::chrono::nanoseconds exception_silence() const noexcept;
 
   // Launches the workers, then runs the exception path on the calling (main) lcore until
   // `stop` becomes true; `on_idle` is called about every 100 ms from that loop.

@@ -4,6 +4,7 @@
 
 #include <array>
 #include <cstdint>
+#include <optional>
 #include <string>
 
 #include "vipfarm/common/net.hpp"
@@ -22,9 +23,13 @@ std::string set_noarp(const std::string& ifname);
 
 // Adds address/prefix_len (IFA_LOCAL and IFA_ADDRESS). no_dad applies to IPv6 only: the
 // address is usable at once instead of tentative for a second, and the prefix route is
-// still installed. An address that is already there counts as success.
+// still installed. An address that is already there counts as success; `added`, when
+// given, says whether it was missing (the kernel created it).
 std::string add_address(const std::string& ifname, const IpAddr& address, unsigned prefix_len,
-                        bool no_dad);
+                        bool no_dad, bool* added = nullptr);
+
+// Whether the interface is up (IFF_UP); nullopt when there is no such interface.
+std::optional<bool> link_is_up(const std::string& ifname);
 
 // Removes address/prefix_len. An address or interface that is already gone counts as success,
 // so shutdown can call it unconditionally.

@@ -137,6 +137,13 @@ class Membership {
   // Failure detection and view agreement; call at least once per interval. Returns true
   // when a new view was installed by this call.
   bool tick(Nanos now);
+  // This node's own path to its peers is broken (`reason`: the data plane's exception path
+  // stalled, its TAP gone or unaddressed): it proposes the empty view and so serves nothing.
+  // When the reason clears (empty), it resumes as from a stall: the peers' silence meanwhile
+  // was its own, and it installs no view with itself until every configured peer is mutual
+  // again or dead_after has passed.
+  void set_path_down(const std::string& reason, Nanos now);
+  const std::string& path_down() const noexcept { return path_down_; }
   // majority mode: whether the witness answers; a partition of exactly half the configured
   // nodes serves only while it does.
   void set_witness(bool reachable) noexcept { witness_ = reachable; }
@@ -212,6 +219,9 @@ class Membership {
   bool larger_config_elsewhere() const noexcept;
   unsigned quorum() const noexcept;
   void install(std::uint64_t members, bool agreed, Nanos now);
+  // Within dead_after of a start or a stall's end, while some configured peer is not
+  // mutual: no view with this node is installed.
+  bool guarded(Nanos now) const noexcept;
   Nanos dead_after() const noexcept { return settings_.interval * settings_.dead_after; }
 
   Settings settings_;
@@ -241,6 +251,7 @@ class Membership {
   Nanos last_tick_ = -1;
   Nanos guard_since_ = 0;  // start, or the end of a stall
   std::string aside_;
+  std::string path_down_;
   std::deque<InstalledView> history_;
 };
 

@@ -5,6 +5,7 @@
 #include <string>
 
 #include "vipfarm/control/control.hpp"
+#include "vipfarm/control/host_path.hpp"
 #include "vipfarm/control/membership_service.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 
@@ -23,7 +24,8 @@ class Exporter {
   // `membership` may be null (no [membership]: a static view).
   std::string start(const std::string& listen, const control::Control& control,
                     const dataplane::Dataplane& dataplane,
-                    const control::MembershipService* membership);
+                    const control::MembershipService* membership,
+                    const control::HostPath* host_path);
 
  private:
   std::unique_ptr<prometheus::Exposer> exposer_;

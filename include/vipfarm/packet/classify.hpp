@@ -89,6 +89,12 @@ class Ownership {
   std::vector<std::uint64_t> bits_;
 };
 
+// Whether `frame` is a UDP datagram to `port` (IPv4 and not a later fragment, or IPv6 with
+// UDP as the first next header; under at most two VLAN tags): how the data plane tells the
+// farm's heartbeats from the rest of the host's traffic, to hand them to the kernel ahead
+// of it. Never reads past frame.size().
+bool is_udp_to(std::span<const std::byte> frame, std::uint16_t port) noexcept;
+
 // A flow query's frame (FlowQuery::spec) is addressed to the gateway VIP it goes through
 // when its server is not a VIP: `via` names it (an address), or, left empty, the only
 // gateway VIP of the flow's family. Returns why it cannot be, empty when done (or when

@@ -1,0 +1,66 @@
+// The node's own path to its kernel, watched from the control thread: the data plane's
+// exception path (the main lcore, Dataplane::exception_silence) and each port's TAP — there,
+// up, and holding the addresses vipfarmd gave it. What can be repaired is, at once, counted
+// and logged: an address someone removed is put back, a link set down is set up again.
+// What cannot is reported through `on_change` with a reason ("" once whole again), so that
+// membership steps aside meanwhile (Membership::set_path_down): a stalled exception path.
+// A TAP that is gone cannot come back without a restart: `on_gone` is called once, and
+// vipfarmd exits with status 1 for its service manager to restart it (a clean stop: the
+// peers take its buckets at once).
+#pragma once
+
+#include <atomic>
+#include <boost/asio/io_context.hpp>
+#include <boost/asio/steady_timer.hpp>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "vipfarm/common/net.hpp"
+#include "vipfarm/dataplane/dataplane.hpp"
+
+namespace vipfarm::control {
+
+class HostPath {
+ public:
+  struct Address {
+    IpAddr address;
+    unsigned prefix = 0;
+    bool no_dad = false;
+  };
+  struct Tap {
+    std::string name;
+    std::vector<Address> addresses;
+  };
+  struct Stats {
+    std::string down;  // why the path is broken now ("" while whole)
+    std::uint64_t address_repairs = 0;
+    std::uint64_t link_repairs = 0;
+    std::uint64_t stalls = 0;  // exception path stalls seen
+  };
+  // How often the exception path is looked at, and the TAPs (netlink requests).
+  static constexpr std::chrono::milliseconds kPeriod{20};
+  static constexpr unsigned kTapEvery = 10;  // every 200 ms
+
+  HostPath(boost::asio::io_context& io, const dataplane::Dataplane& dataplane);
+  ~HostPath();
+  HostPath(const HostPath&) = delete;
+  HostPath& operator=(const HostPath&) = delete;
+
+  // Starts watching (on the io thread or before it runs). `taps` with their addresses as
+  // vipfarmd set them; none with a net_null exception port.
+  void start(std::vector<Tap> taps, std::function<void(const std::string&)> on_change,
+             std::function<void(const std::string&)> on_gone);
+  void stop();
+  Stats stats() const;
+
+  struct Impl;
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+}  // namespace vipfarm::control

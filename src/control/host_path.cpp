@@ -1,0 +1,117 @@
+#include "vipfarm/control/host_path.hpp"
+
+#include <iostream>
+
+#include "vipfarm/dataplane/netlink.hpp"
+
+namespace vipfarm::control {
+
+struct HostPath::Impl : std::enable_shared_from_this<Impl> {
+  Impl(boost::asio::io_context& io, const dataplane::Dataplane& dp) : timer(io), dp(dp) {}
+
+  boost::asio::steady_timer timer;
+  const dataplane::Dataplane& dp;
+  std::vector<Tap> taps;
+  std::function<void(const std::string&)> on_change, on_gone;
+  bool running = false;
+  bool gone = false;
+  unsigned ticks = 0;
+  std::string stalled;  // the exception path's reason, while stalled
+  mutable std::mutex mutex;
+  Stats stats;  // under mutex
+
+  void schedule() {
+    timer.expires_after(kPeriod);
+    timer.async_wait([self = shared_from_this()](const boost::system::error_code& ec) {
+      if (ec || !self->running) return;
+      self->check();
+      self->schedule();
+    });
+  }
+
+  void check() {
+    const auto silence = dp.exception_silence();
+    std::string reason;
+    if (silence >= dataplane::Dataplane::kExceptionStall) {
+      reason = "the exception path (the data plane's main lcore) has not run for " +
+               std::to_string(silence.count() / 1'000'000) + " ms";
+    }
+    if (reason.empty() != stalled.empty()) {
+      std::cerr << "vipfarmd: "
+                << (reason.empty() ? std::string("the exception path runs again: rejoining")
+                                   : reason + ": not serving, stepping aside")
+                << "\n";
+      std::lock_guard lock(mutex);
+      stats.stalls += reason.empty() ? 0 : 1;
+      stats.down = reason;
+    }
+    // The reason's text changes with the silence; membership hears only the transitions.
+    if (reason.empty() != stalled.empty()) on_change(reason);
+    stalled = reason;
+    if (++ticks % kTapEvery == 0 && !gone) check_taps();
+  }
+
+  void check_taps() {
+    for (const Tap& tap : taps) {
+      const std::optional<bool> up = dataplane::netlink::link_is_up(tap.name);
+      if (!up) {
+        gone = true;
+        const std::string why = "the TAP " + tap.name + " is gone (deleted?)";
+        std::cerr << "vipfarmd: " << why << ": stopping, to be restarted\n";
+        {
+          std::lock_guard lock(mutex);
+          stats.down = why;
+        }
+        on_change(why);
+        on_gone(why);
+        return;
+      }
+      if (!*up) {
+        const std::string err = dataplane::netlink::link_up(tap.name);
+        std::cerr << "vipfarmd: the TAP " << tap.name
+                  << " was down: " << (err.empty() ? "set up again" : err) << "\n";
+        std::lock_guard lock(mutex);
+        stats.link_repairs += err.empty() ? 1 : 0;
+      }
+      for (const Address& a : tap.addresses) {
+        bool added = false;
+        const std::string err =
+            dataplane::netlink::add_address(tap.name, a.address, a.prefix, a.no_dad, &added);
+        if (!err.empty()) {
+          std::cerr << "vipfarmd: " << err << "\n";
+        } else if (added) {
+          std::cerr << "vipfarmd: " << a.address.to_string() << "/" << a.prefix
+                    << " was missing on " << tap.name << ": put back\n";
+          std::lock_guard lock(mutex);
+          ++stats.address_repairs;
+        }
+      }
+    }
+  }
+};
+
+HostPath::HostPath(boost::asio::io_context& io, const dataplane::Dataplane& dataplane)
+    : impl_(std::make_shared<Impl>(io, dataplane)) {}
+
+HostPath::~HostPath() { stop(); }
+
+void HostPath::start(std::vector<Tap> taps, std::function<void(const std::string&)> on_change,
+                     std::function<void(const std::string&)> on_gone) {
+  impl_->taps = std::move(taps);
+  impl_->on_change = std::move(on_change);
+  impl_->on_gone = std::move(on_gone);
+  impl_->running = true;
+  impl_->schedule();
+}
+
+void HostPath::stop() {
+  impl_->running = false;
+  impl_->timer.cancel();
+}
+
+HostPath::Stats HostPath::stats() const {
+  std::lock_guard lock(impl_->mutex);
+  return impl_->stats;
+}
+
+}  // namespace vipfarm::control
