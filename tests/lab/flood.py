@@ -8,6 +8,11 @@ each target node's membership port, round robin, TTL 255, on a raw AF_PACKET soc
                   place of its own: a header that looks valid (whatever the wire version),
                   which only the MAC check can refuse. To node k go node j's (j != k),
                   from node j's address.
+  --kind vip      VIP traffic, not heartbeats: TCP ACK segments with 1200 bytes of data to
+                  the target (the VIP's MAC and address) port 443 (a farm rule's port that
+                  nothing listens on: the kernel answers a reset) from --sources (client
+                  addresses, so every node owns some), random source ports: what fills the
+                  rings towards the nodes' kernels.
 
 Bounded: --rate datagrams a second in all (default 10^5), for at most --seconds and at most
 --count datagrams; stops when --stop-file exists. Frames are built before the clock starts
@@ -47,6 +52,20 @@ def frame(src_mac, dst_mac, src, dst, payload, sport=9470, dport=9470, ttl=255):
     return f + b"\0" * max(0, 60 - len(f))
 
 
+def tcp_frame(src_mac, dst_mac, src, dst, payload, sport, dport):
+    """An IPv4 TCP ACK segment carrying payload, checksums right."""
+    src_ip, dst_ip = socket.inet_aton(src), socket.inet_aton(dst)
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, random.getrandbits(32), random.getrandbits(32),
+                      5 << 4, 0x10, 65535, 0, 0) + payload
+    pseudo = src_ip + dst_ip + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", checksum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), random.getrandbits(16), 0x4000,
+                     64, 6, 0, src_ip, dst_ip)
+    ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
+    eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
+    return eth + ip + tcp
+
+
 def templates(path):
     """{source address: [heartbeat payload, ...]} of a capture (scapy reads it)."""
     from scapy.all import IP, UDP, rdpcap
@@ -64,7 +83,8 @@ def main():
     ap.add_argument("--src", default="10.77.0.250", help="source address (random kind)")
     ap.add_argument("--target", action="append", required=True,
                     help="ID=MAC=ADDR of a node to flood (repeated)")
-    ap.add_argument("--kind", choices=["random", "bad_mac"], default="random")
+    ap.add_argument("--kind", choices=["random", "bad_mac", "vip"], default="random")
+    ap.add_argument("--sources", default="", help="vip: comma-separated source addresses")
     ap.add_argument("--template", help="bad_mac: a pcap of the farm's heartbeats")
     ap.add_argument("--port", type=int, default=9470)
     ap.add_argument("--rate", type=float, default=1e5)
@@ -89,6 +109,10 @@ def main():
             if a.kind == "random":
                 payload = os.urandom(random.randint(1, 400))
                 pool.append(frame(a.src_mac, mac, a.src, addr, payload, dport=a.port))
+            elif a.kind == "vip":
+                sources = a.sources.split(",")
+                pool.append(tcp_frame(a.src_mac, mac, sources[i % len(sources)], addr,
+                                      os.urandom(1200), random.randint(1024, 65535), 443))
             else:
                 src = others[i % len(others)]
                 hb = real[src][i % len(real[src])]

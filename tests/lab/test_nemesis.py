@@ -606,6 +606,45 @@ def test_tap_addresses_flushed(farm, mode):
     assert repairs >= len(wanted), f"vipfarm_host_path_repairs_total{{what=address}} {repairs}"
 
 
+@pytest.mark.parametrize("mode", MODES)
+def test_tap_deleted(farm, mode):
+    """`ip link del vipfarm0` in node 3's namespace: a TAP cannot come back under a running
+    data plane, so the daemon must step aside, stop and exit with status 1 (its service
+    manager restarts it: the test does, as systemd's Restart=on-failure would)."""
+    f = farm(3, mode)
+    ns = f.node_ns[VICTIM]
+    proc = f.daemons[VICTIM]
+    n = Nemesis(f, "tap-deleted", mode, 60)
+    t = n.fault()
+    labfarm.run("ip", "-n", ns, "link", "del", labfarm.TAP)
+    gone = labfarm.run("ip", "-n", ns, "link", "show", "dev", labfarm.TAP, check=False)
+    try:
+        status = proc.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        status = None
+    exited_ms = now_ms() - t
+    if status is not None:
+        f.daemons.pop(VICTIM)
+        f.daemon_status[VICTIM] = status
+    survivors = [k for k in f.all_nodes() if k != VICTIM]
+    took = f.wait_one_view(5, survivors)
+    failover_ms = now_ms() - t
+    log = f.log_tail(VICTIM, 60)
+    if status is not None:
+        f.start_daemon(VICTIM)
+    n.heal()
+    if status is not None:
+        f.wait_ready([VICTIM])
+    n.note(f"fault applied: {labfarm.TAP} shown after the delete: {gone.strip() or 'none'}; "
+           f"the daemon exited with status {status} after {exited_ms:.0f} ms; the survivors' "
+           f"view 1,2 after {failover_ms:.0f} ms" + ("" if took is not None else " (not seen)"))
+    assert not gone.strip(), f"fault not applied: {labfarm.TAP} still there"
+    assert status == 1, f"the daemon did not exit with status 1 within 5 s: {status}\n{log}"
+    assert exited_ms <= 2000, f"the daemon exited {exited_ms:.0f} ms after the delete (bound 2 s)"
+    assert "is gone (deleted?): stopping, to be restarted" in log, log
+    n.finish()
+
+
 def capture_heartbeats(f):
     """A pcap of the farm's own heartbeats, a few of each node, taken on the switch."""
     path = os.path.join(f.dir, "heartbeats.pcap")
@@ -673,6 +712,71 @@ def test_heartbeat_flood(farm, mode, kind):
     views = flood(f, n, kind)
     n.finish()
     assert not any(views.values()), f"the flood changed views: views installed {views}"
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_vip_flood_spares_heartbeats(farm, mode):
+    """10 s of VIP traffic from the client (TCP segments of 1200 bytes, up to 10^5 a second,
+    from 256 client addresses to port 443: every node owns some) while node 3's exception thread is held
+    60 ms in every 150 ms (ptrace; under the 100 ms that counts as a stall): its ring towards
+    the kernel (256 frames here) overflows in every hold (counted), and the heartbeats, on
+    their own ring, must all get through: no view change, no peer unheard for a lease."""
+    f = farm(3, mode, exception__ring_size=256)
+    tid, _ = exception_thread(f, VICTIM)
+    n = Nemesis(f, "vip-flood", mode, 60)
+    before = {k: f.ctl(k, "counters") for k in f.all_nodes()}
+    views_before = {k: labfarm.metric(f.metrics(k), "vipfarm_views_installed_total")
+                    for k in f.all_nodes()}
+    stop = os.path.join(f.dir, "vipflood.stop")
+    out = os.path.join(f.dir, "vipflood.json")
+    sources = ",".join(labfarm.client_addr(i) for i in range(256, 512))
+    cmd = [labfarm.LAB_PY, os.path.join(HERE, "flood.py"), "--iface", labfarm.CLIENT_IF,
+           "--src-mac", labfarm.CLIENT_MAC, "--kind", "vip", "--sources", sources,
+           "--rate", "200000", "--seconds", "10", "--count", "2000000", "--stop-file", stop,
+           "--target", f"0={f.vip_mac()}={labfarm.VIP4}"]
+    t = n.fault()
+    p = f.spawn(f.client_ns, out, *cmd)
+    # Each node's peers, watched during the flood: the longest a peer went unheard.
+    silent = {}
+    holds = 0
+    while p.poll() is None and now_ms() - t < 30000:
+        cycle = now_ms()
+        freeze = f.freeze_thread(tid)
+        try:
+            sleep_until(cycle + 60)
+        finally:
+            freeze.release()
+        holds += 1
+        for k in f.all_nodes():
+            for node in (f.ctl(k, "nodes") or {}).get("nodes", []):
+                age = node.get("last_heard_s")
+                if not node.get("self") and age is not None:
+                    silent[(k, node["id"])] = max(silent.get((k, node["id"]), 0), age * 1000)
+        sleep_until(cycle + 150)
+    if p.poll() is None:
+        with open(stop, "w"):
+            pass
+        p.wait(timeout=5)
+    n.heal()
+    with open(out) as fh:
+        report = json.loads(fh.read().strip().splitlines()[-1])
+    after = {k: f.ctl(k, "counters") for k in f.all_nodes()}
+    full = {k: after[k]["exception_ring_full"] - before[k]["exception_ring_full"]
+            for k in f.all_nodes()}
+    views = {k: labfarm.metric(f.metrics(k), "vipfarm_views_installed_total") - views_before[k]
+             for k in f.all_nodes()}
+    worst = round(max(silent.values())) if silent else None
+    n.note(f"fault applied: {report['sent']} datagrams in {report['seconds']} s "
+           f"({report['rate']}/s), node {VICTIM}'s exception thread held {holds} times; VIP "
+           f"frames dropped at the full ring per node {full}; "
+           f"longest a peer went unheard {worst} ms; views installed meanwhile {views}")
+    assert report["sent"] >= 100000, f"fault not applied: only {report['sent']} sent"
+    assert full[VICTIM] > 0, f"fault not applied: node {VICTIM}'s ring never overflowed ({full})"
+    assert silent, "no peer's last-heard age was read during the flood"
+    n.finish()
+    assert not any(views.values()), f"the VIP flood changed views: {views}"
+    # The lease (500 ms at the defaults): a peer unheard that long would lose its support.
+    assert worst <= 500, f"a peer went unheard {worst} ms during the flood"
 
 
 @pytest.mark.parametrize("mode", MODES)
