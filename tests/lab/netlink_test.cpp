@@ -283,6 +283,8 @@ int main() {
   check(flags && (flags->ifr_flags & IFF_UP), "IFF_UP reads back");
   check_ok(nl::link_up(dev), "link_up twice");
   check_error(nl::link_up(missing), "link_up missing link", {missing});
+  check(nl::link_is_up(dev) == std::optional<bool>(true), "link_is_up: up");
+  check(!nl::link_is_up(missing).has_value(), "link_is_up: a missing link has no state");
 
   // Addresses.
   struct Case {
@@ -292,8 +294,11 @@ int main() {
   const Case cases[] = {{"10.1.2.3", 32}, {"10.9.0.1", 16}, {"fd00:1::10", 64}};
   for (const auto& c : cases) {
     const std::string name = std::string(c.text) + "/" + std::to_string(c.prefix_len);
-    check_ok(nl::add_address(dev, addr(c.text), c.prefix_len, true), "add " + name);
-    check_ok(nl::add_address(dev, addr(c.text), c.prefix_len, true), "add again " + name);
+    bool added = false;
+    check_ok(nl::add_address(dev, addr(c.text), c.prefix_len, true, &added), "add " + name);
+    check(added, "add says it added " + name);
+    check_ok(nl::add_address(dev, addr(c.text), c.prefix_len, true, &added), "add again " + name);
+    check(!added, "add again says it was there " + name);
     const auto rec = find_address(dev, addr(c.text), c.prefix_len);
     check(rec.has_value(), "visible " + name);
     if (rec && !addr(c.text).is_v4()) {
