@@ -1,10 +1,14 @@
 // vipfarmctl: offline tools over the core library (config check, owner query, pcap
 // verdicts, config reference). Talks to no daemon and links no DPDK.
+#include <fcntl.h>
+#include <unistd.h>
+
 #include <boost/program_options.hpp>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
+#include <functional>
 #include <iostream>
 #include <iterator>
 #include <map>
@@ -326,15 +330,19 @@ int cmd_counters(const std::vector<std::string>& args) {
     std::cout << reply->dump() << "\n";
     return 0;
   }
+  // One line per counter, nested objects by their dotted path (directed.forwarded.2):
+  // whatever shape the daemon's reply takes, every value is printed, none aborts.
+  std::function<void(const std::string&, const nlohmann::json&)> print =
+      [&](const std::string& path, const nlohmann::json& value) {
+        if (value.is_object()) {
+          for (const auto& [sub, inner] : value.items()) print(path + "." + sub, inner);
+        } else {
+          std::cout << path << "  " << (value.is_string() ? value.get<std::string>() : value.dump())
+                    << "\n";
+        }
+      };
   for (const auto& [key, value] : reply->items()) {
-    if (key == "ok") continue;
-    if (value.is_object()) {
-      for (const auto& [sub, count] : value.items()) {
-        std::cout << key << "." << sub << "  " << count.get<std::uint64_t>() << "\n";
-      }
-    } else {
-      std::cout << key << "  " << value.get<std::uint64_t>() << "\n";
-    }
+    if (key != "ok") print(key, value);
   }
   return 0;
 }
@@ -618,10 +626,26 @@ int cmd_import_safekit(const std::vector<std::string>& args) {
   if (out_path.empty()) {
     std::cout << r.toml;
   } else {
-    std::ofstream out(out_path, std::ios::binary | std::ios::trunc);
-    out << r.toml;
-    if (!out.flush()) {
-      std::cerr << "vipfarmctl: " << out_path << ": cannot write: " << std::strerror(errno) << "\n";
+    // Never through a symlink (a root-run import must not overwrite what a link points
+    // at); a new file is private until the operator says otherwise.
+    const int fd =
+        ::open(out_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd < 0) {
+      std::cerr << "vipfarmctl: " << out_path << ": cannot write: "
+                << (errno == ELOOP ? std::string("it is a symbolic link") : std::strerror(errno))
+                << "\n";
+      return 1;
+    }
+    std::size_t done = 0;
+    while (done < r.toml.size()) {
+      const ssize_t n = ::write(fd, r.toml.data() + done, r.toml.size() - done);
+      if (n <= 0) break;
+      done += static_cast<std::size_t>(n);
+    }
+    const int err = done == r.toml.size() ? 0 : errno;
+    if (::close(fd) != 0 || err != 0) {
+      std::cerr << "vipfarmctl: " << out_path
+                << ": cannot write: " << std::strerror(err ? err : errno) << "\n";
       return 1;
     }
   }
@@ -691,5 +715,12 @@ int main(int argc, char** argv) {
   } catch (const po::error& e) {
     std::cerr << "vipfarmctl: " << e.what() << "\n" << kUsage;
     return 2;
+  } catch (const std::exception& e) {
+    // Never an abort: a reply of an unexpected shape (another daemon version), a full disk.
+    std::cerr << "vipfarmctl: " << command << ": " << e.what() << "\n";
+    return 1;
+  } catch (...) {
+    std::cerr << "vipfarmctl: " << command << ": unexpected error\n";
+    return 1;
   }
 }

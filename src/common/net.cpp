@@ -65,6 +65,11 @@ std::string IpAddr::to_string() const {
   return out;
 }
 
+std::string endpoint_text(const IpAddr& address, std::uint16_t port) {
+  return (address.is_v4() ? address.to_string() : "[" + address.to_string() + "]") + ":" +
+         std::to_string(port);
+}
+
 std::optional<Endpoint> parse_endpoint(std::string_view text) {
   const auto colon = text.rfind(':');
   if (colon == std::string_view::npos || colon + 1 == text.size()) return std::nullopt;

@@ -815,15 +815,30 @@ void load_endpoints(Loader& loader, const toml::table& root, Config& config) {
       config.api.socket = std::move(*path);
     }
   }
+  bool listen_given = false;
   if (const toml::table* t = loader.optional_table(root, "metrics")) {
     loader.check_unknown(*t, "metrics", "metrics");
     if (auto listen = loader.string(*t, "listen", "metrics", config.metrics.listen)) {
-      const auto colon = listen->rfind(':');
-      if (!listen->empty() && (colon == std::string::npos || colon + 1 == listen->size())) {
+      listen_given = true;
+      const std::optional<Endpoint> at = parse_endpoint(*listen);
+      if (!listen->empty() && (!at || at->port == 0)) {
         loader.error(t->get("listen")->source(), "metrics.listen",
-                     "expected address:port (e.g. 0.0.0.0:9469), got \"" + *listen + "\"");
+                     "expected address:port (e.g. 192.0.2.11:9469, [2001:db8::11]:9469), got \"" +
+                         *listen + "\"");
+      } else if (at && std::any_of(config.vips.begin(), config.vips.end(),
+                                   [&](const Vip& v) { return v.address == at->address; })) {
+        loader.error(t->get("listen")->source(), "metrics.listen",
+                     at->address.to_string() +
+                         " is a VIP: /metrics would answer the farm's clients (the topology, "
+                         "the views); listen on the node's own address");
       }
       config.metrics.listen = std::move(*listen);
+    }
+  }
+  // The default: the node's own address (never every address: the VIPs live on the TAP).
+  if (!listen_given) {
+    if (const ClusterNode* self = config.find_node(config.node_id)) {
+      config.metrics.listen = endpoint_text(self->address, kMetricsPort);
     }
   }
 }

@@ -82,6 +82,24 @@ std::string path_of(pugi::xml_node node) {
   return out;
 }
 
+// Text from the XML inside a TOML comment: every control character (a newline that pugixml
+// decoded from &#10; would end the comment and start a live line) written as \uXXXX.
+std::string commented(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (const char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7f) {
+      out += "\\u00";
+      out += kHex[c >> 4];
+      out += kHex[c & 15];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
 std::string quote(std::string_view text) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out = "\"";
@@ -133,11 +151,6 @@ std::optional<IpAddr> parse_address(std::string_view text) {
     text = text.substr(1, text.size() - 2);
   }
   return IpAddr::parse(text);
-}
-
-std::string endpoint_text(const IpAddr& address, std::uint16_t port) {
-  const std::string a = address.to_string();
-  return (address.is_v4() ? a : "[" + a + "]") + ":" + std::to_string(port);
 }
 
 std::string_view kind_name(Kind kind) {
@@ -1181,7 +1194,7 @@ void Importer::read_check(pugi::xml_node check) {
                        quote(attr(user_, n, "ident").value_or("intf")) +
                        "\n# kind = \"interface\"\n# target = \"eth0\"          # the "
                        "interface that holds " +
-                       addr + "\n");
+                       commented(addr) + "\n");
     } else if (name == "custom") {
       check_attributes(user_, n, {"ident", "when", "exec", "arg", "action"});
       const std::string exec = attr(user_, n, "exec").value_or("");
@@ -1331,7 +1344,8 @@ std::string Importer::emit() const {
     t += '\n';
   };
   line("# vipfarm configuration imported from a SafeKit farm module (vipfarmctl import-safekit).");
-  line("# source: " + user_.file() + (cluster_ ? ", nodes from " + cluster_->file() : ""));
+  line("# source: " +
+       commented(user_.file() + (cluster_ ? ", nodes from " + cluster_->file() : "")));
   line("# Every node of the farm gets this file with its own [node]. The notes at the end say");
   line("# what SafeKit had that this file does not carry; read them before deploying.");
   line("");
@@ -1401,7 +1415,7 @@ std::string Importer::emit() const {
   }
   for (const Checker& c : checkers_) {
     line("");
-    line("[[checker]]                  # " + c.from);
+    line("[[checker]]                  # " + commented(c.from));
     line("name = " + quote(c.name));
     line("kind = " + quote(c.kind));
     line("target = " + quote(c.target));
@@ -1428,9 +1442,7 @@ std::string Importer::emit() const {
   line("");
   line("# Notes from the import:");
   for (const SafekitNote& n : notes_) {
-    std::string text = n.to_string();
-    std::replace(text.begin(), text.end(), '\n', ' ');
-    line("#   " + text);
+    line("#   " + commented(n.to_string()));
   }
   return t;
 }

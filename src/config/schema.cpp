@@ -129,8 +129,10 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"api.socket", kString, "\"/run/vipfarm/vipfarmd.sock\"", "an absolute path", kRestart,
      "Unix socket of the admin API, mode 0660."},
     {"metrics", kTable, "defaults", "", kRestart, "The Prometheus endpoint."},
-    {"metrics.listen", kString, "\"0.0.0.0:9469\"", "address:port, or \"\" to disable", kRestart,
-     "Where /metrics is served."},
+    {"metrics.listen", kString, "this node's address, port 9469",
+     "address:port ([v6]:port), not a VIP; or \"\" to disable", kRestart,
+     "Where /metrics is served. A wildcard (0.0.0.0, [::]) also answers on the VIPs: vipfarmd "
+     "warns."},
     {"membership", kTable, "absent: a static view of every configured node", "", kRestart,
      "Heartbeats, failure detection and view agreement (docs/membership.md)."},
     {"membership.port", kInteger, "9470", "1-65535", kRestart,

@@ -66,9 +66,12 @@ FlowTable::FlowTable(std::uint32_t capacity, FlowTimeouts timeouts, std::uint16_
 
 void FlowTable::set_timeouts(FlowTimeouts timeouts) noexcept {
   timeouts_ = timeouts;
-  timeout_ms_ = {std::numeric_limits<std::int32_t>::max(), cap_timeout(timeouts.syn),
-                 cap_timeout(timeouts.established), cap_timeout(timeouts.closing),
-                 cap_timeout(timeouts.udp)};
+  timeout_ms_ = {std::numeric_limits<std::int32_t>::max(),
+                 cap_timeout(timeouts.syn),
+                 cap_timeout(timeouts.established),
+                 cap_timeout(timeouts.closing),
+                 cap_timeout(timeouts.udp),
+                 cap_timeout(timeouts.syn)};
 }
 
 std::size_t FlowTable::memory_bytes() const noexcept {
@@ -98,7 +101,7 @@ std::uint32_t FlowTable::make_room(std::uint32_t set, FlowState state,
       return w;
     }
     const std::int32_t a = age(e, now_ms);
-    if (e.state_ == FlowState::kSyn) {
+    if (e.state_ == FlowState::kSyn || e.state_ == FlowState::kOneWay) {
       if (a > syn_age) syn_age = a, oldest_syn = w;
     } else if (a > other_age) {
       other_age = a, oldest_other = w;
@@ -109,7 +112,7 @@ std::uint32_t FlowTable::make_room(std::uint32_t set, FlowState state,
     ++stats_.evicted_embryonic;
     return oldest_syn;
   }
-  if (state != FlowState::kSyn) {
+  if (state != FlowState::kSyn && state != FlowState::kOneWay) {
     release(set, oldest_other);
     ++stats_.evicted_established;
     return oldest_other;

@@ -228,13 +228,6 @@ int run_daemon(const config::Config& config, const std::string& program,
   std::optional<control::MembershipService> membership;
   if (config.membership.present) membership.emplace(io, config, control, dp);
   control::HostPath host_path(io, dp);
-  metrics::Exporter exporter;
-  if (const std::string err = exporter.start(config.metrics.listen, control, dp,
-                                             membership ? &*membership : nullptr, &host_path);
-      !err.empty()) {
-    std::cerr << "vipfarmd: " << err << "\n";
-    return 1;
-  }
   std::optional<control::ApiServer> api;
   api.emplace(io, config.api.socket, [&](const nlohmann::json& request) {
     const std::string cmd = request.value("cmd", "");
@@ -293,6 +286,19 @@ int run_daemon(const config::Config& config, const std::string& program,
     std::ofstream("/proc/sys/net/ipv6/conf/" + first_tap + "/addr_gen_mode") << "1\n";
   }
   if (has_tap) prepare_gateway_kernel(config);
+  // The TAP's kernel takes no router advertisement (no address, route or hop limit from a
+  // stranger on the farm's LAN) and no ICMP redirect (no host route around the farm).
+  for (std::size_t p = 0; p < ports.size() && has_tap; ++p) {
+    const std::string& tap = ports[p].exception;
+    for (const std::string& path : {"/proc/sys/net/ipv6/conf/" + tap + "/accept_ra",
+                                    "/proc/sys/net/ipv6/conf/" + tap + "/accept_redirects",
+                                    "/proc/sys/net/ipv4/conf/" + tap + "/accept_redirects"}) {
+      std::ofstream out(path);
+      out << "0\n";
+      out.flush();
+      if (!out) std::cerr << "vipfarmd: cannot write 0 to " << path << "\n";
+    }
+  }
   for (std::size_t p = 0; p < ports.size(); ++p) {
     const MacAddr mac = dp.port_mac(p);
     if (const std::string err = hand_over_kernel_interface(ports[p].uplink, mac, kernel_ifaces[p]);
@@ -319,6 +325,23 @@ int run_daemon(const config::Config& config, const std::string& program,
     }
   }
 
+  // /metrics once the node's addresses exist (its default is the node's own address).
+  if (const auto at = parse_endpoint(config.metrics.listen);
+      at && (at->address.is_v4() ? at->address.v4_value() == 0
+                                 : at->address.hi == 0 && at->address.lo == 0)) {
+    std::cerr << "vipfarmd: warning: metrics.listen " << config.metrics.listen
+              << " answers on every address, the VIPs too: whoever reaches a VIP can read "
+                 "/metrics (the farm's topology and views); the default is this node's own "
+                 "address\n";
+  }
+  metrics::Exporter exporter;
+  if (const std::string err = exporter.start(config.metrics.listen, control, dp,
+                                             membership ? &*membership : nullptr, &host_path);
+      !err.empty()) {
+    std::cerr << "vipfarmd: " << err << "\n";
+    remove_addresses();
+    return 1;
+  }
   if (membership) {
     // On the io thread: the loop is already running the admin API.
     std::promise<std::string> started;

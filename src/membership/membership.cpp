@@ -272,7 +272,10 @@ std::uint64_t Membership::prune(std::uint64_t candidates) const noexcept {
 std::uint64_t Membership::propose(Nanos now) {
   update_peers(now);
   aside_.clear();
-  if (!path_down_.empty()) {
+  // A broken host path that lasts a lease: the peers may exclude this node before it is
+  // whole again, so it steps aside rather than serve its old view beside theirs. (Shorter,
+  // nothing changes: the workers refused VIP traffic meanwhile, the view stands.)
+  if (!path_down_.empty() && now - path_down_since_ >= settings_.lease) {
     aside_ = path_down_;
     return 0;
   }
@@ -397,6 +400,7 @@ void Membership::set_path_down(const std::string& reason, Nanos now) {
     }
     proposed_since_ = now;
   }
+  if (path_down_.empty()) path_down_since_ = now;
   path_down_ = reason;
   changed_ = true;
 }

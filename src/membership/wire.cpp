@@ -79,6 +79,11 @@ std::string read_key_file(const std::string& path, std::vector<std::uint8_t>& ke
     error = std::strerror(errno);
   } else if (!S_ISREG(st.st_mode)) {
     error = "not a regular file";
+  } else if (st.st_uid != 0 && st.st_uid != ::geteuid()) {
+    // Another user owns it: that user could change the key, or read it with chmod.
+    error = "owned by uid " + std::to_string(st.st_uid) + "; a cluster key must belong to root" +
+            (::geteuid() == 0 ? std::string() : " or uid " + std::to_string(::geteuid())) +
+            " (chown root:root)";
   } else if ((st.st_mode & 077) != 0) {
     char mode[8];
     std::snprintf(mode, sizeof mode, "%04o", static_cast<unsigned>(st.st_mode & 07777));

@@ -327,7 +327,7 @@ class Collector : public prometheus::Collectable {
             "New flows not tracked: their set was full of flows that may not be evicted.",
             f.refused);
     counter("vipfarm_flows_evicted_total",
-            "Tracked flows evicted for a new one (embryonic first, established last).",
+            "Tracked flows evicted for a new one (unconfirmed only: embryonic or one-way).",
             f.evicted_embryonic + f.evicted_established);
     counter("vipfarm_flows_expired_total", "Tracked flows forgotten after their timeout.",
             f.expired);

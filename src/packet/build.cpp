@@ -111,7 +111,9 @@ std::vector<std::byte> build_frame(const FrameSpec& spec) {
     put32(out, 0x60000000U | (spec.flow_label & 0xfffff));
     put16(out, 0);  // payload length, set below
     out.push_back(std::byte(fragmented ? 44 : spec.proto));
-    out.push_back(std::byte(64));
+    // Neighbour discovery is sent with hop limit 255 (RFC 4861), everything else with 64.
+    const bool nd = spec.proto == 58 && spec.icmp_type >= 133 && spec.icmp_type <= 137;
+    out.push_back(std::byte(nd ? 255 : 64));
     put64(out, spec.src.hi);
     put64(out, spec.src.lo);
     put64(out, spec.dst.hi);

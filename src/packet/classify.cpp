@@ -591,7 +591,9 @@ void Classifier::prepare(std::span<const std::byte> frame, const Lookup& at, Flo
       // Neighbour discovery is the host's, except solicitations for a VIP, which the data
       // plane answers; an advertisement to a VIP answers some node's kernel: every one
       // gets it.
-      const int target = l4[0] == 135 && l4_len >= 24 ? find_vip6(at, ipv6_at(l4 + 8)) : -1;
+      // Only a solicitation with hop limit 255 (sent on the link, RFC 4861 §7.1.1) is answered.
+      const int target =
+          l4[0] == 135 && l4_len >= 24 && l3[7] == 255 ? find_vip6(at, ipv6_at(l4 + 8)) : -1;
       if (target >= 0) {
         result.verdict = Verdict::kNdVip;
         result.vip = static_cast<std::uint16_t>(target);
@@ -614,8 +616,10 @@ void Classifier::prepare(std::span<const std::byte> frame, const Lookup& at, Flo
   } else if (ether == kEtherArp) {
     if (avail < 28) return malformed(Malformed::kArpTruncated);
     // A request from the VIP for the VIP is a gratuitous ARP, another node's announcement.
+    // A sender hardware address with the group bit (broadcast, multicast) would have every
+    // node broadcast its answer: such a request is not answered.
     if (be16(l3) == 1 && be16(l3 + 2) == kEtherIpv4 && l3[4] == 6 && l3[5] == 4 &&
-        be16(l3 + 6) == 1 && be32(l3 + 14) != be32(l3 + 24)) {
+        be16(l3 + 6) == 1 && be32(l3 + 14) != be32(l3 + 24) && (l3[8] & 1) == 0) {
       const int target = find_vip4(at, be32(l3 + 24));
       if (target >= 0) {
         result.verdict = Verdict::kArpVip;

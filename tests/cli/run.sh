@@ -94,9 +94,9 @@ check "view set without ids exits 2" test "$(status_of "$ctl" view set --socket 
 # top: a farm none of whose nodes answers (loopback addresses, a port nothing listens on):
 # each node reported unreachable with the reason, exit 1; usage errors exit 2.
 port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-sed -e 's/"10\.77\.0\.\([123]\)"/"127.0.0.\1"/' -e "s/^listen = .*/listen = \"0.0.0.0:$port\"/" \
-  conf/lab.toml >"$tmp/top.toml"
-check "top config points at loopback" grep -q "listen = \"0.0.0.0:$port\"" "$tmp/top.toml"
+sed -e 's/"10\.77\.0\.\([123]\)"/"127.0.0.\1"/' conf/lab.toml >"$tmp/top.toml"
+printf '\n[metrics]\nlisten = "127.0.0.1:%s"\n' "$port" >>"$tmp/top.toml"
+check "top config points at loopback" grep -q "listen = \"127.0.0.1:$port\"" "$tmp/top.toml"
 check "top with no node answering exits 1" \
   test "$(status_of "$ctl" top --config "$tmp/top.toml" --count 1 --json)" = 1
 check "top reports every node unreachable, with the reason" /usr/bin/python3 - "$tmp/out" <<'PY'

@@ -368,7 +368,7 @@ def check_readme():
 
 def check_scrape_config():
     conf = yaml.safe_load(read(f"{PROM}/prometheus.yml"))
-    m = re.search(r"\|\s*`metrics\.listen`\s*\|[^|]*\|\s*\"[^\"]*:(\d+)\"", read(f"{ROOT}/README.md"))
+    m = re.search(r"\|\s*`metrics\.listen`\s*\|[^|]*\|[^|]*\bport (\d+)", read(f"{ROOT}/README.md"))
     if not m:
         return ["README: no default for metrics.listen in the configuration reference"]
     port = m.group(1)

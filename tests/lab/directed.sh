@@ -153,7 +153,7 @@ check "directed: the requests covered every node (${!served[*]}) and most went t
   test "${#served[@]}" -eq 3 -a "$remote" -gt $((requests / 3))
 forwarded=0 refused=0
 for k in 1 2 3; do
-  metrics=$(lab_exec_node "$k" curl -s --max-time 2 http://127.0.0.1:9469/metrics)
+  metrics=$(lab_exec_node "$k" curl -s --max-time 2 http://10.77.0."$k":9469/metrics)
   f=$(awk '/^vipfarm_forwarded_total\{/ {s += $2} END {print s + 0}' <<<"$metrics")
   r=$(awk '/^vipfarm_forward_refused_total / {print $2 + 0}' <<<"$metrics")
   echo "  node $k: forwarded $f frames, refused ${r:-?}"

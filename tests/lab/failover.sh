@@ -261,7 +261,7 @@ check "failover p99 within ${bound_ms} ms over $trials kill -9 trials, clients s
 # vipfarm_failover_seconds: each node counts the failovers it saw since its last restart
 # (the trials after it was last the victim), every one of them within the bound.
 failover_metric() {  # failover_metric K: "COUNT WITHIN_1S" of node K's histogram
-  lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+  lab_exec_node "$1" curl -s --max-time 2 http://10.77.0."$1":9469/metrics |
     awk '/^vipfarm_failover_seconds_count / {c = $2} /^vipfarm_failover_seconds_bucket\{le="1(\.0)?"\}/ {w = $2}
          END {printf "%d %d", c, w}'
 }
@@ -308,7 +308,7 @@ check "node 3 reports UP (exit status 2)" bash -c '"$1" state --socket "$2" >/de
 # --- a second heartbeat network -------------------------------------------------------------
 # metric K NAME: node K's value of a metric line (the first line starting with NAME).
 metric() {
-  lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+  lab_exec_node "$1" curl -s --max-time 2 http://10.77.0."$1":9469/metrics |
     awk -v m="$2" 'index($0, m" ") == 1 { print $2; exit }'
 }
 # cut K IFACE: drop node K's heartbeats (UDP 9470) leaving or arriving on IFACE.

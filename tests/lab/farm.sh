@@ -283,7 +283,7 @@ check "10 ICMPv6 packet-too-big errors for [$flow_client6] accepted by the flow'
   errors_reach "$flow_owner6" 10
 
 # --- malformed frames from the client ----------------------------------------------------
-malformed_before=$(lab_exec_node 1 curl -s http://127.0.0.1:9469/metrics | awk '/^vipfarm_malformed_total/ {s += $2} END {print s + 0}')
+malformed_before=$(lab_exec_node 1 curl -s http://10.77.0.1:9469/metrics | awk '/^vipfarm_malformed_total/ {s += $2} END {print s + 0}')
 lab_exec_client $py - "$LAB_CLIENT_IF" "$vmac4" "$LAB_VIP4" <<'PY'
 import sys
 from scapy.all import Dot1Q, Ether, IP, TCP, UDP, Raw, sendp
@@ -303,7 +303,7 @@ for f in frames * 20:
 PY
 deadline=$((SECONDS + 10))
 while :; do
-  now=$(lab_exec_node 1 curl -s http://127.0.0.1:9469/metrics | awk '/^vipfarm_malformed_total/ {s += $2} END {print s + 0}')
+  now=$(lab_exec_node 1 curl -s http://10.77.0.1:9469/metrics | awk '/^vipfarm_malformed_total/ {s += $2} END {print s + 0}')
   ((now - malformed_before >= 100)) || ((SECONDS > deadline)) || { sleep 0.2; continue; }
   break
 done
@@ -359,7 +359,7 @@ check "still serving IPv6 after malformed frames" \
 
 # --- counters: rx = sum of verdicts ------------------------------------------------------
 for k in 1 2 3; do
-  check "node $k: rx = sum of verdicts" $py - "$(lab_exec_node "$k" curl -s http://127.0.0.1:9469/metrics)" <<'PY'
+  check "node $k: rx = sum of verdicts" $py - "$(lab_exec_node "$k" curl -s http://10.77.0."$k":9469/metrics)" <<'PY'
 import sys
 rx = verdicts = 0
 for line in sys.argv[1].splitlines():

@@ -59,7 +59,7 @@ reload_all() {  # reload_all [K...]: every node (1-4) by default
   for k in "${nodes[@]}"; do "$VIPFARMCTL" reload --socket "$(lab_api_socket "$k")" >/dev/null || return 1; done
 }
 metric() {  # metric K NAME: node K's sample of NAME (no labels)
-  lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics | awk -v n="$2" '$1 == n {print $2}'
+  lab_exec_node "$1" curl -s --max-time 2 http://10.77.0."$1":9469/metrics | awk -v n="$2" '$1 == n {print $2}'
 }
 epoch_of() { metric "$1" vipfarm_view_epoch; }
 heartbeat_rate() {  # heartbeat_rate K SECONDS: heartbeats node K sent per second
@@ -71,7 +71,7 @@ heartbeat_rate() {  # heartbeat_rate K SECONDS: heartbeats node K sent per secon
 }
 checker_runs() {  # checker_runs K NAME: node K has run checker NAME twice, and it is healthy
   local text
-  text=$(lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics)
+  text=$(lab_exec_node "$1" curl -s --max-time 2 http://10.77.0."$1":9469/metrics)
   grep -q "^vipfarm_checker_healthy{.*checker=\"$2\".*} 1" <<<"$text" &&
     grep "^vipfarm_checker_checks_total{.*checker=\"$2\"" <<<"$text" | awk '{exit !($2 >= 2)}'
 }
@@ -136,7 +136,7 @@ PY
     local gained4
     gained4=$(owned_by 4)
     taking4() {
-      lab_exec_node 4 curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+      lab_exec_node 4 curl -s --max-time 2 http://10.77.0.4:9469/metrics |
         awk '/^vipfarm_handoff_taking_buckets / {printf "%d", $2}'
     }
     partly_taken() { local t; t=$(taking4); [[ -n $t ]] && ((t > 0 && t < gained4)); }
@@ -272,7 +272,7 @@ PY
     "$VIPFARMCTL" counters --socket "$(lab_api_socket "$k")" --json |
       $py -c 'import json,sys; c=json.load(sys.stdin); print("  node", sys.argv[1], "handoff", c.get("handoff"))' "$k"
     local flows_line
-    flows_line=$(lab_exec_node "$k" curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+    flows_line=$(lab_exec_node "$k" curl -s --max-time 2 http://10.77.0."$k":9469/metrics |
       awk '/^vipfarm_flows_(inserted|refused|evicted)_total / {printf "%s %s  ", $1, $2}')
     echo "    flows: $flows_line"
     [[ $flows_line =~ vipfarm_flows_evicted_total\ ([0-9]+) ]] && evicted=$((evicted + BASH_REMATCH[1]))

@@ -37,7 +37,7 @@ CLIENT_IF = "lab0"
 CLIENT_MAC = "02:77:00:00:00:fa"
 TAP = "vipfarm0"
 HB_PORT = 9470          # conf/lab.toml's [membership] port (the default)
-METRICS_PORT = 9469     # conf/lab.toml's [metrics] listen
+METRICS_PORT = 9469     # [metrics] listen's default: the node's own address, this port
 READY_TIMEOUT = float(os.environ.get("LAB_READY_TIMEOUT", "20"))
 STOP_TIMEOUT = float(os.environ.get("LAB_STOP_TIMEOUT", "3"))
 
@@ -396,7 +396,7 @@ class Farm:
         """Node k's /metrics, parsed (parse_prometheus); {} when it does not answer."""
         try:
             text = self.in_node(k, "curl", "-s", "--max-time", "2",
-                                f"http://127.0.0.1:{METRICS_PORT}/metrics", check=False, timeout=5)
+                                f"http://10.77.0.{k}:{METRICS_PORT}/metrics", check=False, timeout=5)
         except subprocess.TimeoutExpired:
             return {}
         return parse_prometheus(text)

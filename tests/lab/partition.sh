@@ -87,7 +87,7 @@ print(v["epoch"], ",".join(map(str, v["members"])) or "-", int(v["lease_ok"]))' 
 # metrics K: node K's Prometheus page as "name value" lines, with
 # vipfarm_heartbeats_rejected_total{reason="X"} shortened to rejected_X.
 metrics() {
-  lab_exec_node "$1" curl -s --max-time 2 http://127.0.0.1:9469/metrics |
+  lab_exec_node "$1" curl -s --max-time 2 http://10.77.0."$1":9469/metrics |
     sed -n -e 's/^vipfarm_heartbeats_rejected_total{reason="\([a-z_]*\)"} /rejected_\1 /p' \
       -e 's/^\(vipfarm_[a-z_]*\) \([0-9.e+]*\)$/\1 \2/p'
 }

@@ -6,7 +6,7 @@
 # targets (the lab nodes' addresses, the farm label) and the scrape and evaluation
 # intervals (1 s); the script checks that nothing else differs.
 #  - Prometheus runs in the client namespace: the nodes' metrics endpoints ([metrics]
-#    listen, 0.0.0.0:9469 in each node's namespace) are reached at the nodes' own addresses
+#    listen's default, each node's own address, port 9469) are reached at the nodes' own addresses
 #    through the switch and each node's data plane, as a monitoring host reaches a farm
 #    (not from inside a node, which would go blind with its node). Its web port is
 #    127.0.0.1:9090 of that namespace, its storage in the lab's temp dir.
@@ -214,7 +214,7 @@ grep "^FAILED\|^empty" "$queries_report" >&2
 
 # --- node 1's /metrics against the README and the dashboard and rules ----------------------
 scrape=$LAB_DIR/node1.metrics
-lab_exec_node 1 curl -s --max-time 2 http://127.0.0.1:9469/metrics >"$scrape"
+lab_exec_node 1 curl -s --max-time 2 http://10.77.0.1:9469/metrics >"$scrape"
 "$deploy_check" --readme-metrics >"$LAB_DIR/readme.txt"
 "$deploy_check" --used-metrics >"$LAB_DIR/used.txt"
 # metrics_diff MODE: the problems, one a line (none: exit 0).

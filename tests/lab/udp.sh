@@ -158,7 +158,7 @@ for k in 1 2 3; do
     test "${sent6[$k]:-0}" -gt 0 -a "$oks" -eq "${sent6[$k]:-0}"
 done
 check "IPv6: every fragment reached exactly one node (client $frags6, nodes $reqd_sum)" test "$reqd_sum" -eq "$frags6"
-frags=$(lab_exec_node 1 curl -s http://127.0.0.1:9469/metrics | awk '/^vipfarm_rx_packets_total/ {print $2}')
+frags=$(lab_exec_node 1 curl -s http://10.77.0.1:9469/metrics | awk '/^vipfarm_rx_packets_total/ {print $2}')
 check "node 1 received the traffic ($frags frames)" test "${frags%.*}" -gt 60
 
 lab_stop_daemons

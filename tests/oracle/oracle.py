@@ -234,7 +234,7 @@ def ipv6_walk(b, pos, end, nh):
 
 class Packet:
     """Result of §1 for an IP packet."""
-    __slots__ = ("fam", "src", "dst", "proto", "ident", "frag", "l4", "end", "has_l4")
+    __slots__ = ("fam", "src", "dst", "proto", "ident", "frag", "l4", "end", "has_l4", "hops")
 
 
 def parse_frame(b):
@@ -259,7 +259,8 @@ def parse_frame(b):
             raise Malformed("arp_truncated")
         htype, ptype, hlen, plen, oper = struct.unpack_from("!HHBBH", b, off)
         if (htype == 1 and ptype == 0x0800 and hlen == 6 and plen == 4 and oper == 1
-                and b[off + 14:off + 18] != b[off + 24:off + 28]):  # gratuitous: pass
+                and b[off + 14:off + 18] != b[off + 24:off + 28]  # gratuitous: pass
+                and not b[off + 8] & 1):  # a group sender hardware address: pass
             return ("arp", b[off + 24:off + 28])
         return ("arp", None)
     if et == 0x0800:
@@ -308,6 +309,7 @@ def parse_frame(b):
         p.l4 = l4
         p.end = end
         p.has_l4 = has_l4
+        p.hops = b[off + 7]
         return ("ip", p)
     return ("pass",)
 
@@ -501,7 +503,7 @@ def classify(cfg, b, stats=None, matched=None):
         # §2
         if (p.fam == 6 and p.proto == 58 and not p.frag and p.has_l4
                 and p.end - p.l4 >= 4 and 133 <= b[p.l4] <= 137):
-            if (b[p.l4] == 135 and p.end - p.l4 >= 24
+            if (b[p.l4] == 135 and p.end - p.l4 >= 24 and p.hops == 255
                     and bytes(b[p.l4 + 8:p.l4 + 24]) in cfg.vip6):
                 return ("nd_vip", "", "", -1)
             return ("pass", "", "", -1)
@@ -613,8 +615,10 @@ def selftest(config_path):
                         64, proto, 0, ip(src), ip(dst)) + b"\x01" * (ihl * 4 - 20)
         return h + payload
 
-    def v6(src, dst, nh, payload, fl=0x12345):
-        return struct.pack("!IHBB16s16s", (6 << 28) | fl, len(payload), nh, 64, ip(src),
+    def v6(src, dst, nh, payload, fl=0x12345, hops=None):
+        if hops is None:  # neighbour discovery is sent with hop limit 255 (RFC 4861)
+            hops = 255 if nh == 58 and payload and 133 <= payload[0] <= 137 else 64
+        return struct.pack("!IHBB16s16s", (6 << 28) | fl, len(payload), nh, hops, ip(src),
                            ip(dst)) + payload
 
     def tcp(sp, dp):
@@ -642,6 +646,9 @@ def selftest(config_path):
         ("arp request vip", eth(0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) +
                                 b"\x02" * 6 + c4 + b"\0" * 6 + V2, (0x8100,)),
          ("arp_vip", "", "", -1)),
+        ("arp request vip from a broadcast sender MAC", eth(0x0806, struct.pack(
+            "!HHBBH", 1, 0x0800, 6, 4, 1) + b"\xff" * 6 + c4 + b"\0" * 6 + V2),
+         ("pass", "", "", -1)),
         ("gratuitous arp vip", eth(0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, 1) +
                                    b"\x02" * 6 + V2 + b"\0" * 6 + V2), ("pass", "", "", -1)),
         ("arp reply vip", eth(0x0806, struct.pack("!HHBBH", 1, 0x0800, 6, 4, 2) +
@@ -696,6 +703,10 @@ def selftest(config_path):
         ("ns for a vip", eth(0x86DD, v6("2001:db8:abcd:1234::7", "ff02::1:ff00:10", 58,
                                         struct.pack("!BBHI", 135, 0, 0, 0) + V6)),
          ("nd_vip", "", "", -1)),
+        ("ns for a vip, hop limit 64 (routed: discarded by the host)",
+         eth(0x86DD, v6("2001:db8:abcd:1234::7", "ff02::1:ff00:10", 58,
+                        struct.pack("!BBHI", 135, 0, 0, 0) + V6, hops=64)),
+         ("pass", "", "", -1)),
         ("ipv6 echo fallback to *", eth(0x86DD, v6("2001:db8:abcd:1234::7", "2001:db8::10",
                                                    58, struct.pack("!BBHHH", 128, 0, 0, 1, 1))),
          ("farm", "", "dns", words(c6hi, c6lo, 0, 0, 0))),

@@ -74,6 +74,8 @@ TEST(Config, MinimalGetsDefaults) {
   ASSERT_EQ(rule.ports.size(), 1u);
   EXPECT_EQ(rule.ports[0], (PortRange{80, 80}));
   EXPECT_EQ(vipfarm::to_string(c.vips[0].mac), "5A:FE:C6:33:64:32");
+  // /metrics on the node's own address by default, never on every address (the VIPs).
+  EXPECT_EQ(c.metrics.listen, c.find_node(c.node_id)->address.to_string() + ":9469");
 }
 
 TEST(Config, FlowsDefaultsValuesAndErrors) {
@@ -179,6 +181,9 @@ TEST(Config, EachKindOfError) {
                         "api.socket: must be an absolute path"));
   EXPECT_TRUE(has_error(errors_with("[[group]]", "[metrics]\nlisten = \"9469\"\n[[group]]"),
                         "metrics.listen: expected address:port"));
+  EXPECT_TRUE(
+      has_error(errors_with("[[group]]", "[metrics]\nlisten = \"198.51.100.50:9469\"\n[[group]]"),
+                "metrics.listen: 198.51.100.50 is a VIP"));
   EXPECT_TRUE(has_error(errors_with("[[group]]", "[exception]\nname = \"a/b\"\n[[group]]"),
                         "exception.name: \"a/b\" is not a valid interface name"));
   EXPECT_TRUE(

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "vipfarm/flow/flow_table.hpp"
+#include "vipfarm/flow/handoff.hpp"
 
 namespace vipfarm::flow {
 namespace {
@@ -521,6 +522,102 @@ TEST(FlowTable, SynFloodNeverEvictsEstablished) {
   EXPECT_EQ(table.stats().embryonic, 0u);
   EXPECT_EQ(table.stats().live, kept.size());
   for (const FlowTuple& t : kept) EXPECT_NE(find(table, t, 640 + 5'001), nullptr);
+  expect_invariant(table);
+}
+
+// A flow first seen mid-stream is one-way (unconfirmed) until its second packet; it expires
+// after the SYN timeout meanwhile.
+TEST(FlowTable, OneWayFlowsAreConfirmedByASecondPacket) {
+  FlowTable table(64, kTimeouts, 1, 1);
+  const FlowTuple tcp = v4(0x0A000001, 1000), fin = v4(0x0A000002, 1000);
+  const FlowTuple udp = v4(0x0A000003, 53, kUdp), idle = v4(0x0A000004, 1000);
+  for (const FlowTuple& t : {tcp, fin, udp, idle}) {
+    ASSERT_NE(insert(table, t, FlowState::kOneWay, 0), nullptr);
+  }
+  touch_found(table, tcp, kAck, 10);
+  touch_found(table, fin, kFin | kAck, 10);
+  touch_found(table, udp, 0, 10);
+  EXPECT_EQ(table.state(*find(table, tcp, 10)), FlowState::kEstablished);
+  EXPECT_EQ(table.state(*find(table, fin, 10)), FlowState::kClosing);
+  EXPECT_EQ(table.state(*find(table, udp, 10)), FlowState::kUdp);
+  EXPECT_NE(find(table, idle, 100), nullptr);  // the SYN timeout (100 here), not 1000
+  EXPECT_EQ(find(table, idle, 101), nullptr);
+  EXPECT_NE(find(table, tcp, 101), nullptr);
+  expect_invariant(table);
+}
+
+// A worker's table full of real flows (handshakes completed, datagrams seen twice), then ten
+// times its capacity of spoofed ACKs and datagrams from random sources, through the handoff
+// rule as the worker calls it: not one real flow is lost, a real SYN arriving during the
+// flood in a bucket being taken is still tracked, and once the SYN timeout has passed the
+// flood holds no slot (nor a given-up bucket).
+TEST(FlowTable, SpoofedFloodNeverEvictsConfirmedFlows) {
+  constexpr std::uint32_t kCapacity = 4096;
+  FlowTable table(kCapacity, {}, 1, 64);
+  HandoffCounters c;
+  std::mt19937_64 rng(17);
+  auto admit_at = [&](FlowTuple t, std::uint8_t flags, BucketMode mode, std::uint32_t now) {
+    t.tcp_flags = flags;
+    return admit(table, t, hash_tuple(t), mode, 0, static_cast<std::uint32_t>(t.client_port % 64),
+                 now, c);
+  };
+  std::vector<FlowTuple> real;
+  for (std::uint32_t i = 0; i < kCapacity; ++i) {
+    FlowTuple t = random_tuple(rng);
+    if (find(table, t, 0) != nullptr) continue;
+    if (i % 4 == 3) {
+      t.proto = kUdp;
+      admit_at(t, 0, BucketMode::kOwned, 0);
+      admit_at(t, 0, BucketMode::kOwned, 1);  // its second datagram
+    } else {
+      admit_at(t, kSynFlag, BucketMode::kOwned, 0);
+      admit_at(t, kAck, BucketMode::kOwned, 1);  // the handshake's ACK
+    }
+    real.push_back(t);
+  }
+  std::vector<FlowTuple> kept;
+  for (const FlowTuple& t : real) {
+    const FlowTable::Entry* e = find(table, t, 1);
+    if (e != nullptr && table.state(*e) != FlowState::kSyn &&
+        table.state(*e) != FlowState::kOneWay) {
+      kept.push_back(t);
+    }
+  }
+  EXPECT_GT(kept.size(), real.size() * 99 / 100);  // at 50% load a few sets overflow
+  const FlowStats before = table.stats();
+  FlowTuple late = random_tuple(rng);
+  late.client_port = 7;  // bucket 7
+  bool late_tracked = false;
+  for (std::uint32_t i = 0; i < 10 * kCapacity; ++i) {
+    FlowTuple t = random_tuple(rng);
+    if (i % 2 == 1) t.proto = kUdp;
+    const std::uint32_t now = 2 + i / 64;  // 40960 packets within 640 ms
+    admit_at(t, t.proto == kUdp ? 0 : kAck, BucketMode::kOwned, now);
+    if (i == 5 * kCapacity) {
+      EXPECT_TRUE(admit_at(late, kSynFlag, BucketMode::kTaking, now));
+      late_tracked = find(table, late, now) != nullptr;
+    }
+  }
+  const FlowStats after = table.stats();
+  std::printf(
+      "spoofed flood: %zu of %zu real flows confirmed before; %llu flood entries "
+      "evicted, %llu refused\n",
+      kept.size(), real.size(),
+      static_cast<unsigned long long>(after.evicted_embryonic - before.evicted_embryonic),
+      static_cast<unsigned long long>(after.refused - before.refused));
+  EXPECT_EQ(after.evicted_established, before.evicted_established);
+  EXPECT_TRUE(late_tracked) << "a real SYN in a bucket being taken was not tracked";
+  for (const FlowTuple& t : kept) {
+    const FlowTable::Entry* e = find(table, t, 642);
+    ASSERT_NE(e, nullptr) << "a real flow was evicted by the flood";
+    EXPECT_TRUE(table.state(*e) == FlowState::kEstablished || table.state(*e) == FlowState::kUdp);
+  }
+  // After the SYN timeout (5 s), one sweep pass frees every flood entry.
+  table.sweep(642 + 5'001, table.slots() / FlowTable::kWays);
+  EXPECT_EQ(table.stats().live, kept.size());
+  std::uint64_t in_buckets = 0;
+  for (std::uint32_t b = 0; b < 64; ++b) in_buckets += table.live_in(0, b);
+  EXPECT_EQ(in_buckets, kept.size());
   expect_invariant(table);
 }
 

@@ -285,6 +285,40 @@ TEST(SafekitImport, UnmappableThingsAreNotedWithTheirPath) {
   EXPECT_NE(r.toml.find("systemctl is-active --quiet nginx"), std::string::npos) << r.toml;
 }
 
+// A hostile userconfig.xml: the attributes that reach the TOML carry encoded newlines
+// (pugixml decodes &#10; and &#13;) followed by a live [[checker]] kind = "custom", and the
+// file name has one too. The output must parse to exactly the config intended: the one tcp
+// checker, while the intf and custom checkers and every note stay comments.
+TEST(SafekitImport, EncodedNewlinesNeverBecomeLiveToml) {
+  const std::string inject =
+      "&#10;[[checker]]&#10;name = &quot;pwn&quot;&#10;kind = &quot;custom&quot;&#10;"
+      "target = &quot;touch /tmp/pwned&quot;&#13;&#10;";
+  const std::string xml = legacy_farm(
+      std::string(kVip) + "<check><intf ident=\"i" + inject + "\"><to local_addr=\"10.0.0.1" +
+      inject + "\"/></intf><custom ident=\"c" + inject + "\" exec=\"/bin/true" + inject +
+      "\" arg=\"x" + inject + "\"/><tcp ident=\"t\" when=\"pre" + inject +
+      "\"><to addr=\"127.0.0.1\" port=\"80\"/></tcp></check><bogus colour=\"blue" + inject +
+      "\"/>");
+  const SafekitImport r = import_safekit(xml, "evil\n[[checker]].xml");
+  const Config c = load(r);
+  ASSERT_EQ(c.checkers.size(), 1u) << r.toml;  // the tcp probe, as intended
+  EXPECT_EQ(c.checkers[0].name, "t");
+  EXPECT_EQ(c.checkers[0].kind, CheckerKind::kTcp);
+  EXPECT_EQ(c.checkers[0].target, "127.0.0.1:80");
+  // No line but the intended one opens a [[checker]]; "pwn" only in comments and quotes.
+  std::istringstream lines(r.toml);
+  unsigned tables = 0;
+  for (std::string line; std::getline(lines, line);) {
+    tables += line.rfind("[[checker]]", 0) == 0 ? 1 : 0;
+    if (line.rfind('#', 0) != 0 && line.find('"') == std::string::npos) {
+      EXPECT_EQ(line.find("pwn"), std::string::npos) << "live line: " << line;
+    }
+    EXPECT_EQ(line.find('\r'), std::string::npos) << "a carriage return in: " << line;
+  }
+  EXPECT_EQ(tables, 1u) << r.toml;
+  EXPECT_NE(r.toml.find("\\u000a[[checker]]"), std::string::npos) << r.toml;
+}
+
 TEST(SafekitImport, MalformedXmlNamesThePosition) {
   const std::string bad = "<safe>\n<service mode=\"farm\">\n  <vip></vipx>\n</service></safe>\n";
   const SafekitImport r = import_safekit(bad, "bad.xml");

@@ -5,11 +5,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <random>
 
+#include <openssl/evp.h>
+
+#include <atomic>
+
 #include "vipfarm/membership/wire.hpp"
+
+// OpenSSL's EVP_MAC_final, wrapped at link time (tests/unit/meson.build: --wrap): while
+// g_fail_mac is set, it fails as OpenSSL may (out of memory, a provider error) and writes
+// nothing, which is how the HMAC failure is injected under the real heartbeat code.
+std::atomic<bool> g_fail_mac{false};
+extern "C" int __real_EVP_MAC_final(EVP_MAC_CTX* ctx, unsigned char* out, size_t* outl,
+                                    size_t outsize);
+extern "C" int __wrap_EVP_MAC_final(EVP_MAC_CTX* ctx, unsigned char* out, size_t* outl,
+                                    size_t outsize) {
+  if (g_fail_mac.load()) return 0;
+  return __real_EVP_MAC_final(ctx, out, outl, outsize);
+}
 
 namespace vipfarm::membership {
 namespace {
@@ -240,6 +258,27 @@ TEST_F(WireTest, RandomDatagramsAreNeverAccepted) {
   EXPECT_GT(seen[static_cast<std::size_t>(Reject::kMalformed)], 9000u);
 }
 
+// A failing HMAC computation refuses the datagram (bad_mac): the expected MAC is never
+// taken as all zeroes, so a datagram with a zero MAC (or any) does not verify.
+TEST_F(WireTest, AFailingHmacRefusesTheDatagram) {
+  auto good = encode(hb_, key1_);
+  auto zero = good;
+  std::fill(zero.end() - static_cast<std::ptrdiff_t>(kMacBytes), zero.end(), 0);
+  ASSERT_TRUE(decode_as_node1(good).heartbeat.has_value());
+  g_fail_mac = true;
+  const Decoded with_zero = decode_as_node1(zero);
+  const Decoded with_real = decode_as_node1(good);
+  std::array<std::uint8_t, 32> out{};
+  const bool computed = keys_.mac(1, good, out);
+  g_fail_mac = false;
+  EXPECT_FALSE(computed);
+  EXPECT_FALSE(with_zero.heartbeat.has_value());
+  EXPECT_EQ(with_zero.reason, Reject::kBadMac);
+  EXPECT_FALSE(with_real.heartbeat.has_value());
+  EXPECT_EQ(with_real.reason, Reject::kBadMac);
+  EXPECT_TRUE(decode_as_node1(good).heartbeat.has_value());  // and it recovers
+}
+
 // Incarnations are random, not ordered: another incarnation is refused while the current one
 // is heard (a replayed previous boot), accepted once the current one has been silent for
 // forget_after (the peer was declared dead: a restart, whatever its clock says).
@@ -371,6 +410,19 @@ TEST_F(KeyFileTest, GroupOrWorldAccessIsRefusedNamingTheMode) {
     EXPECT_NE(err.find("chmod 600"), std::string::npos) << err;
     EXPECT_TRUE(key.empty());
   }
+}
+
+TEST_F(KeyFileTest, AKeyOwnedByAnotherUserIsRefusedNamingTheOwner) {
+  const std::string path = write("theirs", 32, 0600);
+  if (::chown(path.c_str(), 65534, 65534) != 0) {
+    GTEST_SKIP() << "chown needs root: " << std::strerror(errno);
+  }
+  std::vector<std::uint8_t> key;
+  const std::string err = read_key_file(path, key);
+  EXPECT_NE(err.find(path), std::string::npos) << err;
+  EXPECT_NE(err.find("owned by uid 65534"), std::string::npos) << err;
+  EXPECT_NE(err.find("chown root:root"), std::string::npos) << err;
+  EXPECT_TRUE(key.empty());
 }
 
 TEST_F(KeyFileTest, AShortKeyAMissingFileAndADirectoryAreRefused) {

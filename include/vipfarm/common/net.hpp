@@ -37,6 +37,8 @@ struct Endpoint {
   std::uint16_t port = 0;
 };
 std::optional<Endpoint> parse_endpoint(std::string_view text);
+// "192.0.2.1:9469", "[2001:db8::1]:9469": what parse_endpoint reads.
+std::string endpoint_text(const IpAddr& address, std::uint16_t port);
 
 // An address and a prefix length within its family (at most 32 for IPv4, 128 for IPv6).
 struct Prefix {

@@ -121,8 +121,11 @@ struct Api {
   std::string socket = "/run/vipfarm/vipfarmd.sock";
 };
 
+inline constexpr std::uint16_t kMetricsPort = 9469;
 struct Metrics {
-  std::string listen = "0.0.0.0:9469";  // empty: no endpoint
+  // address:port; empty: no endpoint. The loader's default is this node's own address
+  // (cluster.node[].address) with kMetricsPort.
+  std::string listen;
 };
 
 // An extra heartbeat network ([[membership.lan]]): a peer is alive if heard on any network.

@@ -28,19 +28,24 @@
 // entry idle for more than 2^31 ms would read as young again: sweep() visits every set far
 // more often than that, so it never happens to a table that is swept.
 //
+// Unconfirmed entries: kSyn (a SYN seen, no ACK yet) and kOneWay (the first packet of a flow
+// this node never saw open: a TCP segment without SYN, a first datagram). Anyone can forge
+// those from random sources; a flow is confirmed (kEstablished, kUdp) by what a forger
+// cannot cheaply repeat per tuple: the ACK that completes its handshake, or a second
+// packet. (Replies leave through the kernel, so the worker never sees a flow both ways.)
 // Eviction, only when a new flow's set has no free way:
 //   1. an expired entry (counted as expired);
-//   2. else the least recently seen embryonic entry (kSyn: a SYN seen, no ACK yet);
-//   3. else, only if the new flow is not embryonic, the least recently seen entry of the
-//      set (established, closing or UDP), counted in evicted_established: when more flows
-//      are live than the table holds, the idlest one in the set gives way;
+//   2. else the least recently seen unconfirmed entry (counted in evicted_embryonic);
+//   3. else, only if the new flow is itself confirmed (a caller that knows, the tests), the
+//      least recently seen entry of the set, counted in evicted_established;
 //   4. else the insert is refused (nullptr, counted).
-// A SYN flood inserts only embryonic entries, and an embryonic entry can only displace
-// another embryonic or an expired one: established flows are never its victims, and the
+// A flood of SYNs or of spoofed ACKs and datagrams inserts only unconfirmed entries, which
+// can only displace unconfirmed or expired ones: confirmed flows are never its victims, the
 // flood's entries are bounded by the free ways left beside the live flows, and it evicts only
-// its own (oldest first). A real client's SYN survives until as many later SYNs land in its
-// set as the set has embryonic ways: with 2^17 sets (1M capacity) and ~8 free ways a set,
-// about a million flood SYNs, 100 ms of a 10 Mpps flood.
+// unconfirmed entries (oldest first). One-way entries expire after the SYN timeout, so they
+// hold a given-up bucket (live_in) seconds, not the established timeout. A real client's SYN
+// survives until as many later SYNs land in its set as the set has embryonic ways: with 2^17 sets
+// (1M capacity) and ~8 free ways a set, about a million flood SYNs, 100 ms of a 10 Mpps flood.
 //
 // Accounting. A slot stays live until find(), insert(), sweep() or erase() frees it, also
 // after its timeout: stats().live and live_in() count occupied slots, so a bucket is released
@@ -99,7 +104,8 @@ enum class FlowState : std::uint8_t {
   kSyn,  // SYN seen, not established: embryonic
   kEstablished,
   kClosing,  // FIN or RST seen
-  kUdp,      // any non-TCP flow: idle timeout only
+  kUdp,      // any non-TCP flow seen twice: idle timeout only
+  kOneWay,   // one packet of a flow never seen opening (unconfirmed; the SYN timeout)
 };
 
 struct FlowTimeouts {  // milliseconds; capped at 2^31 - 1
@@ -112,9 +118,9 @@ struct FlowTimeouts {  // milliseconds; capped at 2^31 - 1
 
 struct FlowStats {
   std::uint64_t inserted = 0;
-  std::uint64_t refused = 0;  // insert declined: set full of live flows it may not evict
-  std::uint64_t evicted_embryonic = 0;
-  std::uint64_t evicted_established = 0;  // any non-embryonic: established, closing, UDP
+  std::uint64_t refused = 0;            // insert declined: set full of live flows it may not evict
+  std::uint64_t evicted_embryonic = 0;  // unconfirmed: embryonic (kSyn) or one-way
+  std::uint64_t evicted_established = 0;  // confirmed, only for a confirmed insert
   std::uint64_t expired = 0;              // freed after their timeout (find, insert, sweep)
   std::uint64_t erased = 0;
   std::uint64_t live = 0;       // occupied slots (expired ones until they are freed)
@@ -165,7 +171,9 @@ class alignas(64) FlowTable {
                 std::uint32_t bucket, std::uint32_t now_ms) noexcept;
 
   // A packet of the flow: last-seen = now, and the TCP state machine on its flags:
-  //   kSyn + ACK without SYN -> kEstablished; kSyn/kEstablished + FIN or RST -> kClosing.
+  //   kSyn + ACK without SYN -> kEstablished; kSyn/kEstablished + FIN or RST -> kClosing;
+  //   kOneWay: a second packet confirms it (TCP: kEstablished, or kClosing on FIN or RST;
+  //   other protocols: kUdp).
   // A RST closes rather than erases: segments the client sent before it may still arrive
   // and belong to this node; the closing timeout frees the slot. kClosing and kUdp keep
   // their state (a SYN on a closing flow is the caller's to judge).
@@ -266,7 +274,7 @@ class alignas(64) FlowTable {
   Signatures* sigs_;
   Ways* ways_;
   std::uint32_t set_mask_;
-  std::array<std::int32_t, 5> timeout_ms_;  // by FlowState; kFree never expires
+  std::array<std::int32_t, 6> timeout_ms_;  // by FlowState; kFree never expires
   FlowStats stats_;
   // Cold.
   FlowTimeouts timeouts_;  // as given (timeout_ms_ holds them for the lookups)
@@ -301,6 +309,12 @@ inline FlowTable::Entry* FlowTable::find(const FlowTuple& t, std::uint64_t hash,
 
 inline void FlowTable::touch(Entry& e, std::uint8_t tcp_flags, std::uint32_t now_ms) noexcept {
   e.last_seen_ms_ = now_ms;
+  if (e.state_ == FlowState::kOneWay) {
+    e.state_ = e.proto_ != 6                              ? FlowState::kUdp
+               : (tcp_flags & (kFlagFin | kFlagRst)) != 0 ? FlowState::kClosing
+                                                          : FlowState::kEstablished;
+    return;
+  }
   if (e.state_ != FlowState::kSyn && e.state_ != FlowState::kEstablished) return;
   if ((tcp_flags & (kFlagFin | kFlagRst)) != 0) {
     stats_.embryonic -= e.state_ == FlowState::kSyn;

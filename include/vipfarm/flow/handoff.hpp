@@ -2,7 +2,9 @@
 // accept it, given what this node is to the packet's bucket and the flows it tracks. Pure
 // and inline: the worker calls it per packet, the unit tests call it directly.
 //
-//   owned      accept; track the flow (so it can be handed off later).
+//   owned      accept; track the flow (so it can be handed off later): a SYN as embryonic,
+//              any other first packet as one-way until a second one confirms it, so a
+//              flood of spoofed segments never displaces a confirmed flow (flow_table.hpp).
 //   taking     the bucket was gained from a live node that still serves its flows there:
 //              a TCP flow this node tracks, or a new connection (SYN without ACK, then
 //              tracked): accept; any other TCP segment belongs to the previous owner's flows:
@@ -60,9 +62,7 @@ inline bool admit(FlowTable& table, const FlowTuple& t, std::uint64_t hash, Buck
     case BucketMode::kOwned: {
       // A segment that ends a connection is not worth a slot.
       if (tcp && (t.tcp_flags & (kTcpFin | kTcpRst)) != 0) return true;
-      const FlowState state = !tcp  ? FlowState::kUdp
-                              : syn ? FlowState::kSyn
-                                    : FlowState::kEstablished;
+      const FlowState state = syn ? FlowState::kSyn : FlowState::kOneWay;
       if (table.insert(t, hash, state, group, bucket, now_ms) == nullptr) ++c.untracked;
       return true;
     }

@@ -138,10 +138,11 @@ class Membership {
   // when a new view was installed by this call.
   bool tick(Nanos now);
   // This node's own path to its peers is broken (`reason`: the data plane's exception path
-  // stalled, its TAP gone or unaddressed): it proposes the empty view and so serves nothing.
-  // When the reason clears (empty), it resumes as from a stall: the peers' silence meanwhile
-  // was its own, and it installs no view with itself until every configured peer is mutual
-  // again or dead_after has passed.
+  // stalled, its TAP gone): the peers' silence meanwhile is its own, so none is declared
+  // dead; once it has lasted a lease (before any peer can exclude this node) it proposes the
+  // empty view and so serves nothing. When the reason clears (empty), it resumes as from a
+  // stall: a node that stepped aside installs no view with itself until every configured
+  // peer is mutual again or dead_after has passed.
   void set_path_down(const std::string& reason, Nanos now);
   const std::string& path_down() const noexcept { return path_down_; }
   // majority mode: whether the witness answers; a partition of exactly half the configured
@@ -252,6 +253,7 @@ class Membership {
   Nanos guard_since_ = 0;  // start, or the end of a stall
   std::string aside_;
   std::string path_down_;
+  Nanos path_down_since_ = 0;
   std::deque<InstalledView> history_;
 };
 

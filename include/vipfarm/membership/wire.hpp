@@ -155,8 +155,9 @@ class Keyring {
 };
 
 // Reads a cluster key file: its whole content is the key. Refused (error text naming the
-// file and the reason) when the file is not a regular file, grants any permission to group
-// or others (chmod 600), or holds fewer than kMinKeyBytes bytes.
+// file and the reason) when the file is not a regular file, belongs to another user than
+// root or the reader, grants any permission to group or others (chmod 600), or holds
+// fewer than kMinKeyBytes bytes.
 std::string read_key_file(const std::string& path, std::vector<std::uint8_t>& key);
 
 // The cluster id carried in every heartbeat.
