@@ -318,11 +318,6 @@ std::optional<std::vector<Prefix>> read_prefixes(Loader& loader, const toml::tab
   return out;
 }
 
-// A Linux interface name the kernel takes: 1-15 characters, no / : or whitespace.
-bool valid_ifname(std::string_view name) {
-  return !name.empty() && name.size() <= 15 && name.find_first_of("/ \t:") == std::string::npos;
-}
-
 std::string ifname_error(const std::string& name) {
   return "\"" + name + "\" is not a valid interface name (1-15 characters, no / : or space)";
 }
@@ -1072,6 +1067,10 @@ std::uint64_t mix64(std::uint64_t z) {
 }
 
 }  // namespace
+
+bool valid_ifname(std::string_view name) {
+  return !name.empty() && name.size() <= 15 && name.find_first_of("/ \t:") == std::string::npos;
+}
 
 const ClusterNode* Config::find_node(NodeId id) const noexcept {
   for (const ClusterNode& n : nodes) {

@@ -82,40 +82,76 @@ std::string path_of(pugi::xml_node node) {
   return out;
 }
 
-// Text from the XML inside a TOML comment: every control character (a newline that pugixml
-// decoded from &#10; would end the comment and start a live line) written as \uXXXX.
-std::string commented(std::string_view text) {
+// The length of the valid UTF-8 sequence at text[i] (no overlong form, no surrogate, at most
+// U+10FFFF), 0 when the byte there starts none.
+std::size_t utf8_length(std::string_view text, std::size_t i) {
+  const auto b = [&](std::size_t k) { return static_cast<unsigned char>(text[i + k]); };
+  const unsigned char c = b(0);
+  if (c < 0x80) return 1;
+  const std::size_t n = c >= 0xC2 && c <= 0xDF   ? 2
+                        : c >= 0xE0 && c <= 0xEF ? 3
+                        : c >= 0xF0 && c <= 0xF4 ? 4
+                                                 : 0;
+  if (n == 0 || i + n > text.size()) return 0;
+  for (std::size_t k = 1; k < n; ++k) {
+    if ((b(k) & 0xC0) != 0x80) return 0;
+  }
+  if ((c == 0xE0 && b(1) < 0xA0) || (c == 0xED && b(1) > 0x9F) || (c == 0xF0 && b(1) < 0x90) ||
+      (c == 0xF4 && b(1) > 0x8F)) {
+    return 0;
+  }
+  return n;
+}
+
+// Text from the XML for the TOML, with `quotes` inside a basic string: every control
+// character (a newline that pugixml decoded from &#10; would end a comment and start a live
+// line) and every byte that is not UTF-8 (a Latin-1 file: pugixml reads bytes as UTF-8,
+// and TOML must be UTF-8) written as \u00XX, which reads a stray byte as Latin-1.
+std::string toml_text(std::string_view text, bool quotes) {
   static constexpr char kHex[] = "0123456789abcdef";
   std::string out;
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7f) {
+  for (std::size_t i = 0; i < text.size();) {
+    const auto c = static_cast<unsigned char>(text[i]);
+    const std::size_t n = utf8_length(text, i);
+    if (quotes && (c == '"' || c == '\\')) {
+      out += '\\';
+      out += text[i];
+    } else if (n == 0 || c < 0x20 || c == 0x7f) {
       out += "\\u00";
       out += kHex[c >> 4];
       out += kHex[c & 15];
     } else {
-      out += ch;
+      out.append(text.substr(i, n));
+      i += n;
+      continue;
+    }
+    ++i;
+  }
+  return out;
+}
+
+std::string commented(std::string_view text) { return toml_text(text, false); }
+
+// What a basic string made by quote() reads back as: the text, a stray byte as its Latin-1
+// character (two bytes of UTF-8).
+std::string toml_unquoted(std::string_view text) {
+  std::string out;
+  for (std::size_t i = 0; i < text.size();) {
+    const std::size_t n = utf8_length(text, i);
+    if (n != 0) {
+      out.append(text.substr(i, n));
+      i += n;
+    } else {
+      const auto c = static_cast<unsigned char>(text[i++]);
+      out += static_cast<char>(0xC0 | c >> 6);
+      out += static_cast<char>(0x80 | (c & 0x3F));
     }
   }
   return out;
 }
 
 std::string quote(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out = "\"";
-  for (const char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (ch == '"' || ch == '\\') {
-      out += '\\';
-      out += ch;
-    } else if (c < 0x20 || c == 0x7f) {
-      out += "\\u00";
-      out += kHex[c >> 4];
-      out += kHex[c & 15];
-    } else {
-      out += ch;
-    }
-  }
+  std::string out = "\"" + toml_text(text, true);
   return out + "\"";
 }
 
@@ -553,7 +589,7 @@ void Importer::note_unmapped_section(pugi::xml_node n) {
       const std::string test = attr(user_, p, "service").value_or("no") == "yes"
                                    ? "systemctl is-active --quiet " + proc
                                    : "pgrep -x " + proc + " >/dev/null";
-      hints_.push_back("# from " + path_of(p) +
+      hints_.push_back("# from " + commented(path_of(p)) +
                        "\n# [[checker]]\n# name = " + quote("proc-" + proc) +
                        "\n# kind = \"custom\"\n# target = " + quote(test) + "\n");
     }
@@ -864,16 +900,17 @@ void Importer::read_interface(pugi::xml_node interface) {
   // check="on" is the default (§13.6.5): an interface checker puts the module in WAIT while
   // the interface is down, which is what vipfarm's interface checker does to a node.
   if (attr(user_, interface, "check").value_or("on") == "on") {
-    if (name && !name->empty() && name->size() <= 15 &&
-        name->find_first_of("/ \t:") == std::string::npos) {
+    // As the loader will judge it, in the TOML's UTF-8 (a stray byte becomes two).
+    if (name && valid_ifname(toml_unquoted(*name))) {
       checkers_.push_back({unique_checker_name("intf-" + *name, interface), "interface", *name,
                            std::nullopt, std::nullopt, path_of(interface)});
     } else {
       note(Kind::kUnmapped, user_, interface,
            "check=\"on\" watches the interface holding the VIPs, which SafeKit finds itself; "
-           "vipfarm's interface checker needs its name (name=\"...\" is not set): add one by "
-           "hand (a commented [[checker]] follows in the TOML)");
-      hints_.push_back("# from " + path_of(interface) +
+           "vipfarm's interface checker needs its name (name=\"...\" is not set, or not a "
+           "valid interface name): add one by hand (a commented [[checker]] follows in the "
+           "TOML)");
+      hints_.push_back("# from " + commented(path_of(interface)) +
                        "\n# [[checker]]\n# name = \"uplink\"\n# kind = \"interface\"\n"
                        "# target = \"eth0\"          # the uplink's kernel netdev\n");
     }
@@ -1190,7 +1227,7 @@ void Importer::read_check(pugi::xml_node check) {
            "watches the interface that holds local_addr=\"" + addr +
                "\"; vipfarm's interface checker takes the interface's name instead: add it by "
                "hand (a commented [[checker]] follows in the TOML)");
-      hints_.push_back("# from " + path_of(n) + "\n# [[checker]]\n# name = " +
+      hints_.push_back("# from " + commented(path_of(n)) + "\n# [[checker]]\n# name = " +
                        quote(attr(user_, n, "ident").value_or("intf")) +
                        "\n# kind = \"interface\"\n# target = \"eth0\"          # the "
                        "interface that holds " +
@@ -1207,7 +1244,7 @@ void Importer::read_check(pugi::xml_node check) {
                "\" as such a command (a commented [[checker]] follows "
                "in the TOML)");
       hints_.push_back(
-          "# from " + path_of(n) +
+          "# from " + commented(path_of(n)) +
           "\n# [[checker]]\n# name = " + quote(attr(user_, n, "ident").value_or("custom")) +
           "\n# kind = \"custom\"\n# target = " + quote(exec + (arg.empty() ? "" : " " + arg)) +
           "   # one check per run: exit 0 = healthy\n");
@@ -1251,7 +1288,7 @@ void Importer::read_probe(pugi::xml_node probe, std::string_view kind) {
   const std::string action = attr(user_, probe, "action").value_or(tcp ? "restart" : "wait");
   const std::string from = path_of(probe);
   const auto hint = [&](std::string_view target) {
-    hints_.push_back("# from " + from + "\n# [[checker]]\n# name = " + quote(ident) +
+    hints_.push_back("# from " + commented(from) + "\n# [[checker]]\n# name = " + quote(ident) +
                      "\n# kind = " + quote(kind) + "\n# target = " + quote(target) + "\n");
   };
   const pugi::xml_node to = probe.child("to");

@@ -264,7 +264,9 @@ Json ApiServer::Impl::handle(std::string_view line) const {
       }
       return true;
     });
-  } catch (const Json::parse_error& e) {
+  } catch (const Json::exception& e) {
+    // parse_error, and out_of_range for a number beyond a double ("1e400"): any of the
+    // parser's exceptions is the client's bad request, never the server's end.
     return error_reply("invalid JSON: " + without_exception_id(e.what()));
   } catch (const TooDeep&) {
     return error_reply("invalid JSON: nested deeper than " + std::to_string(limits.max_depth) +

@@ -1,8 +1,10 @@
 // vipfarmd: wires config, data plane and TAP addresses together, then runs until SIGTERM.
 #include <signal.h>
 
+#include <pthread.h>
 #include <toml++/toml.h>
 #include <algorithm>
+
 #include <boost/asio/executor_work_guard.hpp>
 #include <boost/asio/io_context.hpp>
 #include <boost/asio/ip/udp.hpp>
@@ -242,7 +244,21 @@ int run_daemon(const config::Config& config, const std::string& program,
     return 1;
   }
   auto work = boost::asio::make_work_guard(io);
-  std::thread control_thread([&io] { io.run(); });
+  std::thread control_thread([&io] {
+    // An exception out of a handler must not end the daemon and its data plane: logged,
+    // and the loop goes on (Asio's documented way to recover from a handler's throw).
+    for (;;) {
+      try {
+        io.run();
+        return;
+      } catch (const std::exception& e) {
+        std::cerr << "vipfarmd: control thread: unexpected exception, carrying on: " << e.what()
+                  << "\n";
+      }
+    }
+  });
+  // Named, so that `top -H` and the lab tell it from the EAL main thread ("vipfarmd").
+  ::pthread_setname_np(control_thread.native_handle(), "vf-control");
   struct StopControl {
     boost::asio::io_context& io;
     std::thread& thread;

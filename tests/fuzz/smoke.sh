@@ -44,6 +44,10 @@ for exe in "${targets[@]}"; do
         -timeout=25 -artifact_prefix="$artifacts/$name-")
   case "$name" in
     config) args+=(-max_len=8192) ;;
+    # A userconfig.xml, its cluster.xml and a node name: the fixtures run to 2.5 KiB each.
+    safekit) args+=(-max_len=16384) ;;
+    # One frame, VLAN tags and ND options included.
+    reply) args+=(-max_len=512) ;;
     *) args+=(-max_len=4096) ;;
   esac
   if [[ -f "$here/$name.dict" ]]; then

@@ -13,6 +13,11 @@ each target node's membership port, round robin, TTL 255, on a raw AF_PACKET soc
                   nothing listens on: the kernel answers a reset) from --sources (client
                   addresses, so every node owns some), random source ports: what fills the
                   rings towards the nodes' kernels.
+  --kind ack      spoofed TCP ACKs (no data) to the target (the VIP's MAC and address) port 80
+                  from random sources outside the lab (10.100-249.x.x, random ports): each
+                  tuple once per --pool frames (make it larger than rate x syn timeout so no
+                  tuple is seen twice within it); checksums left 0 (the data plane reads no
+                  checksum, and the kernel has no route back to such sources).
 
 Bounded: --rate datagrams a second in all (default 10^5), for at most --seconds and at most
 --count datagrams; stops when --stop-file exists. Frames are built before the clock starts
@@ -83,7 +88,7 @@ def main():
     ap.add_argument("--src", default="10.77.0.250", help="source address (random kind)")
     ap.add_argument("--target", action="append", required=True,
                     help="ID=MAC=ADDR of a node to flood (repeated)")
-    ap.add_argument("--kind", choices=["random", "bad_mac", "vip"], default="random")
+    ap.add_argument("--kind", choices=["random", "bad_mac", "vip", "ack"], default="random")
     ap.add_argument("--sources", default="", help="vip: comma-separated source addresses")
     ap.add_argument("--template", help="bad_mac: a pcap of the farm's heartbeats")
     ap.add_argument("--port", type=int, default=9470)
@@ -102,6 +107,8 @@ def main():
     pools = []
     for k, mac, addr in targets:
         pool = []
+        ack_eth = (bytes.fromhex(mac.replace(":", "")) + bytes.fromhex(a.src_mac.replace(":", "")) +
+                   b"\x08\x00")
         others = sorted(src for src in real if src != addr)
         if a.kind == "bad_mac" and not others:
             raise SystemExit(f"flood: no heartbeat of another node than {addr} in {a.template}")
@@ -109,6 +116,15 @@ def main():
             if a.kind == "random":
                 payload = os.urandom(random.randint(1, 400))
                 pool.append(frame(a.src_mac, mac, a.src, addr, payload, dport=a.port))
+            elif a.kind == "ack":
+                src = struct.pack("!BBBB", 10, random.randrange(100, 250), random.randrange(256),
+                                  random.randrange(1, 255))
+                tcp = struct.pack("!HHIIBBHHH", random.randrange(1024, 65535), 80,
+                                  random.getrandbits(32), random.getrandbits(32), 5 << 4, 0x10,
+                                  65535, 0, 0)
+                ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, src,
+                                 socket.inet_aton(addr))
+                pool.append(ack_eth + ip + tcp + b"\0" * 6)
             elif a.kind == "vip":
                 sources = a.sources.split(",")
                 pool.append(tcp_frame(a.src_mac, mac, sources[i % len(sources)], addr,

@@ -122,12 +122,27 @@ PY
   lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/flood-$mode.log" "$py" "$work/flood.py" "$LAB_CLIENT_IF" \
     "$vmac" "$LAB_VIP4" "$flood"
   flood_pid=$LAB_LAST_PID
+  # ... and spoofed ACKs from random sources, 10^5 a second for 10 s (issue 16): each one
+  # a new flow to every node that owns its bucket, which must never displace a real one.
+  local ack_pid
+  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/ackflood-$mode.log" "$py" "$here/flood.py" \
+    --iface "$LAB_CLIENT_IF" --src-mac "$LAB_CLIENT_MAC" --kind ack --rate 100000 \
+    --seconds 10 --count 1000000 --pool 600000 --stop-file "$work/ackflood.stop" \
+    --target "0=$vmac=$LAB_VIP4"
+  ack_pid=$LAB_LAST_PID
   lab_start_daemon 4
   lab_wait_ready 4
   check "$mode: node 4 joins: the view 1,2,3,4" lab_wait_view 1,2,3,4 20
   local flood_deadline=$((SECONDS + 120))
   while _lab_alive "$flood_pid" && ((SECONDS < flood_deadline)); do sleep 0.2; done
   check "$mode: the SYN flood of $flood random sources was sent" grep -q "^sent $flood" "$LAB_DIR/flood-$mode.log"
+  while _lab_alive "$ack_pid" && ((SECONDS < flood_deadline)); do sleep 0.2; done
+  local acks
+  acks=$($py -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["sent"])' \
+    "$LAB_DIR/ackflood-$mode.log" 2>/dev/null)
+  echo "$mode: spoofed ACK flood: $(tail -1 "$LAB_DIR/ackflood-$mode.log")"
+  check "$mode: the spoofed ACK flood sent at least 5 x 10^5 in its 10 s (${acks:-none})" \
+    test "${acks:-0}" -ge 500000
   if [[ $mode == on ]]; then
     # The handoff ends bucket by bucket: once the flood's embryonic flows have timed out
     # ([flows] syn_timeout_ms, 5 s), the buckets node 4 took that hold no live connection

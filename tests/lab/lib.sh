@@ -53,6 +53,7 @@ LAB_VIP6=fd77::100
 LAB_CLIENT4=10.77.0.250
 LAB_CLIENT6=fd77::250
 LAB_CLIENT_IF=lab0                  # the client's interface, inside its namespace
+LAB_CLIENT_MAC=02:77:00:00:00:fa     # ... and its MAC
 LAB_TAP=vipfarm0                    # the daemon's exception interface ([exception] name)
 
 # State of the lab of this shell (reset by lab_down).
@@ -229,7 +230,7 @@ lab_up() {
 
     # The client.
     _lab_add_ns "$client_ns"
-    _lab_add_veth "$client_veth" "$client_ns" "$LAB_CLIENT_IF" 02:77:00:00:00:fa
+    _lab_add_veth "$client_veth" "$client_ns" "$LAB_CLIENT_IF" "$LAB_CLIENT_MAC"
     # veths offload the TCP/UDP checksum by default: the frames a client sends would
     # reach af_packet with the checksum not filled in, and the node's kernel would drop
     # them (TcpInCsumErrors). A real client's NIC fills it in; so does this one's.

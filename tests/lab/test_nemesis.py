@@ -519,7 +519,7 @@ def exception_thread(f, k):
     """The thread of node k's daemon that runs the exception path. vipfarmd has no thread of
     its own for it: the EAL main lcore (the process's main thread, tid = pid) polls the TAP
     and the exception rings (Dataplane::run); workers are "rte-worker-N", the control
-    thread (Asio) is the other "vipfarmd"."""
+    thread (Asio) is "vf-control"."""
     pid = f.daemon_pid(k)
     threads = dict(f.threads(k))
     assert threads.get(pid) == "vipfarmd", f"no main thread in {threads}"
@@ -645,6 +645,13 @@ def test_tap_deleted(farm, mode):
     n.finish()
 
 
+def thread_cpu_s(pid, tid):
+    """CPU seconds (user + system) one thread of a process has used."""
+    with open(f"/proc/{pid}/task/{tid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def capture_heartbeats(f):
     """A pcap of the farm's own heartbeats, a few of each node, taken on the switch."""
     path = os.path.join(f.dir, "heartbeats.pcap")
@@ -669,6 +676,11 @@ def flood(f, n, kind):
         cmd += ["--template", capture_heartbeats(f)]
     for k in f.all_nodes():
         cmd += ["--target", f"{k}={labfarm.node_mac(k)}=10.77.0.{k}"]
+    # The control threads' CPU time over the flood: what the forgeries cost.
+    control = {k: next(t for t, comm in f.threads(k) if comm == "vf-control")
+               for k in f.all_nodes()}
+    cpu0 = {k: thread_cpu_s(f.daemon_pid(k), control[k]) for k in f.all_nodes()}
+    t0 = time.monotonic()
     n.fault()
     p = f.spawn(f.client_ns, out, *cmd)
     try:
@@ -679,6 +691,8 @@ def flood(f, n, kind):
                 pass
             p.wait(timeout=5)
     n.heal()
+    busy = {k: round(100 * (thread_cpu_s(f.daemon_pid(k), control[k]) - cpu0[k]) /
+                     (time.monotonic() - t0)) for k in f.all_nodes()}
     with open(out) as fh:
         text = fh.read()
     assert p.returncode == 0, f"fault not applied: the flooder failed ({p.returncode}): {text[-2000:]}"
@@ -695,9 +709,12 @@ def flood(f, n, kind):
                        labfarm.metric(b, "vipfarm_views_installed_total"))
     n.note(f"fault applied: the flooder sent {report['sent']} datagrams in {report['seconds']} s "
            f"({report['rate']}/s, by node {report['by']}); the switch saw {seen}; rejected "
-           f"by reason per node {rejected}; views installed during it {views}")
+           f"by reason per node {rejected}; views installed during it {views}; control "
+           f"thread CPU meanwhile, % of a core, per node {busy}")
     assert report["sent"] >= 100000 and seen >= report["sent"] * 0.9, \
         f"fault not applied: sent {report['sent']}, the switch saw {seen}"
+    # Bounded: every forgery is refused before any cryptography or within a peer's budget.
+    assert max(busy.values()) <= 50, f"the flood took {busy} % of a core on the control threads"
     return views
 
 

@@ -319,6 +319,23 @@ TEST(SafekitImport, EncodedNewlinesNeverBecomeLiveToml) {
   EXPECT_NE(r.toml.find("\\u000a[[checker]]"), std::string::npos) << r.toml;
 }
 
+// A file in Latin-1 (pugixml reads bytes as UTF-8, found by fuzz_safekit): every byte that
+// is not UTF-8 reaches the TOML as its Latin-1 character, escaped, so the TOML still loads.
+TEST(SafekitImport, BytesThatAreNotUtf8ReadAsLatin1) {
+  const std::string vip =
+      "<vip><interface_list><interface check=\"off\">"
+      "<virtual_interface type=\"vmac_invisible\">"
+      "<virtual_addr addr=\"198.51.100.50\" check=\"off\"/>"
+      "</virtual_interface></interface></interface_list>"
+      "<loadbalancing_list><group name=\"caf\xe9\"><rule port=\"80\" proto=\"tcp\" "
+      "filter=\"on_addr\" colour=\"bl\xe9u\"/></group></loadbalancing_list></vip>";
+  const SafekitImport r = import_safekit(legacy_farm(vip), "latin1.xml");
+  const Config c = load(r);
+  ASSERT_EQ(c.groups.size(), 1u) << r.toml;
+  EXPECT_EQ(c.groups[0].name, "caf\xc3\xa9");                         // é
+  EXPECT_NE(r.toml.find("bl\\u00e9u"), std::string::npos) << r.toml;  // in a note
+}
+
 TEST(SafekitImport, MalformedXmlNamesThePosition) {
   const std::string bad = "<safe>\n<service mode=\"farm\">\n  <vip></vipx>\n</service></safe>\n";
   const SafekitImport r = import_safekit(bad, "bad.xml");

@@ -121,6 +121,9 @@ struct Api {
   std::string socket = "/run/vipfarm/vipfarmd.sock";
 };
 
+// A Linux interface name the kernel takes: 1-15 bytes, no / : or whitespace.
+bool valid_ifname(std::string_view name);
+
 inline constexpr std::uint16_t kMetricsPort = 9469;
 struct Metrics {
   // address:port; empty: no endpoint. The loader's default is this node's own address
