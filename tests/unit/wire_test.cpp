@@ -425,6 +425,17 @@ TEST_F(KeyFileTest, AKeyOwnedByAnotherUserIsRefusedNamingTheOwner) {
   EXPECT_TRUE(key.empty());
 }
 
+TEST_F(KeyFileTest, ASymlinkIsNotFollowed) {
+  const std::string target = write("real", 32, 0600);
+  const std::string link = dir_ + "/link";
+  ASSERT_EQ(::symlink(target.c_str(), link.c_str()), 0);
+  std::vector<std::uint8_t> key;
+  const std::string err = read_key_file(link, key);
+  EXPECT_NE(err.find(link), std::string::npos) << err;
+  EXPECT_NE(err.find(std::strerror(ELOOP)), std::string::npos) << err;
+  EXPECT_TRUE(key.empty());
+}
+
 TEST_F(KeyFileTest, AShortKeyAMissingFileAndADirectoryAreRefused) {
   std::vector<std::uint8_t> key;
   std::string err = read_key_file(write("short", 31, 0600), key);
