@@ -25,7 +25,6 @@ Bounded: --rate datagrams a second in all (default 10^5), for at most --seconds 
 building. Prints one JSON line at the end: {"sent": N, "seconds": S, "rate": R, "by": {..}}.
 """
 import argparse
-import ctypes
 import json
 import os
 import random
@@ -70,44 +69,6 @@ def tcp_frame(src_mac, dst_mac, src, dst, payload, sport, dport):
     ip = ip[:10] + struct.pack("!H", checksum(ip)) + ip[12:]
     eth = bytes.fromhex(dst_mac.replace(":", "")) + bytes.fromhex(src_mac.replace(":", "")) + b"\x08\x00"
     return eth + ip + tcp
-
-
-class _Iovec(ctypes.Structure):
-    _fields_ = [("iov_base", ctypes.c_void_p), ("iov_len", ctypes.c_size_t)]
-
-
-class _Msghdr(ctypes.Structure):
-    _fields_ = [("msg_name", ctypes.c_void_p), ("msg_namelen", ctypes.c_uint32),
-                ("msg_iov", ctypes.POINTER(_Iovec)), ("msg_iovlen", ctypes.c_size_t),
-                ("msg_control", ctypes.c_void_p), ("msg_controllen", ctypes.c_size_t),
-                ("msg_flags", ctypes.c_int)]
-
-
-class _Mmsghdr(ctypes.Structure):
-    _fields_ = [("msg_hdr", _Msghdr), ("msg_len", ctypes.c_uint)]
-
-
-class Batch:
-    """sendmmsg(2) over a pool of frames on a bound packet socket: up to 64 frames a system
-    call, where one send() each costs the flooder most of its rate."""
-
-    def __init__(self, sock, frames):
-        self.libc = ctypes.CDLL(None, use_errno=True)
-        self.fd = sock.fileno()
-        self.frames = frames  # kept alive: the iovecs point into them
-        self.iov = (_Iovec * len(frames))()
-        self.msgs = (_Mmsghdr * len(frames))()
-        for i, f in enumerate(frames):
-            self.iov[i].iov_base = ctypes.cast(ctypes.c_char_p(f), ctypes.c_void_p)
-            self.iov[i].iov_len = len(f)
-            self.msgs[i].msg_hdr.msg_iov = ctypes.pointer(self.iov[i])
-            self.msgs[i].msg_hdr.msg_iovlen = 1
-        self.size = ctypes.sizeof(_Mmsghdr)
-
-    def send(self, first, count):
-        """Frames first .. first + count - 1; returns how many went out (0: queue full)."""
-        r = self.libc.sendmmsg(self.fd, ctypes.byref(self.msgs, first * self.size), count, 0)
-        return max(r, 0)
 
 
 def templates(path):
@@ -187,8 +148,6 @@ def main():
     idx = 0
     batch = max(1, int(a.rate / 1000))  # one batch a millisecond at full rate
     next_check = 0
-    # One target (the vip and ack kinds): sendmmsg, so that the rate is not the flooder's.
-    mm = Batch(s, pools[0]) if n == 1 else None
     while sent < a.count:
         now = time.monotonic()
         if now >= end:
@@ -203,16 +162,7 @@ def main():
         if sent >= due:
             time.sleep(0.0005)
             continue
-        while mm is not None and sent < due:
-            first = idx % a.pool
-            went = mm.send(first, min(due - sent, 64, a.pool - first))
-            if went == 0:
-                time.sleep(0.0002)  # the device queue is full: count only what went out
-                break
-            by[0] += went
-            sent += went
-            idx += went
-        while mm is None and sent < due:
+        while sent < due:
             t = sent % n
             try:
                 s.send(pools[t][idx % a.pool])

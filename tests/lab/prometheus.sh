@@ -53,7 +53,8 @@ ln -s "$shipped/vipfarm-alerts.yml" "$promdir/vipfarm-alerts.yml"
 mapfile -t lab_targets < <("$py" - "$(lab_node_config 1)" <<'PY'
 import sys, tomllib
 conf = tomllib.load(open(sys.argv[1], "rb"))
-port = conf["metrics"]["listen"].rsplit(":", 1)[1]
+# [metrics] listen, or its default: the node's own address, port 9469.
+port = conf.get("metrics", {}).get("listen", ":9469").rsplit(":", 1)[1]
 print(conf["cluster"]["name"])
 for node in conf["cluster"]["node"]:
     print(f"{node['address']}:{port}")
