@@ -65,7 +65,7 @@ void Control::set_node_mac(NodeId node, const MacAddr& mac) {
   const std::uint64_t v = mac48(mac);
   if (to_int(node) > kMaxNodes || node_macs_[to_int(node)] == v) return;
   node_macs_[to_int(node)] = v;
-  if (directed_) publish_locked();
+  publish_locked();  // directed forwarding, and the data plane's heartbeat ring, use them
 }
 
 std::vector<std::vector<NodeId>> Control::assign(config::ViewMask members,

@@ -414,7 +414,11 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
         // to the TAP; unicast for other hosts, flooded by the switch, dropped here.
         auto* dst = rte_pktmbuf_mtod(m, std::uint8_t*);
         const std::uint64_t d48 = mac48(dst);
-        if (d48 == port.own48 && packet::is_udp_to(b.frames[i], heartbeat_port)) {
+        // A peer's heartbeat (from a farm node's uplink MAC) on its own ring; anything else
+        // to the membership port (a forged flood) waits with the rest of the host's traffic.
+        if (d48 == port.own48 && packet::is_udp_to(b.frames[i], heartbeat_port) &&
+            std::find(snap->known_macs.begin(), snap->known_macs.end(), mac48(dst + 6)) !=
+                snap->known_macs.end()) {
           heartbeats[nh++] = m;
         } else if ((dst[0] & 1) != 0 || d48 == port.own48) {
           kernel[nk++] = m;
