@@ -16,7 +16,7 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
   bool running = false;
   bool gone = false;
   unsigned ticks = 0;
-  std::string stalled;  // the exception path's reason, while stalled
+  bool stalled = false;  // the exception path, as last reported
   mutable std::mutex mutex;
   Stats stats;  // under mutex
 
@@ -31,23 +31,22 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
 
   void check() {
     const auto silence = dp.exception_silence();
-    std::string reason;
-    if (silence >= dataplane::Dataplane::kExceptionStall) {
-      reason = "the exception path (the data plane's main lcore) has not run for " +
-               std::to_string(silence.count() / 1'000'000) + " ms";
-    }
-    if (reason.empty() != stalled.empty()) {
+    const bool now_stalled = silence >= dataplane::Dataplane::kExceptionStall;
+    if (now_stalled != stalled) {  // membership hears the transitions only
+      stalled = now_stalled;
+      const std::string reason =
+          stalled ? "the exception path (the data plane's main lcore) has not run for " +
+                        std::to_string(silence.count() / 1'000'000) + " ms"
+                  : std::string();
       std::cerr << "vipfarmd: "
-                << (reason.empty() ? std::string("the exception path runs again: rejoining")
-                                   : reason + ": not serving, stepping aside")
-                << "\n";
-      std::lock_guard lock(mutex);
-      stats.stalls += reason.empty() ? 0 : 1;
-      stats.down = reason;
+                << (stalled ? reason + ": not serving" : "the exception path runs again") << "\n";
+      {
+        std::lock_guard lock(mutex);
+        stats.stalls += stalled ? 1 : 0;
+        stats.down = reason;
+      }
+      on_change(reason);
     }
-    // The reason's text changes with the silence; membership hears only the transitions.
-    if (reason.empty() != stalled.empty()) on_change(reason);
-    stalled = reason;
     if (++ticks % kTapEvery == 0 && !gone) check_taps();
   }
 
