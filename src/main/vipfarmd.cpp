@@ -148,15 +148,10 @@ void prepare_gateway_kernel(const config::Config& config) {
   }
 }
 
-// With net_af_packet or net_pcap the uplink is a kernel interface the kernel also listens on. The
-// TAP takes over its MAC (the node's identity), so the kernel interface gets another one and loses
-// ARP and IPv6: otherwise the kernel would answer ARP/ND for the VIPs on it with its own MAC, and
-// take frames for the node's MAC twice (there and through the TAP).
-// A net_pcap uplink reading a file (rx_pcap=) has no kernel interface behind it.
-// `iface` gets the kernel interface's name (empty: none), so that a clean exit gives it its
-// MAC back.
-std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr& mac,
-                                       std::string& iface) {
+// With net_af_packet or net_pcap the uplink is a kernel interface the kernel also listens on
+// (a net_pcap uplink reading a file, rx_pcap=, has none): its name, empty when none, or an
+// error for a net_pcap uplink without phy_mac=1.
+std::string kernel_interface(const std::string& uplink, std::string& iface) {
   iface.clear();
   if (!uplink.starts_with("net_af_packet") && !uplink.starts_with("net_pcap")) return {};
   const auto at = uplink.find("iface=");
@@ -167,15 +162,42 @@ std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr&
     return "uplink: a net_pcap uplink on an interface needs phy_mac=1 (\"" + uplink +
            ",phy_mac=1\"), so the port takes " + iface + "'s MAC";
   }
+  return {};
+}
+
+// Before the EAL brings the TAPs up: the kernel interface behind each uplink loses ARP and
+// IPv6, so the kernel neither answers ARP/ND for the VIPs on it with its own MAC nor holds
+// the link-local address the TAP is about to take (the TAP gets the same MAC: with IPv6 left
+// on the uplink, as a user's fresh veth has it, the TAP's link-local failed duplicate address
+// detection and IPv6 neighbour discovery through the TAP stopped, issue 16).
+std::string silence_kernel_interfaces(const config::Config& config) {
+  for (const config::Port& port : config.dataplane.ports) {
+    std::string iface;
+    if (std::string err = kernel_interface(port.uplink, iface); !err.empty()) return err;
+    if (iface.empty()) continue;
+    if (std::string err = dataplane::netlink::set_noarp(iface); !err.empty()) return err;
+    const std::string path = "/proc/sys/net/ipv6/conf/" + iface + "/disable_ipv6";
+    std::ofstream out(path);
+    out << "1\n";
+    out.flush();
+    if (!out) return "cannot write 1 to " + path + " (IPv6 off on the uplink's kernel interface)";
+  }
+  return {};
+}
+
+// After the EAL started the ports: the TAP takes over the kernel interface's MAC (the node's
+// identity), so the kernel interface gets another one; otherwise the kernel would take frames
+// for the node's MAC twice (there and through the TAP). `iface` gets the kernel interface's
+// name (empty: none), so that a clean exit gives it its MAC back.
+std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr& mac,
+                                       std::string& iface) {
+  if (std::string err = kernel_interface(uplink, iface); !err.empty() || iface.empty()) return err;
   // Locally administered, unicast, and never the node's MAC: after a crash the port reads
   // the interface's aside MAC as its own, and the next aside must differ from it again, or
   // the kernel would take the node's frames beside the data plane.
   MacAddr aside = mac;
   aside[0] = mac[0] == 0xAE ? 0xAA : 0xAE;
-  if (std::string err = dataplane::netlink::set_mac(iface, aside); !err.empty()) return err;
-  if (std::string err = dataplane::netlink::set_noarp(iface); !err.empty()) return err;
-  std::ofstream("/proc/sys/net/ipv6/conf/" + iface + "/disable_ipv6") << "1\n";
-  return {};
+  return dataplane::netlink::set_mac(iface, aside);
 }
 
 void print_totals(const dataplane::Totals& t) {
@@ -214,6 +236,10 @@ int run_daemon(const config::Config& config, const std::string& program,
   hup.sa_handler = on_hup;
   sigaction(SIGHUP, &hup, nullptr);
 
+  if (const std::string err = silence_kernel_interfaces(config); !err.empty()) {
+    std::cerr << "vipfarmd: " << err << "\n";
+    return 1;
+  }
   dataplane::Dataplane dp;
   if (const std::string err = dp.start(config, program, extra_eal, exception); !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
@@ -326,6 +352,15 @@ int run_daemon(const config::Config& config, const std::string& program,
     if (!has_tap) continue;
     addresses[p] = tap_addresses(config, p, mac);
     for (const TapAddress& a : addresses[p]) {
+      // The kernel gave the TAP its link-local address when the EAL brought it up, with
+      // duplicate address detection still to run: replaced by ours, which needs none.
+      if (a.address == link_local_of(mac)) {
+        if (const std::string err =
+                dataplane::netlink::remove_address(ports[p].exception, a.address, a.prefix);
+            !err.empty()) {
+          std::cerr << "vipfarmd: " << err << "\n";
+        }
+      }
       if (const std::string err =
               dataplane::netlink::add_address(ports[p].exception, a.address, a.prefix, a.no_dad);
           !err.empty()) {

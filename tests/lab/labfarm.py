@@ -54,6 +54,11 @@ def node_mac(k):
     return "02:77:00:00:01:%02x" % k
 
 
+def link_mac(ns, iface):
+    """The MAC of IFACE in network namespace NS, lower case."""
+    return json.loads(run("ip", "-n", ns, "-j", "link", "show", "dev", iface))[0]["address"]
+
+
 def client_addr(i):
     """The i-th (1-based) extra client source address, as lib.sh's lab_client_addrs."""
     return "10.77.%d.%d" % (1 + i // 256, i % 256)
@@ -197,10 +202,17 @@ class Farm:
     (e.g. membership__interval_ms=100). up() builds and starts it; down() removes it."""
 
     def __init__(self, n=3, split_brain="serve", config=None, vipfarmd=None, vipfarmctl=None,
-                 **overrides):
+                 plain=False, flood=True, **overrides):
         if not 1 <= n <= 64:
             raise ValueError(f"n must be 1..64, got {n}")
         self.n = n
+        # plain: the links as a user makes them from the README alone (issue 16): the bridge,
+        # the veths and the client at their defaults (kernel-chosen MACs, IPv6 on, duplicate
+        # address detection run), nothing but what the README says to do. flood=False: the
+        # switch floods no unknown unicast to the nodes' ports (directed mode's switch).
+        self.plain = plain
+        self.flood = flood
+        self.macs = {}           # k -> node k's uplink MAC (lib.sh's fixed ones unless plain)
         self.split_brain = split_brain
         self.overrides = overrides
         self.vipfarmd = os.path.abspath(vipfarmd or os.environ.get("VIPFARMD") or
@@ -295,9 +307,12 @@ class Farm:
         self._add_ns(self.switch_ns)
         run("ip", "netns", "exec", self.switch_ns, "sh", "-c",
             "for f in /proc/sys/net/bridge/bridge-nf-call-*; do [ -e \"$f\" ] && echo 0 >\"$f\"; done; true")
-        run("ip", "-n", self.switch_ns, "link", "add", "name", self.bridge, "type", "bridge",
-            "stp_state", "0", "mcast_snooping", "0")
-        self._no_ipv6(self.bridge, self.switch_ns)
+        if self.plain:
+            run("ip", "-n", self.switch_ns, "link", "add", "name", self.bridge, "type", "bridge")
+        else:
+            run("ip", "-n", self.switch_ns, "link", "add", "name", self.bridge, "type", "bridge",
+                "stp_state", "0", "mcast_snooping", "0")
+            self._no_ipv6(self.bridge, self.switch_ns)
         run("ip", "-n", self.switch_ns, "link", "set", "dev", self.bridge, "up")
 
         self._add_ns(self.client_ns)
@@ -306,11 +321,22 @@ class Farm:
         run("ip", "netns", "exec", self.client_ns, "ethtool", "-K", CLIENT_IF, "tx", "off",
             "gso", "off", "tso", "off")
         run("ip", "-n", self.client_ns, "addr", "add", f"{CLIENT4}/16", "dev", CLIENT_IF)
-        run("ip", "-n", self.client_ns, "addr", "add", f"{CLIENT6}/64", "dev", CLIENT_IF, "nodad")
+        if self.plain:  # duplicate address detection run, as on any host
+            run("ip", "-n", self.client_ns, "addr", "add", f"{CLIENT6}/64", "dev", CLIENT_IF)
+            if not wait_for(lambda: "tentative" not in run(
+                    "ip", "-n", self.client_ns, "-6", "addr", "show", "dev", CLIENT_IF), 10):
+                raise RuntimeError("the client's IPv6 address stayed tentative for 10 s")
+        else:
+            run("ip", "-n", self.client_ns, "addr", "add", f"{CLIENT6}/64", "dev", CLIENT_IF,
+                "nodad")
 
         for k in self.all_nodes():
             self._add_ns(self.node_ns[k])
             self._add_veth(self.node_veth[k], self.node_ns[k], "uplink", node_mac(k))
+            if not self.flood:
+                run("ip", "-n", self.switch_ns, "link", "set", "dev", self.node_veth[k], "type",
+                    "bridge_slave", "flood", "off")
+            self.macs[k] = link_mac(self.node_ns[k], "uplink")
             self.node_conf[k] = os.path.join(self.dir, f"node{k}.toml")
             self._eal_prefixes.append(f"vipfarm-{self.sfx}-n{k}")
             self._write_config(k)
@@ -327,11 +353,15 @@ class Farm:
     def _add_veth(self, sw, ns, inner, mac):
         run("ip", "-n", self.switch_ns, "link", "add", "name", sw, "type", "veth", "peer",
             "name", inner, "netns", ns)
-        self._no_ipv6(sw, self.switch_ns)
-        if inner == "uplink":  # no address at all, not even link-local
-            self._no_ipv6(inner, ns)
+        if not self.plain:
+            self._no_ipv6(sw, self.switch_ns)
+            if inner == "uplink":  # no address at all, not even link-local
+                self._no_ipv6(inner, ns)
         run("ip", "-n", self.switch_ns, "link", "set", "dev", sw, "master", self.bridge, "up")
-        run("ip", "-n", ns, "link", "set", "dev", inner, "address", mac, "up")
+        if self.plain:
+            run("ip", "-n", ns, "link", "set", "dev", inner, "up")
+        else:
+            run("ip", "-n", ns, "link", "set", "dev", inner, "address", mac, "up")
 
     def _write_config(self, k):
         """lib.sh's _lab_write_config: the base config with [node] set to node k, this run's
@@ -401,12 +431,14 @@ class Farm:
             return {}
         return parse_prometheus(text)
 
-    def owner(self, source, sport=1234, view=None):
-        """The node `vipfarmctl owner` predicts for TCP source:sport -> VIP:80 (0: none)."""
+    def owner(self, source, sport=1234, view=None, vip=VIP4):
+        """The node `vipfarmctl owner` predicts for TCP source:sport -> vip:80 (0: none)."""
         cmd = [self.vipfarmctl, "owner", "--config", self.node_conf[1]]
         if view is not None:
             cmd += ["--view", ",".join(map(str, view))]
-        cmd += ["tcp", f"{source}:{sport}", f"{VIP4}:80", "--json"]
+        def endpoint(addr, port):
+            return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
+        cmd += ["tcp", endpoint(source, sport), endpoint(vip, 80), "--json"]
         return json.loads(run(*cmd)).get("owner", 0)
 
     # --- processes -----------------------------------------------------------------------
