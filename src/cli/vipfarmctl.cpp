@@ -173,6 +173,9 @@ int cmd_check_config(const std::vector<std::string>& args) {
     const auto config = load_or_report(files[0]);
     if (!config) return 1;
     std::cout << files[0] << ": OK\n" << config::summary(*config);
+    for (const std::string& w : config::warnings(*config)) {
+      std::cerr << "warning: " << files[0] << ": " << w << "\n";
+    }
     return 0;
   }
   const config::LoadResult loaded = config::load_file(files[0]);
@@ -184,6 +187,7 @@ int cmd_check_config(const std::vector<std::string>& args) {
     out["vips"] = loaded.config->vips.size();
     out["groups"] = loaded.config->groups.size();
     out["buckets"] = loaded.config->buckets;
+    out["warnings"] = config::warnings(*loaded.config);
   }
   out["errors"] = nlohmann::json::array();
   for (const config::Error& e : loaded.errors) {

@@ -1170,6 +1170,41 @@ LoadResult load_file(const std::string& path) {
   return parse(text.str(), path);
 }
 
+std::vector<std::string> warnings(const Config& config) {
+  std::vector<std::string> out;
+  // DPDK's net_af_packet joins a PACKET_FANOUT group with the kernel's defragment flag: IPv4
+  // fragments reach the data plane reassembled, and cut at the mbuf size (issue 16).
+  const Rule* fragmenting = nullptr;
+  const Group* in_group = nullptr;
+  for (const Group& group : config.groups) {
+    for (const Rule& rule : group.rules) {
+      if (rule.proto != Proto::kTcp && fragmenting == nullptr) {
+        fragmenting = &rule;
+        in_group = &group;
+      }
+    }
+  }
+  for (std::size_t p = 0; p < config.dataplane.ports.size() && fragmenting != nullptr; ++p) {
+    const std::string& uplink = config.dataplane.ports[p].uplink;
+    if (!uplink.starts_with("net_af_packet")) continue;
+    const auto at = uplink.find("iface=");
+    const std::string iface =
+        at == std::string::npos ? "IFACE" : uplink.substr(at + 6, uplink.find(',', at) - at - 6);
+    constexpr std::size_t kPrefix = std::string_view("net_af_packet").size();
+    const std::string device = uplink.substr(kPrefix, uplink.find(',') - kPrefix);  // "0", "1"
+    const std::string key = config.dataplane.ports.size() == 1 && config.dataplane.ports[p].name == "uplink"
+                                ? "dataplane.uplink"
+                                : "dataplane.port[" + std::to_string(p) + "].uplink";
+    out.push_back(key + ": net_af_packet reassembles IPv4 fragments in the kernel and cuts them "
+                  "at the mbuf size, so every fragmented datagram of group \"" + in_group->name +
+                  "\"'s " + std::string(to_string(fragmenting->proto)) +
+                  " rule is lost: use \"net_af_xdp" + device + ",iface=" + iface +
+                  "\" (or \"net_pcap" + device + ",iface=" + iface +
+                  ",phy_mac=1\"), which deliver fragments as they come");
+  }
+  return out;
+}
+
 std::string_view to_string(Proto proto) { return kProtos[static_cast<std::size_t>(proto)]; }
 std::string_view to_string(KeyKind key) { return kKeys[static_cast<std::size_t>(key)]; }
 std::string_view to_string(CheckerKind kind) {

@@ -708,6 +708,11 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
     if (uplink.starts_with("net_af_packet") && uplink.find("qpairs=") == std::string::npos) {
       uplink += ",qpairs=" + std::to_string(d.workers);
     }
+    // af_xdp: one XDP socket per worker, on the interface's queues 0..workers-1 (the kernel
+    // interface needs that many, and spreads flows over them by its own hash).
+    if (uplink.starts_with("net_af_xdp") && uplink.find("queue_count=") == std::string::npos) {
+      uplink += ",queue_count=" + std::to_string(d.workers);
+    }
     args.push_back(vdev ? "--vdev=" + uplink : "-a");
     if (!vdev) args.push_back(uplink);
     uplink_names.push_back(vdev ? uplink.substr(0, uplink.find(',')) : uplink);

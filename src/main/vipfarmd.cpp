@@ -148,12 +148,15 @@ void prepare_gateway_kernel(const config::Config& config) {
   }
 }
 
-// With net_af_packet or net_pcap the uplink is a kernel interface the kernel also listens on
-// (a net_pcap uplink reading a file, rx_pcap=, has none): its name, empty when none, or an
+// With net_af_xdp, net_af_packet or net_pcap the uplink is a kernel interface the kernel also
+// listens on (a net_pcap uplink reading a file, rx_pcap=, has none): its name, empty when none, or an
 // error for a net_pcap uplink without phy_mac=1.
 std::string kernel_interface(const std::string& uplink, std::string& iface) {
   iface.clear();
-  if (!uplink.starts_with("net_af_packet") && !uplink.starts_with("net_pcap")) return {};
+  if (!uplink.starts_with("net_af_xdp") && !uplink.starts_with("net_af_packet") &&
+      !uplink.starts_with("net_pcap")) {
+    return {};
+  }
   const auto at = uplink.find("iface=");
   if (at == std::string::npos) return {};
   iface = uplink.substr(at + 6, uplink.find(',', at) - at - 6);
@@ -642,6 +645,9 @@ int main(int argc, char** argv) {
   config::LoadResult loaded = config::load_file(path);
   for (const config::Error& e : loaded.errors) std::cerr << e.to_string() << "\n";
   if (!loaded.config) return 1;
+  for (const std::string& w : config::warnings(*loaded.config)) {
+    std::cerr << "vipfarmd: warning: " << path << ": " << w << "\n";
+  }
   if (!check_path.empty()) {
     std::cout << path << ": OK\n" << config::summary(*loaded.config);
     return 0;

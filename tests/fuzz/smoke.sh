@@ -1,11 +1,25 @@
 #!/usr/bin/env bash
 # Fuzz smoke test (make fuzz-smoke): every libFuzzer target of the fuzz build for
 # $FUZZ_SECONDS seconds each, on a scratch copy of its seed corpus; fails on any crash.
+# With FUZZ_RUNS ("NAME=COUNT ... *=COUNT", make fuzz-long) each target runs a number of
+# executions instead (-runs), and the total is printed at the end.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 build="${FUZZ_BUILD:-build-fuzz}"
 seconds="${FUZZ_SECONDS:-60}"
+runs_spec="${FUZZ_RUNS:-}"
+mode=fuzz-smoke
+[[ -n $runs_spec ]] && mode=fuzz-long
+runs_of() {  # runs_of NAME: its -runs count from FUZZ_RUNS (NAME=, else *=), empty if none
+  local - item count=""
+  set -f  # "*=" is no pattern
+  for item in $runs_spec; do
+    [[ $item == "*="* && -z $count ]] && count=${item#*=}
+    [[ $item == "$1="* ]] && { echo "${item#*=}"; return; }
+  done
+  echo "$count"
+}
 # Crash inputs must outlive the scratch dir; the build dir is git-ignored.
 artifacts="${FUZZ_ARTIFACTS:-$build/fuzz-artifacts}"
 
@@ -23,13 +37,14 @@ for exe in "$build"/tests/fuzz/fuzz_*; do
   [[ -f "$exe" && -x "$exe" ]] && targets+=("$exe")
 done
 if ((${#targets[@]} == 0)); then
-  echo "fuzz-smoke: no fuzz_* targets under $build/tests/fuzz (run make fuzz-build)" >&2
+  echo "$mode: no fuzz_* targets under $build/tests/fuzz (run make fuzz-build)" >&2
   exit 1
 fi
 mkdir -p "$artifacts"
 
 passed=0
 failed=0
+total=0
 # One target after the other: CI has two cores, and libFuzzer's rate is the figure we print.
 for exe in "${targets[@]}"; do
   name="$(basename "$exe")"
@@ -40,8 +55,14 @@ for exe in "${targets[@]}"; do
     cp -R "$here/corpus/$name/." "$corpus/"
   fi
 
-  args=(-max_total_time="$seconds" -print_final_stats=1 -rss_limit_mb=2048
-        -timeout=25 -artifact_prefix="$artifacts/$name-")
+  args=(-print_final_stats=1 -rss_limit_mb=2048 -timeout=25 -artifact_prefix="$artifacts/$name-")
+  count=$(runs_of "$name")
+  if [[ -n $runs_spec ]]; then
+    [[ $count =~ ^[0-9]+$ ]] || { echo "$mode: FUZZ_RUNS has no count for $name" >&2; exit 1; }
+    args+=(-runs="$count")
+  else
+    args+=(-max_total_time="$seconds")
+  fi
   case "$name" in
     config) args+=(-max_len=8192) ;;
     # A userconfig.xml, its cluster.xml and a node name: the fixtures run to 2.5 KiB each.
@@ -67,6 +88,7 @@ for exe in "${targets[@]}"; do
   if ((rc == 0)) && [[ -n "$runs" ]]; then
     echo "fuzz $name: $runs runs in $elapsed s = $rate execs/s, no crash"
     passed=$((passed + 1))
+    total=$((total + runs))
   else
     echo "fuzz $name: FAILED (exit $rc after $elapsed s); last lines of its log:"
     tail -n 60 "$log" | sed 's/^/  /'
@@ -77,5 +99,5 @@ for exe in "${targets[@]}"; do
   fi
 done
 
-echo "fuzz-smoke: $passed passed, $failed failed"
+echo "$mode: $passed passed, $failed failed, $total executions in all"
 ((failed == 0))

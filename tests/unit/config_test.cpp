@@ -664,6 +664,45 @@ TEST(Reload, HeartbeatTimersChangeOnlyInStepsThePeersCanFollow) {
   EXPECT_EQ(reload_refusal(with("interval_ms = 400"), with("interval_ms = 1000")), "");
 }
 
+// Issue 16: net_af_packet hands the data plane IPv4 fragments reassembled and cut at the mbuf
+// size; a config with a rule that takes UDP, ICMP or every protocol gets a warning naming
+// the uplink's key and the alternative.
+TEST(Config, AfPacketUplinkIsWarnedOfWhereFragmentsCome) {
+  const auto warnings_of = [](std::string text) {
+    const LoadResult r = parse(text, "t.toml");
+    EXPECT_TRUE(r.errors.empty()) << r.errors.front().to_string();
+    return r.config ? warnings(*r.config) : std::vector<std::string>{};
+  };
+  const std::string af_packet =
+      "[dataplane]\nuplink = \"net_af_packet0,iface=eth1\"\n[[group]]";
+  const std::string udp =
+      replaced(replaced(kMinimal, "proto = \"tcp\"", "proto = \"udp\""), "[[group]]", af_packet);
+  auto w = warnings_of(udp);
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_EQ(w[0],
+            "dataplane.uplink: net_af_packet reassembles IPv4 fragments in the kernel and cuts "
+            "them at the mbuf size, so every fragmented datagram of group \"g\"'s udp rule is "
+            "lost: use \"net_af_xdp0,iface=eth1\" (or \"net_pcap0,iface=eth1,phy_mac=1\"), which "
+            "deliver fragments as they come");
+  w = warnings_of(replaced(replaced(kMinimal, "proto = \"tcp\"\nports = 80", "proto = \"any\""),
+                           "[[group]]",
+                           "[[dataplane.port]]\nname = \"in\"\nuplink = "
+                           "\"net_af_packet0,iface=in0\"\n[[group]]"));
+  ASSERT_EQ(w.size(), 1u);
+  EXPECT_NE(w[0].find("dataplane.port[0].uplink: net_af_packet"), std::string::npos) << w[0];
+  EXPECT_NE(w[0].find("\"g\"'s any rule"), std::string::npos) << w[0];
+  // TCP only, and af_xdp or pcap uplinks: nothing to say.
+  EXPECT_TRUE(warnings_of(replaced(kMinimal, "[[group]]", af_packet)).empty());
+  for (const char* uplink : {"net_af_xdp0,iface=eth1", "net_pcap0,iface=eth1,phy_mac=1"}) {
+    EXPECT_TRUE(warnings_of(replaced(replaced(kMinimal, "proto = \"tcp\"", "proto = \"udp\""),
+                                     "[[group]]",
+                                     std::string("[dataplane]\nuplink = \"") + uplink +
+                                         "\"\n[[group]]"))
+                    .empty())
+        << uplink;
+  }
+}
+
 TEST(Net, ParseEndpointIpv4) {
   const auto e = parse_endpoint("192.0.2.1:80");
   ASSERT_TRUE(e);

@@ -271,6 +271,9 @@ std::string reload_refusal(const Config& running, const Config& next);
 // A short human-readable description: nodes, VIPs, groups and rules.
 std::string summary(const Config& config);
 
+// What a valid config may still get wrong at run time, one line each with its key (printed
+// by check-config and at start): today a net_af_packet uplink where fragments can come.
+std::vector<std::string> warnings(const Config& config);
 std::string_view to_string(Proto proto);
 std::string_view to_string(KeyKind key);
 std::string_view to_string(CheckerKind kind);
