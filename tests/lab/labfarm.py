@@ -24,6 +24,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import tomllib
 
@@ -57,6 +58,48 @@ def node_mac(k):
 def link_mac(ns, iface):
     """The MAC of IFACE in network namespace NS, lower case."""
     return json.loads(run("ip", "-n", ns, "-j", "link", "show", "dev", iface))[0]["address"]
+
+
+class InNetns(threading.Thread):
+    """fn(*args) run in a thread that entered network namespace ns (setns affects only the
+    calling thread): sockets it opens live there. result() joins it and returns fn's value
+    or raises what fn raised."""
+
+    CLONE_NEWNET = 0x40000000
+
+    def __init__(self, ns, fn, *args):
+        super().__init__(daemon=True)
+        self.ns, self.fn, self.args = ns, fn, args
+        self.value, self.error = None, None
+
+    def run(self):
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            fd = os.open(f"/run/netns/{self.ns}", os.O_RDONLY)
+            try:
+                if libc.setns(fd, self.CLONE_NEWNET) != 0:
+                    e = ctypes.get_errno()
+                    raise OSError(e, f"setns {self.ns}: {os.strerror(e)}")
+            finally:
+                os.close(fd)
+            self.value = self.fn(*self.args)
+        except BaseException as e:  # re-raised by result()
+            self.error = e
+
+    def result(self, timeout=None):
+        self.join(timeout)
+        if self.is_alive():
+            raise TimeoutError(f"the thread in {self.ns} did not end within {timeout} s")
+        if self.error is not None:
+            raise self.error
+        return self.value
+
+
+def in_netns(ns, fn, *args):
+    """fn(*args) in network namespace ns (InNetns), waited for; its value."""
+    t = InNetns(ns, fn, *args)
+    t.start()
+    return t.result()
 
 
 def client_addr(i):

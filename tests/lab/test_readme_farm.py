@@ -11,11 +11,9 @@ forwards what it does not own. Before the fix only the client's ND owner ever an
 Frames are built and read with scapy in-process, on a packet socket opened in the client's
 namespace (a thread that entered it).
 """
-import ctypes
 import os
 import select
 import socket
-import threading
 import time
 
 import pytest
@@ -27,7 +25,6 @@ import labfarm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-CLONE_NEWNET = 0x40000000
 ETH_P_ALL = 0x0003
 PER_ENTRY = 90          # SYNs per entry node and address family
 ANSWER_TIMEOUT = 5.0    # seconds for the last answer
@@ -48,32 +45,6 @@ def readme_config(tmp_path):
     path = tmp_path / "readme.toml"
     path.write_text(text)
     return str(path)
-
-
-def in_netns(ns, fn):
-    """fn() run in a thread that entered network namespace NS; its result (or its raise)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    out = {}
-
-    def body():
-        try:
-            fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-            try:
-                if libc.setns(fd, CLONE_NEWNET) != 0:
-                    e = ctypes.get_errno()
-                    raise OSError(e, f"setns {ns}: {os.strerror(e)}")
-            finally:
-                os.close(fd)
-            out["value"] = fn()
-        except BaseException as e:  # re-raised in the caller
-            out["error"] = e
-
-    t = threading.Thread(target=body)
-    t.start()
-    t.join()
-    if "error" in out:
-        raise out["error"]
-    return out["value"]
 
 
 def syn_round(client_mac, entries, v6, base_port):
@@ -136,7 +107,7 @@ def test_directed_farm_from_the_readme_alone(farm, tmp_path, v6):
     assert len(node_of_mac) == 3, f"the nodes' kernel-chosen MACs collide: {f.macs}"
     client_mac = labfarm.link_mac(f.client_ns, labfarm.CLIENT_IF)
     base = 20000 if not v6 else 30000
-    sent = in_netns(f.client_ns,
+    sent = labfarm.in_netns(f.client_ns,
                     lambda: syn_round(client_mac, [f.macs[k] for k in f.all_nodes()], v6, base))
     client = labfarm.CLIENT6 if v6 else labfarm.CLIENT4
     vip = labfarm.VIP6 if v6 else labfarm.VIP4
