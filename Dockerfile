@@ -62,16 +62,16 @@ RUN meson setup build -Dwerror=true \
 FROM debian:12-slim
 # The libraries the binaries link (ldd, mapped to packages with dpkg -S), then the DPDK
 # drivers EAL loads from its plugin directory at run time: the mempool handler and the
-# buses (always), the TAP and af_packet vdevs, and the PMDs of common server and cloud NICs.
+# buses (always), the TAP, af_xdp and af_packet vdevs, and the PMDs of common server and cloud NICs.
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       libc6 libgcc-s1 libstdc++6 zlib1g libbsd0 libmd0 libnuma1 libfdt1 \
       libssl3 libboost-program-options1.74.0 libtomlplusplus3 libpugixml1v5 \
-      libprometheus-cpp-core1.0 libprometheus-cpp-pull1.0 libcivetweb1 \
+      libprometheus-cpp-core1.0 \
       librte-eal23 librte-ethdev23 librte-mbuf23 librte-mempool23 librte-rcu23 \
       librte-ring23 librte-kvargs23 librte-telemetry23 librte-net23 librte-meter23 \
       librte-mempool-ring23 librte-bus-pci23 librte-bus-vdev23 \
-      librte-net-tap23 librte-net-af-packet23 \
+      librte-net-tap23 librte-net-af-xdp23 librte-net-af-packet23 \
       librte-net-i40e23 librte-net-ice23 librte-net-iavf23 librte-net-ixgbe23 \
       librte-net-e1000-23 librte-net-mlx5-23 librte-net-bnxt23 librte-net-ena23 \
       librte-net-virtio23 librte-net-vmxnet3-23 \

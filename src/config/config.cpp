@@ -2,15 +2,19 @@
 #include "vipfarm/config/config.hpp"
 
 #include <openssl/evp.h>
+#include <pwd.h>
 
 #include <toml++/toml.h>
 #include <algorithm>
 #include <bit>
 #include <cctype>
+#include <cerrno>
 #include <charconv>
 #include <fstream>
 #include <set>
 #include <sstream>
+#include <string_view>
+#include <system_error>
 #include <tuple>
 
 #include "vipfarm/config/schema.hpp"
@@ -987,6 +991,86 @@ void load_flows(Loader& loader, const toml::table& root, Config& config) {
   f.udp_timeout_s = u32("udp_timeout", 1, 86400, f.udp_timeout_s);
 }
 
+// Empty when `name` is a user of this system, else why not. Looked up when the file is
+// loaded, so that `vipfarmd --check-config` and a reload refuse a typo; the checker looks it
+// up again for its ids and groups.
+std::string user_problem(const std::string& name) {
+  if (name.empty()) return "must not be empty";
+  if (name.find('\0') != std::string::npos) return "must not contain a NUL character";
+  std::vector<char> buffer(1024);
+  passwd entry{};
+  passwd* found = nullptr;
+  while (true) {
+    const int rc = ::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found);
+    if (rc == ERANGE && buffer.size() < (1U << 20)) {
+      buffer.resize(buffer.size() * 2);
+      continue;
+    }
+    // getpwnam_r(3): some systems report "no such user" as an error number.
+    if (found != nullptr) return {};
+    if (rc == 0 || rc == ENOENT || rc == ESRCH) return "no user \"" + name + "\" on this system";
+    return "cannot look up user \"" + name + "\": " + std::system_category().message(rc);
+  }
+}
+
+bool valid_env_name(std::string_view name) {
+  const auto word = [](char c) {
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || c == '_' || (c >= '0' && c <= '9');
+  };
+  return !name.empty() && !(name[0] >= '0' && name[0] <= '9') &&
+         std::all_of(name.begin(), name.end(), word);
+}
+
+// A custom checker's user and env (src/health/checkers.cpp runs the command with them).
+void load_checker_process(Loader& loader, const toml::table& entry, const std::string& path,
+                          Checker& c) {
+  for (const char* key : {"user", "env"}) {
+    const toml::node* node = entry.get(key);
+    if (node != nullptr && c.kind != CheckerKind::kCustom) {
+      loader.error(node->source(), path + "." + key, "only for kind = \"custom\"");
+    }
+  }
+  if (auto user = loader.string(entry, "user", path, "")) {
+    if (entry.get("user") != nullptr) {
+      if (const std::string problem = user_problem(*user); !problem.empty()) {
+        loader.error(entry.get("user")->source(), path + ".user", problem);
+      }
+    }
+    c.user = std::move(*user);
+  }
+  const toml::node* env = entry.get("env");
+  if (env == nullptr) return;
+  const toml::array* list = env->as_array();
+  if (list == nullptr) {
+    loader.error(env->source(), path + ".env", "expected an array of \"NAME=value\" strings");
+    return;
+  }
+  std::set<std::string, std::less<>> names;
+  for (const toml::node& item : *list) {
+    const auto text = item.value_exact<std::string>();
+    const std::size_t equals = text ? text->find('=') : std::string::npos;
+    const std::string_view name =
+        text ? std::string_view(*text).substr(0, equals) : std::string_view();
+    std::string bad;
+    if (!text) {
+      bad = "expected a \"NAME=value\" string";
+    } else if (equals == std::string::npos) {
+      bad = "\"" + *text + "\": expected NAME=value";
+    } else if (!valid_env_name(name)) {
+      bad = "\"" + std::string(name) + "\" is not a variable name ([A-Za-z_][A-Za-z0-9_]*)";
+    } else if (text->find('\0') != std::string::npos) {
+      bad = std::string(name) + ": the value must not contain a NUL character";
+    } else if (!names.emplace(name).second) {
+      bad = std::string(name) + " is set twice";
+    }
+    if (bad.empty()) {
+      c.env.push_back(*text);
+    } else {
+      loader.error(item.source(), path + ".env", bad);
+    }
+  }
+}
+
 void load_checkers(Loader& loader, const toml::table& root, Config& config) {
   const toml::array* checkers = loader.table_array(root, "checker", "", false);
   if (checkers == nullptr) return;
@@ -1046,6 +1130,7 @@ void load_checkers(Loader& loader, const toml::table& root, Config& config) {
         }
       }
     }
+    load_checker_process(loader, entry, path, c);
     config.checkers.push_back(std::move(c));
   }
 }
@@ -1192,12 +1277,14 @@ std::vector<std::string> warnings(const Config& config) {
         at == std::string::npos ? "IFACE" : uplink.substr(at + 6, uplink.find(',', at) - at - 6);
     constexpr std::size_t kPrefix = std::string_view("net_af_packet").size();
     const std::string device = uplink.substr(kPrefix, uplink.find(',') - kPrefix);  // "0", "1"
-    const std::string key = config.dataplane.ports.size() == 1 && config.dataplane.ports[p].name == "uplink"
-                                ? "dataplane.uplink"
-                                : "dataplane.port[" + std::to_string(p) + "].uplink";
-    out.push_back(key + ": net_af_packet reassembles IPv4 fragments in the kernel and cuts them "
-                  "at the mbuf size, so every fragmented datagram of group \"" + in_group->name +
-                  "\"'s " + std::string(to_string(fragmenting->proto)) +
+    const std::string key =
+        config.dataplane.ports.size() == 1 && config.dataplane.ports[p].name == "uplink"
+            ? "dataplane.uplink"
+            : "dataplane.port[" + std::to_string(p) + "].uplink";
+    out.push_back(key +
+                  ": net_af_packet reassembles IPv4 fragments in the kernel and cuts them "
+                  "at the mbuf size, so every fragmented datagram of group \"" +
+                  in_group->name + "\"'s " + std::string(to_string(fragmenting->proto)) +
                   " rule is lost: use \"net_af_xdp" + device + ",iface=" + iface +
                   "\" (or \"net_pcap" + device + ",iface=" + iface +
                   ",phy_mac=1\"), which deliver fragments as they come");

@@ -551,7 +551,7 @@ void Importer::read_service(pugi::xml_node service) {
                                std::string(kSafekitKeyFile) + "), and copy it to every node");
   note_global(Kind::kTodo,
               "[dataplane] is left commented out: set this node's uplink (a PCI address, or "
-              "a vdev such as net_af_packet0,iface=eth0) before starting vipfarmd");
+              "a vdev such as net_af_xdp0,iface=eth0) before starting vipfarmd");
   note_global(Kind::kApproximated,
               "vipfarm hashes clients into buckets differently from SafeKit: a client may be "
               "served by another node than before; move every node of the farm at once");
@@ -589,9 +589,10 @@ void Importer::note_unmapped_section(pugi::xml_node n) {
       const std::string test = attr(user_, p, "service").value_or("no") == "yes"
                                    ? "systemctl is-active --quiet " + proc
                                    : "pgrep -x " + proc + " >/dev/null";
-      hints_.push_back("# from " + commented(path_of(p)) +
-                       "\n# [[checker]]\n# name = " + quote("proc-" + proc) +
-                       "\n# kind = \"custom\"\n# target = " + quote(test) + "\n");
+      hints_.push_back("# from " + commented(path_of(p)) + "\n# [[checker]]\n# name = " +
+                       quote("proc-" + proc) + "\n# kind = \"custom\"\n# target = " + quote(test) +
+                       "\n# user = \"root\"  # under the unit's ProtectProc=invisible only root "
+                       "sees every process\n");
     }
   } else {
     why =
@@ -1464,7 +1465,8 @@ std::string Importer::emit() const {
   line("");
   line("# [dataplane]                # this node's NIC: fill in, then uncomment");
   line("# uplink = " +
-       quote(uplink_name_ ? "net_af_packet0,iface=" + *uplink_name_ : std::string("0000:3b:00.0")) +
+       quote(uplink_name_ ? "net_af_xdp0,iface=" + *uplink_name_ + ",busy_budget=0"
+                          : std::string("0000:3b:00.0")) +
        "   # a PCI address or a DPDK vdev");
   if (garp_interval_s_) line("# garp_interval = " + std::to_string(*garp_interval_s_));
   if (garp_duration_s_) line("# garp_duration = " + std::to_string(*garp_duration_s_));

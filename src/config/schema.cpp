@@ -88,7 +88,7 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "client_net: IPv6 prefix length clients are grouped by."},
     {"dataplane", kTable, "required by vipfarmd", "", kRestart, "The DPDK data plane."},
     {"dataplane.uplink", kString, "required without [[dataplane.port]]",
-     "a DPDK vdev (net_af_packet0,iface=eth1) or a PCI address", kRestart,
+     "a PCI address or a DPDK vdev (net_af_xdp0,iface=eth1)", kRestart,
      "The port that receives the farm's traffic (promiscuous): the one-port form."},
     {"dataplane.port", kTableArray, "one port: dataplane.uplink and exception.name",
      "1-8 entries; not with dataplane.uplink", kRestart,
@@ -132,7 +132,9 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"metrics.listen", kString, "this node's address, port 9469",
      "address:port ([v6]:port), not a VIP; or \"\" to disable", kRestart,
      "Where /metrics is served. A wildcard (0.0.0.0, [::]) also answers on the VIPs: vipfarmd "
-     "warns."},
+     "warns. Served by vipfarmd's own HTTP server (Boost.Beast) on a thread of its own: GET "
+     "/metrics only, at most 64 connections (a new one closes the one idle longest), 8 KiB of "
+     "request line and headers, 10 s per request and per reply."},
     {"membership", kTable, "absent: a static view of every configured node", "", kRestart,
      "Heartbeats, failure detection and view agreement (docs/membership.md)."},
     {"membership.port", kInteger, "9470", "1-65535", kRestart,
@@ -206,7 +208,9 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "Checker name (metrics, CLI)."},
     {"checker[].kind", kString, "required", "tcp, ping, interface, custom", kReloadable,
      "tcp: connect to target; ping: ICMP echo to target; interface: target's link is up; "
-     "custom: target is a shell command, exit 0 is healthy."},
+     "custom: target is a shell command, exit 0 is healthy. The command runs as user, with env "
+     "and no other environment, stdin and stdout on /dev/null, in /, as PID 1 of its own PID "
+     "namespace: at the timeout, and whenever it exits, every process it started dies."},
     {"checker[].target", kString, "required",
      "tcp: address:port; ping: address; interface: name; custom: command", kReloadable,
      "What is checked."},
@@ -219,6 +223,15 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
      "Consecutive failures before a healthy checker fails."},
     {"checker[].group", kString, "none (the whole node)", "a [[group]] name", kReloadable,
      "Bind the checker to one group: only that group's buckets leave the node."},
+    {"checker[].user", kString, "\"nobody\" (uid and gid 65534 where there is none)",
+     "custom only: a user of this system", kReloadable,
+     "The user a custom command runs as: its uid, primary group and groups, with no "
+     "capabilities and no new privileges (setuid files do not raise them), root included; "
+     "\"root\" must be written out."},
+    {"checker[].env", kStringList, "[]",
+     "custom only: \"NAME=value\" strings, NAME [A-Za-z_][A-Za-z0-9_]* and unique", kReloadable,
+     "A custom command's environment, nothing inherited: these and "
+     "PATH=/usr/sbin:/usr/bin:/sbin:/bin unless one of them sets PATH."},
 });
 
 std::string_view type_name(ValueType type) {

@@ -1,5 +1,6 @@
-// The admin API's Unix-socket server: socket file lifecycle, per-connection sessions,
-// and the bounds that keep a misbehaving client from hurting the control thread.
+// The admin API's Unix-socket server (socket file lifecycle, per-connection sessions) and
+// the metrics endpoint's HTTP server, with the bounds that keep misbehaving clients from
+// hurting the thread that serves them or locking out the clients that behave.
 #include "vipfarm/control/api_server.hpp"
 
 #include <sys/socket.h>
@@ -7,12 +8,21 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/local/stream_protocol.hpp>
 #include <boost/asio/read_until.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/write.hpp>
+#include <boost/beast/core/flat_buffer.hpp>
+#include <boost/beast/http/empty_body.hpp>
+#include <boost/beast/http/error.hpp>
+#include <boost/beast/http/parser.hpp>
+#include <boost/beast/http/read.hpp>
+#include <boost/beast/http/string_body.hpp>
+#include <boost/beast/http/write.hpp>
 #include <cerrno>
 #include <filesystem>
+#include <optional>
 #include <string_view>
 #include <system_error>
 #include <unordered_set>
@@ -22,9 +32,12 @@
 namespace vipfarm::control {
 namespace {
 
+using boost::asio::ip::tcp;
 using boost::asio::local::stream_protocol;
 using boost::system::error_code;
+using Clock = std::chrono::steady_clock;
 using Json = nlohmann::json;
+namespace http = boost::beast::http;
 
 // After accept() fails (EMFILE and the like) the connection stays queued: wait a little
 // instead of spinning on the same failure.
@@ -52,6 +65,25 @@ std::string without_exception_id(std::string_view what) {
 }
 
 struct TooDeep {};
+
+// When a new connection finds `limit` sessions open, the open session whose current phase
+// (waiting for a request, or for its client to take a reply) began longest ago is closed:
+// whoever holds a connection without using it goes first, a client that has just connected
+// and talks goes last. Returns whether one was closed.
+template <typename Session>
+bool make_room(const std::unordered_set<Session*>& sessions, std::size_t limit) {
+  std::size_t open = 0;
+  Session* oldest = nullptr;
+  for (Session* s : sessions) {
+    if (s->closed()) continue;
+    ++open;
+    if (oldest == nullptr || s->phase_start() < oldest->phase_start()) oldest = s;
+  }
+  if (open < limit || oldest == nullptr) return false;
+  // close() only queues completions: no session leaves the set here.
+  oldest->close();
+  return true;
+}
 
 // Creates the missing directories of `dir`, each 0750 whatever the umask.
 std::string make_directories(const std::filesystem::path& dir) {
@@ -149,9 +181,6 @@ class ApiServer::Impl::Session : public std::enable_shared_from_this<Session> {
 
   void start() { read_request(); }
 
-  // Answers once, without reading, and closes.
-  void refuse(std::string why) { reply(error_reply(std::move(why)), false); }
-
   void close() {
     if (closed_) return;
     closed_ = true;
@@ -161,9 +190,13 @@ class ApiServer::Impl::Session : public std::enable_shared_from_this<Session> {
     timer_.cancel();
   }
 
+  bool closed() const { return closed_; }
+  Clock::time_point phase_start() const { return phase_start_; }
+
  private:
   // Each phase (waiting for a request, writing its reply) gets the whole idle timeout.
   void arm_deadline() {
+    phase_start_ = Clock::now();
     timer_.expires_after(server_->limits.idle_timeout);
     timer_.async_wait([self = shared_from_this()](const error_code& ec) {
       // A wait that completed just before a re-arm still arrives without an error.
@@ -225,6 +258,7 @@ class ApiServer::Impl::Session : public std::enable_shared_from_this<Session> {
   std::shared_ptr<Impl> server_;
   std::string in_;
   std::string out_;
+  Clock::time_point phase_start_;
   bool closed_ = false;
 };
 
@@ -239,13 +273,8 @@ void ApiServer::Impl::accept() {
           });
           return;
         }
-        const bool full = self->sessions.size() >= self->limits.max_connections;
-        auto session = std::make_shared<Session>(std::move(socket), self);
-        if (full) {
-          session->refuse("too many connections");
-        } else {
-          session->start();
-        }
+        make_room(self->sessions, self->limits.max_connections);
+        std::make_shared<Session>(std::move(socket), self)->start();
         self->accept();
       });
 }
@@ -347,5 +376,214 @@ std::string ApiServer::start() {
   s.accept();
   return {};
 }
+
+// --- the HTTP server -------------------------------------------------------------------
+
+struct HttpServer::Impl : std::enable_shared_from_this<Impl> {
+  Impl(boost::asio::io_context& io, Resource served, HttpLimits request_limits)
+      : resource(std::move(served)), limits(request_limits), acceptor(io), retry(io) {}
+
+  class Session;
+
+  void accept();
+  void stop();
+
+  const Resource resource;
+  const HttpLimits limits;
+  tcp::acceptor acceptor;
+  boost::asio::steady_timer retry;
+  // As ApiServer::Impl's: stop() closes them, each keeps this Impl alive.
+  std::unordered_set<Session*> sessions;
+  HttpStats stats;
+  bool started = false;
+  bool stopped = false;
+};
+
+class HttpServer::Impl::Session : public std::enable_shared_from_this<Session> {
+ public:
+  Session(tcp::socket socket, std::shared_ptr<Impl> server)
+      : socket_(std::move(socket)),
+        timer_(socket_.get_executor()),
+        server_(std::move(server)),
+        buffer_(server_->limits.max_header_bytes) {
+    server_->sessions.insert(this);
+  }
+  ~Session() { server_->sessions.erase(this); }
+
+  void start() { read_request(); }
+
+  void close() {
+    if (closed_) return;
+    closed_ = true;
+    error_code ignored;
+    socket_.shutdown(tcp::socket::shutdown_both, ignored);
+    socket_.close(ignored);
+    timer_.cancel();
+  }
+
+  bool closed() const { return closed_; }
+  Clock::time_point phase_start() const { return phase_start_; }
+
+ private:
+  using Response = http::response<http::string_body>;
+
+  // Each phase (receiving a request, writing its reply) must end within request_timeout,
+  // however steadily the client trickles: the deadline is not moved by bytes arriving.
+  void arm_deadline() {
+    phase_start_ = Clock::now();
+    timer_.expires_after(server_->limits.request_timeout);
+    timer_.async_wait([self = shared_from_this()](const error_code& ec) {
+      if (!ec && !self->closed_ && self->timer_.expiry() <= Clock::now()) {
+        ++self->server_->stats.timed_out;
+        self->close();
+      }
+    });
+  }
+
+  void read_request() {
+    arm_deadline();
+    parser_.emplace();
+    parser_->header_limit(static_cast<std::uint32_t>(server_->limits.max_header_bytes));
+    http::async_read(
+        socket_, buffer_, *parser_,
+        [self = shared_from_this()](const error_code& ec, std::size_t) { self->on_read(ec); });
+  }
+
+  void on_read(const error_code& ec) {
+    if (closed_ || server_->stopped) return;
+    HttpStats& stats = server_->stats;
+    if (!ec) {
+      answer(parser_->get());
+    } else if (ec == http::error::end_of_stream) {
+      close();  // the client is done: it closed between requests
+    } else if (ec == http::error::header_limit || ec == http::error::buffer_overflow) {
+      ++stats.too_large;
+      respond(http::status::request_header_fields_too_large, "request header too large\n", false);
+    } else if (ec.category() == http::make_error_code(http::error::bad_method).category()) {
+      // Not HTTP, a request with a body, or one cut short by a half-close.
+      ++stats.malformed;
+      respond(http::status::bad_request, "bad request\n", false);
+    } else {
+      close();  // reset or another socket error
+    }
+  }
+
+  void answer(const http::request<http::empty_body>& request) {
+    const bool keep_open = request.keep_alive();
+    const std::string_view target(request.target().data(), request.target().size());
+    HttpStats& stats = server_->stats;
+    if (target.substr(0, target.find('?')) != server_->resource.path) {
+      ++stats.not_found;
+      respond(http::status::not_found, "not found\n", keep_open, request.version());
+    } else if (request.method() != http::verb::get) {
+      ++stats.bad_method;
+      respond(http::status::method_not_allowed, "only GET\n", keep_open, request.version());
+    } else {
+      std::string body;
+      try {
+        body = server_->resource.render();
+      } catch (const std::exception& e) {
+        respond(http::status::internal_server_error, std::string(e.what()) + "\n", false);
+        return;
+      }
+      respond(http::status::ok, std::move(body), keep_open, request.version(),
+              server_->resource.content_type);
+    }
+  }
+
+  void respond(http::status status, std::string body, bool keep_open, unsigned version = 11,
+               const std::string& content_type = "text/plain; charset=utf-8") {
+    response_.emplace(status, version);
+    response_->set(http::field::content_type, content_type);
+    if (status == http::status::method_not_allowed) response_->set(http::field::allow, "GET");
+    response_->keep_alive(keep_open);
+    response_->body() = std::move(body);
+    response_->prepare_payload();
+    arm_deadline();
+    http::async_write(socket_, *response_,
+                      [self = shared_from_this(), keep_open](const error_code& ec, std::size_t) {
+                        if (self->closed_) return;
+                        if (ec || !keep_open) {
+                          self->close();
+                        } else {
+                          self->read_request();
+                        }
+                      });
+  }
+
+  tcp::socket socket_;
+  boost::asio::steady_timer timer_;
+  std::shared_ptr<Impl> server_;
+  // At most max_header_bytes: what a pipelining client sent ahead waits in its socket.
+  boost::beast::flat_buffer buffer_;
+  std::optional<http::request_parser<http::empty_body>> parser_;
+  std::optional<Response> response_;
+  Clock::time_point phase_start_;
+  bool closed_ = false;
+};
+
+void HttpServer::Impl::accept() {
+  acceptor.async_accept([self = shared_from_this()](const error_code& ec, tcp::socket socket) {
+    if (self->stopped) return;
+    if (ec) {
+      self->retry.expires_after(kAcceptRetry);
+      self->retry.async_wait([self](const error_code& wait_ec) {
+        if (!wait_ec && !self->stopped) self->accept();
+      });
+      return;
+    }
+    if (make_room(self->sessions, self->limits.max_connections)) ++self->stats.evicted;
+    std::make_shared<Session>(std::move(socket), self)->start();
+    self->accept();
+  });
+}
+
+void HttpServer::Impl::stop() {
+  stopped = true;
+  error_code ignored;
+  acceptor.close(ignored);
+  retry.cancel();
+  const std::vector<Session*> open(sessions.begin(), sessions.end());
+  for (Session* session : open) session->close();
+}
+
+HttpServer::HttpServer(boost::asio::io_context& io, Resource resource, HttpLimits limits)
+    : impl_(std::make_shared<Impl>(io, std::move(resource), limits)) {}
+
+HttpServer::~HttpServer() { impl_->stop(); }
+
+std::string HttpServer::start(const std::string& address, std::uint16_t port) {
+  Impl& s = *impl_;
+  if (s.started) return "already started";
+  error_code ec;
+  const auto ip = boost::asio::ip::make_address(address, ec);
+  if (ec) return "not an IP address: \"" + address + "\"";
+  const tcp::endpoint at(ip, port);
+  auto fail = [&](const char* step) {
+    error_code ignored;
+    s.acceptor.close(ignored);
+    return std::string(step) + ": " + ec.message();
+  };
+  s.acceptor.open(at.protocol(), ec);
+  if (ec) return fail("socket");
+  // A restart must not wait for the last run's connections in TIME_WAIT.
+  s.acceptor.set_option(tcp::acceptor::reuse_address(true), ec);
+  if (ec) return fail("SO_REUSEADDR");
+  s.acceptor.bind(at, ec);
+  if (ec) return fail("bind");
+  s.acceptor.listen(boost::asio::socket_base::max_listen_connections, ec);
+  if (ec) return fail("listen");
+  s.started = true;
+  s.accept();
+  return {};
+}
+
+std::uint16_t HttpServer::port() const {
+  error_code ec;
+  const tcp::endpoint at = impl_->acceptor.local_endpoint(ec);
+  return ec ? 0 : at.port();
+}
+
+HttpStats HttpServer::stats() const { return impl_->stats; }
 
 }  // namespace vipfarm::control

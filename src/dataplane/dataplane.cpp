@@ -15,6 +15,11 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <random>
+#include <tuple>
+
+#include "vipfarm/flow/requester_table.hpp"
+#include "vipfarm/packet/requester.hpp"
 
 namespace vipfarm::dataplane {
 
@@ -94,22 +99,20 @@ struct Dataplane::Impl {
   std::vector<std::uint8_t> vip_directed;  // by VIP index (docs/directed.md)
   // Per port: the flood VIPs living there, announced and rewritten in its kernel's ARP/ND.
   std::vector<std::vector<packet::VipMac>> flood_vips;
-  // Directed VIPs: the IPv4 requesters each worker saw ask for a VIP, so that their ARP
-  // owner can tell them its MAC after a view change. One writer (the worker) per table; the
-  // main lcore reads under the entry's sequence number (odd while written).
-  struct Requester {
-    std::atomic<std::uint32_t> seq{0};
-    std::atomic<std::uint64_t> hi{0}, lo{0};  // its address (IpAddr's halves)
-    std::atomic<std::uint64_t> mac_vip{0};    // MAC in the low 48 bits, VIP index above
-  };
+  // Directed VIPs: the requesters (IPv4 and IPv6) each worker saw ask for a VIP, so that
+  // their ARP owner can tell them its MAC after a view change (flow/requester_table.hpp: a
+  // flood of spoofed requests cannot push the real clients out). One writer (the worker) per
+  // table; every worker confirms in all of them; the main lcore reads them.
   std::vector<IpAddr> directed_v6;  // directed IPv6 VIPs: the kernel's NS from them rewritten
   IpAddr link_local;                // this node's, on the first port's TAP (vipfarmd adds it)
-  static constexpr std::size_t kRequesters = 1024;  // per worker, by a hash of the address
-  std::vector<std::unique_ptr<std::array<Requester, kRequesters>>> requesters;
-  void remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept;
+  std::vector<std::unique_ptr<flow::RequesterTable>> requesters;  // per worker
+  void remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m, std::uint64_t clock_ms,
+                LcoreCounters& c) noexcept;
+  void confirm_requester(std::span<const std::byte> frame, std::uint16_t vip,
+                         std::uint64_t clock_ms, LcoreCounters& c) noexcept;
   bool directed_answer(const Port& port, const Snapshot& snap, const packet::Result& r,
-                       const rte_mbuf* m, bool leased, std::uint16_t queue,
-                       MacAddr& answer) noexcept;
+                       const rte_mbuf* m, bool leased, std::uint16_t queue, std::uint64_t clock_ms,
+                       LcoreCounters& c, MacAddr& answer) noexcept;
   bool forward(const Port& port, const Snapshot& snap, const packet::Result& r, rte_mbuf* m,
                bool syn, LcoreCounters& c, rte_mbuf** out, unsigned& n, unsigned capacity) noexcept;
   std::uint64_t self_bit = 0;               // this node's bit (id-1)
@@ -171,36 +174,48 @@ struct Dataplane::Impl {
 };
 
 // An untagged ARP request's or neighbour solicitation's sender (a tagged one is answered
-// but not remembered).
-void Dataplane::Impl::remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m) noexcept {
-  const auto* f = rte_pktmbuf_mtod(m, const std::uint8_t*);
-  const std::uint32_t len = rte_pktmbuf_data_len(m);
-  IpAddr who;
-  if (len >= 42 && f[12] == 0x08 && f[13] == 0x06) {
-    who = IpAddr::v4(static_cast<std::uint32_t>(f[28]) << 24 | f[29] << 16 | f[30] << 8 | f[31]);
-  } else if (len >= 54 && f[12] == 0x86 && f[13] == 0xDD) {
-    for (int i = 0; i < 8; ++i) {
-      who.hi = who.hi << 8 | f[22 + i];
-      who.lo = who.lo << 8 | f[30 + i];
-    }
-  } else {
+// but not remembered: the re-announcement goes out untagged).
+void Dataplane::Impl::remember(std::uint16_t queue, std::uint16_t vip, const rte_mbuf* m,
+                               std::uint64_t clock_ms, LcoreCounters& c) noexcept {
+  packet::Sender who;
+  if (!packet::requester_of({rte_pktmbuf_mtod(m, const std::byte*), rte_pktmbuf_data_len(m)},
+                            who)) {
     return;
   }
-  const std::uint64_t mac_vip = mac48(f + 6) | std::uint64_t{vip} << 48;
-  const std::uint64_t h = (who.hi ^ who.lo) * 0x9E3779B97F4A7C15ULL;
-  Requester& e = (*requesters[queue])[h >> (64 - 10)];
-  if (e.hi.load(std::memory_order_relaxed) == who.hi &&
-      e.lo.load(std::memory_order_relaxed) == who.lo &&
-      e.mac_vip.load(std::memory_order_relaxed) == mac_vip) {
-    return;  // known already
+  const flow::Remembered r = requesters[queue]->remember({who.address, who.mac48, vip}, clock_ms);
+  switch (r.admission) {
+    case flow::Admission::kKnown:
+      return;
+    case flow::Admission::kAdmitted:
+      ++c.requesters_admitted;
+      break;
+    case flow::Admission::kExcess:
+      ++c.requesters_excess;
+      break;
+    case flow::Admission::kCapped:
+      ++c.requesters_capped;
+      break;
+    case flow::Admission::kRefused:
+      ++c.requesters_refused;
+      break;
   }
-  const std::uint32_t s = e.seq.load(std::memory_order_relaxed);
-  e.seq.store(s + 1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_release);
-  e.hi.store(who.hi, std::memory_order_relaxed);
-  e.lo.store(who.lo, std::memory_order_relaxed);
-  e.mac_vip.store(mac_vip, std::memory_order_relaxed);
-  e.seq.store(s + 2, std::memory_order_release);
+  // An admitted requester pushed out: a LAN with more requesters than the table, or a
+  // flood's admitted share. (Excess ones pushing out excess ones is the flood churning.)
+  if (r.displaced && r.victim == flow::Standing::kAdmitted) ++c.requesters_displaced;
+}
+
+// Traffic to a directed VIP (`frame`, sent to this node's MAC): a SYN or a datagram from a
+// remembered requester's address and MAC confirms it, in whichever worker's table it is.
+void Dataplane::Impl::confirm_requester(std::span<const std::byte> frame, std::uint16_t vip,
+                                        std::uint64_t clock_ms, LcoreCounters& c) noexcept {
+  packet::Sender from;
+  if (!packet::opening_sender(frame, from)) return;
+  for (const auto& table : requesters) {
+    if (table->confirm({from.address, from.mac48, vip}, clock_ms)) {
+      ++c.requesters_confirmed;
+      return;
+    }
+  }
 }
 
 // A directed VIP's ARP request / neighbour solicitation `m`: remembers its sender, and
@@ -209,8 +224,9 @@ void Dataplane::Impl::remember(std::uint16_t queue, std::uint16_t vip, const rte
 // node only) the ARP owner's. False: another node answers, this one stays silent.
 bool Dataplane::Impl::directed_answer(const Port& port, const Snapshot& snap,
                                       const packet::Result& r, const rte_mbuf* m, bool leased,
-                                      std::uint16_t queue, MacAddr& answer) noexcept {
-  remember(queue, r.vip, m);
+                                      std::uint16_t queue, std::uint64_t clock_ms, LcoreCounters& c,
+                                      MacAddr& answer) noexcept {
+  remember(queue, r.vip, m, clock_ms, c);
   if (!leased) return false;
   if (snap.ownership.owns(r.group, r.bucket)) {
     answer = port.mac;
@@ -359,7 +375,8 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
   const std::uint64_t tsc = rte_rdtsc();
   const bool path_ok = tsc < exception_alive.load(std::memory_order_relaxed) + stall_cycles;
   const bool leased = path_ok && tsc < lease_until.load(std::memory_order_relaxed);
-  const auto now_ms = static_cast<std::uint32_t>(tsc / cycles_per_ms);
+  const std::uint64_t clock_ms = tsc / cycles_per_ms;
+  const auto now_ms = static_cast<std::uint32_t>(clock_ms);
   // The handoff sets exist (flows tracked); releasing_any: some bucket is being released.
   const bool handing = track && !snap->taking.empty();
   const bool releasing_any = handing && snap->releasing_any;
@@ -432,6 +449,9 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
         break;
       }
       case packet::Verdict::kAccept:
+        if (!requesters.empty() && vip_directed[r.vip] != 0) {
+          confirm_requester(b.frames[i], r.vip, clock_ms, c);
+        }
         // Sent to the virtual MAC; the kernel only takes frames for the TAP's own MAC.
         std::memcpy(rte_pktmbuf_mtod(m, void*), port.mac.data(), 6);
         kernel[nk++] = m;
@@ -445,7 +465,7 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
         break;
       case packet::Verdict::kArpVip: {
         MacAddr answer = vips[r.vip].mac;
-        if (r.directed && !directed_answer(port, *snap, r, m, leased, queue, answer)) {
+        if (r.directed && !directed_answer(port, *snap, r, m, leased, queue, clock_ms, c, answer)) {
           ++c.directed_silent;
           drop[nd++] = m;
           break;
@@ -462,7 +482,7 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
       }
       case packet::Verdict::kNdVip: {
         MacAddr answer = vips[r.vip].mac;
-        if (r.directed && !directed_answer(port, *snap, r, m, leased, queue, answer)) {
+        if (r.directed && !directed_answer(port, *snap, r, m, leased, queue, clock_ms, c, answer)) {
           ++c.directed_silent;
           drop[nd++] = m;
           break;
@@ -489,9 +509,10 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
         break;
       default: {  // kNotOwner (kFarm never survives apply())
         const bool syn = track && b.tuples[i].proto == 6 && (b.tuples[i].tcp_flags & 0x12) == 0x02;
-        if (!snap->owners.empty() && vip_directed[r.vip] != 0 &&
-            forward(port, *snap, r, m, syn, c, reply.data(), nr, reply.size())) {
-          break;
+        if (!snap->owners.empty() && vip_directed[r.vip] != 0) {
+          // The requester's own frame (before forward() rewrites its source MAC).
+          if (!requesters.empty()) confirm_requester(b.frames[i], r.vip, clock_ms, c);
+          if (forward(port, *snap, r, m, syn, c, reply.data(), nr, reply.size())) break;
         }
         drop[nd++] = m;
         break;
@@ -794,8 +815,11 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
   d.link_local = link_local_of(d.ports[0].mac);
   d.counters.assign(d.workers + 1, LcoreCounters{});
   if (std::find(d.vip_directed.begin(), d.vip_directed.end(), 1) != d.vip_directed.end()) {
+    // One key per node for every table's set hash: a forger cannot aim at a client's set.
+    std::random_device random;
+    const std::uint64_t seed = std::uint64_t{random()} << 32 | random();
     for (std::uint32_t w = 0; w < d.workers; ++w) {
-      d.requesters.push_back(std::make_unique<std::array<Impl::Requester, Impl::kRequesters>>());
+      d.requesters.push_back(std::make_unique<flow::RequesterTable>(seed));
     }
   }
   d.cycles_per_ms = std::max<std::uint64_t>(1, rte_get_tsc_hz() / 1000);
@@ -904,34 +928,40 @@ void Dataplane::announce(const AnswersRequester& answers) {
       rte_pktmbuf_free(m);
     }
   };
+  // Confirmed requesters first, then admitted, then excess (a full ring drops the last ones);
+  // one announcement per requester, also when it is in several workers' tables.
+  std::vector<flow::RequesterTable::Entry> known;
+  const std::uint64_t clock_ms = rte_rdtsc() / d.cycles_per_ms;
   for (std::size_t w = 0; answers && w < d.requesters.size(); ++w) {
-    for (Impl::Requester& e : *d.requesters[w]) {
-      std::uint32_t before = 0;
-      IpAddr who;
-      std::uint64_t mac_vip = 0;
-      do {
-        before = e.seq.load(std::memory_order_acquire);
-        who.hi = e.hi.load(std::memory_order_relaxed);
-        who.lo = e.lo.load(std::memory_order_relaxed);
-        mac_vip = e.mac_vip.load(std::memory_order_relaxed);
-        std::atomic_thread_fence(std::memory_order_acquire);
-      } while ((before & 1) != 0 || before != e.seq.load(std::memory_order_relaxed));
-      const auto vip = static_cast<std::uint16_t>(mac_vip >> 48);
-      if (before == 0 || vip >= d.vips.size() || !answers(vip, who)) continue;
-      const MacAddr requester_mac = mac_from48(mac_vip & 0xFFFFFFFFFFFFULL);
-      rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
-      if (m == nullptr) continue;
-      char* data = rte_pktmbuf_append(m, 86);
-      const IpAddr& address = d.vips[vip].address;
-      const std::size_t len =
-          address.is_v4()
-              ? packet::build_arp({reinterpret_cast<std::byte*>(data), 86}, 2, requester_mac,
-                                  d.ports[0].mac, address.v4_value(), requester_mac, who.v4_value())
-              : packet::build_na({reinterpret_cast<std::byte*>(data), 86}, d.ports[0].mac, address,
-                                 requester_mac, who);
-      rte_pktmbuf_trim(m, static_cast<std::uint16_t>(86 - len));
-      send(0, m, d.counters[0].directed_announcements);  // directed VIPs: the first port's
-    }
+    const std::vector<flow::RequesterTable::Entry> seen = d.requesters[w]->entries(clock_ms);
+    known.insert(known.end(), seen.begin(), seen.end());
+  }
+  // A requester in several tables once, at its best standing.
+  auto same = [](const auto& a, const auto& b) { return a.key == b.key; };
+  std::sort(known.begin(), known.end(), [](const auto& a, const auto& b) {
+    return std::tie(a.key.address, a.key.mac48, a.key.vip, b.standing) <
+           std::tie(b.key.address, b.key.mac48, b.key.vip, a.standing);
+  });
+  known.erase(std::unique(known.begin(), known.end(), same), known.end());
+  std::stable_sort(known.begin(), known.end(),
+                   [](const auto& a, const auto& b) { return a.standing > b.standing; });
+  for (const flow::RequesterTable::Entry& e : known) {
+    const flow::RequesterKey& key = e.key;
+    if (key.vip >= d.vips.size() || !answers(key.vip, key.address)) continue;
+    const MacAddr requester_mac = mac_from48(key.mac48);
+    const IpAddr& who = key.address;
+    rte_mbuf* m = rte_pktmbuf_alloc(d.pool);
+    if (m == nullptr) continue;
+    char* data = rte_pktmbuf_append(m, 86);
+    const IpAddr& address = d.vips[key.vip].address;
+    const std::size_t len =
+        address.is_v4()
+            ? packet::build_arp({reinterpret_cast<std::byte*>(data), 86}, 2, requester_mac,
+                                d.ports[0].mac, address.v4_value(), requester_mac, who.v4_value())
+            : packet::build_na({reinterpret_cast<std::byte*>(data), 86}, d.ports[0].mac, address,
+                               requester_mac, who);
+    rte_pktmbuf_trim(m, static_cast<std::uint16_t>(86 - len));
+    send(0, m, d.counters[0].directed_announcements);  // directed VIPs: the first port's
   }
   // Directed VIPs are never announced by broadcast: it would steer every client to one node.
   for (std::size_t p = 0; p < d.ports.size(); ++p) {
@@ -995,6 +1025,12 @@ Totals Dataplane::totals() const {
     s.forward_no_mac += c.forward_no_mac;
     s.directed_silent += c.directed_silent;
     s.directed_announcements += c.directed_announcements;
+    s.requesters_admitted += c.requesters_admitted;
+    s.requesters_excess += c.requesters_excess;
+    s.requesters_capped += c.requesters_capped;
+    s.requesters_displaced += c.requesters_displaced;
+    s.requesters_refused += c.requesters_refused;
+    s.requesters_confirmed += c.requesters_confirmed;
     s.handoff.kept += c.handoff.kept;
     s.handoff.new_flows += c.handoff.new_flows;
     s.handoff.refused += c.handoff.refused;

@@ -1,12 +1,19 @@
 // The health checkers' I/O on the control thread: TCP connects, ICMP echo over raw sockets,
-// sysfs link state and /bin/sh commands watched through a pidfd, each under a deadline.
+// sysfs link state and /bin/sh commands (each as its user, in its own PID namespace) watched
+// through a pidfd, each under a deadline.
 #include "vipfarm/health/checkers.hpp"
 
 #include <fcntl.h>
+#include <grp.h>
+#include <linux/capability.h>
 #include <linux/icmp.h>
 #include <netinet/icmp6.h>
+#include <pthread.h>
+#include <pwd.h>
+#include <sched.h>
 #include <signal.h>
-#include <spawn.h>
+#include <sys/mman.h>
+#include <sys/prctl.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -26,6 +33,7 @@
 #include <span>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace vipfarm::health {
 
@@ -157,40 +165,180 @@ std::string exit_text(int status) {
   return "wait status " + std::to_string(status);
 }
 
-// Starts `/bin/sh -c command` with stdin and stdout on /dev/null, stderr inherited, no other
-// descriptor of ours, default signal handling, and its own process group so that a kill
-// reaches what the shell started. Returns the pid, or minus the error number.
-pid_t spawn_shell(const std::string& command) {
-  posix_spawn_file_actions_t actions;
-  posix_spawnattr_t attr;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawnattr_init(&attr);
-  posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0);
-  posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0);
-  posix_spawn_file_actions_addclosefrom_np(&actions, 3);
-  sigset_t none, all;
-  sigemptyset(&none);
-  sigfillset(&all);
-  posix_spawnattr_setsigmask(&attr, &none);
-  posix_spawnattr_setsigdefault(&attr, &all);  // glibc skips SIGKILL/SIGSTOP and its own
-  posix_spawnattr_setpgroup(&attr, 0);
-  posix_spawnattr_setflags(&attr,
-                           POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF | POSIX_SPAWN_SETPGROUP);
-  std::string arg0 = "sh", arg1 = "-c", arg2 = command;
-  char* argv[] = {arg0.data(), arg1.data(), arg2.data(), nullptr};
-  pid_t pid = -1;
-  const int rc = ::posix_spawn(&pid, "/bin/sh", &actions, &attr, argv, environ);
-  posix_spawnattr_destroy(&attr);
-  posix_spawn_file_actions_destroy(&actions);
-  return rc == 0 ? pid : -rc;
+// Who a custom command runs as. Looked up when the checkers are made (start-up, reload), on
+// the control thread: the child cannot, it may not call NSS between clone() and execve().
+struct Identity {
+  static constexpr uid_t kOverflowId = 65534;  // the kernel's "nobody"
+  uid_t uid = kOverflowId;
+  gid_t gid = kOverflowId;
+  std::vector<gid_t> groups{kOverflowId};
+  std::string error;  // the lookup failed: every check fails with it
+};
+
+// `configured` empty: "nobody", or the overflow ids where there is no such user, so that a
+// command never runs as root unless the config says so.
+Identity lookup_identity(const std::string& configured) {
+  const std::string name = configured.empty() ? "nobody" : configured;
+  Identity id;
+  std::vector<char> buffer(1024);
+  passwd entry{};
+  passwd* found = nullptr;
+  int rc = 0;
+  while ((rc = ::getpwnam_r(name.c_str(), &entry, buffer.data(), buffer.size(), &found)) ==
+             ERANGE &&
+         buffer.size() < (1U << 20)) {
+    buffer.resize(buffer.size() * 2);
+  }
+  if (found == nullptr) {
+    const bool missing = rc == 0 || rc == ENOENT || rc == ESRCH;
+    if (missing && configured.empty()) return id;
+    id.error = "user \"" + name + "\": " + (missing ? "no such user" : errno_text(rc));
+    return id;
+  }
+  id.uid = found->pw_uid;
+  id.gid = found->pw_gid;
+  // initgroups(3)'s list: the groups naming the user, and its primary group.
+  int count = 16;
+  for (int tries = 0; tries < 8; ++tries) {
+    id.groups.resize(static_cast<std::size_t>(count));
+    const int asked = count;
+    if (::getgrouplist(name.c_str(), id.gid, id.groups.data(), &count) >= 0) {
+      id.groups.resize(static_cast<std::size_t>(count));
+      return id;
+    }
+    if (count <= asked) count = asked * 2;
+  }
+  id.error = "user \"" + name + "\": cannot list its groups";
+  return id;
 }
 
-// The group first, for what the shell started, then the pid itself in case the command
-// moved the shell to another group.
-void kill_child(pid_t pid) {
-  ::kill(-pid, SIGKILL);
-  ::kill(pid, SIGKILL);
+// The command's environment: the configured entries, and PATH unless one of them is.
+std::vector<std::string> command_environment(const std::vector<std::string>& configured) {
+  std::vector<std::string> env;
+  if (std::none_of(configured.begin(), configured.end(),
+                   [](const std::string& e) { return e.starts_with("PATH="); })) {
+    env.emplace_back(config::kCheckerPath);
+  }
+  env.insert(env.end(), configured.begin(), configured.end());
+  return env;
 }
+
+bool has_effective_capability(int capability) {
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, _LINUX_CAPABILITY_U32S_3> data{};
+  if (::syscall(SYS_capget, &header, data.data()) != 0) return false;
+  return (data[static_cast<std::size_t>(capability / 32)].effective &
+          (1U << static_cast<unsigned>(capability % 32))) != 0;
+}
+
+// Everything the child needs, prepared before clone(): between clone() and execve() it runs
+// on our memory (CLONE_VM) while this thread waits (CLONE_VFORK), so it may only make system
+// calls: no allocation, no locks, no NSS, and glibc's set*id() would try to signal threads
+// that are not in the child. It reports a failure here, then exits.
+struct SpawnPlan {
+  char* const* argv;
+  char* const* envp;
+  const Identity* identity;
+  const char* failed_step = nullptr;
+  int error = 0;
+};
+
+[[noreturn]] void child_fail(SpawnPlan& plan, const char* step) {
+  plan.failed_step = step;
+  plan.error = errno;
+  ::_exit(127);
+}
+
+// PID 1 of a new PID namespace: when it exits, or is killed, the kernel kills every other
+// process of the namespace and waits for them before it reports the exit, so nothing the
+// command started (setsid and double forks included) outlives the check.
+int child_main(void* arg) {
+  auto& plan = *static_cast<SpawnPlan*>(arg);
+  const Identity& id = *plan.identity;
+  if (::setsid() < 0) child_fail(plan, "setsid");  // away from any terminal of the daemon
+  const int null = ::open("/dev/null", O_RDWR);
+  if (null < 0) child_fail(plan, "open /dev/null");
+  if ((null != 0 && ::dup2(null, 0) < 0) || (null != 1 && ::dup2(null, 1) < 0)) {
+    child_fail(plan, "dup2");
+  }
+  // stderr stays the daemon's (the journal); nothing else of ours goes along.
+  if (::close_range(3, ~0U, 0) != 0) child_fail(plan, "close_range");
+  if (::chdir("/") != 0) child_fail(plan, "chdir /");
+  if (::syscall(SYS_setgroups, id.groups.size(), id.groups.data()) != 0) {
+    child_fail(plan, "setgroups");
+  }
+  if (::syscall(SYS_setresgid, id.gid, id.gid, id.gid) != 0) child_fail(plan, "setresgid");
+  if (::syscall(SYS_setresuid, id.uid, id.uid, id.uid) != 0) child_fail(plan, "setresuid");
+  // No capability of any kind, root included: with no new privileges, execve() grants none
+  // back (not even to uid 0, whose new set is cut to the empty one it had).
+  __user_cap_header_struct header{_LINUX_CAPABILITY_VERSION_3, 0};
+  std::array<__user_cap_data_struct, _LINUX_CAPABILITY_U32S_3> no_capabilities{};
+  if (::syscall(SYS_capset, &header, no_capabilities.data()) != 0) child_fail(plan, "capset");
+  if (::prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0) != 0) {
+    child_fail(plan, "PR_CAP_AMBIENT_CLEAR_ALL");
+  }
+  if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(plan, "PR_SET_NO_NEW_PRIVS");
+  // After the credentials, which clear it: the command dies with the daemon's control thread.
+  if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail(plan, "PR_SET_PDEATHSIG");
+  // Default signal handling; our handlers' table is the child's own copy (no CLONE_SIGHAND).
+  struct sigaction default_action {};
+  default_action.sa_handler = SIG_DFL;
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) ::sigaction(sig, &default_action, nullptr);
+  }
+  sigset_t no_signals;
+  sigemptyset(&no_signals);
+  ::sigprocmask(SIG_SETMASK, &no_signals, nullptr);
+  ::execve("/bin/sh", plan.argv, plan.envp);
+  child_fail(plan, "execve");
+}
+
+struct Spawned {
+  pid_t pid = -1;
+  int pidfd = -1;     // from CLONE_PIDFD: no window for the pid to be reused
+  std::string error;  // set when there is no child
+};
+
+// Starts `/bin/sh -c command` as `id` with `env` only, stdin and stdout on /dev/null, stderr
+// ours, no other descriptor, default signal handling, as PID 1 of a new PID namespace
+// (CLONE_NEWPID: CAP_SYS_ADMIN). This thread waits for the child's execve(), as in
+// posix_spawn(), which cannot make a namespace.
+Spawned spawn_shell(const std::string& command, const Identity& id,
+                    const std::vector<std::string>& env) {
+  std::string arg0 = "sh", arg1 = "-c", arg2 = command;
+  char* argv[] = {arg0.data(), arg1.data(), arg2.data(), nullptr};
+  std::vector<std::string> env_copy = env;
+  std::vector<char*> envp;
+  for (std::string& e : env_copy) envp.push_back(e.data());
+  envp.push_back(nullptr);
+  SpawnPlan plan{argv, envp.data(), &id};
+
+  constexpr std::size_t kStackSize = 64 * 1024;
+  void* stack = ::mmap(nullptr, kStackSize, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS | MAP_STACK, -1, 0);
+  if (stack == MAP_FAILED) return {-1, -1, "mmap: " + errno_text(errno)};
+  // No handler of ours may run in the child, on its stack and our memory.
+  sigset_t all, saved;
+  sigfillset(&all);
+  ::pthread_sigmask(SIG_SETMASK, &all, &saved);
+  pid_t pidfd = -1;
+  const pid_t pid =
+      ::clone(child_main, static_cast<char*>(stack) + kStackSize,
+              CLONE_VM | CLONE_VFORK | CLONE_NEWPID | CLONE_PIDFD | SIGCHLD, &plan, &pidfd);
+  const int err = errno;
+  ::pthread_sigmask(SIG_SETMASK, &saved, nullptr);
+  ::munmap(stack, kStackSize);
+  if (pid < 0) return {-1, -1, "clone(CLONE_NEWPID): " + errno_text(err)};
+  if (plan.failed_step != nullptr) {
+    ::waitpid(pid, nullptr, 0);  // it has exited already (CLONE_VFORK)
+    ::close(pidfd);
+    return {-1, -1, std::string(plan.failed_step) + ": " + errno_text(plan.error)};
+  }
+  return {pid, pidfd, {}};
+}
+
+// SIGKILL to the namespace's PID 1: the kernel kills the rest of the namespace with it.
+void kill_child(pid_t pid) { ::kill(pid, SIGKILL); }
 
 }  // namespace
 
@@ -221,6 +369,10 @@ struct Checkers::Impl : std::enable_shared_from_this<Impl> {
     std::array<std::uint8_t, 2048> reply{};
     pid_t child = -1;                                          // not yet reaped
     std::optional<asio::posix::stream_descriptor> child_exit;  // the child's pidfd
+    // custom: who runs the command, and its whole environment.
+    const Identity identity =
+        config.kind == config::CheckerKind::kCustom ? lookup_identity(config.user) : Identity{};
+    const std::vector<std::string> environment = command_environment(config.env);
   };
 
   Impl(asio::io_context& io_context, std::vector<config::Checker> checkers,
@@ -354,24 +506,29 @@ struct Checkers::Impl : std::enable_shared_from_this<Impl> {
   }
 
   void check_custom(Probe& p) {
-    const pid_t pid = spawn_shell(p.config.target);
-    if (pid < 0) return finish(p, false, "spawn /bin/sh: " + errno_text(-pid));
-    p.child = pid;
-    // glibc 2.36's <sys/pidfd.h> lacks extern "C": call the kernel directly.
-    const int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (pidfd < 0) return abandon_child(p, "pidfd_open: " + errno_text(errno));
+    const Identity& id = p.identity;
+    if (!id.error.empty()) return finish(p, false, id.error);
+    // kill(2) across users: the timeout could not end the command.
+    if (id.uid != ::getuid() && id.uid != ::geteuid() && !has_effective_capability(CAP_KILL)) {
+      return finish(p, false,
+                    "user \"" + (p.config.user.empty() ? "nobody" : p.config.user) +
+                        "\": killing its command at the timeout needs CAP_KILL");
+    }
+    Spawned child = spawn_shell(p.config.target, id, p.environment);
+    if (child.pid < 0) return finish(p, false, "spawn /bin/sh: " + child.error);
+    p.child = child.pid;
     error_code ec;
     p.child_exit.emplace(io);
-    p.child_exit->assign(pidfd, ec);
+    p.child_exit->assign(child.pidfd, ec);
     if (ec) {
-      ::close(pidfd);  // assign() did not take it
+      ::close(child.pidfd);  // assign() did not take it
       return abandon_child(p, "pidfd: " + ec.message());
     }
     arm_deadline(p);
     wait_child(p);
   }
 
-  // Without a pidfd we cannot wait without blocking; the command has barely started, so a
+  // Without the pidfd we cannot wait without blocking; the command has barely started, so a
   // SIGKILL ends it at once and the blocking reap is short.
   void abandon_child(Probe& p, std::string error) {
     kill_child(p.child);

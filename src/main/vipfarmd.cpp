@@ -149,8 +149,8 @@ void prepare_gateway_kernel(const config::Config& config) {
 }
 
 // With net_af_xdp, net_af_packet or net_pcap the uplink is a kernel interface the kernel also
-// listens on (a net_pcap uplink reading a file, rx_pcap=, has none): its name, empty when none, or an
-// error for a net_pcap uplink without phy_mac=1.
+// listens on (a net_pcap uplink reading a file, rx_pcap=, has none): its name, empty when none, or
+// an error for a net_pcap uplink without phy_mac=1.
 std::string kernel_interface(const std::string& uplink, std::string& iface) {
   iface.clear();
   if (!uplink.starts_with("net_af_xdp") && !uplink.starts_with("net_af_packet") &&
@@ -475,8 +475,8 @@ int run_daemon(const config::Config& config, const std::string& program,
   print_totals(dp.totals());
   // A bounded exit (SIGTERM to exit well under 2 s): stop the control thread, unlink the
   // API socket, close the ports (which removes the TAP) and leave. The metrics endpoint is
-  // not stopped in order: its web server's stop waits out a 2 s poll period, and nothing
-  // it holds needs an orderly close; the counters it may still read stay allocated.
+  // not stopped in order: nothing it holds needs an orderly close; the counters it may still
+  // read stay allocated.
   io.stop();
   control_thread.join();
   api.reset();

@@ -3,12 +3,20 @@
 #include "vipfarm/metrics/metrics.hpp"
 
 #include <prometheus/collectable.h>
-#include <prometheus/exposer.h>
 #include <prometheus/metric_family.h>
+#include <prometheus/text_serializer.h>
+#include <pthread.h>
 
 #include <array>
 #include <bit>
+#include <boost/asio/io_context.hpp>
+#include <iostream>
 #include <limits>
+#include <optional>
+#include <thread>
+
+#include "vipfarm/common/net.hpp"
+#include "vipfarm/control/api_server.hpp"
 
 namespace vipfarm::metrics {
 
@@ -81,6 +89,28 @@ constexpr std::array kCounters = std::to_array<CounterSpec>({
      "Directed VIPs: unicast ARP replies sent to known requesters this node became the ARP "
      "owner of (after a view change, and with the periodic announcements).",
      &LcoreCounters::directed_announcements},
+    {"vipfarm_directed_requesters_admitted_total",
+     "Directed VIPs: new ARP/ND requesters remembered within the admission rate.",
+     &LcoreCounters::requesters_admitted},
+    {"vipfarm_directed_requesters_excess_total",
+     "Directed VIPs: new ARP/ND requesters remembered past the admission rate (a flood's "
+     "share: kept only in free slots or in place of other excess ones).",
+     &LcoreCounters::requesters_excess},
+    {"vipfarm_directed_requesters_capped_total",
+     "Directed VIPs: new requesters from a MAC at its cap, remembered in that MAC's own "
+     "least recently seen slot.",
+     &LcoreCounters::requesters_capped},
+    {"vipfarm_directed_requesters_refused_total",
+     "Directed VIPs: new requesters not remembered (their set held none they may displace).",
+     &LcoreCounters::requesters_refused},
+    {"vipfarm_directed_requesters_displaced_total",
+     "Directed VIPs: admitted requesters displaced by newer admitted ones (a LAN with more "
+     "requesters than the table, or a flood's admitted share).",
+     &LcoreCounters::requesters_displaced},
+    {"vipfarm_directed_requesters_confirmed_total",
+     "Directed VIPs: confirmations of a remembered requester by its traffic (SYN, datagram) "
+     "from the same address and MAC, at most one a second each.",
+     &LcoreCounters::requesters_confirmed},
 });
 
 prometheus::ClientMetric value_metric(double value, bool counter,
@@ -367,7 +397,40 @@ class Collector : public prometheus::Collectable {
   const control::HostPath* host_path_;
 };
 
+// What the endpoint turned away: bad input is counted, like everywhere else.
+void collect_http(const control::HttpStats& s, std::vector<prometheus::MetricFamily>& out) {
+  auto refused = family("vipfarm_metrics_http_refused_total",
+                        "HTTP requests and connections to /metrics turned away, by reason: "
+                        "malformed (400), too_large (431), not_found (404), bad_method (405), "
+                        "timed_out (a request or reply not done in 10 s), evicted (closed for "
+                        "a newer connection when 64 were open).",
+                        prometheus::MetricType::Counter);
+  const std::pair<const char*, std::uint64_t> reasons[] = {
+      {"malformed", s.malformed},   {"too_large", s.too_large}, {"not_found", s.not_found},
+      {"bad_method", s.bad_method}, {"timed_out", s.timed_out}, {"evicted", s.evicted}};
+  for (const auto& [reason, count] : reasons) {
+    refused.metric.push_back(value_metric(static_cast<double>(count), true, {{"reason", reason}}));
+  }
+  out.push_back(std::move(refused));
+}
+
 }  // namespace
+
+struct Exporter::Server {
+  Server(const control::Control& control, const dataplane::Dataplane& dataplane,
+         const control::MembershipService* membership, const control::HostPath* host_path)
+      : collector(control, dataplane, membership, host_path) {}
+  ~Server() {
+    io.stop();
+    if (thread.joinable()) thread.join();
+  }
+
+  boost::asio::io_context io;
+  Collector collector;
+  // Used on `thread` only, or while it does not run.
+  std::optional<control::HttpServer> http;
+  std::thread thread;
+};
 
 Exporter::Exporter() = default;
 Exporter::~Exporter() = default;
@@ -377,13 +440,33 @@ std::string Exporter::start(const std::string& listen, const control::Control& c
                             const control::MembershipService* membership,
                             const control::HostPath* host_path) {
   if (listen.empty()) return {};
-  try {
-    exposer_ = std::make_unique<prometheus::Exposer>(listen);
-  } catch (const std::exception& e) {
-    return "metrics endpoint " + listen + ": " + e.what();
+  const std::optional<Endpoint> at = parse_endpoint(listen);
+  if (!at) return "metrics endpoint " + listen + ": expected ADDR:PORT ([v6]:PORT)";
+  auto server = std::make_unique<Server>(control, dataplane, membership, host_path);
+  Server& s = *server;
+  s.http.emplace(s.io, control::HttpServer::Resource{
+                           "/metrics", "text/plain; version=0.0.4; charset=utf-8", [&s] {
+                             std::vector<prometheus::MetricFamily> families = s.collector.Collect();
+                             collect_http(s.http->stats(), families);
+                             return prometheus::TextSerializer().Serialize(families);
+                           }});
+  if (std::string err = s.http->start(at->address.to_string(), at->port); !err.empty()) {
+    return "metrics endpoint " + listen + ": " + err;
   }
-  collector_ = std::make_shared<Collector>(control, dataplane, membership, host_path);
-  exposer_->RegisterCollectable(collector_);
+  s.thread = std::thread([&io = s.io] {
+    // As on the control thread: an exception out of a handler is logged, the loop goes on.
+    for (;;) {
+      try {
+        io.run();
+        return;
+      } catch (const std::exception& e) {
+        std::cerr << "vipfarmd: metrics thread: unexpected exception, carrying on: " << e.what()
+                  << "\n";
+      }
+    }
+  });
+  ::pthread_setname_np(s.thread.native_handle(), "vf-metrics");
+  server_ = std::move(server);
   return {};
 }
 

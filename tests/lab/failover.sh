@@ -66,6 +66,7 @@ key = "on_addr"
 name = "dns"
 kind = "custom"
 target = "test ! -e %s/dns-down-$(ip netns identify)"
+user = "root"                # the lab's work directory is root's alone (0700)
 interval_ms = 100
 timeout_ms = 500
 rise = 1

@@ -1,7 +1,10 @@
-// The admin API transport end to end: a real ApiServer on its own io_context thread,
-// spoken to through api_call and through raw sockets that misbehave on purpose.
+// The admin API and metrics transports end to end: a real ApiServer and HttpServer on their
+// own io_context thread, spoken to through api_call and through raw sockets that misbehave
+// on purpose.
+#include <arpa/inet.h>
 #include <fcntl.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
 #include <poll.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -20,6 +23,7 @@
 #include <latch>
 #include <memory>
 #include <optional>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -50,6 +54,15 @@ class RawClient {
   explicit RawClient(const std::string& path)
       : fd_(::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
     const sockaddr_un addr = address_of(path);
+    connected_ =
+        fd_ >= 0 && ::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
+  }
+  // TCP to 127.0.0.1:port.
+  explicit RawClient(std::uint16_t port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(port);
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
     connected_ =
         fd_ >= 0 && ::connect(fd_, reinterpret_cast<const sockaddr*>(&addr), sizeof(addr)) == 0;
   }
@@ -94,6 +107,31 @@ class RawClient {
     while (fill(deadline)) {
     }
     return eof_;
+  }
+
+  // Everything the server sends until it closes (or the deadline).
+  std::string rest() {
+    closed_by_server();
+    return std::exchange(buffer_, {});
+  }
+
+  // One HTTP response with a Content-Length: {status line, body}; nullopt on EOF/deadline.
+  std::optional<std::pair<std::string, std::string>> http_response() {
+    const auto deadline = Clock::now() + kPatience;
+    std::size_t end;
+    while ((end = buffer_.find("\r\n\r\n")) == std::string::npos) {
+      if (!fill(deadline)) return std::nullopt;
+    }
+    const std::string head = buffer_.substr(0, end);
+    const auto length_at = head.find("Content-Length: ");
+    if (length_at == std::string::npos) return std::nullopt;
+    const std::size_t length = std::stoul(head.substr(length_at + 16));
+    while (buffer_.size() < end + 4 + length) {
+      if (!fill(deadline)) return std::nullopt;
+    }
+    std::string body = buffer_.substr(end + 4, length);
+    buffer_.erase(0, end + 4 + length);
+    return std::pair{head.substr(0, head.find("\r\n")), std::move(body)};
   }
 
   void shutdown_write() { ::shutdown(fd_, SHUT_WR); }
@@ -186,6 +224,18 @@ class ApiTest : public ::testing::Test {
       auto server = std::make_unique<ApiServer>(
           io_, path, [this](const Json& request) { return echo(request); }, limits);
       *error = server->start();
+      return server;
+    });
+  }
+
+  std::unique_ptr<HttpServer> make_http(HttpLimits limits, std::string* error) {
+    return on_io([&] {
+      auto server = std::make_unique<HttpServer>(
+          io_,
+          HttpServer::Resource{"/metrics", "text/plain; version=0.0.4",
+                               [] { return std::string("metric 1\n"); }},
+          limits);
+      *error = server->start("127.0.0.1", 0);
       return server;
     });
   }
@@ -461,7 +511,7 @@ TEST_F(ApiTest, IdleConnectionsAreClosed) {
   on_io([&] { server.reset(); });
 }
 
-TEST_F(ApiTest, ConnectionsBeyondTheLimitAreTurnedAway) {
+TEST_F(ApiTest, ConnectionBeyondTheLimitClosesTheLongestIdle) {
   const std::string path = dir_ + "/few.sock";
   ApiLimits limits;
   limits.max_connections = 2;
@@ -470,13 +520,63 @@ TEST_F(ApiTest, ConnectionsBeyondTheLimitAreTurnedAway) {
   ASSERT_EQ(error, "");
 
   RawClient first(path);
-  RawClient second(path);
-  ASSERT_TRUE(first.send("{}\n") && second.send("{}\n"));
+  ASSERT_TRUE(first.send("{}\n"));
   EXPECT_EQ(first.reply(), echoed(Json::object()));
+  RawClient second(path);
+  ASSERT_TRUE(second.send("{}\n"));
   EXPECT_EQ(second.reply(), echoed(Json::object()));
+  // Both wait for their next request now; `first` has waited longest and makes room.
   RawClient third(path);
-  EXPECT_EQ(third.reply(), (Json{{"ok", false}, {"error", "too many connections"}}));
-  EXPECT_TRUE(third.closed_by_server());
+  ASSERT_TRUE(third.send("{\"n\":3}\n"));
+  EXPECT_EQ(third.reply(), echoed({{"n", 3}}));
+  EXPECT_TRUE(first.closed_by_server());
+  ASSERT_TRUE(second.send("{\"n\":2}\n"));
+  EXPECT_EQ(second.reply(), echoed({{"n", 2}}));
+  on_io([&] { server.reset(); });
+}
+
+TEST_F(ApiTest, HundredsOfIdleConnectionsDoNotLockOutAClient) {
+  const std::string path = dir_ + "/crowd.sock";
+  ApiLimits limits;
+  limits.max_connections = 16;
+  std::string error;
+  auto server = make_server(path, limits, &error);
+  ASSERT_EQ(error, "");
+
+  // 500 rather than the lab's 1,000: client and server ends share this process's fd limit.
+  std::vector<std::unique_ptr<RawClient>> idle;
+  for (int i = 0; i < 500; ++i) {
+    idle.push_back(std::make_unique<RawClient>(path));
+    ASSERT_TRUE(idle.back()->connected()) << i;
+  }
+  const ApiReply reply = api_call(path, {{"n", 1}}, kPatience);
+  ASSERT_TRUE(reply.transport_ok) << reply.error;
+  EXPECT_EQ(reply.body, echoed({{"n", 1}}));
+  // All but the last 15 idle ones were closed to make room, oldest first.
+  for (std::size_t i = 0; i < 485; ++i) {
+    ASSERT_TRUE(idle[i]->closed_by_server(1s)) << i;
+  }
+  on_io([&] { server.reset(); });
+}
+
+TEST_F(ApiTest, SlowRequestIsCutAtTheTimeoutWhateverItSends) {
+  const std::string path = dir_ + "/slow.sock";
+  ApiLimits limits;
+  limits.idle_timeout = 300ms;
+  std::string error;
+  auto server = make_server(path, limits, &error);
+  ASSERT_EQ(error, "");
+
+  RawClient slow(path);
+  ASSERT_TRUE(slow.connected());
+  const auto start = Clock::now();
+  bool closed = false;
+  for (int i = 0; i < 40 && !closed; ++i) {  // one byte every 50 ms, for 2 s at most
+    closed = !slow.send("{") || slow.closed_by_server(50ms);
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_GE(Clock::now() - start, 250ms);
+  EXPECT_LT(Clock::now() - start, 1500ms);
   on_io([&] { server.reset(); });
 }
 
@@ -513,6 +613,192 @@ TEST_F(ApiTest, SilentServerTimesOut) {
   EXPECT_EQ(reply.error, "timed out after 200 ms talking to " + path);
   EXPECT_GE(took, 190ms);
   EXPECT_LT(took, 2s);
+}
+
+// --- the metrics endpoint's HTTP server ----------------------------------------------------
+
+constexpr const char* kGet = "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n";
+
+TEST_F(ApiTest, HttpGetIsServedWithKeepAliveAndToHttp10) {
+  std::string error;
+  auto http = make_http({}, &error);
+  ASSERT_EQ(error, "");
+  const std::uint16_t port = on_io([&] { return http->port(); });
+  ASSERT_NE(port, 0);
+
+  RawClient client(port);
+  ASSERT_TRUE(client.connected());
+  ASSERT_TRUE(client.send(std::string(kGet) + "GET /metrics?name[]=x HTTP/1.1\r\nHost: x\r\n\r\n"));
+  for (int i = 0; i < 2; ++i) {
+    const auto response = client.http_response();
+    ASSERT_TRUE(response) << i;
+    EXPECT_EQ(response->first, "HTTP/1.1 200 OK");
+    EXPECT_EQ(response->second, "metric 1\n");
+  }
+  EXPECT_FALSE(client.closed_by_server(100ms));
+
+  // vipfarmctl top's request: HTTP/1.0, the body up to the close.
+  RawClient old(port);
+  ASSERT_TRUE(old.send("GET /metrics HTTP/1.0\r\n\r\n"));
+  const std::string all = old.rest();
+  EXPECT_EQ(all.substr(0, 17), "HTTP/1.0 200 OK\r\n");
+  EXPECT_NE(all.find("Content-Type: text/plain; version=0.0.4\r\n"), std::string::npos) << all;
+  EXPECT_EQ(all.substr(all.size() - 9), "metric 1\n");
+  on_io([&] { http.reset(); });
+}
+
+TEST_F(ApiTest, HttpOtherPathsAndMethodsAreRefusedAndCounted) {
+  std::string error;
+  auto http = make_http({}, &error);
+  ASSERT_EQ(error, "");
+  const std::uint16_t port = on_io([&] { return http->port(); });
+
+  RawClient client(port);
+  ASSERT_TRUE(
+      client.send("GET /other HTTP/1.1\r\nHost: x\r\n\r\n"
+                  "DELETE /metrics HTTP/1.1\r\nHost: x\r\n\r\n" +
+                  std::string(kGet)));
+  const auto missing = client.http_response();
+  ASSERT_TRUE(missing);
+  EXPECT_EQ(missing->first, "HTTP/1.1 404 Not Found");
+  const auto wrong = client.http_response();
+  ASSERT_TRUE(wrong);
+  EXPECT_EQ(wrong->first, "HTTP/1.1 405 Method Not Allowed");
+  const auto fine = client.http_response();  // the connection kept serving
+  ASSERT_TRUE(fine);
+  EXPECT_EQ(fine->first, "HTTP/1.1 200 OK");
+  const HttpStats stats = on_io([&] { return http->stats(); });
+  EXPECT_EQ(stats.not_found, 1u);
+  EXPECT_EQ(stats.bad_method, 1u);
+  on_io([&] { http.reset(); });
+}
+
+TEST_F(ApiTest, HttpGarbageOversizeAndBodiesAreRefusedAndClosed) {
+  std::string error;
+  auto http = make_http({}, &error);
+  ASSERT_EQ(error, "");
+  const std::uint16_t port = on_io([&] { return http->port(); });
+
+  std::mt19937 random(16);
+  std::string garbage(4096, '\0');
+  for (char& c : garbage) c = static_cast<char>(random());
+  RawClient noise(port);
+  noise.send(garbage);
+  EXPECT_TRUE(noise.closed_by_server());
+
+  RawClient big(port);
+  big.send("GET /metrics HTTP/1.1\r\nX-Big: " + std::string(64 * 1024, 'a'));  // may fail midway
+  EXPECT_TRUE(big.closed_by_server());
+
+  RawClient body(port);
+  ASSERT_TRUE(body.send("POST /metrics HTTP/1.1\r\nContent-Length: 5\r\n\r\nhello"));
+  EXPECT_EQ(body.rest().substr(0, 24), "HTTP/1.1 400 Bad Request");
+
+  RawClient fine(port);
+  ASSERT_TRUE(fine.send(kGet));
+  const auto response = fine.http_response();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->first, "HTTP/1.1 200 OK");
+  const HttpStats stats = on_io([&] { return http->stats(); });
+  EXPECT_EQ(stats.malformed, 2u);
+  EXPECT_EQ(stats.too_large, 1u);
+  on_io([&] { http.reset(); });
+}
+
+TEST_F(ApiTest, HttpIdleAndSlowConnectionsAreCutAtTheTimeout) {
+  HttpLimits limits;
+  limits.request_timeout = 300ms;
+  std::string error;
+  auto http = make_http(limits, &error);
+  ASSERT_EQ(error, "");
+  const std::uint16_t port = on_io([&] { return http->port(); });
+
+  const auto start = Clock::now();
+  RawClient idle(port);
+  RawClient slow(port);
+  ASSERT_TRUE(idle.connected() && slow.connected());
+  const std::string request = "GET /metrics HTTP/1.1\r\nX-Slow: ";
+  bool closed = false;
+  for (std::size_t i = 0; i < 40 && !closed; ++i) {  // one byte every 50 ms, for 2 s at most
+    closed = !slow.send(std::string(1, i < request.size() ? request[i] : 'a')) ||
+             slow.closed_by_server(50ms);
+  }
+  EXPECT_TRUE(closed);
+  EXPECT_TRUE(idle.closed_by_server());
+  EXPECT_GE(Clock::now() - start, 250ms);
+  EXPECT_LT(Clock::now() - start, 1500ms);
+  EXPECT_EQ(on_io([&] { return http->stats(); }).timed_out, 2u);
+  on_io([&] { http.reset(); });
+}
+
+TEST_F(ApiTest, HttpConnectionBeyondTheLimitClosesTheLongestIdle) {
+  HttpLimits limits;
+  limits.max_connections = 2;
+  std::string error;
+  auto http = make_http(limits, &error);
+  ASSERT_EQ(error, "");
+  const std::uint16_t port = on_io([&] { return http->port(); });
+
+  RawClient first(port);
+  ASSERT_TRUE(first.send(kGet));
+  ASSERT_TRUE(first.http_response());
+  RawClient second(port);
+  ASSERT_TRUE(second.send(kGet));
+  ASSERT_TRUE(second.http_response());
+  RawClient third(port);
+  ASSERT_TRUE(third.send(kGet));
+  const auto response = third.http_response();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->first, "HTTP/1.1 200 OK");
+  EXPECT_TRUE(first.closed_by_server());
+  ASSERT_TRUE(second.send(kGet));
+  EXPECT_TRUE(second.http_response());
+  EXPECT_EQ(on_io([&] { return http->stats(); }).evicted, 1u);
+  on_io([&] { http.reset(); });
+}
+
+TEST_F(ApiTest, HttpHalfClosedClientGetsItsAnswer) {
+  std::string error;
+  auto http = make_http({}, &error);
+  ASSERT_EQ(error, "");
+  const std::uint16_t port = on_io([&] { return http->port(); });
+
+  RawClient client(port);
+  ASSERT_TRUE(client.send(kGet));
+  client.shutdown_write();
+  const auto response = client.http_response();
+  ASSERT_TRUE(response);
+  EXPECT_EQ(response->first, "HTTP/1.1 200 OK");
+  EXPECT_TRUE(client.closed_by_server());
+
+  RawClient partial(port);
+  ASSERT_TRUE(partial.send("GET /met"));
+  partial.shutdown_write();
+  EXPECT_EQ(partial.rest().substr(0, 24), "HTTP/1.1 400 Bad Request");
+  on_io([&] { http.reset(); });
+}
+
+TEST_F(ApiTest, HttpStartErrorsAreClear) {
+  std::string error;
+  auto http = make_http({}, &error);
+  ASSERT_EQ(error, "");
+  const std::uint16_t port = on_io([&] { return http->port(); });
+  auto second = on_io([&] {
+    auto server = std::make_unique<HttpServer>(
+        io_, HttpServer::Resource{"/metrics", "text/plain", [] { return std::string(); }});
+    error = server->start("127.0.0.1", port);
+    return server;
+  });
+  EXPECT_EQ(error, "bind: Address already in use");
+  on_io([&] {
+    HttpServer third(io_, {"/metrics", "text/plain", [] { return std::string(); }});
+    error = third.start("node1", 9469);
+  });
+  EXPECT_EQ(error, "not an IP address: \"node1\"");
+  on_io([&] {
+    second.reset();
+    http.reset();
+  });
 }
 
 }  // namespace

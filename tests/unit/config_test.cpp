@@ -3,6 +3,7 @@
 // generated from the schema, and parse_endpoint.
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -515,6 +516,63 @@ TEST(Config, EachCheckerError) {
                         "checker[0].interval_ms: out of range: 0 not in 10..3600000"));
 }
 
+// A custom checker's user and env: kept as written (the checker looks the user up again
+// for its ids); absent, the defaults ("nobody", only PATH).
+TEST(Config, CustomCheckerUserAndEnv) {
+  const std::string custom =
+      std::string(kMinimal) + "\n[[checker]]\nname = \"c\"\nkind = \"custom\"\ntarget = \"true\"\n";
+  const LoadResult plain = parse(custom, "t.toml");
+  ASSERT_TRUE(plain.errors.empty()) << plain.errors.front().to_string();
+  EXPECT_EQ(plain.config->checkers[0].user, "");
+  EXPECT_TRUE(plain.config->checkers[0].env.empty());
+  const LoadResult r = parse(
+      custom + "user = \"root\"\nenv = [\"PATH=/opt/bin\", \"_A1=x=y\", \"EMPTY=\"]\n", "t.toml");
+  ASSERT_TRUE(r.errors.empty()) << r.errors.front().to_string();
+  EXPECT_EQ(r.config->checkers[0].user, "root");
+  EXPECT_EQ(r.config->checkers[0].env,
+            (std::vector<std::string>{"PATH=/opt/bin", "_A1=x=y", "EMPTY="}));
+}
+
+TEST(Config, EachCustomCheckerError) {
+  const std::string custom = std::string(kMinimal) + kChecker;
+  auto errors = [&](std::string_view tail) {
+    return error_lines(replaced(custom, "kind = \"tcp\"\ntarget = \"127.0.0.1:80\"",
+                                "kind = \"custom\"\ntarget = \"true\"\n" + std::string(tail)));
+  };
+  // A user this system does not have: the file, the line and the key.
+  const std::string missing = replaced(custom, "kind = \"tcp\"\ntarget = \"127.0.0.1:80\"",
+                                       "kind = \"custom\"\ntarget = \"true\"\n"
+                                       "user = \"vipfarm-no-such-user\"");
+  const std::size_t line =
+      1 + static_cast<std::size_t>(
+              std::count(missing.begin(), missing.begin() + missing.find("user ="), '\n'));
+  const auto no_user = error_lines(missing);
+  ASSERT_EQ(no_user.size(), 1u);
+  EXPECT_EQ(no_user[0], "t.toml:" + std::to_string(line) +
+                            ":8: checker[0].user: no user \"vipfarm-no-such-user\" on this system");
+  EXPECT_TRUE(has_error(errors("user = \"\""), "checker[0].user: must not be empty"));
+  EXPECT_TRUE(has_error(errors("user = \"root\\u0000x\""),
+                        "checker[0].user: must not contain a NUL character"));
+  EXPECT_TRUE(has_error(errors("user = 0"), "checker[0].user: expected a string"));
+  EXPECT_TRUE(has_error(errors("env = \"A=1\""),
+                        "checker[0].env: expected an array of \"NAME=value\" strings"));
+  EXPECT_TRUE(has_error(errors("env = [1]"), "checker[0].env: expected a \"NAME=value\" string"));
+  EXPECT_TRUE(has_error(errors("env = [\"A\"]"), "checker[0].env: \"A\": expected NAME=value"));
+  for (const std::string_view name : {"1A", "A-B", "", "A B", "\\u00e9"}) {
+    EXPECT_TRUE(has_error(errors("env = [\"" + std::string(name) + "=x\"]"),
+                          "is not a variable name ([A-Za-z_][A-Za-z0-9_]*)"))
+        << name;
+  }
+  EXPECT_TRUE(has_error(errors("env = [\"A=1\", \"A=2\"]"), "checker[0].env: A is set twice"));
+  EXPECT_TRUE(has_error(errors("env = [\"A=\\u0000\"]"),
+                        "checker[0].env: A: the value must not contain a NUL character"));
+  // Only a command has a user and an environment.
+  EXPECT_TRUE(has_error(checker_errors("\"127.0.0.1:80\"", "\"127.0.0.1:80\"\nuser = \"root\""),
+                        "checker[0].user: only for kind = \"custom\""));
+  EXPECT_TRUE(has_error(checker_errors("\"127.0.0.1:80\"", "\"127.0.0.1:80\"\nenv = []"),
+                        "checker[0].env: only for kind = \"custom\""));
+}
+
 std::string read(const std::string& path) {
   std::ifstream in(path);
   std::stringstream s;
@@ -673,8 +731,7 @@ TEST(Config, AfPacketUplinkIsWarnedOfWhereFragmentsCome) {
     EXPECT_TRUE(r.errors.empty()) << r.errors.front().to_string();
     return r.config ? warnings(*r.config) : std::vector<std::string>{};
   };
-  const std::string af_packet =
-      "[dataplane]\nuplink = \"net_af_packet0,iface=eth1\"\n[[group]]";
+  const std::string af_packet = "[dataplane]\nuplink = \"net_af_packet0,iface=eth1\"\n[[group]]";
   const std::string udp =
       replaced(replaced(kMinimal, "proto = \"tcp\"", "proto = \"udp\""), "[[group]]", af_packet);
   auto w = warnings_of(udp);
@@ -694,11 +751,10 @@ TEST(Config, AfPacketUplinkIsWarnedOfWhereFragmentsCome) {
   // TCP only, and af_xdp or pcap uplinks: nothing to say.
   EXPECT_TRUE(warnings_of(replaced(kMinimal, "[[group]]", af_packet)).empty());
   for (const char* uplink : {"net_af_xdp0,iface=eth1", "net_pcap0,iface=eth1,phy_mac=1"}) {
-    EXPECT_TRUE(warnings_of(replaced(replaced(kMinimal, "proto = \"tcp\"", "proto = \"udp\""),
-                                     "[[group]]",
-                                     std::string("[dataplane]\nuplink = \"") + uplink +
-                                         "\"\n[[group]]"))
-                    .empty())
+    EXPECT_TRUE(
+        warnings_of(replaced(replaced(kMinimal, "proto = \"tcp\"", "proto = \"udp\""), "[[group]]",
+                             std::string("[dataplane]\nuplink = \"") + uplink + "\"\n[[group]]"))
+            .empty())
         << uplink;
   }
 }

@@ -1,7 +1,9 @@
 // Health checkers: the rise/fall debouncing on its own, then real checks (TCP on loopback,
-// /bin/sh commands, sysfs links, ICMP when root) on an io_context run by the test.
+// /bin/sh commands as root, sysfs links, ICMP when root) on an io_context run by the test.
+#include <fcntl.h>
 #include <gtest/gtest.h>
 #include <netinet/in.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -14,8 +16,10 @@
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <optional>
 #include <string>
+#include <system_error>
 #include <vector>
 
 #include "vipfarm/health/checkers.hpp"
@@ -104,26 +108,78 @@ class HealthCheckers : public ::testing::Test {
   Checkers::Status first() const { return checkers_->status().at(0); }
   bool checked(std::uint64_t n) const { return first().checks >= n; }
 
-  std::string temp_path(const std::string& name) const {
-    return ::testing::TempDir() + "vipfarm-health-" + std::to_string(::getpid()) + "-" + name;
-  }
-
   asio::io_context io_;  // declared first: outlives the checkers' handlers
   int changes_ = 0;
   std::vector<bool> node_history_;  // node_healthy() seen by each on_change
   std::optional<Checkers> checkers_;
 };
 
-// The pid a command wrote into `path`, or -1.
-pid_t read_pid(const std::string& path) {
-  std::ifstream in(path);
-  pid_t pid = -1;
-  in >> pid;
-  return in ? pid : -1;
-}
-
 // Gone for good: neither running nor a zombie waiting to be reaped.
 bool gone(pid_t pid) { return ::kill(pid, 0) != 0 && errno == ESRCH; }
+
+// A string that only this test's commands carry in their command lines. A custom command is
+// PID 1 of its own PID namespace ($$ is 1 there), so tests find its processes in /proc, by
+// their host pids.
+std::string marker(const std::string& name) {
+  return "vipfarm-health-" + std::to_string(::getpid()) + "-" + name;
+}
+
+// The processes whose /proc/PID/cmdline holds `mark`, this one excepted (zombies have none).
+std::vector<pid_t> marked(const std::string& mark) {
+  std::vector<pid_t> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator("/proc", ec)) {
+    const std::string name = entry.path().filename();
+    if (name.empty() || name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::ifstream in(entry.path() / "cmdline", std::ios::binary);
+    const std::string cmdline{std::istreambuf_iterator<char>(in), {}};
+    const pid_t pid = std::stoi(name);
+    if (pid != ::getpid() && cmdline.find(mark) != std::string::npos) out.push_back(pid);
+  }
+  return out;
+}
+
+// Kills, on every way out of a test, what its commands left behind (the code under test
+// should have left nothing).
+struct KillMarked {
+  std::string mark;
+  ~KillMarked() {
+    for (const pid_t pid : marked(mark)) ::kill(pid, SIGKILL);
+  }
+};
+
+// Commands run as an unprivileged user by default, in a PID namespace: root only.
+#define REQUIRE_ROOT() \
+  if (::geteuid() != 0) GTEST_SKIP() << "custom checkers need root (a PID namespace, setuid)"
+
+// A private directory that any user may write (a custom command runs as "nobody"); removed
+// with everything in it.
+class OpenDir {
+ public:
+  OpenDir() {
+    std::string name = ::testing::TempDir() + "vipfarm-health-XXXXXX";
+    if (::mkdtemp(name.data()) != nullptr) {
+      path_ = name;
+      std::filesystem::permissions(path_, std::filesystem::perms::all);
+    }
+  }
+  OpenDir(const OpenDir&) = delete;
+  OpenDir& operator=(const OpenDir&) = delete;
+  ~OpenDir() {
+    std::error_code ignored;
+    if (!path_.empty()) std::filesystem::remove_all(path_, ignored);
+  }
+  bool ok() const { return !path_.empty(); }
+  std::string operator/(const std::string& name) const { return path_ + "/" + name; }
+
+ private:
+  std::string path_;
+};
+
+std::string slurp(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), {}};
+}
 
 TEST_F(HealthCheckers, TcpFollowsTheListener) {
   asio::ip::tcp::acceptor listener(io_, {asio::ip::address_v4::loopback(), 0});
@@ -158,13 +214,15 @@ TEST_F(HealthCheckers, TcpToAClosedPortFails) {
 }
 
 TEST_F(HealthCheckers, CustomTrueIsHealthy) {
+  REQUIRE_ROOT();
   auto& checkers = make({checker(CheckerKind::kCustom, "true")});
-  ASSERT_TRUE(run_until(io_, [&] { return checkers.node_healthy(); }));
+  ASSERT_TRUE(run_until(io_, [&] { return checkers.node_healthy(); })) << first().last_error;
   EXPECT_EQ(first().last_error, "");
   EXPECT_GT(first().last_duration_s, 0.0);
 }
 
 TEST_F(HealthCheckers, CustomExitStatusFails) {
+  REQUIRE_ROOT();
   auto& checkers = make({checker(CheckerKind::kCustom, "exit 3")});
   ASSERT_TRUE(run_until(io_, [&] { return checked(2); }));
   EXPECT_FALSE(checkers.node_healthy());
@@ -172,8 +230,9 @@ TEST_F(HealthCheckers, CustomExitStatusFails) {
 }
 
 TEST_F(HealthCheckers, CustomTimeoutKillsAndReaps) {
-  const std::string pid_file = temp_path("timeout.pid");
-  auto c = checker(CheckerKind::kCustom, "echo $$ > '" + pid_file + "'; exec sleep 5");
+  REQUIRE_ROOT();
+  const KillMarked leftovers{marker("timeout")};
+  auto c = checker(CheckerKind::kCustom, "sleep 5; : " + leftovers.mark);
   c.timeout_ms = 100;
   c.interval_ms = 10'000;  // one check only
   make({c});
@@ -182,38 +241,143 @@ TEST_F(HealthCheckers, CustomTimeoutKillsAndReaps) {
   EXPECT_LT(first().last_duration_s, 1.0);
   EXPECT_EQ(::waitpid(-1, nullptr, WNOHANG), -1);  // no child of ours left, not even a zombie
   EXPECT_EQ(errno, ECHILD);
-  const pid_t pid = read_pid(pid_file);
-  if (pid > 0) {
-    EXPECT_TRUE(gone(pid));
-  }
-  std::filesystem::remove(pid_file);
+  EXPECT_EQ(marked(leftovers.mark), std::vector<pid_t>{});
+}
+
+// A command that puts a grandchild in a session of its own (out of reach of a process-group
+// kill) and outlives its timeout: the timeout result comes only once none of it is left.
+// Every process carries the marker: the shells in their -c text, the sleeps through a link
+// named after it.
+TEST_F(HealthCheckers, CustomTimeoutKillsEveryDescendant) {
+  REQUIRE_ROOT();
+  const OpenDir dir;
+  ASSERT_TRUE(dir.ok());
+  const KillMarked leftovers{marker("setsid")};
+  const std::string sleep = dir / (leftovers.mark + "-sleep");
+  std::filesystem::create_symlink("/bin/sleep", sleep);
+  const std::string ready = dir / "ready";
+  auto c = checker(CheckerKind::kCustom,
+                   "setsid sh -c 'touch " + ready + "; " + sleep + " 30; :' & " + sleep + " 30; :");
+  c.timeout_ms = 1000;
+  c.interval_ms = 100'000;  // one check only
+  make({c});
+  ASSERT_TRUE(run_until(io_, [&] { return checked(1); }));
+  EXPECT_EQ(first().last_error, "timeout after 1000 ms");
+  ASSERT_TRUE(std::filesystem::exists(ready)) << "the command never got to start its grandchild";
+  // The kernel reports a PID 1's exit only once the rest of its namespace is gone.
+  EXPECT_EQ(marked(leftovers.mark), std::vector<pid_t>{}) << "still running";
+  EXPECT_EQ(::waitpid(-1, nullptr, WNOHANG), -1);
+  EXPECT_EQ(errno, ECHILD);
+}
+
+// A command that exits at once, leaving a daemon behind: the daemon dies with it.
+TEST_F(HealthCheckers, CustomCommandLeavesNothingBehind) {
+  REQUIRE_ROOT();
+  const OpenDir dir;
+  ASSERT_TRUE(dir.ok());
+  const KillMarked leftovers{marker("daemon")};
+  const std::string sleep = dir / (leftovers.mark + "-sleep");
+  std::filesystem::create_symlink("/bin/sleep", sleep);
+  auto c = checker(CheckerKind::kCustom, "setsid " + sleep + " 30 & exit 0");
+  c.interval_ms = 100'000;
+  auto& checkers = make({c});
+  ASSERT_TRUE(run_until(io_, [&] { return checked(1); }));
+  EXPECT_TRUE(checkers.node_healthy()) << first().last_error;
+  EXPECT_EQ(marked(leftovers.mark), std::vector<pid_t>{});
+}
+
+// user = "nobody" (and the default): its ids and groups, no capability of any kind, no new
+// privileges. "root" must be asked for, and has no capability either.
+TEST_F(HealthCheckers, CustomRunsAsItsUserWithoutCapabilities) {
+  REQUIRE_ROOT();
+  const passwd* nobody = ::getpwnam("nobody");
+  if (nobody == nullptr) GTEST_SKIP() << "no user \"nobody\" here";
+  const OpenDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string report =
+      "id -u; id -g; id -G; grep -E '^(CapInh|CapPrm|CapEff|CapAmb|NoNewPrivs):' "
+      "/proc/self/status";
+  auto as_nobody = checker(CheckerKind::kCustom, "(" + report + ") > " + (dir / "nobody"));
+  as_nobody.user = "nobody";
+  auto by_default = checker(CheckerKind::kCustom, "(" + report + ") > " + (dir / "default"));
+  auto as_root =
+      checker(CheckerKind::kCustom, "(id -u; grep ^CapEff: /proc/self/status) > " + (dir / "root"));
+  as_root.user = "root";
+  for (auto* c : {&as_nobody, &by_default, &as_root}) c->interval_ms = 100'000;
+  auto& checkers = make({as_nobody, by_default, as_root});
+  ASSERT_TRUE(run_until(io_, [&] {
+    const auto s = checkers.status();
+    return s[0].checks >= 1 && s[1].checks >= 1 && s[2].checks >= 1;
+  }));
+  for (const auto& s : checkers.status()) EXPECT_EQ(s.last_error, "") << s.name;
+  const std::string ids = std::to_string(nobody->pw_uid) + "\n" + std::to_string(nobody->pw_gid);
+  const std::string expected = ids + "\n" + std::to_string(nobody->pw_gid) +
+                               "\n"
+                               "CapInh:\t0000000000000000\n"
+                               "CapPrm:\t0000000000000000\n"
+                               "CapEff:\t0000000000000000\n"
+                               "CapAmb:\t0000000000000000\n"
+                               "NoNewPrivs:\t1\n";
+  EXPECT_EQ(nobody->pw_uid, 65534U);
+  EXPECT_EQ(slurp(dir / "nobody"), expected);
+  EXPECT_EQ(slurp(dir / "default"), expected);
+  EXPECT_EQ(slurp(dir / "root"), "0\nCapEff:\t0000000000000000\n");
+}
+
+// Nothing of the daemon's environment or descriptors: PATH and env exactly, stdin on
+// /dev/null. /proc/self/environ read by the shell itself holds what it was started with.
+TEST_F(HealthCheckers, CustomCommandGetsOnlyWhatIsDeclared) {
+  REQUIRE_ROOT();
+  const OpenDir dir;
+  ASSERT_TRUE(dir.ok());
+  ASSERT_EQ(::setenv("VIPFARM_HEALTH_LEAK", "1", 1), 0);
+  const int leaked = ::open("/dev/null", O_RDONLY);  // not close-on-exec
+  ASSERT_GE(leaked, 3);
+  const std::string fds = "[ ! -e /proc/self/fd/" + std::to_string(leaked) +
+                          " ] && [ \"$(readlink /proc/self/fd/0)\" = /dev/null ] && ";
+  auto declared = checker(CheckerKind::kCustom, fds + "cat </proc/self/environ >" + (dir / "env"));
+  declared.env = {"FOO=bar baz", "EMPTY=", "_x1=a=b"};
+  auto own_path = checker(CheckerKind::kCustom, "cat </proc/self/environ >" + (dir / "path"));
+  own_path.env = {"PATH=/bin"};
+  for (auto* c : {&declared, &own_path}) c->interval_ms = 100'000;
+  auto& checkers = make({declared, own_path});
+  const bool done = run_until(io_, [&] {
+    const auto s = checkers.status();
+    return s[0].checks >= 1 && s[1].checks >= 1;
+  });
+  ::close(leaked);
+  ::unsetenv("VIPFARM_HEALTH_LEAK");
+  ASSERT_TRUE(done);
+  for (const auto& s : checkers.status()) EXPECT_EQ(s.last_error, "") << s.name;
+  using namespace std::string_literals;
+  EXPECT_EQ(slurp(dir / "env"),
+            "PATH=/usr/sbin:/usr/bin:/sbin:/bin\0FOO=bar baz\0EMPTY=\0_x1=a=b\0"s);
+  EXPECT_EQ(slurp(dir / "path"), "PATH=/bin\0"s);
 }
 
 TEST_F(HealthCheckers, StopAndDestroyReapRunningCommands) {
-  const std::string pid_file = temp_path("stop.pid");
-  make({checker(CheckerKind::kCustom, "echo $$ > '" + pid_file + "'; exec sleep 5")});
-  ASSERT_TRUE(run_until(io_, [&] { return read_pid(pid_file) > 0; }));
-  const pid_t pid = read_pid(pid_file);
+  REQUIRE_ROOT();
+  const KillMarked stopped{marker("stop")};
+  make({checker(CheckerKind::kCustom, "sleep 5; : " + stopped.mark)});
+  ASSERT_TRUE(run_until(io_, [&] { return !marked(stopped.mark).empty(); }));
+  const std::vector<pid_t> pids = marked(stopped.mark);
   checkers_->stop();
-  ASSERT_TRUE(run_until(io_, [&] { return gone(pid); }));
+  for (const pid_t pid : pids) ASSERT_TRUE(run_until(io_, [&] { return gone(pid); }));
   EXPECT_EQ(first().checks, 0U);  // a stopped check records nothing
   EXPECT_EQ(changes_, 0);
-  std::filesystem::remove(pid_file);
 
   // Destroyed mid-check with the loop never run again: the last handler's end reaps it.
-  const std::string second_file = temp_path("destroy.pid");
+  const KillMarked destroyed{marker("destroy")};
   std::optional<asio::io_context> io(std::in_place);
   std::optional<Checkers> checkers(
       std::in_place, *io,
-      std::vector{checker(CheckerKind::kCustom, "echo $$ > '" + second_file + "'; exec sleep 5")},
-      nullptr);
+      std::vector{checker(CheckerKind::kCustom, "sleep 5; : " + destroyed.mark)}, nullptr);
   checkers->start();
-  ASSERT_TRUE(run_until(*io, [&] { return read_pid(second_file) > 0; }));
-  const pid_t second = read_pid(second_file);
+  ASSERT_TRUE(run_until(*io, [&] { return !marked(destroyed.mark).empty(); }));
+  const std::vector<pid_t> second = marked(destroyed.mark);
   checkers.reset();
   io.reset();
-  EXPECT_TRUE(gone(second));
-  std::filesystem::remove(second_file);
+  for (const pid_t pid : second) EXPECT_TRUE(gone(pid));
 }
 
 TEST_F(HealthCheckers, InterfaceLoopbackIsUp) {
@@ -239,6 +403,7 @@ TEST_F(HealthCheckers, PingLoopback) {
 }
 
 TEST_F(HealthCheckers, GroupBoundFailureSparesTheNode) {
+  REQUIRE_ROOT();
   auto failing = checker(CheckerKind::kCustom, "exit 1");
   failing.group = 0;
   auto passing = checker(CheckerKind::kCustom, "true");
@@ -259,7 +424,10 @@ TEST_F(HealthCheckers, NoCheckersMeansHealthy) {
 }
 
 TEST_F(HealthCheckers, OnChangeFiresExactlyOnFlips) {
-  const std::string flag = temp_path("flag");
+  REQUIRE_ROOT();
+  const OpenDir dir;
+  ASSERT_TRUE(dir.ok());
+  const std::string flag = dir / "flag";
   std::ofstream(flag).put('1');
   auto& checkers = make({checker(CheckerKind::kCustom, "test -e '" + flag + "'", 2, 2)});
   ASSERT_TRUE(run_until(io_, [&] { return checkers.node_healthy(); }));
@@ -280,6 +448,7 @@ TEST_F(HealthCheckers, OnChangeFiresExactlyOnFlips) {
 // a new one starts healthy and falls only after `fall` failures (never taking a serving
 // node out before its check has really failed).
 TEST_F(HealthCheckers, AReloadKeepsCheckersByNameAndStartsNewOnesHealthy) {
+  REQUIRE_ROOT();
   auto kept = checker(CheckerKind::kCustom, "true", 2, 2);
   kept.name = "kept";
   auto& running = make({kept});

@@ -131,7 +131,8 @@ TEST(SafekitImport, WebFarmConvertsAndLoads) {
   EXPECT_TRUE(has_note(r, Kind::kTodo, "", "uplink"));
   EXPECT_TRUE(has_note(r, Kind::kApproximated, "", "cluster.name is \"safekit\""));
   EXPECT_NE(r.toml.find("# Notes from the import:"), std::string::npos);
-  EXPECT_NE(r.toml.find("uplink = \"net_af_packet0,iface=eth0\""), std::string::npos) << r.toml;
+  EXPECT_NE(r.toml.find("uplink = \"net_af_xdp0,iface=eth0,busy_budget=0\""), std::string::npos)
+      << r.toml;
 }
 
 TEST(SafekitImport, PowerPerServerBecomesWeights) {

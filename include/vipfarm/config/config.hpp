@@ -91,7 +91,7 @@ enum class Poll : std::uint8_t { kBusy, kAdaptive };
 // [exception] name): a two-armed gateway has an inside and an outside port.
 struct Port {
   std::string name;       // "uplink" in the short form
-  std::string uplink;     // a DPDK vdev (net_af_packet0,iface=eth1) or a PCI address
+  std::string uplink;     // a DPDK vdev (net_af_xdp0,iface=eth1) or a PCI address
   std::string exception;  // its TAP interface
   // This node's own addresses on the port's network (the first port also gets
   // cluster.node[].address with [exception] prefix / prefix6).
@@ -180,6 +180,9 @@ struct Flows {
 
 enum class CheckerKind : std::uint8_t { kTcp, kPing, kInterface, kCustom };
 
+// A custom checker's PATH unless its env sets one.
+inline constexpr std::string_view kCheckerPath = "PATH=/usr/sbin:/usr/bin:/sbin:/bin";
+
 // [[checker]]: a health check of this node's application or links. A failing checker bound
 // to a group takes only that group's buckets from the node; an unbound one takes the node
 // out of the view (state WAIT).
@@ -193,6 +196,13 @@ struct Checker {
   std::uint32_t rise = 2;            // consecutive successes to become healthy
   std::uint32_t fall = 2;            // consecutive failures to become failed
   std::optional<std::size_t> group;  // index into Config::groups; nullopt: the whole node
+  // custom only. The user the command runs as (its uid, primary gid and groups, never any
+  // capability); empty: "nobody", or uid and gid 65534 where there is no such user. Checked
+  // to exist when the file is loaded.
+  std::string user{};
+  // custom only: "NAME=value" entries, the command's whole environment besides a fixed
+  // PATH (kCheckerPath) that one of them may replace.
+  std::vector<std::string> env{};
   friend bool operator==(const Checker&, const Checker&) = default;
 };
 

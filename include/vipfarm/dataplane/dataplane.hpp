@@ -89,6 +89,16 @@ struct alignas(64) LcoreCounters {
   std::uint64_t directed_announcements = 0;  // unicast ARP replies to known requesters
   flow::HandoffCounters handoff;             // flow handoff outcomes (docs/handoff.md)
   std::uint64_t generation = 0;              // the snapshot generation this lcore last used
+  // Directed VIPs' requester tables (flow/requester_table.hpp). New requesters: admitted
+  // (within the admission rate) + excess (past it) + capped (their MAC at its cap: in its own
+  // slot) + refused (not remembered) = every new requester seen. Admitted requesters
+  // displaced by newer admitted ones; confirmations by a remembered requester's traffic.
+  std::uint64_t requesters_admitted = 0;
+  std::uint64_t requesters_excess = 0;
+  std::uint64_t requesters_capped = 0;
+  std::uint64_t requesters_refused = 0;
+  std::uint64_t requesters_displaced = 0;
+  std::uint64_t requesters_confirmed = 0;
 };
 
 struct Totals {

@@ -38,6 +38,10 @@ class RiseFall {
 // starting threads. Construct, start(), stop() and destroy it on the io_context's thread or
 // while that io_context is not running; status(), node_healthy() and group_healthy() may be
 // called from any thread. The io_context must outlive it.
+// A custom checker's command runs as its user (config::Checker::user, looked up here), with
+// its env only, as PID 1 of its own PID namespace. That takes CAP_SYS_ADMIN, CAP_SETUID,
+// CAP_SETGID, and CAP_KILL for a user other than the daemon's; without them each check
+// fails, naming the step that was refused.
 class Checkers {
  public:
   struct Status {
@@ -65,8 +69,9 @@ class Checkers {
 
   // Runs the first check of each checker at once, then one every interval_ms.
   void start();
-  // Cancels the timers, closes the sockets and kills running commands (SIGKILL); they are
-  // reaped when the loop next runs, or at the latest when the last handler is destroyed.
+  // Cancels the timers, closes the sockets and kills running commands (SIGKILL, which takes
+  // every process of their namespace with them); they are reaped when the loop next runs, or
+  // at the latest when the last handler is destroyed.
   // No status changes and no on_change calls after it.
   void stop();
 

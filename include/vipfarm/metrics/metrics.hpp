@@ -9,16 +9,14 @@
 #include "vipfarm/control/membership_service.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 
-namespace prometheus {
-class Collectable;
-class Exposer;
-}  // namespace prometheus
-
 namespace vipfarm::metrics {
 
+// Serves /metrics over HTTP (control::HttpServer, with its bounds) on a thread of its own,
+// named vf-metrics: a scrape never waits for the control thread, nor delays it.
 class Exporter {
  public:
   Exporter();
+  // Stops the thread and closes every connection.
   ~Exporter();
   // Serves /metrics on `listen` (address:port); returns an error message, empty on success.
   // `membership` may be null (no [membership]: a static view).
@@ -28,8 +26,8 @@ class Exporter {
                     const control::HostPath* host_path);
 
  private:
-  std::unique_ptr<prometheus::Exposer> exposer_;
-  std::shared_ptr<prometheus::Collectable> collector_;
+  struct Server;
+  std::unique_ptr<Server> server_;
 };
 
 }  // namespace vipfarm::metrics
