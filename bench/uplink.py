@@ -7,7 +7,8 @@ interleaved (A B C A B C ...), a fresh farm for each measurement; medians are pr
 the ratio to the first candidate, and the CPU the three vipfarmd used.
 
   /usr/bin/python3 bench/uplink.py [--rounds 3] [--seconds 10] [--build build]
-      [--uplink NAME=DEVARGS ...]   (default: af_packet, pcap, af_xdp)
+      [--uplink NAME=DEVARGS ...]   (default: af_packet, af_xdp with and without
+      busy_budget=0, pcap)
 
 Needs root, nginx and wrk (scripts/setup installs them). Label the figures with the CPU
 (`lscpu`): they are printed with it.
@@ -27,8 +28,9 @@ import labfarm  # noqa: E402
 
 CANDIDATES = [
     ("af_packet", "net_af_packet0,iface=uplink"),
+    ("af_xdp", "net_af_xdp0,iface=uplink,busy_budget=0"),
+    ("af_xdp_busy", "net_af_xdp0,iface=uplink"),
     ("pcap", "net_pcap0,iface=uplink,phy_mac=1"),
-    ("af_xdp", "net_af_xdp0,iface=uplink"),
 ]
 
 
@@ -54,8 +56,8 @@ def wrk(f, seconds, close):
 
 def measure(name, uplink, args):
     text = open(os.path.join(ROOT, "conf", "lab.toml"), encoding="utf-8").read()
-    assert text.count("net_af_packet0,iface=uplink") == 1
-    text = text.replace("net_af_packet0,iface=uplink", uplink)
+    text, n = re.subn(r'(?m)^uplink = "[^"]*"', f'uplink = "{uplink}"', text)
+    assert n == 1, "conf/lab.toml: expected one uplink line"
     with tempfile.NamedTemporaryFile("w", suffix=".toml", delete=False) as conf:
         conf.write(text)
     f = labfarm.Farm(3, config=conf.name,
