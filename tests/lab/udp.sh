@@ -128,6 +128,14 @@ for addr in "${sources6[@]}"; do
   echo "$addr $("$VIPFARMCTL" owner --config "$conf" --json udp "[$addr]:5000" "[$LAB_VIP6]:7" |
     $py -c 'import json,sys; print(json.load(sys.stdin)["owner"])')" >>"$work/expect6"
 done
+# The client's kernel holds only a few packets for a neighbour it is still resolving and
+# drops the rest: resolve the VIP first (neighbour discovery, answered by the farm), so that
+# every fragment counted below leaves the client.
+vip6_resolved() {
+  lab_exec_client ip -6 neigh show "$LAB_VIP6" dev "$LAB_CLIENT_IF" | grep -qE "REACHABLE|STALE|DELAY|PROBE"
+}
+lab_exec_client $py -c 'import socket, sys; socket.socket(socket.AF_INET6, socket.SOCK_DGRAM).sendto(b"x", (sys.argv[1], 9))' "$LAB_VIP6"
+check "IPv6: the client resolved the VIP's MAC before the burst" lab_wait_for 5 vip6_resolved
 snmp6() {  # snmp6 NS COUNTER: the namespace's IPv6 counter
   ip netns exec "$1" awk -v c="$2" '$1 == c {print $2}' /proc/net/snmp6
 }
