@@ -8,7 +8,7 @@
 #                      ├─ vf<S>n1 ── veth ── uplink  in vflab-<S>-node1
 #                      └─ ...
 #   client:  10.77.0.250/16, fd77::250/64, plus lab_client_addrs' sources
-#   node k:  uplink up without addresses (vipfarmd owns it through net_af_xdp),
+#   node k:  uplink up without addresses (vipfarmd owns it through net_af_packet),
 #            vipfarmd (TAP vipfarm0 with 10.77.0.k and the VIPs), nginx on port 80
 #
 # <S> is a random per-run suffix (or $LAB_SUFFIX): leftovers of a crashed run never
@@ -274,7 +274,7 @@ lab_add_lan() {
 
 # lab_add_outside: the outside network of a gateway farm (docs/gateway.md): a second bridge
 # in the switch namespace, an interface "outside" in each node namespace (up, without
-# addresses: vipfarmd owns it through net_af_xdp, like uplink), and a server namespace
+# addresses: vipfarmd owns it through the uplink vdev, like uplink), and a server namespace
 # (LAB_SERVER_NS) on it with lab1 = LAB_SERVER4/24 and LAB_SERVER6/64, whose routes back to
 # the inside (10.77.0.0/16, fd77::/64) go through LAB_GW_OUT4 / LAB_GW_OUT6. lab_down
 # removes it with the other namespaces.
