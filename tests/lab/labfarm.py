@@ -19,8 +19,10 @@ import json
 import os
 import re
 import secrets
+import select
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -93,6 +95,31 @@ class InNetns(threading.Thread):
         if self.error is not None:
             raise self.error
         return self.value
+
+
+def packet_socket(ifname):
+    """A packet socket on IFNAME (in the calling thread's namespace) for every protocol,
+    with a 4 MiB receive buffer (read while sending: a full buffer drops frames)."""
+    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(0x0003))  # ETH_P_ALL
+    try:
+        s.bind((ifname, 0))
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+    except BaseException:
+        s.close()
+        raise
+    return s
+
+
+def received(sock, until):
+    """The frames SOCK receives until the monotonic time UNTIL, as bytes (not those its
+    interface sends)."""
+    while True:
+        left = until - time.monotonic()
+        if left <= 0 or not select.select([sock], [], [], left)[0]:
+            return
+        data, addr = sock.recvfrom(65535)
+        if addr[2] != socket.PACKET_OUTGOING:
+            yield data
 
 
 def in_netns(ns, fn, *args):

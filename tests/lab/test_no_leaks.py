@@ -11,8 +11,6 @@ back (view {1,2,3}, its buckets handed back), plus rounds sent *while* each view
 In every round each SYN reaches exactly one TAP and gets answers from exactly one node;
 in the settled rounds that node is the one `vipfarmctl owner --view` predicts.
 """
-import select
-import socket
 import threading
 import time
 
@@ -21,7 +19,6 @@ from scapy.layers.l2 import Ether
 
 import labfarm
 
-ETH_P_ALL = 0x0003
 KEYS = 256
 ANSWER_TIMEOUT = 5.0
 
@@ -38,25 +35,23 @@ def watch_tap(ready, stop, seen, lock):
     its daemon (SIGTERM) and comes back with the next one: the watcher binds again."""
     first = True
     while not stop.is_set():
-        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
         try:
-            s.bind((labfarm.TAP, 0))
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
+            s = labfarm.packet_socket(labfarm.TAP)
+        except OSError:  # no TAP (yet, or any more): bind again shortly
+            time.sleep(0.02)
+            continue
+        try:
             if first:
                 ready.set()
                 first = False
             while not stop.is_set():
-                if not select.select([s], [], [], 0.05)[0]:
-                    continue
-                data, addr = s.recvfrom(65535)
-                if addr[2] == socket.PACKET_OUTGOING:  # what the kernel sends
-                    continue
-                syn, pkt = is_syn_to_vip(data)
-                if syn:
-                    with lock:
-                        seen.append((pkt[IP].src, pkt[TCP].sport))
-        except OSError:  # no TAP (yet, or any more): bind again shortly
-            time.sleep(0.02)
+                for data in labfarm.received(s, time.monotonic() + 0.05):
+                    syn, pkt = is_syn_to_vip(data)  # from the data plane, not the kernel's
+                    if syn:
+                        with lock:
+                            seen.append((pkt[IP].src, pkt[TCP].sport))
+        except OSError:  # the TAP went with its daemon
+            pass
         finally:
             s.close()
 
@@ -64,20 +59,11 @@ def watch_tap(ready, stop, seen, lock):
 def syn_round(client_mac, vmac, sources, sport):
     """In the client namespace: one SYN from each source to the VIP's virtual MAC; returns
     {source: set of MACs that answered} once every source was answered or the timeout."""
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     answers = {src: set() for src in sources}
+    s = labfarm.packet_socket(labfarm.CLIENT_IF)
     try:
-        s.bind((labfarm.CLIENT_IF, 0))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
-
         def read(until, to_the_last=False):
-            while True:
-                left = until - time.monotonic()
-                if left <= 0 or not select.select([s], [], [], left)[0]:
-                    return
-                data, addr = s.recvfrom(65535)
-                if addr[2] == socket.PACKET_OUTGOING:
-                    continue
+            for data in labfarm.received(s, until):
                 pkt = Ether(data)
                 if IP not in pkt or TCP not in pkt or pkt[IP].src != labfarm.VIP4 or \
                         pkt[TCP].sport != 80 or pkt[TCP].dport != sport or \

@@ -12,8 +12,6 @@ Frames are built and read with scapy in-process, on a packet socket opened in th
 namespace (a thread that entered it).
 """
 import os
-import select
-import socket
 import time
 
 import pytest
@@ -25,7 +23,6 @@ import labfarm
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-ETH_P_ALL = 0x0003
 PER_ENTRY = 90          # SYNs per entry node and address family
 ANSWER_TIMEOUT = 5.0    # seconds for the last answer
 SPACING = 0.002         # seconds between two SYNs
@@ -52,10 +49,8 @@ def syn_round(client_mac, entries, v6, base_port):
     {sport: (entry MAC, MAC of the answer or None)}."""
     vip = labfarm.VIP6 if v6 else labfarm.VIP4
     client = labfarm.CLIENT6 if v6 else labfarm.CLIENT4
-    s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
+    s = labfarm.packet_socket(labfarm.CLIENT_IF)
     try:
-        s.bind((labfarm.CLIENT_IF, 0))
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 22)
         sent = {}
         waiting = 0
 
@@ -63,13 +58,7 @@ def syn_round(client_mac, entries, v6, base_port):
             # Every frame the socket sees (the SYNs and the client kernel's resets too), so
             # read while sending: a full receive buffer would drop answers.
             nonlocal waiting
-            while True:
-                left = until - time.monotonic()
-                if left <= 0 or not select.select([s], [], [], left)[0]:
-                    return
-                data, addr = s.recvfrom(65535)
-                if addr[2] == socket.PACKET_OUTGOING:
-                    continue
+            for data in labfarm.received(s, until):
                 pkt = Ether(data)
                 if TCP not in pkt or pkt[TCP].sport != 80 or pkt[TCP].dport not in sent:
                     continue
