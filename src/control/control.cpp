@@ -68,6 +68,12 @@ void Control::set_node_mac(NodeId node, const MacAddr& mac) {
   publish_locked();  // directed forwarding, and the data plane's heartbeat ring, use them
 }
 
+std::optional<MacAddr> Control::node_mac(NodeId node) const {
+  std::lock_guard lock(mutex_);
+  if (to_int(node) > kMaxNodes || node_macs_[to_int(node)] == 0) return std::nullopt;
+  return mac_from48(node_macs_[to_int(node)]);
+}
+
 std::vector<std::vector<NodeId>> Control::assign(config::ViewMask members,
                                                  const NodeWeights& weights) const {
   std::vector<std::vector<NodeId>> out;

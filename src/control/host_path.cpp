@@ -12,6 +12,14 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
   boost::asio::steady_timer timer;
   const dataplane::Dataplane& dp;
   std::vector<Tap> taps;
+  struct Pin {
+    Peer peer;
+    std::optional<MacAddr> written;  // what this node last made the kernel's entry
+    std::string error;               // the last failure, logged once
+  };
+  std::string pin_tap;
+  std::vector<Pin> pins;
+  std::function<std::optional<MacAddr>(NodeId)> mac_of;
   std::function<void(const std::string&)> on_change, on_gone;
   bool running = false;
   bool gone = false;
@@ -47,7 +55,39 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
       }
       on_change(reason);
     }
-    if (++ticks % kTapEvery == 0 && !gone) check_taps();
+    if (++ticks % kTapEvery == 0 && !gone) {
+      check_taps();
+      if (!gone) check_neighbours(ticks % kNeighbourVerifyEvery == 0);
+    }
+  }
+
+  // `verify`: read each entry back from the kernel, not only write new MACs.
+  void check_neighbours(bool verify) {
+    for (Pin& pin : pins) {
+      const std::optional<MacAddr> mac = mac_of(pin.peer.node);
+      if (!mac || (!verify && pin.written == mac)) continue;
+      bool changed = false;
+      const std::string err =
+          dataplane::netlink::pin_neighbour(pin_tap, pin.peer.address, *mac, &changed);
+      if (!err.empty()) {
+        if (err != pin.error) std::cerr << "vipfarmd: " << err << "\n";
+        pin.error = err;
+        continue;
+      }
+      pin.error.clear();
+      if (changed && pin.written == mac) {
+        std::cerr << "vipfarmd: node " << to_int(pin.peer.node) << "'s neighbour entry ("
+                  << pin.peer.address.to_string() << " on " << pin_tap
+                  << ") was removed or changed: put back\n";
+        std::lock_guard lock(mutex);
+        ++stats.neighbour_repairs;
+      } else if (changed) {
+        std::cerr << "vipfarmd: node " << to_int(pin.peer.node) << "'s address "
+                  << pin.peer.address.to_string() << " pinned to " << to_string(*mac) << " on "
+                  << pin_tap << "\n";
+      }
+      pin.written = mac;
+    }
   }
 
   void check_taps() {
@@ -101,6 +141,14 @@ void HostPath::start(std::vector<Tap> taps, std::function<void(const std::string
   impl_->on_gone = std::move(on_gone);
   impl_->running = true;
   impl_->schedule();
+}
+
+void HostPath::pin_peers(std::string tap, std::vector<Peer> peers,
+                         std::function<std::optional<MacAddr>(NodeId)> mac_of) {
+  impl_->pin_tap = std::move(tap);
+  impl_->pins.clear();
+  for (const Peer& p : peers) impl_->pins.push_back({p, std::nullopt, {}});
+  impl_->mac_of = std::move(mac_of);
 }
 
 void HostPath::stop() {

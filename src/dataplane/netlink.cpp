@@ -3,6 +3,7 @@
 #include "vipfarm/dataplane/netlink.hpp"
 
 #include <linux/if_addr.h>
+#include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -14,6 +15,7 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
+#include <utility>
 #include <vector>
 
 namespace vipfarm::dataplane::netlink {
@@ -46,6 +48,11 @@ class Request {
   template <class T>
   void put(const T& value) {
     append(&value, sizeof value);
+  }
+
+  Request&& with_attr(std::uint16_t type, const void* data, std::size_t len) && {
+    put_attr(type, data, len);
+    return std::move(*this);
   }
 
   void put_attr(std::uint16_t type, const void* data, std::size_t len) {
@@ -144,7 +151,9 @@ class Socket {
     return 0;
   }
 
-  Ack transact(const Request& request) {
+  // `reply`, when given, receives the kernel's answer to a GET request (the first message
+  // with the request's sequence number that is not the ack), or stays empty.
+  Ack transact(const Request& request, std::vector<unsigned char>* reply = nullptr) {
     const std::uint32_t seq = next_seq_++;
     const std::vector<unsigned char> wire = request.bytes(seq);
     sockaddr_nl kernel{};
@@ -165,13 +174,14 @@ class Socket {
         return {errno, {}};
       }
       if (from.nl_pid != 0) continue;  // only the kernel's answers count
-      if (auto ack = find_ack(buf, static_cast<std::size_t>(n), seq)) return *ack;
+      if (auto ack = find_ack(buf, static_cast<std::size_t>(n), seq, reply)) return *ack;
     }
     return {ETIMEDOUT, "no ack among the kernel's answers"};
   }
 
  private:
-  static std::optional<Ack> find_ack(const unsigned char* buf, std::size_t len, std::uint32_t seq) {
+  static std::optional<Ack> find_ack(const unsigned char* buf, std::size_t len, std::uint32_t seq,
+                                     std::vector<unsigned char>* reply) {
     std::size_t offset = 0;
     while (offset + NLMSG_HDRLEN <= len) {
       nlmsghdr header;
@@ -185,6 +195,9 @@ class Socket {
         return Ack{-err.error,
                    extended_ack_message(buf + offset, header.nlmsg_len, header.nlmsg_flags, err)};
       }
+      if (header.nlmsg_seq == seq && reply != nullptr && reply->empty()) {
+        reply->assign(buf + offset, buf + offset + header.nlmsg_len);
+      }
       offset += NLMSG_ALIGN(header.nlmsg_len);
     }
     return std::nullopt;
@@ -194,11 +207,11 @@ class Socket {
   std::uint32_t next_seq_ = 1;
 };
 
-// Opens a socket, sends one request and returns its ack.
-Ack send_request(const Request& request) {
+// Opens a socket, sends one request and returns its ack (and the kernel's answer to a GET).
+Ack send_request(const Request& request, std::vector<unsigned char>* reply = nullptr) {
   Socket socket;
   if (const int err = socket.open(); err != 0) return {err, "cannot open rtnetlink socket"};
-  return socket.transact(request);
+  return socket.transact(request, reply);
 }
 
 std::string address_text(const IpAddr& address, unsigned prefix_len) {
@@ -338,6 +351,65 @@ std::string set_mac(const std::string& ifname, const std::array<std::uint8_t, 6>
   request.put_attr(IFLA_ADDRESS, mac.data(), mac.size());
   const Ack ack = send_request(request);
   return ack.error == 0 ? std::string() : failure(what, ack.reason());
+}
+
+namespace {
+
+// An RTM_*NEIGH request for `address` on interface `index`.
+Request neighbour_request(std::uint16_t type, std::uint16_t nl_flags, unsigned index,
+                          const IpAddr& address, std::uint16_t state) {
+  const WireAddress wire = to_wire(address);
+  ndmsg ndm{};
+  ndm.ndm_family = wire.family;
+  ndm.ndm_ifindex = static_cast<int>(index);
+  ndm.ndm_state = state;
+  Request request(type, nl_flags);
+  request.put(ndm);
+  request.put_attr(NDA_DST, wire.bytes, wire.len);
+  return request;
+}
+
+// Whether an RTM_NEWNEIGH message says PERMANENT with `mac`.
+bool permanent_with(const std::vector<unsigned char>& msg, const MacAddr& mac) {
+  if (msg.size() < NLMSG_HDRLEN + sizeof(ndmsg)) return false;
+  nlmsghdr header;
+  std::memcpy(&header, msg.data(), sizeof header);
+  if (header.nlmsg_type != RTM_NEWNEIGH) return false;
+  ndmsg ndm;
+  std::memcpy(&ndm, msg.data() + NLMSG_HDRLEN, sizeof ndm);
+  if ((ndm.ndm_state & NUD_PERMANENT) == 0) return false;
+  std::size_t offset = NLMSG_HDRLEN + NLMSG_ALIGN(sizeof ndm);
+  while (offset + sizeof(rtattr) <= msg.size()) {
+    rtattr attr;
+    std::memcpy(&attr, msg.data() + offset, sizeof attr);
+    if (attr.rta_len < sizeof attr || offset + attr.rta_len > msg.size()) break;
+    if (attr.rta_type == NDA_LLADDR) {
+      return attr.rta_len == RTA_LENGTH(mac.size()) &&
+             std::memcmp(msg.data() + offset + RTA_LENGTH(0), mac.data(), mac.size()) == 0;
+    }
+    offset += RTA_ALIGN(attr.rta_len);
+  }
+  return false;
+}
+
+}  // namespace
+
+std::string pin_neighbour(const std::string& ifname, const IpAddr& address, const MacAddr& mac,
+                          bool* changed) {
+  if (changed != nullptr) *changed = false;
+  const std::string what = "pin " + address.to_string() + " to " + to_string(mac) + " on " + ifname;
+  const unsigned index = ::if_nametoindex(ifname.c_str());
+  if (index == 0) return failure(what, errno_text(errno));
+  std::vector<unsigned char> entry;
+  const Ack found = send_request(neighbour_request(RTM_GETNEIGH, 0, index, address, 0), &entry);
+  if (found.error == 0 && permanent_with(entry, mac)) return {};
+  if (found.error != 0 && found.error != ENOENT) return failure(what, found.reason());
+  const Ack ack = send_request(
+      neighbour_request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, index, address, NUD_PERMANENT)
+          .with_attr(NDA_LLADDR, mac.data(), mac.size()));
+  if (ack.error != 0) return failure(what, ack.reason());
+  if (changed != nullptr) *changed = true;
+  return {};
 }
 
 }  // namespace vipfarm::dataplane::netlink

@@ -418,6 +418,19 @@ int run_daemon(const config::Config& config, const std::string& program,
       taps.back().addresses.push_back(link_local);
     }
   }
+  if (has_tap) {
+    // The main heartbeat network's peers (membership_service.cpp sends to those of this
+    // node's family only), pinned to the MACs of their heartbeats (host_path.hpp).
+    const IpAddr& own = config.find_node(config.node_id)->address;
+    std::vector<control::HostPath::Peer> peers;
+    for (const config::ClusterNode& node : config.nodes) {
+      if (node.id != config.node_id && node.address.is_v4() == own.is_v4()) {
+        peers.push_back({node.id, node.address});
+      }
+    }
+    host_path.pin_peers(ports[0].exception, std::move(peers),
+                        [&control](NodeId node) { return control.node_mac(node); });
+  }
   boost::asio::post(io, [&, taps = std::move(taps)]() mutable {
     host_path.start(
         std::move(taps),

@@ -241,10 +241,12 @@ void collect_host_path(const control::HostPath::Stats& s,
                        MetricType::Counter, {value_metric(static_cast<double>(s.stalls), true)}));
   out.push_back(family(
       "vipfarm_host_path_repairs_total",
-      "What vipfarmd put back on its TAP after someone removed it: an address, the link's up flag.",
+      "What vipfarmd put back on its TAP after someone removed or changed it: an address, the "
+      "link's up flag, a peer's pinned neighbour entry.",
       MetricType::Counter,
       {value_metric(static_cast<double>(s.address_repairs), true, {{"what", "address"}}),
-       value_metric(static_cast<double>(s.link_repairs), true, {{"what", "link"}})}));
+       value_metric(static_cast<double>(s.link_repairs), true, {{"what", "link"}}),
+       value_metric(static_cast<double>(s.neighbour_repairs), true, {{"what", "neighbour"}})}));
 }
 
 class Collector : public prometheus::Collectable {

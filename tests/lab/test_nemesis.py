@@ -469,6 +469,69 @@ def test_deaf_node(farm, mode):
     n.finish()
 
 
+def neighbour_entries(f, k):
+    """Node k's kernel neighbour entries on its TAP: {address: (state, MAC)}."""
+    out = json.loads(f.in_node(k, "ip", "-j", "neigh", "show", "dev", labfarm.TAP) or "[]")
+    return {e["dst"]: (",".join(e.get("state", [])), e.get("lladdr", "").lower()) for e in out}
+
+
+def test_partition_with_fast_neighbour_timers(farm):
+    """Node 3 cut off from nodes 1 and 2 both ways for 6 s, on hosts whose kernel neighbour
+    timers run fast (reachable 1 s, first probe after 1 s: as some sites tune them), so that
+    every dynamic ARP entry between the two sides has failed by the heal. A node must hear
+    its peers within a heartbeat round trip of the heal all the same (serve mode: the double
+    of the two sides ends within one prober round): the heartbeat path does not wait for
+    ARP. Each node's entries for its peers are PERMANENT with the MAC their heartbeats carry
+    (vipfarmd pins them, docs/membership.md "The host path"), before and after the cut."""
+    f = farm(3, "serve")
+    macs = {j: labfarm.node_mac(j) for j in f.all_nodes()}
+    addrs = {j: f"10.77.0.{j}" for j in f.all_nodes()}  # the lab's node addresses
+
+    def pinned():
+        wrong = []
+        for k in f.all_nodes():
+            have = neighbour_entries(f, k)
+            for j in f.all_nodes():
+                if j != k and have.get(addrs[j]) != ("PERMANENT", macs[j]):
+                    wrong.append(f"node {k} has {addrs[j]} as {have.get(addrs[j])}")
+        return wrong
+
+    assert labfarm.wait_for(lambda: not pinned(), 3), "; ".join(pinned())
+    for k in f.all_nodes():
+        for key, value in (("base_reachable_time_ms", "1000"), ("delay_first_probe_time", "1")):
+            f.in_node(k, "sysctl", "-qw", f"net.ipv4.neigh.{labfarm.TAP}.{key}={value}")
+        f.in_node(k, "ip", "neigh", "flush", "dev", labfarm.TAP)  # dynamic entries only
+    sw = Switch(f)
+    n = Nemesis(f, "partition-fast-arp", "serve", 60)
+    a = n.fault()
+    sw.cut_from_victim()
+    sw.cut_to_victim()
+    sleep_until(a + 6000)
+    dropped = sw.counter("from_victim"), sw.counter("to_victim")
+    sw.whole()
+    b = n.heal()
+    n.deaf.append((VICTIM, a, b))
+    n.note(f"fault applied: the switch dropped {dropped[0]} frames of node {VICTIM} to its peers "
+           f"and {dropped[1]} of theirs to it")
+    assert min(dropped) >= 60, f"fault not applied: frames dropped {dropped}"
+    n.finish()
+    assert not pinned(), "; ".join(pinned())
+    # Tampered with: one entry deleted, another made dynamic with a wrong MAC; both are put
+    # back within a second and counted.
+    f.in_node(1, "ip", "neigh", "del", addrs[2], "dev", labfarm.TAP)
+    f.in_node(1, "ip", "neigh", "replace", addrs[3], "dev", labfarm.TAP,
+              "lladdr", "02:00:00:00:00:99", "nud", "reachable")
+    t = time.monotonic()
+    assert labfarm.wait_for(lambda: not pinned(), 3), "; ".join(pinned())
+    took = time.monotonic() - t
+    repairs = labfarm.metric(f.metrics(1), "vipfarm_host_path_repairs_total", what="neighbour")
+    line = (f"    pinned neighbour entries deleted or changed on node 1: put back after "
+            f"{took:.2f} s, vipfarm_host_path_repairs_total{{what=neighbour}} {repairs}")
+    print(line)
+    labfarm.SUMMARY.append(line)
+    assert took < 1.5 and repairs == 2, line
+
+
 @pytest.mark.parametrize("mode", MODES)
 def test_flapping(farm, mode):
     """Node 3 cut off from nodes 1 and 2 (both ways; the client still reaches it) 1.5 s,

@@ -62,6 +62,9 @@ class Control {
   // A node's uplink MAC (heard in its heartbeats): directed VIPs forward to it. No-op when
   // unchanged.
   void set_node_mac(NodeId node, const MacAddr& mac);
+  // The MAC directed VIPs forward to for `node` (its heartbeats', else the configured one);
+  // nullopt when neither is known.
+  std::optional<MacAddr> node_mac(NodeId node) const;
   // Directed VIPs during a handoff: per bucket (group * buckets + bucket), the peers that
   // still release it (bit id-1), from their heartbeats; empty when none does. Frames go to
   // them too (docs/directed.md). No-op without a directed VIP or when unchanged.

@@ -1,5 +1,5 @@
-// Addresses and link state of the daemon's TAP interface through raw rtnetlink (no libnl,
-// no `ip`): the control path calls these at start-up and shutdown, in its own namespace.
+// Addresses, link state and neighbour entries of the daemon's TAP interface through raw rtnetlink
+// (no libnl, no `ip`): the control path calls these at start-up and shutdown, in its own namespace.
 #pragma once
 
 #include <array>
@@ -38,5 +38,12 @@ std::string remove_address(const std::string& ifname, const IpAddr& address, uns
 // Sets the link-layer address (IFLA_ADDRESS). TAP and dummy links accept this while up;
 // other drivers may answer EBUSY unless it is called before link_up.
 std::string set_mac(const std::string& ifname, const std::array<std::uint8_t, 6>& mac);
+
+// Makes the kernel's neighbour entry (ARP or IPv6 ND) for `address` on the interface
+// PERMANENT with `mac`: the kernel neither ages it nor lets an ARP or ND packet replace it,
+// and sends to `mac` without resolving first. An entry already so is left alone; `changed`,
+// when given, says whether the entry was missing or different (and was written).
+std::string pin_neighbour(const std::string& ifname, const IpAddr& address, const MacAddr& mac,
+                          bool* changed = nullptr);
 
 }  // namespace vipfarm::dataplane::netlink
