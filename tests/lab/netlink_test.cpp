@@ -7,6 +7,7 @@
 #include <fcntl.h>
 #include <linux/if_addr.h>
 #include <linux/if_tun.h>
+#include <linux/neighbour.h>
 #include <linux/netlink.h>
 #include <linux/rtnetlink.h>
 #include <net/if.h>
@@ -228,6 +229,72 @@ std::optional<AddrRecord> find_address(const std::string& ifname, const IpAddr& 
   return std::nullopt;
 }
 
+struct NeighRecord {
+  std::uint16_t state = 0;
+  std::vector<unsigned char> lladdr;
+};
+
+// The kernel's neighbour entry for `address` on `ifname`, read with a dump (not the GET
+// that pin_neighbour itself uses).
+std::optional<NeighRecord> find_neighbour(const std::string& ifname, const IpAddr& address) {
+  const unsigned index = if_nametoindex(ifname.c_str());
+  Rtnl rtnl;
+  rtnl.start(RTM_GETNEIGH, NLM_F_DUMP);
+  ndmsg ndm{};
+  ndm.ndm_family = AF_UNSPEC;
+  rtnl.put(ndm);
+  std::vector<std::vector<unsigned char>> replies;
+  if (rtnl.exchange(&replies) != 0) return std::nullopt;
+  for (const auto& msg : replies) {
+    const auto* h = reinterpret_cast<const nlmsghdr*>(msg.data());
+    if (h->nlmsg_type != RTM_NEWNEIGH) continue;
+    const auto* nd = static_cast<const ndmsg*>(NLMSG_DATA(h));
+    if (nd->ndm_ifindex != static_cast<int>(index)) continue;
+    NeighRecord rec;
+    rec.state = nd->ndm_state;
+    std::optional<IpAddr> dst;
+    int len = static_cast<int>(RTM_PAYLOAD(h));
+    for (const rtattr* a = reinterpret_cast<const rtattr*>(
+             reinterpret_cast<const unsigned char*>(nd) + NLMSG_ALIGN(sizeof(ndmsg)));
+         RTA_OK(a, len); a = RTA_NEXT(a, len)) {
+      if (a->rta_type == NDA_DST) {
+        char text[INET6_ADDRSTRLEN];
+        inet_ntop(nd->ndm_family, RTA_DATA(a), text, sizeof text);
+        dst = IpAddr::parse(text);
+      }
+      if (a->rta_type == NDA_LLADDR) {
+        const auto* p = static_cast<const unsigned char*>(RTA_DATA(a));
+        rec.lladdr.assign(p, p + RTA_PAYLOAD(a));
+      }
+    }
+    if (dst && *dst == address) return rec;
+  }
+  return std::nullopt;
+}
+
+// A dynamic (STALE) entry, as ARP would leave it.
+int add_stale_neighbour(const std::string& ifname, const IpAddr& address,
+                        const vipfarm::MacAddr& mac) {
+  Rtnl rtnl;
+  rtnl.start(RTM_NEWNEIGH, NLM_F_ACK | NLM_F_CREATE | NLM_F_REPLACE);
+  ndmsg ndm{};
+  ndm.ndm_family = address.is_v4() ? AF_INET : AF_INET6;
+  ndm.ndm_ifindex = static_cast<int>(if_nametoindex(ifname.c_str()));
+  ndm.ndm_state = NUD_STALE;
+  rtnl.put(ndm);
+  unsigned char raw[16];
+  inet_pton(ndm.ndm_family, address.to_string().c_str(), raw);
+  rtnl.attr(NDA_DST, raw, address.is_v4() ? 4 : 16);
+  rtnl.attr(NDA_LLADDR, mac.data(), mac.size());
+  return rtnl.exchange();
+}
+
+bool pinned_to(const std::string& ifname, const IpAddr& address, const vipfarm::MacAddr& mac) {
+  const auto rec = find_neighbour(ifname, address);
+  return rec && rec->state == NUD_PERMANENT &&
+         rec->lladdr == std::vector<unsigned char>(mac.begin(), mac.end());
+}
+
 std::optional<ifreq> query_link(const std::string& ifname, unsigned long request) {
   const int fd = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
   if (fd < 0) return std::nullopt;
@@ -317,6 +384,28 @@ int main() {
               {dev, "10.1.2.3/33"});
   check_error(nl::add_address(dev, addr("fd00::1"), 129, true), "add with prefix 129",
               {dev, "fd00::1/129"});
+
+  // Neighbour entries pinned (the peers', host_path.hpp): written, left alone when already
+  // so, rewritten for a new MAC, and a dynamic entry replaced.
+  const vipfarm::MacAddr peer_mac{0x02, 0x77, 0x00, 0x00, 0x00, 0x07};
+  const vipfarm::MacAddr new_mac{0x02, 0x77, 0x00, 0x00, 0x01, 0x07};
+  for (const char* text : {"10.9.0.7", "fd00:1::7"}) {
+    const std::string name = text;
+    bool changed = false;
+    check_ok(nl::pin_neighbour(dev, addr(text), peer_mac, &changed), "pin " + name);
+    check(changed, "pin says it wrote " + name);
+    check(pinned_to(dev, addr(text), peer_mac), "PERMANENT with its MAC " + name);
+    check_ok(nl::pin_neighbour(dev, addr(text), peer_mac, &changed), "pin again " + name);
+    check(!changed, "pin again says it was so " + name);
+    check_ok(nl::pin_neighbour(dev, addr(text), new_mac, &changed), "pin a new MAC " + name);
+    check(changed && pinned_to(dev, addr(text), new_mac), "the new MAC reads back " + name);
+    check(add_stale_neighbour(dev, addr(text), peer_mac) == 0, "made dynamic " + name);
+    check(!pinned_to(dev, addr(text), new_mac), "control: the dynamic entry is not pinned " + name);
+    check_ok(nl::pin_neighbour(dev, addr(text), new_mac, &changed), "pin over dynamic " + name);
+    check(changed && pinned_to(dev, addr(text), new_mac), "pinned again " + name);
+  }
+  check_error(nl::pin_neighbour(missing, addr("10.9.0.7"), peer_mac), "pin on a missing link",
+              {missing, "10.9.0.7"});
 
   for (const auto& c : cases) {
     const std::string name = std::string(c.text) + "/" + std::to_string(c.prefix_len);
