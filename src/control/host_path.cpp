@@ -1,14 +1,20 @@
 #include "vipfarm/control/host_path.hpp"
 
+#include <pthread.h>
+
+#include <boost/asio/post.hpp>
+#include <condition_variable>
 #include <iostream>
+#include <thread>
 
 #include "vipfarm/dataplane/netlink.hpp"
 
 namespace vipfarm::control {
 
 struct HostPath::Impl : std::enable_shared_from_this<Impl> {
-  Impl(boost::asio::io_context& io, const dataplane::Dataplane& dp) : timer(io), dp(dp) {}
+  Impl(boost::asio::io_context& io, const dataplane::Dataplane& dp) : io(io), timer(io), dp(dp) {}
 
+  boost::asio::io_context& io;  // the control thread's
   boost::asio::steady_timer timer;
   const dataplane::Dataplane& dp;
   std::vector<Tap> taps;
@@ -21,10 +27,13 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
   std::vector<Pin> pins;
   std::function<std::optional<MacAddr>(NodeId)> mac_of;
   std::function<void(const std::string&)> on_change, on_gone;
-  bool running = false;
-  bool gone = false;
-  unsigned ticks = 0;
-  bool stalled = false;  // the exception path, as last reported
+  bool running = false;      // the control thread's timer
+  bool gone = false;         // the netlink thread's
+  bool stalled = false;      // the exception path, as last reported
+  std::thread netlink;       // "vf-hostpath": every request that may wait for rtnl_lock
+  std::mutex netlink_mutex;  // with `wake`: stopping the netlink thread
+  std::condition_variable wake;
+  bool netlink_stop = false;
   mutable std::mutex mutex;
   Stats stats;  // under mutex
 
@@ -55,9 +64,25 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
       }
       on_change(reason);
     }
-    if (++ticks % kTapEvery == 0 && !gone) {
+  }
+
+  // The TAPs and the neighbour entries, off the control thread: a netlink request waits for
+  // the kernel's rtnl_lock, which another process may hold for hundreds of milliseconds
+  // (a DPDK application creating its TAP, a container starting); the control thread sends
+  // the heartbeats, and a peer whose heartbeats stop acknowledging ours that long lets this
+  // node's lease run out (the failover lab saw 80-120 ms outages of a survivor that way).
+  void netlink_loop() {
+    ::pthread_setname_np(::pthread_self(), "vf-hostpath");
+    const auto period = kPeriod * kTapEvery;
+    std::unique_lock lock(netlink_mutex);
+    for (unsigned round = 1; !netlink_stop; ++round) {
+      wake.wait_for(lock, period, [this] { return netlink_stop; });
+      if (netlink_stop) break;
+      lock.unlock();
       check_taps();
-      if (!gone) check_neighbours(ticks % kNeighbourVerifyEvery == 0);
+      if (!gone) check_neighbours(round % (kNeighbourVerifyEvery / kTapEvery) == 0);
+      lock.lock();
+      if (gone) break;
     }
   }
 
@@ -101,8 +126,10 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
           std::lock_guard lock(mutex);
           stats.down = why;
         }
-        on_change(why);
-        on_gone(why);
+        boost::asio::post(io, [self = shared_from_this(), why] {
+          self->on_change(why);
+          self->on_gone(why);
+        });
         return;
       }
       if (!*up) {
@@ -141,6 +168,7 @@ void HostPath::start(std::vector<Tap> taps, std::function<void(const std::string
   impl_->on_gone = std::move(on_gone);
   impl_->running = true;
   impl_->schedule();
+  impl_->netlink = std::thread([impl = impl_] { impl->netlink_loop(); });
 }
 
 void HostPath::pin_peers(std::string tap, std::vector<Peer> peers,
@@ -154,6 +182,12 @@ void HostPath::pin_peers(std::string tap, std::vector<Peer> peers,
 void HostPath::stop() {
   impl_->running = false;
   impl_->timer.cancel();
+  {
+    std::lock_guard lock(impl_->netlink_mutex);
+    impl_->netlink_stop = true;
+  }
+  impl_->wake.notify_all();
+  if (impl_->netlink.joinable()) impl_->netlink.join();
 }
 
 HostPath::Stats HostPath::stats() const {

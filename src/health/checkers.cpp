@@ -24,14 +24,19 @@
 #include <boost/asio/ip/icmp.hpp>
 #include <boost/asio/ip/tcp.hpp>
 #include <boost/asio/posix/stream_descriptor.hpp>
+#include <boost/asio/post.hpp>
 #include <boost/asio/steady_timer.hpp>
 #include <cerrno>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
+#include <deque>
 #include <fstream>
+#include <functional>
 #include <mutex>
 #include <span>
 #include <system_error>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -340,6 +345,66 @@ Spawned spawn_shell(const std::string& command, const Identity& id,
 // SIGKILL to the namespace's PID 1: the kernel kills the rest of the namespace with it.
 void kill_child(pid_t pid) { ::kill(pid, SIGKILL); }
 
+// Runs spawn_shell() on a thread of its own, one command at a time: clone(CLONE_VFORK)
+// holds the calling thread until the child's execve(), and the io thread (the control
+// thread) sends the heartbeats. On a loaded host that wait took up to 470 ms in the
+// failover lab (the child scheduled late), long enough for the peers to stop acknowledging
+// this node within its lease, which then stopped serving (issue 16).
+class Spawner {
+ public:
+  using Done = std::function<void(Spawned)>;
+
+  Spawner() = default;
+  Spawner(const Spawner&) = delete;
+  Spawner& operator=(const Spawner&) = delete;
+  ~Spawner() {
+    {
+      const std::lock_guard lock(mutex_);
+      stopping_ = true;
+    }
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+  }
+
+  // `done` runs on the spawner thread with the result.
+  void submit(std::string command, Identity id, std::vector<std::string> env, Done done) {
+    {
+      const std::lock_guard lock(mutex_);
+      jobs_.push_back({std::move(command), std::move(id), std::move(env), std::move(done)});
+      if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
+    }
+    wake_.notify_one();
+  }
+
+ private:
+  struct Job {
+    std::string command;
+    Identity id;
+    std::vector<std::string> env;
+    Done done;
+  };
+
+  void loop() {
+    ::pthread_setname_np(::pthread_self(), "vf-spawner");
+    std::unique_lock lock(mutex_);
+    for (;;) {
+      wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
+      if (jobs_.empty()) return;  // stopping, nothing left
+      Job job = std::move(jobs_.front());
+      jobs_.pop_front();
+      lock.unlock();
+      job.done(spawn_shell(job.command, job.id, job.env));
+      lock.lock();
+    }
+  }
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Job> jobs_;
+  bool stopping_ = false;
+  std::thread thread_;
+};
+
 }  // namespace
 
 struct Checkers::Impl : std::enable_shared_from_this<Impl> {
@@ -514,7 +579,25 @@ struct Checkers::Impl : std::enable_shared_from_this<Impl> {
                     "user \"" + (p.config.user.empty() ? "nobody" : p.config.user) +
                         "\": killing its command at the timeout needs CAP_KILL");
     }
-    Spawned child = spawn_shell(p.config.target, id, p.environment);
+    // The command starts on the spawner thread; its result comes back here. A check that
+    // was stopped meanwhile kills what it started.
+    spawner.submit(p.config.target, id, p.environment,
+                   [weak = weak_from_this(), &p, attempt = p.attempt, &io = io](Spawned child) {
+                     asio::post(io, [weak, &p, attempt, child] {
+                       const std::shared_ptr<Impl> self = weak.lock();
+                       if (self && !self->stopped && p.attempt == attempt) {
+                         return self->spawned(p, child);
+                       }
+                       if (child.pid > 0) {
+                         kill_child(child.pid);
+                         ::waitpid(child.pid, nullptr, 0);
+                         ::close(child.pidfd);
+                       }
+                     });
+                   });
+  }
+
+  void spawned(Probe& p, const Spawned& child) {
     if (child.pid < 0) return finish(p, false, "spawn /bin/sh: " + child.error);
     p.child = child.pid;
     error_code ec;
@@ -605,6 +688,7 @@ struct Checkers::Impl : std::enable_shared_from_this<Impl> {
   asio::io_context& io;
   const std::function<void()> on_change;
   std::vector<std::unique_ptr<Probe>> probes;
+  Spawner spawner;  // destroyed (its thread joined) before the probes
   bool started = false;
   bool stopped = false;
   // Guards statuses, which other threads read; never held across I/O or on_change.

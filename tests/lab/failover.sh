@@ -276,14 +276,16 @@ for k in 1 2 3; do
 done
 
 # --- checkers: nginx stops on node 3, its tcp checker takes it out ---------------------
-# Budget: fall (2) x interval (200 ms) + timeout (200 ms) + agreement (one interval).
+# Budget: fall (2) x interval (200 ms) + timeout (200 ms) + agreement (one interval). Timed
+# from before the stop to the later of the two survivors' installs (their history's clock,
+# as the kill trials: polling every node through vipfarmctl and Python takes 200-300 ms a
+# round on a 2-vCPU host, which is not the daemon's time).
 checker_bound=1000
 _lab_ms
 t0=$_LAB_MS
 lab_stop_nginx 3
-if lab_wait_view 1,2 5; then
-  _lab_ms
-  pulled=$((_LAB_MS - t0))
+if lab_wait_view 1,2 5 && at=$(lab_installed_at 1,2 1 2); then
+  pulled=$((at - t0))
 else
   pulled=-1
 fi
@@ -295,9 +297,8 @@ check "node 3 reports WAIT" bash -c '"$1" state --socket "$2" >/dev/null; test $
 lab_start_nginx 3
 _lab_ms
 t0=$_LAB_MS
-if lab_wait_view 1,2,3 5; then
-  _lab_ms
-  back=$((_LAB_MS - t0))
+if lab_wait_view 1,2,3 5 && at=$(lab_installed_at 1,2,3 1 2 3); then
+  back=$((at - t0))
 else
   back=-1
 fi

@@ -49,7 +49,9 @@ class HostPath {
     std::uint64_t neighbour_repairs = 0;
     std::uint64_t stalls = 0;  // exception path stalls seen
   };
-  // How often the exception path is looked at, and the TAPs (netlink requests).
+  // How often the exception path is looked at (on the control thread), and the TAPs
+  // (netlink requests, on a thread of their own: they may wait for the kernel's rtnl_lock,
+  // and the control thread sends the heartbeats).
   static constexpr std::chrono::milliseconds kPeriod{20};
   static constexpr unsigned kTapEvery = 10;  // every 200 ms
   // A peer's pinned entry is rewritten within kTapEvery of a new MAC, and read back from the
@@ -66,7 +68,8 @@ class HostPath {
   HostPath(const HostPath&) = delete;
   HostPath& operator=(const HostPath&) = delete;
 
-  // Starts watching (on the io thread or before it runs). `taps` with their addresses as
+  // Starts watching (on the io thread or before it runs); `on_change` and `on_gone` are
+  // called on the io thread. `taps` with their addresses as
   // vipfarmd set them; none with a net_null exception port.
   void start(std::vector<Tap> taps, std::function<void(const std::string&)> on_change,
              std::function<void(const std::string&)> on_gone);
