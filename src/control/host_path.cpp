@@ -67,10 +67,9 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
   }
 
   // The TAPs and the neighbour entries, off the control thread: a netlink request waits for
-  // the kernel's rtnl_lock, which another process may hold for hundreds of milliseconds
-  // (a DPDK application creating its TAP, a container starting); the control thread sends
-  // the heartbeats, and a peer whose heartbeats stop acknowledging ours that long lets this
-  // node's lease run out (the failover lab saw 80-120 ms outages of a survivor that way).
+  // the kernel's rtnl_lock, which any other process may hold, and the control thread sends
+  // the heartbeats. (The failover lab's lease lapses came from a blocking clone() on that
+  // thread, health/checkers.cpp's Spawner; a wait for rtnl_lock there would do the same.)
   void netlink_loop() {
     ::pthread_setname_np(::pthread_self(), "vf-hostpath");
     const auto period = kPeriod * kTapEvery;

@@ -15,7 +15,6 @@
 #include <cerrno>
 #include <cstring>
 #include <optional>
-#include <utility>
 #include <vector>
 
 namespace vipfarm::dataplane::netlink {
@@ -48,11 +47,6 @@ class Request {
   template <class T>
   void put(const T& value) {
     append(&value, sizeof value);
-  }
-
-  Request&& with_attr(std::uint16_t type, const void* data, std::size_t len) && {
-    put_attr(type, data, len);
-    return std::move(*this);
   }
 
   void put_attr(std::uint16_t type, const void* data, std::size_t len) {
@@ -404,9 +398,10 @@ std::string pin_neighbour(const std::string& ifname, const IpAddr& address, cons
   const Ack found = send_request(neighbour_request(RTM_GETNEIGH, 0, index, address, 0), &entry);
   if (found.error == 0 && permanent_with(entry, mac)) return {};
   if (found.error != 0 && found.error != ENOENT) return failure(what, found.reason());
-  const Ack ack = send_request(
-      neighbour_request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, index, address, NUD_PERMANENT)
-          .with_attr(NDA_LLADDR, mac.data(), mac.size()));
+  Request request =
+      neighbour_request(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, index, address, NUD_PERMANENT);
+  request.put_attr(NDA_LLADDR, mac.data(), mac.size());
+  const Ack ack = send_request(request);
   if (ack.error != 0) return failure(what, ack.reason());
   if (changed != nullptr) *changed = true;
   return {};

@@ -389,7 +389,7 @@ class Spawner {
     std::unique_lock lock(mutex_);
     for (;;) {
       wake_.wait(lock, [this] { return stopping_ || !jobs_.empty(); });
-      if (jobs_.empty()) return;  // stopping, nothing left
+      if (stopping_) return;  // what is queued never started: nothing to kill
       Job job = std::move(jobs_.front());
       jobs_.pop_front();
       lock.unlock();

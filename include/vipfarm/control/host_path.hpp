@@ -5,13 +5,12 @@
 // What cannot is reported through `on_change` with a reason ("" once whole again), so that
 // membership steps aside meanwhile (Membership::set_path_down): a stalled exception path.
 // The peers' neighbour entries on the main TAP are pinned (PERMANENT) to the MAC their
-// heartbeats carry, so the heartbeat path never waits for ARP or ND: after a cut in both
-// directions the dynamic entries have failed, and resolving them again would take up to a
-// second after the heal, during which the two sides go on serving beside each other. An
-// entry someone removed or changed is put back.
-// A TAP that is gone cannot come back without a restart: `on_gone` is called once, and
-// vipfarmd exits with status 1 for its service manager to restart it (a clean stop: the
-// peers take its buckets at once).
+// heartbeats carry (the configured `mac` until the first one), so the heartbeat path never waits
+// for ARP or ND: after a cut in both directions the dynamic entries have failed, and resolving them
+// again would take up to a second after the heal, during which the two sides go on serving beside
+// each other. An entry someone removed or changed is put back. A TAP that is gone cannot come back
+// without a restart: `on_gone` is called once, and vipfarmd exits with status 1 for its service
+// manager to restart it (a clean stop: the peers take its buckets at once).
 #pragma once
 
 #include <atomic>
