@@ -499,7 +499,7 @@ def test_partition_with_fast_neighbour_timers(farm):
     assert labfarm.wait_for(lambda: not pinned(), 3), "; ".join(pinned())
     for k in f.all_nodes():
         for key, value in (("base_reachable_time_ms", "1000"), ("delay_first_probe_time", "1")):
-            f.in_node(k, "sysctl", "-qw", f"net.ipv4.neigh.{labfarm.TAP}.{key}={value}")
+            f.in_node(k, "sh", "-c", f"echo {value} > /proc/sys/net/ipv4/neigh/{labfarm.TAP}/{key}")
         f.in_node(k, "ip", "neigh", "flush", "dev", labfarm.TAP)  # dynamic entries only
     sw = Switch(f)
     n = Nemesis(f, "partition-fast-arp", "serve", 60)
