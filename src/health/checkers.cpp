@@ -33,7 +33,9 @@
 #include <deque>
 #include <fstream>
 #include <functional>
+#include <map>
 #include <mutex>
+#include <optional>
 #include <span>
 #include <system_error>
 #include <thread>
@@ -283,7 +285,7 @@ int child_main(void* arg) {
     child_fail(plan, "PR_CAP_AMBIENT_CLEAR_ALL");
   }
   if (::prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) != 0) child_fail(plan, "PR_SET_NO_NEW_PRIVS");
-  // After the credentials, which clear it: the command dies with the daemon's control thread.
+  // After the credentials, which clear it: the command dies with the spawner thread.
   if (::prctl(PR_SET_PDEATHSIG, SIGKILL, 0, 0, 0) != 0) child_fail(plan, "PR_SET_PDEATHSIG");
   // Default signal handling; our handlers' table is the child's own copy (no CLONE_SIGHAND).
   struct sigaction default_action {};
@@ -352,11 +354,16 @@ void kill_child(pid_t pid) { ::kill(pid, SIGKILL); }
 // this node within its lease, which then stopped serving (issue 16).
 class Spawner {
  public:
-  using Done = std::function<void(Spawned)>;
+  // Names one started command until the io thread claims it.
+  using Ticket = std::uint64_t;
+  using Done = std::function<void(Ticket)>;
 
   Spawner() = default;
   Spawner(const Spawner&) = delete;
   Spawner& operator=(const Spawner&) = delete;
+  // A command whose ticket was never claimed (the io thread stopped, or dropped the posted
+  // handler unrun when its io_context was destroyed) is killed and reaped here: a result
+  // in flight is never lost with its child.
   ~Spawner() {
     {
       const std::lock_guard lock(mutex_);
@@ -364,9 +371,10 @@ class Spawner {
     }
     wake_.notify_all();
     if (thread_.joinable()) thread_.join();
+    for (auto& [ticket, child] : unclaimed_) reap(child);
   }
 
-  // `done` runs on the spawner thread with the result.
+  // `done` runs on the spawner thread with the ticket that claim() exchanges for the result.
   void submit(std::string command, Identity id, std::vector<std::string> env, Done done) {
     {
       const std::lock_guard lock(mutex_);
@@ -374,6 +382,24 @@ class Spawner {
       if (!thread_.joinable()) thread_ = std::thread([this] { loop(); });
     }
     wake_.notify_one();
+  }
+
+  // The result for `ticket`, once; the caller then owns the child and its pidfd.
+  std::optional<Spawned> claim(Ticket ticket) {
+    const std::lock_guard lock(mutex_);
+    const auto it = unclaimed_.find(ticket);
+    if (it == unclaimed_.end()) return std::nullopt;
+    Spawned child = std::move(it->second);
+    unclaimed_.erase(it);
+    return child;
+  }
+
+  // Kills a started command (the whole namespace with it) and reaps it.
+  static void reap(const Spawned& child) {
+    if (child.pid <= 0) return;
+    kill_child(child.pid);
+    ::waitpid(child.pid, nullptr, 0);
+    ::close(child.pidfd);
   }
 
  private:
@@ -393,7 +419,13 @@ class Spawner {
       Job job = std::move(jobs_.front());
       jobs_.pop_front();
       lock.unlock();
-      job.done(spawn_shell(job.command, job.id, job.env));
+      Spawned child = spawn_shell(job.command, job.id, job.env);
+      lock.lock();
+      const Ticket ticket = next_ticket_++;
+      unclaimed_.emplace(ticket, std::move(child));
+      if (stopping_) return;  // the destructor reaps it
+      lock.unlock();
+      job.done(ticket);
       lock.lock();
     }
   }
@@ -401,6 +433,8 @@ class Spawner {
   std::mutex mutex_;
   std::condition_variable wake_;
   std::deque<Job> jobs_;
+  std::map<Ticket, Spawned> unclaimed_;
+  Ticket next_ticket_ = 0;
   bool stopping_ = false;
   std::thread thread_;
 };
@@ -580,21 +614,20 @@ struct Checkers::Impl : std::enable_shared_from_this<Impl> {
                         "\": killing its command at the timeout needs CAP_KILL");
     }
     // The command starts on the spawner thread; its result comes back here. A check that
-    // was stopped meanwhile kills what it started.
-    spawner.submit(p.config.target, id, p.environment,
-                   [weak = weak_from_this(), &p, attempt = p.attempt, &io = io](Spawned child) {
-                     asio::post(io, [weak, &p, attempt, child] {
-                       const std::shared_ptr<Impl> self = weak.lock();
-                       if (self && !self->stopped && p.attempt == attempt) {
-                         return self->spawned(p, child);
-                       }
-                       if (child.pid > 0) {
-                         kill_child(child.pid);
-                         ::waitpid(child.pid, nullptr, 0);
-                         ::close(child.pidfd);
-                       }
-                     });
-                   });
+    // was stopped meanwhile kills what it started; one whose handler never runs leaves it
+    // to the spawner's destructor.
+    spawner.submit(
+        p.config.target, id, p.environment,
+        [weak = weak_from_this(), &p, attempt = p.attempt, &io = io](Spawner::Ticket ticket) {
+          asio::post(io, [weak, &p, attempt, ticket] {
+            const std::shared_ptr<Impl> self = weak.lock();
+            if (!self) return;  // the spawner reaped it
+            const std::optional<Spawned> child = self->spawner.claim(ticket);
+            if (!child) return;
+            if (self->stopped || p.attempt != attempt) return Spawner::reap(*child);
+            self->spawned(p, *child);
+          });
+        });
   }
 
   void spawned(Probe& p, const Spawned& child) {
