@@ -9,6 +9,8 @@
 #include <rte_lcore.h>
 #include <rte_malloc.h>
 #include <rte_mbuf.h>
+#include <rte_mbuf_pool_ops.h>
+#include <rte_mempool.h>
 #include <rte_rcu_qsbr.h>
 #include <rte_ring.h>
 
@@ -65,6 +67,38 @@ void idle_backoff(unsigned& idle) noexcept {
 constexpr std::uint16_t kExceptionBurst = 32;
 
 std::string eal_error(const std::string& what) { return what + ": " + rte_strerror(rte_errno); }
+
+// The mbuf pool, as rte_pktmbuf_pool_create() makes it, but `packed` for an af_xdp uplink:
+// that driver registers the pool's memory as its UMEM, sized populated objects x object
+// size from the first object, so every mbuf must lie within that span. A default pool
+// keeps each object within one page, and on 4 KiB pages (EAL --no-huge) that leaves a gap
+// after every 2.3 KiB mbuf: the pool spanned 91 MB, the UMEM 53 MB, and each mbuf beyond
+// it that the driver put on the fill ring was dropped there by the kernel (an invalid
+// address), until the fill ring ran dry and the uplink received nothing more, for good
+// (issue 16: a 10^5/s flood did it within a second). Packed (no IOVA-contiguity per
+// object, which only DMA needs, and af_xdp does none of its own) and in one chunk, the
+// pool is exactly the span the driver registers.
+std::string create_mbuf_pool(unsigned count, bool packed, rte_mempool*& pool) {
+  const unsigned element = sizeof(rte_mbuf) + RTE_MBUF_DEFAULT_BUF_SIZE;
+  pool = rte_mempool_create_empty(
+      "vipfarm_mbufs", count, element, kMbufCache, sizeof(rte_pktmbuf_pool_private),
+      static_cast<int>(rte_socket_id()), packed ? RTE_MEMPOOL_F_NO_IOVA_CONTIG : 0);
+  if (pool == nullptr) return eal_error("mbuf pool");
+  if (rte_mempool_set_ops_byname(pool, rte_mbuf_best_mempool_ops(), nullptr) != 0) {
+    return eal_error("mbuf pool handler");
+  }
+  rte_pktmbuf_pool_private room{};
+  room.mbuf_data_room_size = RTE_MBUF_DEFAULT_BUF_SIZE;
+  rte_pktmbuf_pool_init(pool, &room);
+  if (rte_mempool_populate_default(pool) < 0) return eal_error("mbuf pool memory");
+  rte_mempool_obj_iter(pool, rte_pktmbuf_init, nullptr);
+  if (packed && pool->nb_mem_chunks != 1) {
+    return "an af_xdp uplink needs the mbuf pool in one contiguous area, and EAL gave it " +
+           std::to_string(pool->nb_mem_chunks) +
+           " (its memory is fragmented: give EAL more with -m, or use hugepages)";
+  }
+  return {};
+}
 
 std::string port_error(const std::string& what, int rc) { return what + ": " + rte_strerror(-rc); }
 
@@ -751,10 +785,14 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
            std::to_string(d.workers + 1) + " (main + workers)";
   }
 
-  d.pool = rte_pktmbuf_pool_create(
-      "vipfarm_mbufs", mbuf_count(d.workers, config.exception.ring_size, ports.size()), kMbufCache,
-      0, RTE_MBUF_DEFAULT_BUF_SIZE, static_cast<int>(rte_socket_id()));
-  if (d.pool == nullptr) return eal_error("mbuf pool");
+  const bool af_xdp = std::any_of(ports.begin(), ports.end(), [](const config::Port& port) {
+    return port.uplink.starts_with("net_af_xdp");
+  });
+  if (std::string error = create_mbuf_pool(
+          mbuf_count(d.workers, config.exception.ring_size, ports.size()), af_xdp, d.pool);
+      !error.empty()) {
+    return error;
+  }
   const std::size_t qsbr_size = rte_rcu_qsbr_get_memsize(d.workers);
   d.qsbr = static_cast<rte_rcu_qsbr*>(rte_zmalloc("vipfarm_qsbr", qsbr_size, RTE_CACHE_LINE_SIZE));
   if (d.qsbr == nullptr || rte_rcu_qsbr_init(d.qsbr, d.workers) != 0) return "RCU state";
