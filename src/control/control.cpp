@@ -317,7 +317,8 @@ nlohmann::json Control::buckets() const {
 }
 
 nlohmann::json Control::counters() const {
-  const dataplane::LcoreCounters s = dataplane_.totals().sum;
+  const dataplane::Totals totals = dataplane_.totals();
+  const dataplane::LcoreCounters& s = totals.sum;
   nlohmann::json verdicts, malformed;
   for (std::size_t v = 0; v < s.verdicts.size(); ++v) {
     if (v == static_cast<std::size_t>(packet::Verdict::kFarm)) continue;  // never counted
@@ -330,9 +331,14 @@ nlohmann::json Control::counters() const {
   for (std::size_t n = 1; n < s.forwarded.size(); ++n) {
     if (s.forwarded[n] != 0) forwarded[std::to_string(n)] = s.forwarded[n];
   }
+  nlohmann::json rx_missed = nlohmann::json::object();
+  for (std::size_t p = 0; p < totals.port_rx_missed.size(); ++p) {
+    rx_missed[dataplane_.port_name(p)] = totals.port_rx_missed[p];
+  }
   return {{"ok", true},
           {"rx_packets", s.rx_packets},
           {"rx_bytes", s.rx_bytes},
+          {"uplink_rx_missed", rx_missed},
           {"verdicts", verdicts},
           {"malformed", malformed},
           {"arp_replies", s.arp_replies},

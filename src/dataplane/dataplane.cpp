@@ -1092,6 +1092,10 @@ Totals Dataplane::totals() const {
     t.flows.embryonic += f.embryonic;
     t.flows_capacity += table->capacity();
   }
+  for (const Impl::Port& port : impl_->ports) {
+    rte_eth_stats stats{};
+    t.port_rx_missed.push_back(rte_eth_stats_get(port.uplink, &stats) == 0 ? stats.imissed : 0);
+  }
   return t;
 }
 

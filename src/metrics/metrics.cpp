@@ -287,13 +287,24 @@ class Collector : public prometheus::Collectable {
         "Frames sent on each dataplane port's uplink (the kernel's, ARP/ND replies, forwarded).",
         prometheus::MetricType::Counter,
         {}};
+    prometheus::MetricFamily port_missed{
+        "vipfarm_port_rx_missed_total",
+        "Frames each dataplane port's uplink dropped before a worker took them (a full "
+        "receive ring; af_xdp: also an empty fill ring).",
+        prometheus::MetricType::Counter,
+        {}};
     for (std::size_t p = 0; p < dataplane_.port_count() && p < s.port_rx.size(); ++p) {
       const std::vector<prometheus::ClientMetric::Label> port = {{"port", dataplane_.port_name(p)}};
       port_rx.metric.push_back(value_metric(static_cast<double>(s.port_rx[p]), true, port));
       port_tx.metric.push_back(value_metric(static_cast<double>(s.port_tx[p]), true, port));
+      if (p < totals.port_rx_missed.size()) {
+        port_missed.metric.push_back(
+            value_metric(static_cast<double>(totals.port_rx_missed[p]), true, port));
+      }
     }
     out.push_back(std::move(port_rx));
     out.push_back(std::move(port_tx));
+    out.push_back(std::move(port_missed));
     prometheus::MetricFamily verdicts{"vipfarm_packets_total",
                                       "Frames received, by verdict (rx = the sum).",
                                       prometheus::MetricType::Counter,

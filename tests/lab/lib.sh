@@ -8,7 +8,7 @@
 #                      ├─ vf<S>n1 ── veth ── uplink  in vflab-<S>-node1
 #                      └─ ...
 #   client:  10.77.0.250/16, fd77::250/64, plus lab_client_addrs' sources
-#   node k:  uplink up without addresses (vipfarmd owns it through net_af_packet),
+#   node k:  uplink up without addresses (vipfarmd owns it through net_af_xdp),
 #            vipfarmd (TAP vipfarm0 with 10.77.0.k and the VIPs), nginx on port 80
 #
 # <S> is a random per-run suffix (or $LAB_SUFFIX): leftovers of a crashed run never
