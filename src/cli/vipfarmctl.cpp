@@ -16,14 +16,14 @@
 #include <sstream>
 
 #include "top.hpp"
+#include "vipfarm/api/api_client.hpp"
 #include "vipfarm/assignment/assignment.hpp"
 #include "vipfarm/config/config.hpp"
-#include "vipfarm/config/safekit.hpp"
 #include "vipfarm/config/schema.hpp"
-#include "vipfarm/control/api_client.hpp"
 #include "vipfarm/packet/build.hpp"
 #include "vipfarm/packet/classify.hpp"
 #include "vipfarm/packet/pcap.hpp"
+#include "vipfarm/tools/safekit.hpp"
 
 namespace po = boost::program_options;
 using namespace vipfarm;
@@ -271,7 +271,7 @@ constexpr const char* kDefaultSocket = "/run/vipfarm/vipfarmd.sock";
 
 // Sends one request to the daemon; prints the error and returns nullopt when it fails.
 std::optional<nlohmann::json> ask(const std::string& socket, const nlohmann::json& request) {
-  const control::ApiReply reply = control::api_call(socket, request);
+  const api::ApiReply reply = api::api_call(socket, request);
   if (!reply.transport_ok) {
     std::cerr << "vipfarmctl: " << reply.error << "\n";
     return std::nullopt;

@@ -7,7 +7,7 @@
 #include <iostream>
 #include <thread>
 
-#include "vipfarm/dataplane/netlink.hpp"
+#include "vipfarm/host/netlink.hpp"
 
 namespace vipfarm::control {
 
@@ -92,7 +92,7 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
       if (!mac || (!verify && pin.written == mac)) continue;
       bool changed = false;
       const std::string err =
-          dataplane::netlink::pin_neighbour(pin_tap, pin.peer.address, *mac, &changed);
+          host::netlink::pin_neighbour(pin_tap, pin.peer.address, *mac, &changed);
       if (!err.empty()) {
         if (err != pin.error) std::cerr << "vipfarmd: " << err << "\n";
         pin.error = err;
@@ -116,7 +116,7 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
 
   void check_taps() {
     for (const Tap& tap : taps) {
-      const std::optional<bool> up = dataplane::netlink::link_is_up(tap.name);
+      const std::optional<bool> up = host::netlink::link_is_up(tap.name);
       if (!up) {
         gone = true;
         const std::string why = "the TAP " + tap.name + " is gone (deleted?)";
@@ -132,7 +132,7 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
         return;
       }
       if (!*up) {
-        const std::string err = dataplane::netlink::link_up(tap.name);
+        const std::string err = host::netlink::link_up(tap.name);
         std::cerr << "vipfarmd: the TAP " << tap.name
                   << " was down: " << (err.empty() ? "set up again" : err) << "\n";
         std::lock_guard lock(mutex);
@@ -141,7 +141,7 @@ struct HostPath::Impl : std::enable_shared_from_this<Impl> {
       for (const Address& a : tap.addresses) {
         bool added = false;
         const std::string err =
-            dataplane::netlink::add_address(tap.name, a.address, a.prefix, a.no_dad, &added);
+            host::netlink::add_address(tap.name, a.address, a.prefix, a.no_dad, &added);
         if (!err.empty()) {
           std::cerr << "vipfarmd: " << err << "\n";
         } else if (added) {

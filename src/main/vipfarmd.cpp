@@ -19,13 +19,13 @@
 #include <set>
 #include <thread>
 
+#include "vipfarm/api/api_server.hpp"
 #include "vipfarm/config/config.hpp"
-#include "vipfarm/control/api_server.hpp"
 #include "vipfarm/control/control.hpp"
 #include "vipfarm/control/host_path.hpp"
 #include "vipfarm/control/membership_service.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
-#include "vipfarm/dataplane/netlink.hpp"
+#include "vipfarm/host/netlink.hpp"
 #include "vipfarm/membership/witness.hpp"
 #include "vipfarm/metrics/metrics.hpp"
 
@@ -178,7 +178,7 @@ std::string silence_kernel_interfaces(const config::Config& config) {
     std::string iface;
     if (std::string err = kernel_interface(port.uplink, iface); !err.empty()) return err;
     if (iface.empty()) continue;
-    if (std::string err = dataplane::netlink::set_noarp(iface); !err.empty()) return err;
+    if (std::string err = host::netlink::set_noarp(iface); !err.empty()) return err;
     const std::string path = "/proc/sys/net/ipv6/conf/" + iface + "/disable_ipv6";
     std::ofstream out(path);
     out << "1\n";
@@ -200,7 +200,7 @@ std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr&
   // the kernel would take the node's frames beside the data plane.
   MacAddr aside = mac;
   aside[0] = mac[0] == 0xAE ? 0xAA : 0xAE;
-  return dataplane::netlink::set_mac(iface, aside);
+  return host::netlink::set_mac(iface, aside);
 }
 
 void print_totals(const dataplane::Totals& t) {
@@ -259,7 +259,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   std::optional<control::MembershipService> membership;
   if (config.membership.present) membership.emplace(io, config, control, dp);
   control::HostPath host_path(io, dp);
-  std::optional<control::ApiServer> api;
+  std::optional<api::ApiServer> api;
   api.emplace(io, config.api.socket, [&](const nlohmann::json& request) {
     const std::string cmd = request.value("cmd", "");
     if (membership && control::MembershipService::handles(cmd)) return membership->handle(request);
@@ -305,7 +305,7 @@ int run_daemon(const config::Config& config, const std::string& program,
     for (std::size_t p = 0; p < ports.size(); ++p) {
       for (const TapAddress& a : addresses[p]) {
         if (const std::string err =
-                dataplane::netlink::remove_address(ports[p].exception, a.address, a.prefix);
+                host::netlink::remove_address(ports[p].exception, a.address, a.prefix);
             !err.empty()) {
           std::cerr << "vipfarmd: " << err << "\n";
         }
@@ -359,20 +359,20 @@ int run_daemon(const config::Config& config, const std::string& program,
       // duplicate address detection still to run: replaced by ours, which needs none.
       if (a.address == link_local_of(mac)) {
         if (const std::string err =
-                dataplane::netlink::remove_address(ports[p].exception, a.address, a.prefix);
+                host::netlink::remove_address(ports[p].exception, a.address, a.prefix);
             !err.empty()) {
           std::cerr << "vipfarmd: " << err << "\n";
         }
       }
       if (const std::string err =
-              dataplane::netlink::add_address(ports[p].exception, a.address, a.prefix, a.no_dad);
+              host::netlink::add_address(ports[p].exception, a.address, a.prefix, a.no_dad);
           !err.empty()) {
         std::cerr << "vipfarmd: " << err << "\n";
         remove_addresses();
         return 1;
       }
     }
-    if (const std::string err = dataplane::netlink::link_up(ports[p].exception); !err.empty()) {
+    if (const std::string err = host::netlink::link_up(ports[p].exception); !err.empty()) {
       std::cerr << "vipfarmd: " << err << "\n";
       remove_addresses();
       return 1;
@@ -499,8 +499,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   for (std::size_t p = 0; p < ports.size(); ++p) {
     if (kernel_ifaces[p].empty()) continue;
     // The kernel interface's own MAC back: the next start reads it as the node's again.
-    if (const std::string err = dataplane::netlink::set_mac(kernel_ifaces[p], macs[p]);
-        !err.empty()) {
+    if (const std::string err = host::netlink::set_mac(kernel_ifaces[p], macs[p]); !err.empty()) {
       std::cerr << "vipfarmd: " << err << "\n";
     }
   }

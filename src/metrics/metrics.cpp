@@ -15,8 +15,8 @@
 #include <optional>
 #include <thread>
 
+#include "vipfarm/api/api_server.hpp"
 #include "vipfarm/common/net.hpp"
-#include "vipfarm/control/api_server.hpp"
 
 namespace vipfarm::metrics {
 
@@ -411,7 +411,7 @@ class Collector : public prometheus::Collectable {
 };
 
 // What the endpoint turned away: bad input is counted, like everywhere else.
-void collect_http(const control::HttpStats& s, std::vector<prometheus::MetricFamily>& out) {
+void collect_http(const api::HttpStats& s, std::vector<prometheus::MetricFamily>& out) {
   auto refused = family("vipfarm_metrics_http_refused_total",
                         "HTTP requests and connections to /metrics turned away, by reason: "
                         "malformed (400), too_large (431), not_found (404), bad_method (405), "
@@ -441,7 +441,7 @@ struct Exporter::Server {
   boost::asio::io_context io;
   Collector collector;
   // Used on `thread` only, or while it does not run.
-  std::optional<control::HttpServer> http;
+  std::optional<api::HttpServer> http;
   std::thread thread;
 };
 
@@ -457,7 +457,7 @@ std::string Exporter::start(const std::string& listen, const control::Control& c
   if (!at) return "metrics endpoint " + listen + ": expected ADDR:PORT ([v6]:PORT)";
   auto server = std::make_unique<Server>(control, dataplane, membership, host_path);
   Server& s = *server;
-  s.http.emplace(s.io, control::HttpServer::Resource{
+  s.http.emplace(s.io, api::HttpServer::Resource{
                            "/metrics", "text/plain; version=0.0.4; charset=utf-8", [&s] {
                              std::vector<prometheus::MetricFamily> families = s.collector.Collect();
                              collect_http(s.http->stats(), families);

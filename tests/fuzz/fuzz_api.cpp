@@ -24,12 +24,12 @@
 #include <string_view>
 #include <vector>
 
-#include "vipfarm/control/api_server.hpp"
+#include "vipfarm/api/api_server.hpp"
 
 namespace {
 
-using vipfarm::control::ApiLimits;
-using vipfarm::control::ApiServer;
+using vipfarm::api::ApiLimits;
+using vipfarm::api::ApiServer;
 using Json = nlohmann::json;
 
 // Small bounds, so the fuzzer reaches "request too large" and the depth limit with short

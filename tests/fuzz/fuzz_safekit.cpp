@@ -11,7 +11,7 @@
 #include <tuple>
 
 #include "vipfarm/config/config.hpp"
-#include "vipfarm/config/safekit.hpp"
+#include "vipfarm/tools/safekit.hpp"
 
 namespace {
 

@@ -1,7 +1,7 @@
-// Lab test for dataplane::netlink against the real kernel, inside a private network namespace
+// Lab test for host::netlink against the real kernel, inside a private network namespace
 // (unshare) with a dummy link (or a TAP where the kernel lacks dummy), so the host's
 // interfaces are never touched. Needs root.
-#include "vipfarm/dataplane/netlink.hpp"
+#include "vipfarm/host/netlink.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -23,7 +23,7 @@
 #include <string>
 #include <vector>
 
-namespace nl = vipfarm::dataplane::netlink;
+namespace nl = vipfarm::host::netlink;
 using vipfarm::IpAddr;
 
 namespace {

@@ -29,10 +29,10 @@
 #include <thread>
 #include <vector>
 
-#include "vipfarm/control/api_client.hpp"
-#include "vipfarm/control/api_server.hpp"
+#include "vipfarm/api/api_client.hpp"
+#include "vipfarm/api/api_server.hpp"
 
-namespace vipfarm::control {
+namespace vipfarm::api {
 namespace {
 
 using namespace std::chrono_literals;
@@ -802,4 +802,4 @@ TEST_F(ApiTest, HttpStartErrorsAreClear) {
 }
 
 }  // namespace
-}  // namespace vipfarm::control
+}  // namespace vipfarm::api

@@ -8,7 +8,7 @@
 #include <sstream>
 
 #include "vipfarm/config/config.hpp"
-#include "vipfarm/config/safekit.hpp"
+#include "vipfarm/tools/safekit.hpp"
 
 namespace vipfarm::config {
 namespace {

@@ -13,7 +13,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-namespace vipfarm::control {
+namespace vipfarm::api {
 
 // Bounds on what one client can make the server hold; the defaults are the daemon's.
 struct ApiLimits {
@@ -95,4 +95,4 @@ class HttpServer {
   std::shared_ptr<Impl> impl_;
 };
 
-}  // namespace vipfarm::control
+}  // namespace vipfarm::api

@@ -1,7 +1,7 @@
 // The admin API's Unix-socket server (socket file lifecycle, per-connection sessions) and
 // the metrics endpoint's HTTP server, with the bounds that keep misbehaving clients from
 // hurting the thread that serves them or locking out the clients that behave.
-#include "vipfarm/control/api_server.hpp"
+#include "vipfarm/api/api_server.hpp"
 
 #include <sys/socket.h>
 #include <sys/stat.h>
@@ -29,7 +29,7 @@
 #include <utility>
 #include <vector>
 
-namespace vipfarm::control {
+namespace vipfarm::api {
 namespace {
 
 using boost::asio::ip::tcp;
@@ -586,4 +586,4 @@ std::uint16_t HttpServer::port() const {
 
 HttpStats HttpServer::stats() const { return impl_->stats; }
 
-}  // namespace vipfarm::control
+}  // namespace vipfarm::api

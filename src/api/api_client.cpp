@@ -1,6 +1,6 @@
 // The admin API's blocking client: one connection, one request line, one reply line,
 // every step bounded by the caller's deadline.
-#include "vipfarm/control/api_client.hpp"
+#include "vipfarm/api/api_client.hpp"
 
 #include <fcntl.h>
 #include <poll.h>
@@ -14,7 +14,7 @@
 #include <climits>
 #include <system_error>
 
-namespace vipfarm::control {
+namespace vipfarm::api {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -164,4 +164,4 @@ ApiReply api_call(const std::string& path, const Json& request, std::chrono::mil
   return reply;
 }
 
-}  // namespace vipfarm::control
+}  // namespace vipfarm::api

@@ -5,7 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <string>
 
-namespace vipfarm::control {
+namespace vipfarm::api {
 
 struct ApiReply {
   bool transport_ok = false;  // a reply line arrived and parsed as JSON
@@ -18,4 +18,4 @@ struct ApiReply {
 ApiReply api_call(const std::string& path, const nlohmann::json& request,
                   std::chrono::milliseconds timeout = std::chrono::milliseconds(2000));
 
-}  // namespace vipfarm::control
+}  // namespace vipfarm::api

@@ -1,6 +1,6 @@
 // rtnetlink requests for the TAP interface: one socket per call, one request per ack, and
 // errors turned into messages that name the interface, the address and the kernel's reason.
-#include "vipfarm/dataplane/netlink.hpp"
+#include "vipfarm/host/netlink.hpp"
 
 #include <linux/if_addr.h>
 #include <linux/neighbour.h>
@@ -17,7 +17,7 @@
 #include <optional>
 #include <vector>
 
-namespace vipfarm::dataplane::netlink {
+namespace vipfarm::host::netlink {
 
 namespace {
 
@@ -407,4 +407,4 @@ std::string pin_neighbour(const std::string& ifname, const IpAddr& address, cons
   return {};
 }
 
-}  // namespace vipfarm::dataplane::netlink
+}  // namespace vipfarm::host::netlink

@@ -9,7 +9,7 @@
 
 #include "vipfarm/common/net.hpp"
 
-namespace vipfarm::dataplane::netlink {
+namespace vipfarm::host::netlink {
 
 // Every call opens its own NETLINK_ROUTE socket in the caller's network namespace, waits
 // for the kernel's ack and returns "" on success, else a message naming the interface,
@@ -46,4 +46,4 @@ std::string set_mac(const std::string& ifname, const std::array<std::uint8_t, 6>
 std::string pin_neighbour(const std::string& ifname, const IpAddr& address, const MacAddr& mac,
                           bool* changed = nullptr);
 
-}  // namespace vipfarm::dataplane::netlink
+}  // namespace vipfarm::host::netlink

@@ -1,7 +1,7 @@
 // SafeKit farm module (userconfig.xml + cluster.xml) into a vipfarm TOML. Element and
 // attribute names, defaults and meanings follow the SafeKit 8.2 User's Guide (sections 12,
 // 13 and 15, cited as §); anything else found in the file is reported, never guessed at.
-#include "vipfarm/config/safekit.hpp"
+#include "vipfarm/tools/safekit.hpp"
 
 #include <pugixml.hpp>
 
