@@ -18,6 +18,7 @@ each target node's membership port, round robin, TTL 255, on a raw AF_PACKET soc
                   tuple once per --pool frames (make it larger than rate x syn timeout so no
                   tuple is seen twice within it); checksums left 0 (the data plane reads no
                   checksum, and the kernel has no route back to such sources).
+  --kind syn      the same, as SYNs (no ACK number): each a new embryonic flow.
 
 Bounded: --rate datagrams a second in all (default 10^5), for at most --seconds and at most
 --count datagrams; stops when --stop-file exists. Frames are built before the clock starts
@@ -104,7 +105,7 @@ def main():
     ap.add_argument("--src", default="10.77.0.250", help="source address (random kind)")
     ap.add_argument("--target", action="append", required=True,
                     help="ID=MAC=ADDR of a node to flood (repeated)")
-    ap.add_argument("--kind", choices=["random", "bad_mac", "vip", "ack"], default="random")
+    ap.add_argument("--kind", choices=["random", "bad_mac", "vip", "ack", "syn"], default="random")
     ap.add_argument("--sources", default="", help="vip: comma-separated source addresses")
     ap.add_argument("--template", help="bad_mac: a pcap of the farm's heartbeats")
     ap.add_argument("--port", type=int, default=9470)
@@ -132,12 +133,13 @@ def main():
             if a.kind == "random":
                 payload = os.urandom(random.randint(1, 400))
                 pool.append(frame(a.src_mac, mac, a.src, addr, payload, dport=a.port))
-            elif a.kind == "ack":
+            elif a.kind in ("ack", "syn"):
                 src = struct.pack("!BBBB", 10, random.randrange(100, 250), random.randrange(256),
                                   random.randrange(1, 255))
+                syn = a.kind == "syn"
                 tcp = struct.pack("!HHIIBBHHH", random.randrange(1024, 65535), 80,
-                                  random.getrandbits(32), random.getrandbits(32), 5 << 4, 0x10,
-                                  65535, 0, 0)
+                                  random.getrandbits(32), 0 if syn else random.getrandbits(32),
+                                  5 << 4, 0x02 if syn else 0x10, 65535, 0, 0)
                 ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 40, 0, 0x4000, 64, 6, 0, src,
                                  socket.inet_aton(addr))
                 pool.append(ack_eth + ip + tcp + b"\0" * 6)
@@ -188,9 +190,9 @@ def main():
             if os.path.exists(a.stop_file):
                 break
             next_check = sent + 10000
-        # At most one batch before the clock is read again: a stalled sender never bursts
-        # past its deadline to catch up.
-        due = min(a.count, int((now - start) * a.rate) + batch, sent + batch)
+        # Behind the schedule (the sender was not scheduled), it catches up in calls of at
+        # most 1024 frames, reading the clock between them: never past its deadline.
+        due = min(a.count, int((now - start) * a.rate) + batch)
         if sent >= due:
             time.sleep(0.0005)
             continue

@@ -107,20 +107,10 @@ scenario() {
   # LAB_HANDOFF_CAPACITY flows per worker, hold): the tracked connections must not suffer.
   local vmac flood_pid
   vmac=$("$VIPFARMCTL" check-config "$(lab_node_config 1)" | awk '$1 == "vip" && $2 == "'"$LAB_VIP4"'" {print $4}')
-  cat >"$work/flood.py" <<'PY'
-import random, sys
-from scapy.all import IP, TCP, Ether, sendp
-iface, vmac, vip, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-rng = random.Random(5)
-frames = [bytes(Ether(dst=vmac) / IP(src="10.%d.%d.%d" % (rng.randrange(100, 250), rng.randrange(256),
-                                      rng.randrange(1, 255)), dst=vip) /
-                TCP(sport=rng.randrange(1024, 65535), dport=80, flags="S", seq=rng.randrange(2**32)))
-          for _ in range(count)]
-sendp(frames, iface=iface, verbose=False)
-print("sent", len(frames))
-PY
-  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/flood-$mode.log" "$py" "$work/flood.py" "$LAB_CLIENT_IF" \
-    "$vmac" "$LAB_VIP4" "$flood"
+  lab_spawn "$LAB_CLIENT_NS" "$LAB_DIR/flood-$mode.log" "$py" "$here/flood.py" \
+    --iface "$LAB_CLIENT_IF" --src-mac "$LAB_CLIENT_MAC" --kind syn --rate "$flood" \
+    --seconds 10 --count "$flood" --pool "$flood" --stop-file "$work/ackflood.stop" \
+    --target "0=$vmac=$LAB_VIP4"
   flood_pid=$LAB_LAST_PID
   # ... and spoofed ACKs from random sources, 10^5 a second for 10 s (issue 16): each one
   # a new flow to every node that owns its bucket, which must never displace a real one.
@@ -135,16 +125,16 @@ PY
   check "$mode: node 4 joins: the view 1,2,3,4" lab_wait_view 1,2,3,4 20
   local flood_deadline=$((SECONDS + 120))
   while _lab_alive "$flood_pid" && ((SECONDS < flood_deadline)); do sleep 0.2; done
-  check "$mode: the SYN flood of $flood random sources was sent" grep -q "^sent $flood" "$LAB_DIR/flood-$mode.log"
+  check "$mode: the SYN flood of $flood random sources was sent" grep -q "^{\"sent\": $flood," "$LAB_DIR/flood-$mode.log"
   while _lab_alive "$ack_pid" && ((SECONDS < flood_deadline)); do sleep 0.2; done
   local acks
   acks=$($py -c 'import json,sys; print(json.loads(open(sys.argv[1]).read().strip().splitlines()[-1])["sent"])' \
     "$LAB_DIR/ackflood-$mode.log" 2>/dev/null)
   echo "$mode: spoofed ACK flood: $(tail -1 "$LAB_DIR/ackflood-$mode.log")"
-  # 10^5/s is asked for; a Python flooder on a loaded 2-core VM reaches about half: the
-  # check is that the flood ran, many times the flow tables' size (the rate is printed).
-  check "$mode: the spoofed ACK flood sent at least 2 x 10^5 in its 10 s (${acks:-none})" \
-    test "${acks:-0}" -ge 200000
+  # 10^5/s for 10 s is asked for (issue 16): flood.py sends in sendmmsg() batches and
+  # catches up when it was not scheduled; at least 95 % of it must have gone out.
+  check "$mode: the spoofed ACK flood sent at least 9.5 x 10^5 in its 10 s (${acks:-none})" \
+    test "${acks:-0}" -ge 950000
   if [[ $mode == on ]]; then
     # The handoff ends bucket by bucket: once the flood's embryonic flows have timed out
     # ([flows] syn_timeout_ms, 5 s), the buckets node 4 took that hold no live connection
