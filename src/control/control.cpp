@@ -319,62 +319,32 @@ nlohmann::json Control::buckets() const {
 nlohmann::json Control::counters() const {
   const dataplane::Totals totals = dataplane_.totals();
   const dataplane::LcoreCounters& s = totals.sum;
-  nlohmann::json verdicts, malformed;
+  nlohmann::json out = {{"ok", true}};
+#define VIPFARM_JSON(field, key, metric, help) out[nlohmann::json::json_pointer(key)] = s.field;
+  VIPFARM_LCORE_COUNTERS(VIPFARM_JSON)
+#undef VIPFARM_JSON
+#define VIPFARM_JSON_HANDOFF(field, key, metric, help) \
+  out[nlohmann::json::json_pointer(key)] = s.handoff.field;
+  VIPFARM_HANDOFF_COUNTERS(VIPFARM_JSON_HANDOFF)
+#undef VIPFARM_JSON_HANDOFF
   for (std::size_t v = 0; v < s.verdicts.size(); ++v) {
     if (v == static_cast<std::size_t>(packet::Verdict::kFarm)) continue;  // never counted
-    verdicts[std::string(packet::to_string(static_cast<packet::Verdict>(v)))] = s.verdicts[v];
+    out["verdicts"][std::string(packet::to_string(static_cast<packet::Verdict>(v)))] =
+        s.verdicts[v];
   }
   for (std::size_t r = 1; r < s.malformed.size(); ++r) {
-    malformed[std::string(packet::to_string(static_cast<packet::Malformed>(r)))] = s.malformed[r];
+    out["malformed"][std::string(packet::to_string(static_cast<packet::Malformed>(r)))] =
+        s.malformed[r];
   }
-  nlohmann::json forwarded = nlohmann::json::object();
+  nlohmann::json& forwarded = out["directed"]["forwarded"] = nlohmann::json::object();
   for (std::size_t n = 1; n < s.forwarded.size(); ++n) {
     if (s.forwarded[n] != 0) forwarded[std::to_string(n)] = s.forwarded[n];
   }
-  nlohmann::json rx_missed = nlohmann::json::object();
+  nlohmann::json& rx_missed = out["uplink_rx_missed"] = nlohmann::json::object();
   for (std::size_t p = 0; p < totals.port_rx_missed.size(); ++p) {
     rx_missed[dataplane_.port_name(p)] = totals.port_rx_missed[p];
   }
-  return {{"ok", true},
-          {"rx_packets", s.rx_packets},
-          {"rx_bytes", s.rx_bytes},
-          {"uplink_rx_missed", rx_missed},
-          {"verdicts", verdicts},
-          {"malformed", malformed},
-          {"arp_replies", s.arp_replies},
-          {"nd_replies", s.nd_replies},
-          {"reply_failures", s.reply_failures},
-          {"announcements", s.announcements},
-          {"exception_tx", s.exception_tx},
-          {"exception_rx", s.exception_rx},
-          {"exception_ring_full", s.exception_ring_full},
-          {"exception_tx_drops", s.exception_tx_drops},
-          {"uplink_tx_from_kernel", s.uplink_tx_from_kernel},
-          {"uplink_tx_drops", s.uplink_tx_drops},
-          {"to_uplink_ring_full", s.to_uplink_ring_full},
-          {"lease_expired", s.lease_expired},
-          {"exception_stalled", s.exception_stalled},
-          {"exception_stale", s.exception_stale},
-          {"directed",
-           {{"forwarded", forwarded},
-            {"forward_refused", s.forward_refused},
-            {"forward_no_mac", s.forward_no_mac},
-            {"silent", s.directed_silent},
-            {"announcements", s.directed_announcements},
-            {"requesters",
-             {{"admitted", s.requesters_admitted},
-              {"excess", s.requesters_excess},
-              {"capped", s.requesters_capped},
-              {"refused", s.requesters_refused},
-              {"displaced", s.requesters_displaced},
-              {"confirmed", s.requesters_confirmed}}}}},
-          {"handoff",
-           {{"kept", s.handoff.kept},
-            {"new_flows", s.handoff.new_flows},
-            {"refused", s.handoff.refused},
-            {"untracked", s.handoff.untracked}}},
-          {"kernel_rewrites", s.kernel_rewrites},
-          {"foreign_unicast", s.foreign_unicast}};
+  return out;
 }
 
 nlohmann::json Control::owner(const nlohmann::json& request) const {

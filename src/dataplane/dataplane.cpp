@@ -557,7 +557,6 @@ std::uint16_t Dataplane::Impl::poll_port(std::size_t p, std::uint16_t queue, con
     if (count == 0) return;
     const unsigned queued =
         rte_ring_enqueue_burst(ring, reinterpret_cast<void**>(frames), count, nullptr);
-    c.exception_enqueued += queued;
     if (queued < count) {
       c.exception_ring_full += count - queued;
       rte_pktmbuf_free_bulk(frames + queued, count - queued);
@@ -1033,46 +1032,19 @@ Totals Dataplane::totals() const {
   for (std::size_t i = 0; i < impl_->counters.size(); ++i) {
     const LcoreCounters& c = impl_->counters[i];
     LcoreCounters& s = t.sum;
-    s.rx_packets += c.rx_packets;
-    s.rx_bytes += c.rx_bytes;
+#define VIPFARM_SUM(field, key, metric, help) s.field += c.field;
+    VIPFARM_LCORE_COUNTERS(VIPFARM_SUM)
+#undef VIPFARM_SUM
+#define VIPFARM_SUM_HANDOFF(field, key, metric, help) s.handoff.field += c.handoff.field;
+    VIPFARM_HANDOFF_COUNTERS(VIPFARM_SUM_HANDOFF)
+#undef VIPFARM_SUM_HANDOFF
     for (std::size_t v = 0; v < s.verdicts.size(); ++v) s.verdicts[v] += c.verdicts[v];
     for (std::size_t r = 0; r < s.malformed.size(); ++r) s.malformed[r] += c.malformed[r];
-    s.arp_replies += c.arp_replies;
-    s.nd_replies += c.nd_replies;
-    s.reply_failures += c.reply_failures;
-    s.uplink_tx_drops += c.uplink_tx_drops;
-    s.exception_enqueued += c.exception_enqueued;
-    s.exception_ring_full += c.exception_ring_full;
-    s.exception_tx += c.exception_tx;
-    s.exception_tx_drops += c.exception_tx_drops;
-    s.exception_rx += c.exception_rx;
-    s.kernel_rewrites += c.kernel_rewrites;
-    s.announcements += c.announcements;
-    s.foreign_unicast += c.foreign_unicast;
-    s.uplink_tx_from_kernel += c.uplink_tx_from_kernel;
-    s.to_uplink_ring_full += c.to_uplink_ring_full;
-    s.lease_expired += c.lease_expired;
-    s.exception_stalled += c.exception_stalled;
-    s.exception_stale += c.exception_stale;
     for (std::size_t p = 0; p < c.port_rx.size(); ++p) {
       s.port_rx[p] += c.port_rx[p];
       s.port_tx[p] += c.port_tx[p];
     }
     for (std::size_t n = 0; n < c.forwarded.size(); ++n) s.forwarded[n] += c.forwarded[n];
-    s.forward_refused += c.forward_refused;
-    s.forward_no_mac += c.forward_no_mac;
-    s.directed_silent += c.directed_silent;
-    s.directed_announcements += c.directed_announcements;
-    s.requesters_admitted += c.requesters_admitted;
-    s.requesters_excess += c.requesters_excess;
-    s.requesters_capped += c.requesters_capped;
-    s.requesters_displaced += c.requesters_displaced;
-    s.requesters_refused += c.requesters_refused;
-    s.requesters_confirmed += c.requesters_confirmed;
-    s.handoff.kept += c.handoff.kept;
-    s.handoff.new_flows += c.handoff.new_flows;
-    s.handoff.refused += c.handoff.refused;
-    s.handoff.untracked += c.handoff.untracked;
     if (i > 0) {
       t.worker_rx.push_back(c.rx_packets);
       t.min_generation = first_worker ? c.generation : std::min(t.min_generation, c.generation);

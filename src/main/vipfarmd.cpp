@@ -203,25 +203,32 @@ std::string hand_over_kernel_interface(const std::string& uplink, const MacAddr&
   return host::netlink::set_mac(iface, aside);
 }
 
+// The exit log line: every counter that is not zero, by its key in `vipfarmctl counters`
+// (generated from their one declaration), then the verdicts.
 void print_totals(const dataplane::Totals& t) {
   const auto& s = t.sum;
-  std::cerr << "vipfarmd: rx " << s.rx_packets << " packets, " << s.rx_bytes << " bytes";
+  std::cerr << "vipfarmd: counters:";
+#define VIPFARM_PRINT(field, key, metric, help) \
+  if (s.field != 0) std::cerr << " " << std::string_view(key).substr(1) << " " << s.field;
+  VIPFARM_LCORE_COUNTERS(VIPFARM_PRINT)
+#undef VIPFARM_PRINT
+#define VIPFARM_PRINT_HANDOFF(field, key, metric, help) \
+  if (s.handoff.field != 0)                             \
+    std::cerr << " " << std::string_view(key).substr(1) << " " << s.handoff.field;
+  VIPFARM_HANDOFF_COUNTERS(VIPFARM_PRINT_HANDOFF)
+#undef VIPFARM_PRINT_HANDOFF
   if (t.worker_rx.size() > 1) {
-    std::cerr << " (by worker:";
+    std::cerr << "; rx by worker:";
     for (const std::uint64_t n : t.worker_rx) std::cerr << " " << n;
-    std::cerr << ")";
   }
-  std::cerr << ";";
+  std::cerr << "; verdicts:";
   for (std::size_t v = 0; v < s.verdicts.size(); ++v) {
     if (s.verdicts[v] != 0) {
       std::cerr << " " << packet::to_string(static_cast<packet::Verdict>(v)) << " "
                 << s.verdicts[v];
     }
   }
-  std::cerr << "; arp replies " << s.arp_replies << ", nd replies " << s.nd_replies
-            << "; to kernel " << s.exception_tx << " (ring full " << s.exception_ring_full
-            << "), from kernel " << s.exception_rx << " (rewritten " << s.kernel_rewrites
-            << "); announcements " << s.announcements << "\n";
+  std::cerr << "\n";
 }
 
 int run_daemon(const config::Config& config, const std::string& program,

@@ -1,5 +1,5 @@
 // Metric families built at scrape time from the data plane's counters and the control
-// state. Each counter is declared once in kCounters (name, help, field).
+// state. Each data plane counter is declared once, in vipfarm/dataplane/counters.hpp.
 #include "vipfarm/metrics/metrics.hpp"
 
 #include <prometheus/collectable.h>
@@ -30,87 +30,11 @@ struct CounterSpec {
   std::uint64_t LcoreCounters::*field;
 };
 
+// Every scalar data plane counter, from its one declaration (vipfarm/dataplane/counters.hpp).
 constexpr std::array kCounters = std::to_array<CounterSpec>({
-    {"vipfarm_rx_packets_total", "Frames received on the uplink.", &LcoreCounters::rx_packets},
-    {"vipfarm_rx_bytes_total", "Bytes received on the uplink.", &LcoreCounters::rx_bytes},
-    {"vipfarm_arp_replies_total",
-     "ARP requests for a VIP answered (its virtual MAC; a directed VIP: this node's MAC).",
-     &LcoreCounters::arp_replies},
-    {"vipfarm_nd_replies_total", "Neighbour solicitations for a VIP answered.",
-     &LcoreCounters::nd_replies},
-    {"vipfarm_reply_failures_total", "ARP/ND requests that could not be answered.",
-     &LcoreCounters::reply_failures},
-    {"vipfarm_announcements_total", "Gratuitous ARP / unsolicited NA sent.",
-     &LcoreCounters::announcements},
-    {"vipfarm_exception_tx_packets_total", "Frames handed to the kernel through the TAP.",
-     &LcoreCounters::exception_tx},
-    {"vipfarm_exception_rx_packets_total", "Frames the kernel sent through the TAP.",
-     &LcoreCounters::exception_rx},
-    {"vipfarm_exception_ring_full_total",
-     "Frames for the kernel dropped because it fell behind (bounded ring full).",
-     &LcoreCounters::exception_ring_full},
-    {"vipfarm_exception_tx_drops_total", "Frames the TAP did not take.",
-     &LcoreCounters::exception_tx_drops},
-    {"vipfarm_uplink_tx_packets_total", "Frames from the kernel sent on the uplink.",
-     &LcoreCounters::uplink_tx_from_kernel},
-    {"vipfarm_uplink_tx_drops_total", "Frames the uplink did not take.",
-     &LcoreCounters::uplink_tx_drops},
-    {"vipfarm_uplink_ring_full_total", "Frames from the kernel dropped before the uplink.",
-     &LcoreCounters::to_uplink_ring_full},
-    {"vipfarm_kernel_rewrites_total", "Kernel ARP/ND frames naming a VIP given the virtual MAC.",
-     &LcoreCounters::kernel_rewrites},
-    {"vipfarm_lease_expired_total",
-     "Packets of owned buckets dropped because the ownership lease had lapsed (stalled control "
-     "thread).",
-     &LcoreCounters::lease_expired},
-    {"vipfarm_exception_stalled_total",
-     "Packets of owned buckets dropped because the exception path (the main lcore) had not run "
-     "for 100 ms.",
-     &LcoreCounters::exception_stalled},
-    {"vipfarm_exception_stale_total",
-     "Frames that waited for the kernel while the exception path was stalled, dropped when it "
-     "ran again.",
-     &LcoreCounters::exception_stale},
-    {"vipfarm_foreign_unicast_total",
-     "Host-bound frames addressed to another host's MAC (flooded by the switch), dropped.",
-     &LcoreCounters::foreign_unicast},
-    {"vipfarm_forward_refused_total",
-     "Directed VIPs: frames another node forwarded for a bucket not owned here, dropped "
-     "(a frame is never forwarded twice).",
-     &LcoreCounters::forward_refused},
-    {"vipfarm_forward_no_mac_total",
-     "Directed VIPs: frames not forwarded because the owner's MAC is not known yet (or the "
-     "bucket has no owner).",
-     &LcoreCounters::forward_no_mac},
-    {"vipfarm_directed_silent_total",
-     "Directed VIPs: ARP/ND requests left to the requester's ARP owner, another node.",
-     &LcoreCounters::directed_silent},
-    {"vipfarm_directed_announcements_total",
-     "Directed VIPs: unicast ARP replies sent to known requesters this node became the ARP "
-     "owner of (after a view change, and with the periodic announcements).",
-     &LcoreCounters::directed_announcements},
-    {"vipfarm_directed_requesters_admitted_total",
-     "Directed VIPs: new ARP/ND requesters remembered within the admission rate.",
-     &LcoreCounters::requesters_admitted},
-    {"vipfarm_directed_requesters_excess_total",
-     "Directed VIPs: new ARP/ND requesters remembered past the admission rate (a flood's "
-     "share: kept only in free slots or in place of other excess ones).",
-     &LcoreCounters::requesters_excess},
-    {"vipfarm_directed_requesters_capped_total",
-     "Directed VIPs: new requesters from a MAC at its cap, remembered in that MAC's own "
-     "least recently seen slot.",
-     &LcoreCounters::requesters_capped},
-    {"vipfarm_directed_requesters_refused_total",
-     "Directed VIPs: new requesters not remembered (their set held none they may displace).",
-     &LcoreCounters::requesters_refused},
-    {"vipfarm_directed_requesters_displaced_total",
-     "Directed VIPs: admitted requesters displaced by newer admitted ones (a LAN with more "
-     "requesters than the table, or a flood's admitted share).",
-     &LcoreCounters::requesters_displaced},
-    {"vipfarm_directed_requesters_confirmed_total",
-     "Directed VIPs: confirmations of a remembered requester by its traffic (SYN, datagram) "
-     "from the same address and MAC, at most one a second each.",
-     &LcoreCounters::requesters_confirmed},
+#define VIPFARM_SPEC(field, key, metric, help) {metric, help, &LcoreCounters::field},
+    VIPFARM_LCORE_COUNTERS(VIPFARM_SPEC)
+#undef VIPFARM_SPEC
 });
 
 prometheus::ClientMetric value_metric(double value, bool counter,
@@ -374,14 +298,9 @@ class Collector : public prometheus::Collectable {
             f.evicted_embryonic + f.evicted_established);
     counter("vipfarm_flows_expired_total", "Tracked flows forgotten after their timeout.",
             f.expired);
-    counter("vipfarm_handoff_kept_total",
-            "Packets of tracked flows a node accepted in buckets it gave up (connections kept).",
-            h.kept);
-    counter("vipfarm_handoff_new_flows_total",
-            "New connections a node accepted in buckets it is taking over.", h.new_flows);
-    counter("vipfarm_handoff_refused_total",
-            "TCP segments of flows a node never saw, dropped in buckets it is taking over.",
-            h.refused);
+#define VIPFARM_HANDOFF_METRIC(field, key, metric, help) counter(metric, help, h.field);
+    VIPFARM_HANDOFF_COUNTERS(VIPFARM_HANDOFF_METRIC)
+#undef VIPFARM_HANDOFF_METRIC
     const control::Control::Handoff handoff = control_.handoff();
     gauge("vipfarm_handoff_taking_buckets",
           "Buckets gained in a planned change: new connections only, until released.",

@@ -2,15 +2,15 @@
 # Checks deploy/prometheus/ and deploy/grafana/ without root and without a farm:
 #  - promtool check config / check rules / test rules (the alerts' unit tests);
 #  - every metric name used by an alert expression or a dashboard query is one vipfarmd
-#    exports, as src/metrics/metrics.cpp declares them (histograms as _bucket, _sum and
-#    _count), and the label values they match (state, verdict, reason) exist in the sources;
+#    exports, as src/metrics/metrics.cpp and the counter tables it reads declare them
+#    (histograms as _bucket, _sum and _count), and the label values they match (state, verdict, reason) exist in the sources;
 #  - every alert has a `for:`, a severity, a summary and a description naming its node or
 #    group, and a unit test where it fires and one where it does not; the heartbeat alert
 #    covers every rejection reason of src/membership/wire.cpp;
 #  - the dashboard: schema, the datasource and node variables, every variable it uses
 #    defined, unique panel ids, panels inside the grid and not overlapping, every query
 #    valid PromQL (checked by promtool), every exported metric family shown;
-#  - the README's Metrics list names exactly the families of metrics.cpp; the scrape config
+#  - the README's Metrics list names exactly the families vipfarmd exports; the scrape config
 #    has job "vipfarm", loads the rules, and scrapes the default [metrics] listen port.
 # Ends with "deploy-prometheus: N passed, M failed"; exits non-zero on any failure.
 #
@@ -54,10 +54,14 @@ def read(path):
 def source_families():
     """{family: type} of every "vipfarm_..." name literal in metrics.cpp. The type is the
     first MetricType:: after the name and before the next name (kCounters entries have
-    none there: counters)."""
+    none there: counters). The data plane's counters are declared in two headers, all
+    counters (VIPFARM_LCORE_COUNTERS, VIPFARM_HANDOFF_COUNTERS)."""
+    fams = {}
+    for header in ("include/vipfarm/dataplane/counters.hpp", "include/vipfarm/flow/handoff.hpp"):
+        for m in re.finditer(r'"(vipfarm_[a-z0-9_]+)"', read(f"{ROOT}/{header}")):
+            fams[m.group(1)] = "counter"
     text = read(f"{ROOT}/src/metrics/metrics.cpp")
     lits = list(re.finditer(r'"(vipfarm_[a-z0-9_]+)"', text))
-    fams = {}
     for i, m in enumerate(lits):
         end = lits[i + 1].start() if i + 1 < len(lits) else len(text)
         kind = re.search(r"MetricType::(\w+)", text[m.end():end])

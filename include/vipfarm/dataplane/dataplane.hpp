@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "vipfarm/config/config.hpp"
+#include "vipfarm/dataplane/counters.hpp"
 #include "vipfarm/flow/flow_table.hpp"
 #include "vipfarm/flow/handoff.hpp"
 #include "vipfarm/packet/classify.hpp"
@@ -54,51 +55,19 @@ struct Snapshot {
 // Plain per-lcore counters, written by one lcore, summed by readers (relaxed reads of
 // torn-free 64-bit fields are fine for monotonic counters on x86-64).
 struct alignas(64) LcoreCounters {
-  std::uint64_t rx_packets = 0;
-  std::uint64_t rx_bytes = 0;
+#define VIPFARM_LCORE_FIELD(field, key, metric, help) std::uint64_t field = 0;
+  VIPFARM_LCORE_COUNTERS(VIPFARM_LCORE_FIELD)
+#undef VIPFARM_LCORE_FIELD
   std::array<std::uint64_t, packet::kVerdictCount> verdicts{};
   std::array<std::uint64_t, packet::kMalformedCount> malformed{};
-  std::uint64_t arp_replies = 0;
-  std::uint64_t nd_replies = 0;
-  std::uint64_t reply_failures = 0;
-  std::uint64_t uplink_tx_drops = 0;
-  std::uint64_t exception_enqueued = 0;
-  std::uint64_t exception_ring_full = 0;  // the kernel fell behind: dropped, counted
-  std::uint64_t exception_tx = 0;
-  std::uint64_t exception_tx_drops = 0;
-  std::uint64_t exception_rx = 0;
-  std::uint64_t kernel_rewrites = 0;
-  std::uint64_t announcements = 0;
-  std::uint64_t foreign_unicast = 0;
-  std::uint64_t uplink_tx_from_kernel = 0;
-  std::uint64_t to_uplink_ring_full = 0;  // host-bound frames for another host's MAC: dropped
-  std::uint64_t lease_expired = 0;        // owned-bucket packets dropped while the lease had lapsed
-  std::uint64_t exception_stalled = 0;    // owned-bucket packets dropped: exception path stalled
-  std::uint64_t exception_stale = 0;      // frames queued for the kernel before a stall, dropped
   // Per dataplane port (config order): frames received on its uplink, and frames sent on it
   // (ARP/ND replies, forwarded frames, and the kernel's through its TAP).
   std::array<std::uint64_t, config::kMaxPorts> port_rx{};
   std::array<std::uint64_t, config::kMaxPorts> port_tx{};
-  // Directed VIPs: frames sent on to each bucket's owner, by node id; forwarded frames for
-  // a bucket not owned here (never forwarded twice); owners whose MAC is not known yet;
-  // ARP/ND requests left to the requester's ARP owner.
+  // Directed VIPs: frames sent on to each bucket's owner, by node id.
   std::array<std::uint64_t, kMaxNodes + 1> forwarded{};
-  std::uint64_t forward_refused = 0;
-  std::uint64_t forward_no_mac = 0;
-  std::uint64_t directed_silent = 0;
-  std::uint64_t directed_announcements = 0;  // unicast ARP replies to known requesters
-  flow::HandoffCounters handoff;             // flow handoff outcomes (docs/handoff.md)
-  std::uint64_t generation = 0;              // the snapshot generation this lcore last used
-  // Directed VIPs' requester tables (flow/requester_table.hpp). New requesters: admitted
-  // (within the admission rate) + excess (past it) + capped (their MAC at its cap: in its own
-  // slot) + refused (not remembered) = every new requester seen. Admitted requesters
-  // displaced by newer admitted ones; confirmations by a remembered requester's traffic.
-  std::uint64_t requesters_admitted = 0;
-  std::uint64_t requesters_excess = 0;
-  std::uint64_t requesters_capped = 0;
-  std::uint64_t requesters_refused = 0;
-  std::uint64_t requesters_displaced = 0;
-  std::uint64_t requesters_confirmed = 0;
+  flow::HandoffCounters handoff;  // flow handoff outcomes (docs/handoff.md)
+  std::uint64_t generation = 0;   // the snapshot generation this lcore last used
 };
 
 struct Totals {

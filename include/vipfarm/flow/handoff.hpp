@@ -35,11 +35,23 @@ inline constexpr std::uint8_t kProtoTcp = 6;
 inline constexpr std::uint8_t kQuotedByIcmpError = 1;
 
 // Per-worker counters of the rule's outcomes (added to the verdict counters, not instead).
+// The outcomes admit() counts, declared once: X(field, key, metric, help), exported like
+// the data plane's own counters (vipfarm/dataplane/counters.hpp).
+#define VIPFARM_HANDOFF_COUNTERS(X)                                                       \
+  X(kept, "/handoff/kept", "vipfarm_handoff_kept_total",                                  \
+    "Packets of tracked flows a node accepted in buckets it gave up (connections kept).") \
+  X(new_flows, "/handoff/new_flows", "vipfarm_handoff_new_flows_total",                   \
+    "New connections a node accepted in buckets it is taking over.")                      \
+  X(refused, "/handoff/refused", "vipfarm_handoff_refused_total",                         \
+    "TCP segments of flows a node never saw, dropped in buckets it is taking over.")      \
+  X(untracked, "/handoff/untracked", "vipfarm_handoff_untracked_total",                   \
+    "Flows of owned buckets the full flow table could not track (a later change cannot "  \
+    "keep them).")
+
 struct HandoffCounters {
-  std::uint64_t kept = 0;       // releasing: a tracked flow's packet accepted
-  std::uint64_t new_flows = 0;  // taking: a new connection accepted
-  std::uint64_t refused = 0;    // taking: a TCP segment of a flow this node never saw
-  std::uint64_t untracked = 0;  // owned: a flow the full table could not track
+#define VIPFARM_HANDOFF_FIELD(field, key, metric, help) std::uint64_t field = 0;
+  VIPFARM_HANDOFF_COUNTERS(VIPFARM_HANDOFF_FIELD)
+#undef VIPFARM_HANDOFF_FIELD
 };
 
 inline bool admit(FlowTable& table, const FlowTuple& t, std::uint64_t hash, BucketMode mode,
