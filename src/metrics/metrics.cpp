@@ -213,8 +213,9 @@ class Collector : public prometheus::Collectable {
         {}};
     prometheus::MetricFamily port_missed{
         "vipfarm_port_rx_missed_total",
-        "Frames each dataplane port's uplink dropped before a worker took them (a full "
-        "receive ring; af_xdp: also an empty fill ring).",
+        "Frames each dataplane port's uplink dropped before a worker took them, as its driver "
+        "reports them (a NIC: a full receive ring; af_xdp: no fill-ring buffer, while a full "
+        "receive ring shows only in the interface's own counters).",
         prometheus::MetricType::Counter,
         {}};
     for (std::size_t p = 0; p < dataplane_.port_count() && p < s.port_rx.size(); ++p) {

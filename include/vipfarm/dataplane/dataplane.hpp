@@ -77,7 +77,7 @@ struct Totals {
   std::uint64_t min_generation = 0;      // every worker has applied at least this one
   std::vector<std::uint64_t> worker_rx;  // frames each worker received (RSS / fanout spread)
   // By port: frames its uplink's driver or kernel dropped before a worker could take them
-  // (rte_eth_stats imissed: a full receive ring, or af_xdp's fill ring empty).
+  // (rte_eth_stats imissed: a NIC's full receive ring; af_xdp's empty fill ring).
   std::vector<std::uint64_t> port_rx_missed;
 };
 
