@@ -12,7 +12,6 @@
 #include <boost/asio/signal_set.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
-#include <fstream>
 #include <future>
 #include <iostream>
 #include <optional>
@@ -26,6 +25,7 @@
 #include "vipfarm/control/membership_service.hpp"
 #include "vipfarm/dataplane/dataplane.hpp"
 #include "vipfarm/host/netlink.hpp"
+#include "vipfarm/host/sysctl.hpp"
 #include "vipfarm/membership/witness.hpp"
 #include "vipfarm/metrics/metrics.hpp"
 
@@ -129,20 +129,16 @@ void prepare_gateway_kernel(const config::Config& config) {
     ports.insert(vip.port);
   }
   for (const std::size_t p : ports) {
-    std::ofstream("/proc/sys/net/ipv4/conf/" + config.dataplane.ports[p].exception +
-                  "/send_redirects")
-        << "0\n";
+    const std::string err = host::set_interface_sysctl("ipv4", config.dataplane.ports[p].exception,
+                                                       "send_redirects", "0");
+    if (!err.empty()) std::cerr << "vipfarmd: warning: " << err << "\n";
   }
-  auto forwarding = [](const std::string& path) {
-    std::ifstream in(path);
-    int value = 0;
-    return in >> value && value != 0;
-  };
-  if (v4 && !forwarding("/proc/sys/net/ipv4/ip_forward")) {
+  auto forwarding = [](std::string_view name) { return host::read_sysctl(name).value_or(0) != 0; };
+  if (v4 && !forwarding("net/ipv4/ip_forward")) {
     std::cerr << "vipfarmd: warning: an IPv4 gateway VIP, but net.ipv4.ip_forward is 0: this "
                  "node takes its share of the connections and routes none of them\n";
   }
-  if (v6 && !forwarding("/proc/sys/net/ipv6/conf/all/forwarding")) {
+  if (v6 && !forwarding("net/ipv6/conf/all/forwarding")) {
     std::cerr << "vipfarmd: warning: an IPv6 gateway VIP, but net.ipv6.conf.all.forwarding is 0: "
                  "this node takes its share of the connections and routes none of them\n";
   }
@@ -179,11 +175,10 @@ std::string silence_kernel_interfaces(const config::Config& config) {
     if (std::string err = kernel_interface(port.uplink, iface); !err.empty()) return err;
     if (iface.empty()) continue;
     if (std::string err = host::netlink::set_noarp(iface); !err.empty()) return err;
-    const std::string path = "/proc/sys/net/ipv6/conf/" + iface + "/disable_ipv6";
-    std::ofstream out(path);
-    out << "1\n";
-    out.flush();
-    if (!out) return "cannot write 1 to " + path + " (IPv6 off on the uplink's kernel interface)";
+    if (std::string err = host::set_interface_sysctl("ipv6", iface, "disable_ipv6", "1");
+        !err.empty()) {
+      return err + " (IPv6 off on the uplink's kernel interface)";
+    }
   }
   return {};
 }
@@ -326,30 +321,29 @@ int run_daemon(const config::Config& config, const std::string& program,
     return v.l2_mode == config::L2Mode::kDirected;
   });
   const std::string& first_tap = ports[0].exception;
-  if (has_tap && directed) {
-    std::ofstream("/proc/sys/net/ipv4/conf/" + first_tap + "/arp_announce") << "2\n";
-  }
+  // A setting vipfarmd could not make is said; the farm still serves without it.
+  auto set_or_warn = [](std::string_view family, const std::string& iface, std::string_view key,
+                        std::string_view value) {
+    const std::string err = host::set_interface_sysctl(family, iface, key, value);
+    if (!err.empty()) std::cerr << "vipfarmd: warning: " << err << "\n";
+  };
+  if (has_tap && directed) set_or_warn("ipv4", first_tap, "arp_announce", "2");
   // Directed IPv6 VIPs: the kernel's solicitations from a VIP leave with the node's
   // link-local address as their source (the data plane rewrites them, so the answers come
   // back here): the TAP gets exactly that address, and no other generated one.
   if (has_tap && std::any_of(config.vips.begin(), config.vips.end(), [](const auto& v) {
         return v.l2_mode == config::L2Mode::kDirected && !v.address.is_v4();
       })) {
-    std::ofstream("/proc/sys/net/ipv6/conf/" + first_tap + "/addr_gen_mode") << "1\n";
+    set_or_warn("ipv6", first_tap, "addr_gen_mode", "1");
   }
   if (has_tap) prepare_gateway_kernel(config);
   // The TAP's kernel takes no router advertisement (no address, route or hop limit from a
   // stranger on the farm's LAN) and no ICMP redirect (no host route around the farm).
   for (std::size_t p = 0; p < ports.size() && has_tap; ++p) {
     const std::string& tap = ports[p].exception;
-    for (const std::string& path : {"/proc/sys/net/ipv6/conf/" + tap + "/accept_ra",
-                                    "/proc/sys/net/ipv6/conf/" + tap + "/accept_redirects",
-                                    "/proc/sys/net/ipv4/conf/" + tap + "/accept_redirects"}) {
-      std::ofstream out(path);
-      out << "0\n";
-      out.flush();
-      if (!out) std::cerr << "vipfarmd: cannot write 0 to " << path << "\n";
-    }
+    set_or_warn("ipv6", tap, "accept_ra", "0");
+    set_or_warn("ipv6", tap, "accept_redirects", "0");
+    set_or_warn("ipv4", tap, "accept_redirects", "0");
   }
   for (std::size_t p = 0; p < ports.size(); ++p) {
     const MacAddr mac = dp.port_mac(p);

@@ -1,7 +1,9 @@
-// Lab test for host::netlink against the real kernel, inside a private network namespace
+// Lab test for host::netlink and host/sysctl against the real kernel, inside a private
+// network namespace
 // (unshare) with a dummy link (or a TAP where the kernel lacks dummy), so the host's
 // interfaces are never touched. Needs root.
 #include "vipfarm/host/netlink.hpp"
+#include "vipfarm/host/sysctl.hpp"
 
 #include <arpa/inet.h>
 #include <fcntl.h>
@@ -19,6 +21,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <fstream>
 #include <optional>
 #include <string>
 #include <vector>
@@ -420,6 +423,28 @@ int main() {
   }
   check(leftovers.empty(), "no address but the link-local one is left", leftovers);
   check_ok(nl::remove_address(missing, addr("10.1.2.3"), 32), "remove from missing link");
+
+  // /proc/sys/net (host/sysctl.hpp), this namespace's; read back apart from the library.
+  const std::string redirects = "/proc/sys/net/ipv4/conf/" + dev + "/accept_redirects";
+  auto read_back = [](const std::string& path) {
+    std::ifstream in(path);
+    std::string text;
+    std::getline(in, text);
+    return text;
+  };
+  for (const char* value : {"0", "1"}) {
+    check_ok(vipfarm::host::set_interface_sysctl("ipv4", dev, "accept_redirects", value),
+             std::string("sysctl: accept_redirects ") + value);
+    check(read_back(redirects) == value, std::string("sysctl: ") + value + " reads back",
+          read_back(redirects));
+    check(vipfarm::host::read_sysctl("net/ipv4/conf/" + dev + "/accept_redirects") ==
+              std::optional<long>(std::stol(value)),
+          std::string("sysctl: read_sysctl says ") + value);
+  }
+  check_error(vipfarm::host::set_interface_sysctl("ipv4", missing, "accept_redirects", "0"),
+              "sysctl on a missing link", {missing, "accept_redirects"});
+  check(!vipfarm::host::read_sysctl("net/ipv4/conf/" + missing + "/accept_redirects"),
+        "sysctl: a missing link's setting reads nothing");
 
   // A refusal from the kernel itself (not from if_nametoindex): IPv6 switched off on the link.
   if (write_text("/proc/sys/net/ipv6/conf/" + dev + "/disable_ipv6", "1")) {

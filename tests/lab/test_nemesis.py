@@ -660,13 +660,15 @@ def test_tap_addresses_flushed(farm, mode):
     n.deaf.append((VICTIM, t, h))  # until then it hears none of its peers
     n.note(f"fault applied: addresses left after the flush {left}; the daemon put back "
            f"{sorted(present() & wanted)} of {sorted(wanted)} after {repaired_ms:.0f} ms")
-    assert not left, f"fault not applied: {left} still on {labfarm.TAP}"
+    # That the flush took is shown by the daemon's repairs (below), not by reading the
+    # addresses after it: the daemon may have put them back before `ip addr show` ran.
     n.finish()
     assert back, f"the daemon did not put its addresses back within 2 s: {sorted(present())}"
     assert repaired_ms <= 1000, f"addresses put back after {repaired_ms:.0f} ms (bound 1 s)"
     repairs = labfarm.metric(f.metrics(VICTIM), "vipfarm_host_path_repairs_total",
                              what="address") or 0
-    assert repairs >= len(wanted), f"vipfarm_host_path_repairs_total{{what=address}} {repairs}"
+    assert repairs >= len(wanted), (f"fault not applied, or not repaired: "
+                                    f"vipfarm_host_path_repairs_total{{what=address}} {repairs}")
 
 
 @pytest.mark.parametrize("mode", MODES)
