@@ -34,9 +34,9 @@ inline constexpr std::uint8_t kProtoTcp = 6;
 // owner's connections keeps working if it has them, and of new ones in any case.
 inline constexpr std::uint8_t kQuotedByIcmpError = 1;
 
-// Per-worker counters of the rule's outcomes (added to the verdict counters, not instead).
-// The outcomes admit() counts, declared once: X(field, key, metric, help), exported like
-// the data plane's own counters (vipfarm/dataplane/counters.hpp).
+// Per-worker counters of the rule's outcomes (beside the verdict counters, not instead),
+// declared once: X(field, key, metric, help), exported like the data plane's own counters
+// (vipfarm/dataplane/counters.hpp).
 #define VIPFARM_HANDOFF_COUNTERS(X)                                                       \
   X(kept, "/handoff/kept", "vipfarm_handoff_kept_total",                                  \
     "Packets of tracked flows a node accepted in buckets it gave up (connections kept).") \
