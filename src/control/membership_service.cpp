@@ -157,14 +157,14 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
     membership::Freshness freshness;  // per network: each heartbeat arrives once on each
   };
 
-  Impl(boost::asio::io_context& io, const config::Config& config, Control& control,
-       dataplane::Dataplane& dp)
-      : io(io), config(config), control(control), dp(dp), timer(io) {}
+  Impl(boost::asio::io_context& io, const config::Config& config, ownership::Ledger& ledger,
+       const MacAddr& mac)
+      : io(io), config(config), ledger(ledger), mac(mac), timer(io) {}
 
   boost::asio::io_context& io;
   config::Config config;  // the start-up file, then what reloads applied (apply())
-  Control& control;
-  dataplane::Dataplane& dp;
+  ownership::Ledger& ledger;
+  const MacAddr mac;  // this node's uplink MAC, in its heartbeats
   boost::asio::steady_timer timer;
   membership::Keyring keys;
   std::vector<std::uint8_t> send_key;
@@ -177,7 +177,6 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   std::unique_ptr<health::Checkers> witness;
   std::shared_ptr<WitnessClient> witness_client;  // instead of `witness` with witness_port
   std::function<void()> on_checker_change;
-  bool reassign = false;  // a reload changed the farm config of a node alone: re-derive
   Nanos next_tick = 0;
   Nanos next_heartbeat = 0;
   Nanos interval() const {
@@ -191,10 +190,6 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   Nanos pending_since = -1;       // this node first proposed a change it has not installed yet
   bool reported_pending = false;  // ... and said so after agreement_timeout
   std::deque<HistoryRecord> history;
-  Control::NodeWeights applied_weights;
-  std::uint64_t applied_settled = 0;
-  Control::NodeWeights held_weights;  // before a weight change, while its gains wait
-  bool holding_weights = false;       // a weight change's gains wait for its acknowledgement
   bool lease_was_ok = true;
   std::string aside_reported;
   mutable std::mutex mutex;
@@ -225,8 +220,8 @@ struct MembershipService::Impl : std::enable_shared_from_this<Impl> {
   void start_witness();
   void manage_handoff();
   void finish_drain();
-  std::uint64_t peer_epoch(std::uint8_t id) const { return m->peer_epoch(id); }
-  Control::NodeWeights weights_table(std::uint64_t members) const;
+  // The installed view, its weights and who is alive: what ownership derives buckets from.
+  ownership::ViewInput view_input() const;
   nlohmann::json nodes() const;
   nlohmann::json view() const;
   nlohmann::json history_json() const;
@@ -353,7 +348,10 @@ void MembershipService::Impl::on_datagram(Network& n, std::span<const std::uint8
   const bool was_ok = m->peer(hb.node).fingerprint_ok;
   const auto mac_before = m->peer(hb.node).mac;
   m->receive(hb, now);
-  if (m->peer(hb.node).mac != mac_before) control.set_node_mac(NodeId{hb.node}, hb.mac);
+  if (m->peer(hb.node).mac != mac_before) {
+    ledger.set_node_mac(NodeId{hb.node}, hb.mac);
+    ledger.commit();
+  }
   if (was_ok && !m->peer(hb.node).fingerprint_ok) {
     std::cerr << "vipfarmd: node " << unsigned{hb.node}
               << " runs a different farm configuration (fingerprint mismatch): not merged\n";
@@ -435,31 +433,11 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   // assignment for the same members (a group-bound checker, issue 5's weight changes). A
   // settled view lets this node serve the buckets it gained.
   if (m->view().epoch != 0 && !installed_now) {
-    Control::NodeWeights weights = weights_table(m->view().members);
-    const bool reweighted = weights != applied_weights;
-    const bool hold_over = holding_weights && !reweighted && m->weights_acknowledged();
-    if (reweighted || m->settled() != applied_settled || hold_over || reassign) {
-      reassign = false;
-      // Weights are not agreed like views: each node applies a change when it hears it. The
-      // buckets a node gains by it wait until every member's heartbeat shows it has heard
-      // the change (weights_acknowledged(): it gave them up), not for a time that loss can
-      // outlast; their owners' connections go on through handoff.
-      if (reweighted && !applied_weights.empty()) {
-        held_weights = applied_weights;
-        holding_weights = true;
-      } else if (hold_over) {
-        holding_weights = false;
-      }
-      const std::uint32_t moved =
-          control.set_view(m->view().members, weights, m->settled(), alive_mask(),
-                           holding_weights ? &held_weights : nullptr);
-      applied_weights = std::move(weights);
-      applied_settled = m->settled();
-      if (reweighted) {
-        record(m->view().epoch, m->view().members, true, "weights changed", moved, 0);
-        std::cerr << "vipfarmd: weights changed in view epoch " << m->view().epoch << ", " << moved
-                  << " buckets moved\n";
-      }
+    const ownership::Change c = ledger.follow(view_input(), std::chrono::steady_clock::now());
+    if (c.reweighted) {
+      record(m->view().epoch, m->view().members, true, "weights changed", c.moved, 0);
+      std::cerr << "vipfarmd: weights changed in view epoch " << m->view().epoch << ", " << c.moved
+                << " buckets moved\n";
     }
   }
   if (!installed_now && !history.empty() && history.back().members == m->view().members &&
@@ -484,11 +462,13 @@ void MembershipService::Impl::step(Nanos now, bool periodic) {
   }
   if (config.flows.handoff) manage_handoff();
   if (draining) finish_drain();
+  // One snapshot for everything this tick changed, before the heartbeat tells the peers.
+  ledger.commit();
   if (periodic || m->wants_heartbeat(now)) send(now);
   if (lease_ok && m->view().epoch != 0) {
-    dp.renew_lease(std::chrono::nanoseconds(std::min(m->lease_until() - now, m->lease())));
+    ledger.set_lease(std::chrono::nanoseconds(std::min(m->lease_until() - now, m->lease())));
   } else {
-    dp.revoke_lease();
+    ledger.set_lease(std::nullopt);
   }
 }
 
@@ -593,67 +573,29 @@ void MembershipService::Impl::start_witness() {
   if (running) witness->start();
 }
 
-// Flow handoff (docs/handoff.md), bucket by bucket: a bucket given up is released once this
-// node's workers track no flow in it (or the window passed), and the buckets still held are
-// announced in every heartbeat (the release map); a bucket taken becomes whole once every
-// live peer that has installed this view (or a later one) leaves it out of its map. While a
-// weight change's gains wait (holding_weights), the peers may not have heard of it yet: nothing
-// is taken whole before the hold ends.
+// Flow handoff (docs/handoff.md): the ledger releases and takes buckets from what the
+// peers' heartbeats say; the buckets this node still releases go into its own.
 void MembershipService::Impl::manage_handoff() {
-  const Control::Handoff h = control.handoff();
-  const bool expired = std::chrono::steady_clock::now() >= h.deadline;
-  std::vector<Control::Bucket> released, held, whole;
-  std::uint64_t cut = 0;
-  const std::vector<std::uint64_t> flows = dp.flows_in(h.releasing);
-  for (std::size_t i = 0; i < h.releasing.size(); ++i) {
-    if (flows[i] == 0 || expired) {
-      released.push_back(h.releasing[i]);
-      cut += flows[i];
-    } else {
-      held.push_back(h.releasing[i]);
-    }
+  std::vector<ownership::PeerHandoff> peers;
+  for (const config::ClusterNode& node : config.nodes) {
+    if (node.id == config.node_id) continue;
+    const membership::PeerStatus& p = m->peer(to_int(node.id));
+    peers.push_back(
+        {node.id, p.alive, m->peer_epoch(to_int(node.id)) >= m->view().epoch, p.releasing});
   }
-  m->set_releasing(membership::release_map(held, config.groups.size(), config.buckets));
-  if (control.directed()) {
-    // Directed VIPs forward a handoff's frames to the old owners too: who releases what.
-    std::vector<std::uint64_t> releasers;
-    for (const config::ClusterNode& node : config.nodes) {
-      const membership::PeerStatus& p = m->peer(to_int(node.id));
-      if (node.id == config.node_id || !p.alive || p.releasing.empty()) continue;
-      if (releasers.empty()) releasers.assign(config.groups.size() * config.buckets, 0);
-      for (std::size_t g = 0; g < config.groups.size(); ++g) {
-        for (BucketId b = 0; b < config.buckets; ++b) {
-          if (membership::releases(p.releasing, g, b, config.buckets)) {
-            releasers[g * config.buckets + b] |= config::view_bit(node.id);
-          }
-        }
-      }
-    }
-    control.set_releasers(std::move(releasers));
+  const ownership::HandoffProgress p =
+      ledger.progress_handoff(peers, std::chrono::steady_clock::now());
+  m->set_releasing(p.release_map);
+  if (p.released != 0) {
+    std::cerr << "vipfarmd: handoff: " << p.released << " buckets given up released ("
+              << (p.cut == 0 ? "their flows ended"
+                             : std::to_string(p.cut) + " flows cut: the window passed")
+              << "), " << p.held << " still serving flows\n";
   }
-  const bool holding = holding_weights;
-  for (const Control::Bucket& bucket : h.taking) {
-    bool free = !holding;
-    for (const config::ClusterNode& node : config.nodes) {
-      const membership::PeerStatus& p = m->peer(to_int(node.id));
-      if (!free || node.id == config.node_id || !p.alive) continue;
-      free = peer_epoch(to_int(node.id)) >= m->view().epoch &&
-             !membership::releases(p.releasing, bucket.first, bucket.second, config.buckets);
-    }
-    if (free || expired) whole.push_back(bucket);
-  }
-  if (released.empty() && whole.empty()) return;
-  control.settle_handoff(released, whole);
-  if (!released.empty()) {
-    std::cerr << "vipfarmd: handoff: " << released.size() << " buckets given up released ("
-              << (cut == 0 ? "their flows ended"
-                           : std::to_string(cut) + " flows cut: the window passed")
-              << "), " << held.size() << " still serving flows\n";
-  }
-  if (!whole.empty()) {
-    std::cerr << "vipfarmd: handoff: " << whole.size() << " buckets taken whole ("
-              << (expired ? "the window passed" : "their previous owners released them") << "), "
-              << h.taking.size() - whole.size() << " still waiting\n";
+  if (p.whole != 0) {
+    std::cerr << "vipfarmd: handoff: " << p.whole << " buckets taken whole ("
+              << (p.expired ? "the window passed" : "their previous owners released them") << "), "
+              << p.waiting << " still waiting\n";
   }
 }
 
@@ -661,12 +603,9 @@ void MembershipService::Impl::manage_handoff() {
 // drain's deadline (the flows left are cut).
 void MembershipService::Impl::finish_drain() {
   const bool out = (m->view().members & config::view_bit(config.node_id)) == 0;
-  const Control::Handoff h = control.handoff();
   const bool timed_out = std::chrono::steady_clock::now() >= drain_deadline;
-  if (!timed_out && !(out && h.releasing.empty())) return;
-  std::uint64_t cut = 0;
-  for (const std::uint64_t n : dp.flows_in(h.releasing)) cut += n;
-  control.settle_handoff(h.releasing, {});
+  if (!timed_out && !(out && ledger.handoff().releasing.empty())) return;
+  const std::uint64_t cut = ledger.release_all();
   m->set_releasing({});
   draining = false;
   admin_stopped = true;
@@ -689,15 +628,20 @@ void MembershipService::Impl::send(Nanos now) {
   }
 }
 
-Control::NodeWeights MembershipService::Impl::weights_table(std::uint64_t members) const {
-  Control::NodeWeights table(kMaxNodes + 1);
+ownership::ViewInput MembershipService::Impl::view_input() const {
+  ownership::ViewInput in;
+  in.members = m->view().members;
+  in.weights.resize(kMaxNodes + 1);
   for (unsigned id = 1; id <= kMaxNodes; ++id) {
-    if ((members & bit(id)) == 0) continue;
+    if ((in.members & bit(id)) == 0) continue;
     const auto& w = id == to_int(config.node_id) ? m->weights()
                                                  : m->peer(static_cast<std::uint8_t>(id)).weights;
-    if (w.size() == config.groups.size()) table[id] = w;
+    if (w.size() == config.groups.size()) in.weights[id] = w;
   }
-  return table;
+  in.settled = m->settled();
+  in.alive = alive_mask();
+  in.weights_acknowledged = m->weights_acknowledged();
+  return in;
 }
 
 void MembershipService::Impl::installed(Nanos now) {
@@ -710,10 +654,7 @@ void MembershipService::Impl::installed(Nanos now) {
       counts.failover.observe(static_cast<double>(now - p.last_heard) / 1e9);
     }
   }
-  Control::NodeWeights weights = weights_table(v.members);
-  const std::uint32_t moved = control.set_view(v.members, weights, m->settled(), alive_mask());
-  applied_weights = std::move(weights);
-  applied_settled = m->settled();
+  const std::uint32_t moved = ledger.install(view_input(), std::chrono::steady_clock::now()).moved;
   const double convergence =
       pending_since >= 0 ? static_cast<double>(now - pending_since) / 1e9 : 0;
   pending_since = -1;
@@ -726,8 +667,8 @@ void MembershipService::Impl::installed(Nanos now) {
 }
 
 MembershipService::MembershipService(boost::asio::io_context& io, const config::Config& config,
-                                     Control& control, dataplane::Dataplane& dataplane)
-    : impl_(std::make_shared<Impl>(io, config, control, dataplane)) {}
+                                     ownership::Ledger& ledger, const MacAddr& mac)
+    : impl_(std::make_shared<Impl>(io, config, ledger, mac)) {}
 
 MembershipService::~MembershipService() { stop(); }
 
@@ -755,7 +696,7 @@ std::string MembershipService::start() {
   d.m = std::make_unique<membership::Membership>(s, to_int(config.node_id), d.configured, d.cluster,
                                                  incarnation, *fingerprint,
                                                  std::vector<std::uint16_t>{});
-  d.m->set_mac(d.dp.uplink_mac());
+  d.m->set_mac(d.mac);
   std::vector<std::pair<NodeId, IpAddr>> main;
   for (const config::ClusterNode& node : config.nodes) main.emplace_back(node.id, node.address);
   if (std::string err = d.open_network("main", config.find_node(config.node_id)->address, main);
@@ -803,7 +744,7 @@ void MembershipService::stop() {
     // heartbeat shows it serves nothing and the others need not wait for its lease.
     std::lock_guard lock(d.mutex);
     d.m->set_state(NodeState::kStop);
-    d.dp.revoke_lease();
+    d.ledger.set_lease(std::nullopt);
     const Nanos now = now_ns();
     d.m->tick(now);
     d.send(now);
@@ -857,7 +798,7 @@ nlohmann::json MembershipService::Impl::nodes() const {
                         : std::string("DOWN")},
         {"in_view", (members & bit(id)) != 0},
         {"weights", self ? m->weights() : p.weights},
-        {"share", control.owned_by(node.id)},
+        {"share", ledger.owned_by(node.id)},
         {"fingerprint_ok", self || p.fingerprint_ok},
         {"held_down", !self && p.held_down},
     };
@@ -867,7 +808,7 @@ nlohmann::json MembershipService::Impl::nodes() const {
                                 : nlohmann::json(static_cast<double>(now - p.last_heard) / 1e9);
     entry["incarnation"] = self ? m->incarnation() : p.incarnation;
     // The uplink MAC it advertises (null before its first heartbeat).
-    entry["mac"] = self               ? nlohmann::json(to_string(dp.uplink_mac()))
+    entry["mac"] = self               ? nlohmann::json(to_string(mac))
                    : p.last_heard < 0 ? nlohmann::json(nullptr)
                                       : nlohmann::json(to_string(p.mac));
     out.push_back(std::move(entry));
@@ -893,7 +834,7 @@ nlohmann::json MembershipService::Impl::view() const {
           {"witness", witness_client ? nlohmann::json(witness_client->prober.reachable())
                       : witness      ? nlohmann::json(witness->node_healthy())
                                      : nlohmann::json(nullptr)},
-          {"generation", control.generation()}};
+          {"generation", ledger.generation()}};
 }
 
 nlohmann::json MembershipService::Impl::history_json() const {
@@ -987,7 +928,7 @@ void MembershipService::apply(const config::Config& next) {
     d.m->set_fingerprint(*membership::fingerprint_from_hex(fingerprint));
     // With live peers the fingerprint change itself changes the view (docs/handoff.md); a
     // node alone re-derives its assignment now.
-    d.reassign = d.alive_mask() == config::view_bit(next.node_id);
+    if (d.alive_mask() == config::view_bit(next.node_id)) d.ledger.reassign();
     std::cerr << "vipfarmd: reload: farm configuration changed (fingerprint " << fingerprint
               << ")\n";
   }

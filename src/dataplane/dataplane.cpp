@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <bit>
 #include <cstring>
+#include <mutex>
 #include <random>
 #include <tuple>
 
@@ -24,6 +25,9 @@
 #include "vipfarm/packet/requester.hpp"
 
 namespace vipfarm::dataplane {
+
+using ownership::flow_timeouts;
+using ownership::Snapshot;
 
 namespace {
 
@@ -161,6 +165,14 @@ struct Dataplane::Impl {
   // Workers read this once per burst; acquire pairs with publish()'s release so a worker
   // sees a fully built snapshot.
   std::atomic<const Snapshot*> current{nullptr};
+  // Snapshots replaced but perhaps still read by a worker, each with the RCU token taken
+  // when it was replaced (publish(), reclaim()): the control thread and the main lcore.
+  struct Retired {
+    std::unique_ptr<const Snapshot> snapshot;
+    std::uint64_t token;
+  };
+  std::mutex retired_mutex;
+  std::vector<Retired> retired;
   // TSC deadline of the ownership lease; the maximum until membership first renews it.
   std::atomic<std::uint64_t> lease_until{UINT64_MAX};
   // The exception lcore's last pass (TSC; 0 while it is not running). Workers accept VIP
@@ -671,6 +683,7 @@ void Dataplane::shutdown() {
       rte_ring_free(port.to_uplink);
     }
     delete impl_->current.exchange(nullptr);
+    impl_->retired.clear();  // the workers have stopped
     rte_free(impl_->qsbr);
     rte_mempool_free(impl_->pool);
     rte_eal_cleanup();
@@ -874,7 +887,7 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
 }
 
 std::vector<std::uint64_t> Dataplane::flows_in(
-    const std::vector<std::pair<std::uint16_t, BucketId>>& buckets) const {
+    const std::vector<ownership::Bucket>& buckets) const {
   std::vector<std::uint64_t> out(buckets.size(), 0);
   for (const auto& table : impl_->flows) {
     for (std::size_t i = 0; i < buckets.size(); ++i) {
@@ -897,12 +910,24 @@ bool Dataplane::leased() const noexcept {
 }
 
 void Dataplane::publish(std::unique_ptr<Snapshot> next) {
-  const Snapshot* old = impl_->current.exchange(next.release(), std::memory_order_acq_rel);
-  if (old == nullptr) return;
-  // Every worker passes a quiescent point after each burst (and each empty poll), so this
-  // waits at most one burst's time.
-  rte_rcu_qsbr_synchronize(impl_->qsbr, RTE_QSBR_THRID_INVALID);
-  delete old;
+  std::unique_ptr<const Snapshot> old(
+      impl_->current.exchange(next.release(), std::memory_order_acq_rel));
+  if (old != nullptr) {
+    std::lock_guard lock(impl_->retired_mutex);
+    impl_->retired.push_back({std::move(old), rte_rcu_qsbr_start(impl_->qsbr)});
+  }
+  reclaim();
+}
+
+std::size_t Dataplane::reclaim() {
+  Impl& d = *impl_;
+  std::lock_guard lock(d.retired_mutex);
+  // Every worker passes a quiescent point after each burst (and each empty poll): a token
+  // is usually reached within a burst's time, and never waited for here.
+  std::erase_if(d.retired, [&d](const Impl::Retired& r) {
+    return rte_rcu_qsbr_check(d.qsbr, r.token, false) == 1;
+  });
+  return d.retired.size();
 }
 
 void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& on_idle) {
@@ -934,6 +959,7 @@ void Dataplane::run(const std::atomic<bool>& stop, const std::function<void()>& 
     for (std::size_t p = 0; p < d.ports.size(); ++p) d.exception_poll(p, c);
     if (rte_get_timer_cycles() >= next_tick) {
       next_tick += tick;
+      reclaim();
       on_idle();
     }
     if (c.exception_tx + c.exception_rx + c.exception_tx_drops == before) {

@@ -28,6 +28,7 @@
 #include "vipfarm/host/sysctl.hpp"
 #include "vipfarm/membership/witness.hpp"
 #include "vipfarm/metrics/metrics.hpp"
+#include "vipfarm/ownership/ledger.hpp"
 
 namespace po = boost::program_options;
 using namespace vipfarm;
@@ -47,7 +48,7 @@ extern "C" void on_hup(int) { g_reload.store(true, std::memory_order_relaxed); }
 // groups' modes, members and weights, unmatched/icmp_echo, heartbeat timers and policies,
 // the witness, checkers, flow timeouts and window. Otherwise it is refused, naming the keys,
 // and nothing is applied: an invalid or partly applicable file never half-applies.
-nlohmann::json reload(config::Config& running, control::Control& control,
+nlohmann::json reload(config::Config& running, ownership::Ledger& ledger,
                       control::MembershipService* membership) {
   config::LoadResult loaded = config::load_file(running.source);
   auto refuse = [](const std::string& why) {
@@ -70,11 +71,13 @@ nlohmann::json reload(config::Config& running, control::Control& control,
     }
   }
   const std::vector<std::string> changed = config::changed_keys(running, next);
-  control.set_farm(next);
+  ledger.set_farm(next);
   if (membership != nullptr) {
-    membership->apply(next);
+    membership->apply(next);  // commits the ledger with its tick
   } else {
-    control.set_view(control.current_view());  // the static view: the new assignment at once
+    // The static view: the new assignment at once.
+    ledger.set_static_view(ledger.view(), std::chrono::steady_clock::now());
+    ledger.commit();
   }
   running = std::move(next);
   std::string names;
@@ -250,22 +253,25 @@ int run_daemon(const config::Config& config, const std::string& program,
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;
   }
-  control::Control control(config, dp);
+  ownership::Ledger ledger(config, dp, dp.uplink_mac());
+  control::Control control(ledger, dp);
   // What reload compares a new file with: the start-up config plus what reloads applied.
   config::Config running = config;
   // With [membership] the node owns nothing until it has agreed a view with its peers;
   // without it the view is every configured node, and the admin API can change it.
-  control.set_view(config.membership.present ? 0 : config::all_nodes(config));
+  ledger.set_static_view(config.membership.present ? 0 : config::all_nodes(config),
+                         std::chrono::steady_clock::now());
+  ledger.commit();
   // The control thread: the admin API, membership and checkers on one Asio loop.
   boost::asio::io_context io;
   std::optional<control::MembershipService> membership;
-  if (config.membership.present) membership.emplace(io, config, control, dp);
+  if (config.membership.present) membership.emplace(io, config, ledger, dp.uplink_mac());
   control::HostPath host_path(io, dp);
   std::optional<api::ApiServer> api;
   api.emplace(io, config.api.socket, [&](const nlohmann::json& request) {
     const std::string cmd = request.value("cmd", "");
     if (membership && control::MembershipService::handles(cmd)) return membership->handle(request);
-    if (cmd == "reload") return reload(running, control, membership ? &*membership : nullptr);
+    if (cmd == "reload") return reload(running, ledger, membership ? &*membership : nullptr);
     nlohmann::json reply = control.handle(request);
     if (membership && cmd == "status") membership->annotate_status(reply);
     return reply;
@@ -430,7 +436,7 @@ int run_daemon(const config::Config& config, const std::string& program,
       }
     }
     host_path.pin_peers(ports[0].exception, std::move(peers),
-                        [&control](NodeId node) { return control.node_mac(node); });
+                        [&ledger](NodeId node) { return ledger.node_mac(node); });
   }
   boost::asio::post(io, [&, taps = std::move(taps)]() mutable {
     host_path.start(
@@ -457,16 +463,16 @@ int run_daemon(const config::Config& config, const std::string& program,
   const auto interval = std::chrono::seconds(config.dataplane.garp_interval_s);
   const auto duration = std::chrono::seconds(config.dataplane.garp_duration_s);
   auto next_announcement = started_announcing;
-  const dataplane::Dataplane::AnswersRequester answers = [&control](std::uint16_t vip,
-                                                                    const IpAddr& requester) {
-    return control.answers_requester(vip, requester);
+  const dataplane::Dataplane::AnswersRequester answers = [&ledger](std::uint16_t vip,
+                                                                   const IpAddr& requester) {
+    return ledger.answers_requester(vip, requester);
   };
   dp.run(g_stop, [&] {
     const auto now = Clock::now();
     if (g_reload.exchange(false, std::memory_order_relaxed)) {
-      boost::asio::post(io, [&] { reload(running, control, membership ? &*membership : nullptr); });
+      boost::asio::post(io, [&] { reload(running, ledger, membership ? &*membership : nullptr); });
     }
-    if (control.announce_requested.exchange(false, std::memory_order_acq_rel)) {
+    if (ledger.announce_requested.exchange(false, std::memory_order_acq_rel)) {
       dp.announce(answers);  // an ownership change: tell the switches and clients again
       started_announcing = now;
       next_announcement = now + interval;

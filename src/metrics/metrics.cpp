@@ -257,7 +257,7 @@ class Collector : public prometheus::Collectable {
                                    {}};
     prometheus::MetricFamily buckets{
         "vipfarm_buckets", "Buckets per group.", prometheus::MetricType::Gauge, {}};
-    for (const control::GroupShare& share : control_.shares()) {
+    for (const ownership::GroupShare& share : control_.ledger().shares()) {
       owned.metric.push_back(value_metric(share.owned, false, {{"group", share.name}}));
       buckets.metric.push_back(value_metric(share.buckets, false, {{"group", share.name}}));
     }
@@ -266,7 +266,7 @@ class Collector : public prometheus::Collectable {
     out.push_back({"vipfarm_snapshot_generation",
                    "Generation of the published ownership snapshot.",
                    prometheus::MetricType::Gauge,
-                   {value_metric(static_cast<double>(control_.generation()), false)}});
+                   {value_metric(static_cast<double>(control_.ledger().generation()), false)}});
     out.push_back({"vipfarm_applied_generation",
                    "Lowest snapshot generation any worker has used for a burst.",
                    prometheus::MetricType::Gauge,
@@ -302,7 +302,7 @@ class Collector : public prometheus::Collectable {
 #define VIPFARM_HANDOFF_METRIC(field, key, metric, help) counter(metric, help, h.field);
     VIPFARM_HANDOFF_COUNTERS(VIPFARM_HANDOFF_METRIC)
 #undef VIPFARM_HANDOFF_METRIC
-    const control::Control::Handoff handoff = control_.handoff();
+    const ownership::Ledger::Handoff handoff = control_.ledger().handoff();
     gauge("vipfarm_handoff_taking_buckets",
           "Buckets gained in a planned change: new connections only, until released.",
           static_cast<double>(handoff.taking.size()));

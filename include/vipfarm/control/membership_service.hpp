@@ -13,10 +13,9 @@
 #include <vector>
 
 #include "vipfarm/config/config.hpp"
-#include "vipfarm/control/control.hpp"
-#include "vipfarm/dataplane/dataplane.hpp"
 #include "vipfarm/health/checkers.hpp"
 #include "vipfarm/membership/membership.hpp"
+#include "vipfarm/ownership/ledger.hpp"
 
 namespace vipfarm::control {
 
@@ -66,8 +65,10 @@ struct MembershipStats {
 
 class MembershipService {
  public:
-  MembershipService(boost::asio::io_context& io, const config::Config& config, Control& control,
-                    dataplane::Dataplane& dataplane);
+  // Feeds `ledger` with the views, weights, handoff state and lease it agrees with its
+  // peers; `mac` is this node's uplink MAC, in its heartbeats.
+  MembershipService(boost::asio::io_context& io, const config::Config& config,
+                    ownership::Ledger& ledger, const MacAddr& mac);
   ~MembershipService();
   MembershipService(const MembershipService&) = delete;
   MembershipService& operator=(const MembershipService&) = delete;

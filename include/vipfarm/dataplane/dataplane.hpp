@@ -16,41 +16,11 @@
 #include "vipfarm/dataplane/counters.hpp"
 #include "vipfarm/flow/flow_table.hpp"
 #include "vipfarm/flow/handoff.hpp"
+#include "vipfarm/ownership/snapshot.hpp"
 #include "vipfarm/packet/classify.hpp"
 #include "vipfarm/packet/reply.hpp"
 
 namespace vipfarm::dataplane {
-
-// What the workers classify with: immutable once published.
-// The flow table's timeouts from [flows].
-inline flow::FlowTimeouts flow_timeouts(const config::Flows& f) noexcept {
-  return {f.syn_timeout_ms, f.established_timeout_s * 1000, f.closing_timeout_ms,
-          f.udp_timeout_s * 1000};
-}
-
-struct Snapshot {
-  packet::Classifier classifier;
-  packet::Ownership ownership;
-  std::uint64_t generation;
-  config::Unmatched unmatched;
-  // Flow handoff (docs/handoff.md): owned buckets where only new connections and tracked
-  // flows are accepted (a previous owner still serves its flows there), and buckets given
-  // up where this node still serves the flows it tracks. Empty sets without handoff.
-  packet::Ownership taking;
-  packet::Ownership releasing;
-  bool track = false;           // [flows] handoff: track the flows of owned buckets
-  bool releasing_any = false;   // some bucket is being released: look up every farm packet
-  flow::FlowTimeouts timeouts;  // [flows] timeouts (a reload may change them)
-  // Directed VIPs (docs/directed.md): each bucket's owner in the view, flat by
-  // group * buckets + bucket (empty when no VIP is directed), and every node's uplink MAC
-  // as 48 bits (0: not heard yet), learned from heartbeats.
-  std::vector<NodeId> owners;
-  std::array<std::uint64_t, kMaxNodes + 1> node_macs{};
-  std::vector<std::uint64_t> known_macs;  // the non-zero node_macs: the never-twice check
-  // Directed VIPs during a handoff: per bucket (flat like owners), the peers that still
-  // release it (bit id-1), to which frames go too; empty when none does.
-  std::vector<std::uint64_t> releasers;
-};
 
 // Plain per-lcore counters, written by one lcore, summed by readers (relaxed reads of
 // torn-free 64-bit fields are fine for monotonic counters on x86-64).
@@ -81,7 +51,8 @@ struct Totals {
   std::vector<std::uint64_t> port_rx_missed;
 };
 
-class Dataplane {
+// The ownership's snapshots reach the workers through it (ownership/snapshot.hpp).
+class Dataplane final : public ownership::SnapshotSink {
  public:
   Dataplane();
   ~Dataplane();
@@ -99,15 +70,18 @@ class Dataplane {
                     const std::vector<std::string>& extra_eal,
                     ExceptionPort exception = ExceptionPort::kTap);
 
-  // Makes `next` the snapshot every worker uses; returns once no worker can still be
-  // reading the previous one (RCU grace period), which is then freed.
-  void publish(std::unique_ptr<Snapshot> next);
-
-  // The ownership lease (membership.hpp, "Leases"): workers accept VIP traffic only until
-  // `duration` after the last renewal. Without any renewal (no membership) it never lapses.
-  void renew_lease(std::chrono::nanoseconds duration) noexcept;
-  void revoke_lease() noexcept;
+  // SnapshotSink. publish() swaps the workers' snapshot and returns; the previous one waits
+  // on a retired list with an RCU token (rte_rcu_qsbr_start) and is freed by reclaim() once
+  // every worker has passed a quiescent point since (rte_rcu_qsbr_check, never blocking).
+  // The lease: without any renewal (no membership) it never lapses.
+  void publish(std::unique_ptr<ownership::Snapshot> next) override;
+  void renew_lease(std::chrono::nanoseconds duration) noexcept override;
+  void revoke_lease() noexcept override;
+  std::vector<std::uint64_t> flows_in(const std::vector<ownership::Bucket>& buckets) const override;
   bool leased() const noexcept;
+  // Frees the retired snapshots no worker can still read; returns how many still wait.
+  // publish() and the main lcore's loop (every ~100 ms) call it.
+  std::size_t reclaim();
 
   // The exception path (the main lcore's loop in run()) watched by the workers: once it has
   // not run for kExceptionStall they accept no VIP traffic (nothing is queued for a kernel
@@ -134,10 +108,6 @@ class Dataplane {
   void shutdown();
 
   Totals totals() const;
-  // Flows the workers track in each of these buckets (flow handoff: a given-up bucket is
-  // released when none is left).
-  std::vector<std::uint64_t> flows_in(
-      const std::vector<std::pair<std::uint16_t, BucketId>>& buckets) const;
   // The MAC of the first port's uplink: the node's identity (heartbeats, directed VIPs).
   MacAddr uplink_mac() const;
   // Every port's uplink MAC (its TAP has the same), in config order.
