@@ -17,6 +17,7 @@
 
 #include "top.hpp"
 #include "vipfarm/api/api_client.hpp"
+#include "vipfarm/api/commands.hpp"
 #include "vipfarm/assignment/assignment.hpp"
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/config/schema.hpp"
@@ -54,31 +55,32 @@ constexpr const char* kUsage =
     "  top --config FILE [--interval SECONDS] [--count N] [--json]\n"
     "                               live per-node view of the farm (state, epoch, share,\n"
     "                               packet rates, flows) from every node's /metrics\n"
-    "\n"
-    "commands for a running vipfarmd (admin socket, default /run/vipfarm/vipfarmd.sock):\n"
-    "  status   [--socket PATH] [--json]   node, view, snapshot generation, owned buckets\n"
-    "  counters [--socket PATH] [--json]   packet counters by verdict and reason\n"
-    "  nodes    [--socket PATH] [--json]   every node: state, weights, share, last heard\n"
-    "  view     [--socket PATH] [--json]   the installed view: epoch, members, proposal\n"
-    "  history  [--socket PATH] [--json]   installed views: time, members, moved, cause\n"
-    "  state    [--socket PATH] [--json]   this node's state, also as the exit status:\n"
-    "                               0 STOP, 1 WAIT, 2 UP, 3 DRAIN, 4 no answer\n"
-    "  reload   [--socket PATH] [--json]   re-read the config file (as SIGHUP): every\n"
-    "                               reloadable key applies at once; a restart-only change\n"
-    "                               is refused, named; an invalid file changes nothing\n"
-    "  drain [--timeout SECONDS] [--socket PATH] [--json]\n"
-    "                               leave the farm keeping this node's connections until\n"
-    "                               they end or the timeout (default [flows] window); STOP\n"
-    "  resume   [--socket PATH] [--json]   back from DRAIN or STOP\n"
-    "  stop | start [--socket PATH] [--json]\n"
-    "                               take this node out of the farm (STOP) / back in\n"
-    "  view set IDS [--socket PATH] [--json]\n"
-    "                               without [membership] only: make IDS (e.g. 1,3) the\n"
-    "                               view; buckets move now\n"
-    "  buckets --socket PATH [--json]      the daemon's owner map, per group and node\n"
-    "  --version\n"
-    "\n"
     "exit status: 0 success, 1 invalid config or input, 2 usage error\n";
+
+// The usage: the commands above, then the daemon's, from their declarations
+// (api/commands.hpp), each with its synopsis and its help wrapped under it.
+std::string usage() {
+  std::string text = kUsage;
+  const std::string tail = text.substr(text.rfind("\nexit status"));
+  text.resize(text.size() - tail.size());
+  text += "\ncommands for a running vipfarmd (admin socket, default /run/vipfarm/vipfarmd.sock):\n";
+  constexpr std::size_t kIndent = 31, kWidth = 90;
+  for (const api::Command& c : api::admin_commands()) {
+    if (c.synopsis.empty()) continue;  // the API only
+    text += "  " + std::string(c.name) + " " + std::string(c.synopsis) + "\n";
+    std::string line(kIndent, ' ');
+    std::istringstream words{std::string(c.help)};
+    for (std::string word; words >> word;) {
+      if (line.size() > kIndent && line.size() + 1 + word.size() > kWidth) {
+        text += line + "\n";
+        line.assign(kIndent, ' ');
+      }
+      line += (line.size() > kIndent ? " " : "") + word;
+    }
+    text += line + "\n";
+  }
+  return text + "  --version\n" + tail;
+}
 
 struct UsageError : std::runtime_error {
   using std::runtime_error::runtime_error;
@@ -683,7 +685,7 @@ int cmd_top(const std::vector<std::string>& args) {
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
   if (args.empty() || args[0] == "--help" || args[0] == "-h" || args[0] == "help") {
-    std::cout << kUsage;
+    std::cout << usage();
     return args.empty() ? 2 : 0;
   }
   const std::string command = args[0];
@@ -714,10 +716,10 @@ int main(int argc, char** argv) {
     }
     throw UsageError("unknown command \"" + command + "\"");
   } catch (const UsageError& e) {
-    std::cerr << "vipfarmctl: " << e.what() << "\n" << kUsage;
+    std::cerr << "vipfarmctl: " << e.what() << "\n" << usage();
     return 2;
   } catch (const po::error& e) {
-    std::cerr << "vipfarmctl: " << e.what() << "\n" << kUsage;
+    std::cerr << "vipfarmctl: " << e.what() << "\n" << usage();
     return 2;
   } catch (const std::exception& e) {
     // Never an abort: a reply of an unexpected shape (another daemon version), a full disk.

@@ -36,20 +36,6 @@ std::vector<unsigned> Control::node_ids() const {
   return out;
 }
 
-nlohmann::json Control::handle(const nlohmann::json& request) {
-  const auto cmd = request.find("cmd");
-  if (cmd == request.end() || !cmd->is_string()) return error("missing \"cmd\" (a string)");
-  const std::string name = cmd->get<std::string>();
-  if (name == "status") return status();
-  if (name == "buckets") return buckets();
-  if (name == "counters") return counters();
-  if (name == "owner") return owner(request);
-  if (name == "view") return view(request);
-  return error("unknown command \"" + name +
-               "\" (status, buckets, owner, view, counters, reload; with "
-               "[membership]: nodes, history, state, stop, start)");
-}
-
 nlohmann::json Control::status() const {
   const dataplane::Totals totals = dataplane_.totals();
   const config::Config config = ledger_.farm();
@@ -133,7 +119,6 @@ nlohmann::json Control::owner(const nlohmann::json& request) const {
   return out;
 }
 
-// Without [membership]: the view as the operator sets it, applied at once.
 nlohmann::json Control::view(const nlohmann::json& request) {
   const auto set = request.find("set");
   if (set == request.end() || !set->is_array()) return error("view needs \"set\": [node ids]");

@@ -768,11 +768,6 @@ void MembershipService::set_path_down(const std::string& reason) {
   d.step(now, false);  // step aside (or start rejoining) now, not at the next tick
 }
 
-bool MembershipService::handles(const std::string& cmd) {
-  return cmd == "nodes" || cmd == "view" || cmd == "history" || cmd == "state" || cmd == "stop" ||
-         cmd == "start" || cmd == "drain" || cmd == "resume";
-}
-
 nlohmann::json MembershipService::Impl::state_json() const {
   const NodeState s = m->state();
   return {{"ok", true},
@@ -851,40 +846,60 @@ nlohmann::json MembershipService::Impl::history_json() const {
   return {{"ok", true}, {"history", out}};
 }
 
-nlohmann::json MembershipService::handle(const nlohmann::json& request) {
-  Impl& d = *impl_;
-  const std::string cmd = request.value("cmd", "");
+nlohmann::json MembershipService::nodes() const {
+  const Impl& d = *impl_;
   std::lock_guard lock(d.mutex);
   if (!d.running) return error("membership is not running");
-  if (cmd == "nodes") return d.nodes();
-  if (cmd == "view") {
-    if (request.contains("set")) {
-      return error("view set: the view is agreed by membership; use stop/start on a node");
-    }
-    return d.view();
+  return d.nodes();
+}
+
+nlohmann::json MembershipService::view(const nlohmann::json& request) const {
+  const Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  if (!d.running) return error("membership is not running");
+  if (request.contains("set")) {
+    return error("view set: the view is agreed by membership; use stop/start on a node");
   }
-  if (cmd == "history") return d.history_json();
-  if (cmd == "state") return d.state_json();
-  if (cmd == "stop" || cmd == "start" || cmd == "resume") {
-    d.admin_stopped = cmd == "stop";
-    d.draining = false;
-    d.update_state();
-    d.step(now_ns(), false);
-    return d.state_json();
-  }
-  if (cmd == "drain") {
-    // Leave the view but keep serving this node's connections (flow handoff) until they end
-    // or the timeout; then STOP. NLB's drainstop.
-    const auto timeout = request.value("timeout_s", static_cast<double>(d.config.flows.window_s));
-    if (!(timeout > 0 && timeout <= 86400)) return error("drain: timeout_s must be in (0, 86400]");
-    d.draining = true;
-    d.drain_deadline = std::chrono::steady_clock::now() +
-                       std::chrono::milliseconds(static_cast<std::int64_t>(timeout * 1000));
-    d.update_state();
-    d.step(now_ns(), false);
-    return d.state_json();
-  }
-  return error("unknown command \"" + cmd + "\"");
+  return d.view();
+}
+
+nlohmann::json MembershipService::history() const {
+  const Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  if (!d.running) return error("membership is not running");
+  return d.history_json();
+}
+
+nlohmann::json MembershipService::state() const {
+  const Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  if (!d.running) return error("membership is not running");
+  return d.state_json();
+}
+
+nlohmann::json MembershipService::set_stopped(bool stopped) {
+  Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  if (!d.running) return error("membership is not running");
+  d.admin_stopped = stopped;
+  d.draining = false;
+  d.update_state();
+  d.step(now_ns(), false);
+  return d.state_json();
+}
+
+nlohmann::json MembershipService::drain(const nlohmann::json& request) {
+  Impl& d = *impl_;
+  std::lock_guard lock(d.mutex);
+  if (!d.running) return error("membership is not running");
+  const auto timeout = request.value("timeout_s", static_cast<double>(d.config.flows.window_s));
+  if (!(timeout > 0 && timeout <= 86400)) return error("drain: timeout_s must be in (0, 86400]");
+  d.draining = true;
+  d.drain_deadline = std::chrono::steady_clock::now() +
+                     std::chrono::milliseconds(static_cast<std::int64_t>(timeout * 1000));
+  d.update_state();
+  d.step(now_ns(), false);
+  return d.state_json();
 }
 
 void MembershipService::apply(const config::Config& next) {

@@ -19,6 +19,7 @@
 #include <thread>
 
 #include "vipfarm/api/api_server.hpp"
+#include "vipfarm/api/commands.hpp"
 #include "vipfarm/config/config.hpp"
 #include "vipfarm/control/control.hpp"
 #include "vipfarm/control/host_path.hpp"
@@ -268,14 +269,34 @@ int run_daemon(const config::Config& config, const std::string& program,
   if (config.membership.present) membership.emplace(io, config, ledger, dp.uplink_mac());
   control::HostPath host_path(io, dp);
   std::optional<api::ApiServer> api;
-  api.emplace(io, config.api.socket, [&](const nlohmann::json& request) {
-    const std::string cmd = request.value("cmd", "");
-    if (membership && control::MembershipService::handles(cmd)) return membership->handle(request);
-    if (cmd == "reload") return reload(running, ledger, membership ? &*membership : nullptr);
-    nlohmann::json reply = control.handle(request);
-    if (membership && cmd == "status") membership->annotate_status(reply);
+  // Every admin command declared in api/commands.hpp, answered by the part that owns it.
+  api::Dispatcher commands;
+  commands.on("status", [&](const nlohmann::json&) {
+    nlohmann::json reply = control.status();
+    if (membership) membership->annotate_status(reply);
     return reply;
   });
+  commands.on("counters", [&](const nlohmann::json&) { return control.counters(); });
+  commands.on("buckets", [&](const nlohmann::json&) { return control.buckets(); });
+  commands.on("owner", [&](const nlohmann::json& r) { return control.owner(r); });
+  commands.on("reload", [&](const nlohmann::json&) {
+    return reload(running, ledger, membership ? &*membership : nullptr);
+  });
+  if (membership) {
+    control::MembershipService& m = *membership;
+    commands.on("view", [&m](const nlohmann::json& r) { return m.view(r); });
+    commands.on("nodes", [&m](const nlohmann::json&) { return m.nodes(); });
+    commands.on("history", [&m](const nlohmann::json&) { return m.history(); });
+    commands.on("state", [&m](const nlohmann::json&) { return m.state(); });
+    commands.on("stop", [&m](const nlohmann::json&) { return m.set_stopped(true); });
+    commands.on("start", [&m](const nlohmann::json&) { return m.set_stopped(false); });
+    commands.on("resume", [&m](const nlohmann::json&) { return m.set_stopped(false); });
+    commands.on("drain", [&m](const nlohmann::json& r) { return m.drain(r); });
+  } else {
+    commands.on("view", [&](const nlohmann::json& r) { return control.view(r); });
+  }
+  api.emplace(io, config.api.socket,
+              [&commands](const nlohmann::json& request) { return commands.handle(request); });
   if (const std::string err = api->start(); !err.empty()) {
     std::cerr << "vipfarmd: " << err << "\n";
     return 1;

@@ -124,5 +124,23 @@ check "malformed XML exits 1" test "$(status_of "$ctl" import-safekit "$tmp/brok
 check "malformed XML: the error names the file and line" grep -q "^$tmp/broken.xml:[0-9]*:" "$tmp/err"
 check "import-safekit without a file exits 2" test "$(status_of "$ctl" import-safekit)" = 2
 
+# The daemon's commands, declared once (api/commands.hpp): vipfarmctl's usage lists them
+# from the declarations; each is a vipfarmctl command (a dead socket: exit 1, not "unknown
+# command", 2), in the bash completion's list and in the man page's COMMANDS.
+check "the man page check can fail" bash -c '! grep -qF "\\fBfrobnicate\\fR" "$1"' _ docs/man/vipfarmctl.8
+"$ctl" --help >"$tmp/help"
+mapfile -t daemon_cmds < <(sed -n '/^commands for a running vipfarmd/,/^  --version/p' "$tmp/help" |
+  sed -n 's/^  \([a-z][a-z-]*\) .*/\1/p')
+check "usage lists the declared daemon commands (13 declared, owner API-only)" \
+  test "${#daemon_cmds[@]}" = 12
+completion_cmds=$(sed -n '/local commands="/,/"$/p' deploy/bash-completion/vipfarmctl)
+for c in "${daemon_cmds[@]}"; do
+  check "$c: a vipfarmctl command (no daemon: exit 1, state 4; never 2)" \
+    test "$(status_of "$ctl" "$c" --socket "$tmp/no.sock")" = "$([[ $c == state ]] && echo 4 || echo 1)"
+  check "$c: in the bash completion" grep -qw -- "$c" <<<"$completion_cmds"
+  check "$c: in the man page" bash -c \
+    'grep -qF "\\fB$1\\fR" "$2" || grep -qE "^\.BR? $1( |,|$)" "$2"' _ "$c" docs/man/vipfarmctl.8
+done
+
 summary
 ((failed == 0))

@@ -24,6 +24,7 @@
 #include <memory>
 #include <optional>
 #include <random>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -31,6 +32,7 @@
 
 #include "vipfarm/api/api_client.hpp"
 #include "vipfarm/api/api_server.hpp"
+#include "vipfarm/api/commands.hpp"
 
 namespace vipfarm::api {
 namespace {
@@ -799,6 +801,69 @@ TEST_F(ApiTest, HttpStartErrorsAreClear) {
     second.reset();
     http.reset();
   });
+}
+
+// The admin command registry: a request is checked against its command's declaration
+// before any handler sees it; a declared command without a handler says why.
+TEST(AdminCommands, EveryRequestIsCheckedAgainstItsDeclaration) {
+  Dispatcher d;
+  std::vector<Json> seen;
+  d.on("drain", [&seen](const Json& r) {
+    seen.push_back(r);
+    return Json{{"ok", true}};
+  });
+  d.on("view", [&seen](const Json& r) {
+    seen.push_back(r);
+    return Json{{"ok", true}};
+  });
+  struct Case {
+    Json request;
+    std::string error;  // empty: the handler answers
+  };
+  const std::vector<Case> cases = {
+      {{{"cmd", "drain"}}, ""},
+      {{{"cmd", "drain"}, {"timeout_s", 2.5}}, ""},
+      {{{"cmd", "view"}, {"set", {1u, 3u}}}, ""},
+      {Json::array(), "a request is a JSON object"},
+      {{{"set", {1}}}, "missing \"cmd\" (a string)"},
+      {{{"cmd", 7}}, "missing \"cmd\" (a string)"},
+      {{{"cmd", "frobnicate"}}, "unknown command \"frobnicate\" (status, counters, nodes"},
+      {{{"cmd", "drain"}, {"timeout", 3}}, "drain: unknown field \"timeout\""},
+      {{{"cmd", "drain"}, {"timeout_s", "3"}}, "drain: \"timeout_s\" must be a number"},
+      {{{"cmd", "view"}, {"set", {1, -2}}}, "view: \"set\" must be an array of node ids"},
+      {{{"cmd", "view"}, {"set", "1,2"}}, "view: \"set\" must be an array of node ids"},
+      {{{"cmd", "nodes"}}, "nodes: needs [membership] in the config"},
+      {{{"cmd", "status"}}, "status: not available in this configuration"},
+  };
+  std::size_t answered = 0;
+  for (const Case& c : cases) {
+    const Json reply = d.handle(c.request);
+    if (c.error.empty()) {
+      EXPECT_EQ(reply, (Json{{"ok", true}})) << c.request;
+      ++answered;
+      ASSERT_EQ(seen.size(), answered);
+      EXPECT_EQ(seen.back(), c.request);
+    } else {
+      EXPECT_EQ(reply["ok"], false) << c.request;
+      EXPECT_EQ(reply["error"].get<std::string>().rfind(c.error, 0), 0u)
+          << c.request << " → " << reply;
+      EXPECT_EQ(seen.size(), answered) << "no handler sees a refused request: " << c.request;
+    }
+  }
+}
+
+TEST(AdminCommands, OnlyDeclaredCommandsRegisterOnce) {
+  Dispatcher d;
+  EXPECT_THROW(d.on("frobnicate", [](const Json&) { return Json{}; }), std::logic_error);
+  d.on("status", [](const Json&) { return Json{{"ok", true}}; });
+  EXPECT_THROW(d.on("status", [](const Json&) { return Json{}; }), std::logic_error);
+  std::set<std::string_view> names;
+  for (const Command& c : admin_commands()) {
+    EXPECT_TRUE(names.insert(c.name).second) << "declared twice: " << c.name;
+    EXPECT_EQ(find_command(c.name), &c);
+    EXPECT_FALSE(c.help.empty()) << c.name;
+  }
+  EXPECT_EQ(find_command("frobnicate"), nullptr);
 }
 
 }  // namespace

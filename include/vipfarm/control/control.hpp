@@ -17,8 +17,14 @@ class Control {
  public:
   Control(ownership::Ledger& ledger, const dataplane::Dataplane& dataplane);
 
-  // One admin API request → its reply ({"ok": true, ...} or {"ok": false, "error": ...}).
-  nlohmann::json handle(const nlohmann::json& request);
+  // The admin commands it answers (api/commands.hpp declares them): replies
+  // {"ok": true, ...} or {"ok": false, "error": ...}.
+  nlohmann::json status() const;
+  nlohmann::json buckets() const;
+  nlohmann::json counters() const;
+  nlohmann::json owner(const nlohmann::json& request) const;
+  // Without [membership]: `set` (node ids) becomes the view at once.
+  nlohmann::json view(const nlohmann::json& request);
 
   struct Identity {
     std::string cluster;
@@ -31,12 +37,6 @@ class Control {
   const ownership::Ledger& ledger() const noexcept { return ledger_; }
 
  private:
-  nlohmann::json status() const;
-  nlohmann::json buckets() const;
-  nlohmann::json counters() const;
-  nlohmann::json owner(const nlohmann::json& request) const;
-  nlohmann::json view(const nlohmann::json& request);
-
   ownership::Ledger& ledger_;
   const dataplane::Dataplane& dataplane_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

@@ -78,9 +78,16 @@ class MembershipService {
   std::string start();
   void stop();
 
-  // The admin commands this service answers (nodes, view, history, state, stop, start).
-  static bool handles(const std::string& cmd);
-  nlohmann::json handle(const nlohmann::json& request);
+  // The admin commands this service answers (api/commands.hpp declares them).
+  nlohmann::json nodes() const;
+  nlohmann::json view(const nlohmann::json& request) const;
+  nlohmann::json history() const;
+  nlohmann::json state() const;
+  // stop, start and resume: the operator's STOP (or its end, also of a drain).
+  nlohmann::json set_stopped(bool stopped);
+  // Leave the view but keep serving this node's connections (flow handoff) until they end
+  // or `request`'s timeout_s (default [flows] window); then STOP. NLB's drainstop.
+  nlohmann::json drain(const nlohmann::json& request);
   // Re-reads the cluster keys of `membership` (key rotation without a restart); on any
   // error the running keys stay. Returns an error text, empty on success.
   std::string reload_keys(const config::Membership& membership);
