@@ -43,12 +43,6 @@ bool node_differs(const Config& a, const Config& b) {
   return a.node_id != b.node_id || a.node_name != b.node_name;
 }
 
-bool cluster_nodes_differ(const Config& a, const Config& b) {
-  return lists_differ(a.nodes, b.nodes, [](const ClusterNode& x, const ClusterNode& y) {
-    return x.id == y.id && x.name == y.name && x.address == y.address;
-  });
-}
-
 // The list of groups and their names. The group[] keys below compare the groups of a list
 // that stayed the same, one by one.
 bool groups_differ(const Config& a, const Config& b) {
@@ -131,8 +125,8 @@ constexpr std::array kSchema = std::to_array<KeySpec>({
     {"cluster.icmp_echo", kString, "\"one\"", "one, none", kFarm, field<&Config::icmp_echo>,
      "Echo requests to a VIP that no rule matches: one node answers (keyed on the client "
      "address in the VIP's first group), or none."},
-    {"cluster.node", kTableArray, "required", "1-64 entries", kRestart,
-     differs_by(cluster_nodes_differ), "Every node of the farm."},
+    {"cluster.node", kTableArray, "required", "1-64 entries", kRestart, field<&Config::nodes>,
+     "Every node of the farm."},
     {"cluster.node[].id", kInteger, "required", "1-64, unique", kRestart, within("cluster.node"),
      "Node id."},
     {"cluster.node[].name", kString, "required", "non-empty, unique", kRestart,

@@ -84,6 +84,7 @@ struct ClusterNode {
   IpAddr address;
   // Its uplink MAC when known ahead (directed VIPs forward to it; heartbeats tell the rest).
   std::optional<MacAddr> mac;
+  friend bool operator==(const ClusterNode&, const ClusterNode&) = default;
 };
 
 enum class Poll : std::uint8_t { kBusy, kAdaptive };
