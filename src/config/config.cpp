@@ -1316,8 +1316,6 @@ std::string format_ports(const std::vector<PortRange>& ports) {
   return out;
 }
 
-namespace {
-
 std::string describe_rule(const Config& config, const Rule& rule) {
   std::string out = "vip=" + (rule.vip ? config.vips[*rule.vip].address.to_string() : "*");
   out += " proto=" + std::string(to_string(rule.proto));
@@ -1334,8 +1332,6 @@ std::string describe_rule(const Config& config, const Rule& rule) {
   }
   return out;
 }
-
-}  // namespace
 
 std::string fingerprint(const Config& config) {
   std::string canon = "vipfarm-fingerprint-v1\n";
@@ -1371,132 +1367,18 @@ std::string fingerprint(const Config& config) {
   return hex(digest, size);
 }
 
-namespace {
-
-// Two lists differ when their lengths do, or any pair of entries is not `same`.
-template <typename T, typename Same>
-bool lists_differ(const std::vector<T>& x, const std::vector<T>& y, Same same) {
-  return !std::equal(x.begin(), x.end(), y.begin(), y.end(), same);
-}
-
-}  // namespace
-
 std::vector<std::string> changed_keys(const Config& a, const Config& b) {
   std::vector<std::string> out;
-  auto note = [&out](bool differs, const char* key) {
-    if (differs) out.emplace_back(key);
-  };
-  note(a.node_id != b.node_id || a.node_name != b.node_name, "node");
-  note(a.cluster_name != b.cluster_name, "cluster.name");
-  note(a.buckets != b.buckets, "cluster.buckets");
-  note(a.seed != b.seed, "cluster.seed");
-  note(a.unmatched != b.unmatched, "cluster.unmatched");
-  note(a.icmp_echo != b.icmp_echo, "cluster.icmp_echo");
-  note(lists_differ(a.nodes, b.nodes,
-                    [](const ClusterNode& x, const ClusterNode& y) {
-                      return x.id == y.id && x.name == y.name && x.address == y.address;
-                    }),
-       "cluster.node");
-  note(lists_differ(a.vips, b.vips,
-                    [](const Vip& x, const Vip& y) {
-                      return x.address == y.address && x.mac == y.mac && x.l2_mode == y.l2_mode &&
-                             x.gateway == y.gateway && x.port == y.port;
-                    }),
-       "vip");
-  // Groups: their list and names, then per group (same list) what changed in it.
-  bool groups = a.groups.size() != b.groups.size();
-  for (std::size_t g = 0; !groups && g < a.groups.size(); ++g) {
-    groups = a.groups[g].name != b.groups[g].name;
+  for (const KeySpec& spec : schema()) {
+    if (spec.compare.differs != nullptr && spec.compare.differs(a, b)) out.emplace_back(spec.path);
   }
-  note(groups, "group");
-  bool mode = false, members = false, weights = false, rules = false;
-  for (std::size_t g = 0; !groups && g < a.groups.size(); ++g) {
-    const Group &x = a.groups[g], &y = b.groups[g];
-    mode = mode || x.mode != y.mode;
-    auto roster = [](const Group& group, bool with_weights) {
-      std::vector<std::tuple<unsigned, std::int32_t, std::uint32_t>> out;
-      for (const Member& m : group.members)
-        out.emplace_back(to_int(m.node), m.priority, with_weights ? m.weight : 0);
-      std::sort(out.begin(), out.end());
-      return out;
-    };
-    const bool same_roster = roster(x, false) == roster(y, false);
-    members = members || !same_roster;
-    weights = weights || (same_roster && roster(x, true) != roster(y, true));
-    bool same_rules = x.rules.size() == y.rules.size();
-    for (std::size_t r = 0; same_rules && r < x.rules.size(); ++r) {
-      same_rules = describe_rule(a, x.rules[r]) == describe_rule(b, y.rules[r]);
-    }
-    rules = rules || !same_rules;
-  }
-  note(mode, "group[].mode");
-  note(members, "group[].member");
-  note(weights, "group[].member[].weight");
-  note(rules, "group[].rule");
-  const Dataplane &da = a.dataplane, &db = b.dataplane;
-  note(lists_differ(da.ports, db.ports,
-                    [](const Port& x, const Port& y) { return x.uplink == y.uplink; }),
-       "dataplane.uplink");
-  note(lists_differ(da.ports, db.ports,
-                    [](const Port& x, const Port& y) {
-                      return x.name == y.name && x.exception == y.exception &&
-                             x.addresses == y.addresses;
-                    }),
-       "dataplane.port");
-  note(da.eal_args != db.eal_args, "dataplane.eal_args");
-  note(da.workers != db.workers, "dataplane.workers");
-  note(da.poll != db.poll, "dataplane.poll");
-  note(da.burst != db.burst, "dataplane.burst");
-  note(da.garp_interval_s != db.garp_interval_s, "dataplane.garp_interval");
-  note(da.garp_duration_s != db.garp_duration_s, "dataplane.garp_duration");
-  note(a.exception.name != b.exception.name, "exception.name");
-  note(a.exception.prefix != b.exception.prefix, "exception.prefix");
-  note(a.exception.prefix6 != b.exception.prefix6, "exception.prefix6");
-  note(a.exception.ring_size != b.exception.ring_size, "exception.ring_size");
-  note(a.api.socket != b.api.socket, "api.socket");
-  note(a.metrics.listen != b.metrics.listen, "metrics.listen");
-  const Membership &ma = a.membership, &mb = b.membership;
-  note(ma.present != mb.present, "membership");
-  note(ma.port != mb.port, "membership.port");
-  note(ma.interval_ms != mb.interval_ms, "membership.interval_ms");
-  note(ma.dead_after != mb.dead_after, "membership.dead_after");
-  note(ma.agreement_timeout_ms != mb.agreement_timeout_ms, "membership.agreement_timeout_ms");
-  note(ma.split_brain != mb.split_brain, "membership.split_brain");
-  note(ma.witness != mb.witness, "membership.witness");
-  note(ma.witness_port != mb.witness_port, "membership.witness_port");
-  note(ma.flap_limit != mb.flap_limit, "membership.flap_limit");
-  note(ma.flap_window_s != mb.flap_window_s, "membership.flap_window");
-  note(ma.hold_down_s != mb.hold_down_s, "membership.hold_down");
-  note(ma.lease_ms != mb.lease_ms, "membership.lease_ms");
-  note(lists_differ(ma.keys, mb.keys,
-                    [](const ClusterKey& x, const ClusterKey& y) {
-                      return x.id == y.id && x.file == y.file;
-                    }),
-       "membership.key");
-  note(ma.send_key != mb.send_key, "membership.send_key");
-  note(lists_differ(ma.lans, mb.lans,
-                    [](const HeartbeatLan& x, const HeartbeatLan& y) {
-                      return x.name == y.name && x.addresses == y.addresses;
-                    }),
-       "membership.lan");
-  const Flows &fa = a.flows, &fb = b.flows;
-  note(fa.handoff != fb.handoff, "flows.handoff");
-  note(fa.capacity != fb.capacity, "flows.capacity");
-  note(fa.window_s != fb.window_s, "flows.window");
-  note(fa.syn_timeout_ms != fb.syn_timeout_ms, "flows.syn_timeout_ms");
-  note(fa.established_timeout_s != fb.established_timeout_s, "flows.established_timeout");
-  note(fa.closing_timeout_ms != fb.closing_timeout_ms, "flows.closing_timeout_ms");
-  note(fa.udp_timeout_s != fb.udp_timeout_s, "flows.udp_timeout");
-  note(a.checkers != b.checkers, "checker");
   return out;
 }
 
 std::string reload_refusal(const Config& running, const Config& next) {
   std::string restart;
   for (const std::string& key : changed_keys(running, next)) {
-    const KeySpec* spec = find_key(key);
-    if (spec == nullptr || spec->reload == Reload::kRestart)
-      restart += (restart.empty() ? "" : ", ") + key;
+    if (find_key(key)->reload == Reload::kRestart) restart += (restart.empty() ? "" : ", ") + key;
   }
   if (!restart.empty()) {
     return "these changes need a restart (or the rolling procedure in docs/handoff.md): " + restart;

@@ -45,10 +45,12 @@ extern "C" void on_signal(int) { g_stop.store(true, std::memory_order_relaxed); 
 extern "C" void on_hup(int) { g_reload.store(true, std::memory_order_relaxed); }
 
 // SIGHUP and `vipfarmctl reload`: validate the file again and apply it when every key that
-// changed is reloadable (the schema says which, config::reload_refusal): cluster keys, rules,
-// groups' modes, members and weights, unmatched/icmp_echo, heartbeat timers and policies,
-// the witness, checkers, flow timeouts and window. Otherwise it is refused, naming the keys,
-// and nothing is applied: an invalid or partly applicable file never half-applies.
+// changed is reloadable (config::reload_refusal). Each schema row's Reload names what applies
+// it: the ownership ledger (Ledger::set_farm) the farm's classification and ownership
+// (unmatched/icmp_echo, groups' modes, members, weights and rules) and the flow window and
+// timeouts; the MembershipService the heartbeat timers and policies, the witness, the cluster
+// keys and the checkers. Otherwise it is refused, naming the keys, and nothing is applied: an
+// invalid or partly applicable file never half-applies.
 nlohmann::json reload(config::Config& running, ownership::Ledger& ledger,
                       control::MembershipService* membership) {
   config::LoadResult loaded = config::load_file(running.source);

@@ -722,6 +722,191 @@ TEST(Reload, HeartbeatTimersChangeOnlyInStepsThePeersCanFollow) {
   EXPECT_EQ(reload_refusal(with("interval_ms = 400"), with("interval_ms = 1000")), "");
 }
 
+// A config with an entry in every table array, for changing each key of the schema alone:
+// kMembership's, a client_net rule, a port and a checker.
+const std::string kEveryTable =
+    replaced(kMinimal, "ports = 80", "ports = 80\nkey = \"client_net\"") + kMembership + R"(
+[dataplane]
+uplink = "net_null0"
+[[checker]]
+name = "web"
+kind = "tcp"
+target = "127.0.0.1:80"
+)";
+
+IpAddr ip(std::string_view text) { return *IpAddr::parse(text); }
+Prefix prefix(std::string_view text) { return *parse_prefix(text); }
+
+// A change of each schema key that changed_keys() finds (each row with a Compare), made to
+// kEveryTable's config. A key added to the schema without a case here fails the test below.
+struct KeyChange {
+  std::string_view key;
+  void (*change)(Config&);
+};
+const std::vector<KeyChange> kKeyChanges = {
+    {"node", [](Config& c) { c.node_id = NodeId{2}; }},
+    {"node.id", [](Config& c) { c.node_id = NodeId{2}; }},
+    {"node.name", [](Config& c) { c.node_name = "b"; }},
+    {"cluster.name", [](Config& c) { c.cluster_name = "mail"; }},
+    {"cluster.buckets", [](Config& c) { c.buckets = 512; }},
+    {"cluster.seed", [](Config& c) { c.seed = 7; }},
+    {"cluster.unmatched", [](Config& c) { c.unmatched = Unmatched::kPass; }},
+    {"cluster.icmp_echo", [](Config& c) { c.icmp_echo = IcmpEcho::kNone; }},
+    {"cluster.node", [](Config& c) { c.nodes.pop_back(); }},
+    {"cluster.node[].id", [](Config& c) { c.nodes[1].id = NodeId{3}; }},
+    {"cluster.node[].name", [](Config& c) { c.nodes[1].name = "c"; }},
+    {"cluster.node[].address", [](Config& c) { c.nodes[1].address = ip("192.0.2.3"); }},
+    {"cluster.node[].mac", [](Config& c) { c.nodes[1].mac = MacAddr{2, 0, 0x5e, 0, 0, 2}; }},
+    {"vip", [](Config& c) { c.vips.push_back(c.vips[0]); }},
+    {"vip[].address", [](Config& c) { c.vips[0].address = ip("198.51.100.51"); }},
+    {"vip[].mac", [](Config& c) { c.vips[0].mac[5] ^= 1; }},
+    {"vip[].gateway", [](Config& c) { c.vips[0].gateway = true; }},
+    {"vip[].port", [](Config& c) { c.vips[0].port = 1; }},
+    {"vip[].l2_mode", [](Config& c) { c.vips[0].l2_mode = L2Mode::kDirected; }},
+    {"group", [](Config& c) { c.groups.push_back(c.groups[0]); }},
+    {"group[].name", [](Config& c) { c.groups[0].name = "h"; }},
+    {"group[].mode", [](Config& c) { c.groups[0].mode = assignment::Mode::kFailover; }},
+    {"group[].member", [](Config& c) { c.groups[0].members.pop_back(); }},
+    {"group[].member[].node", [](Config& c) { c.groups[0].members[1].node = NodeId{3}; }},
+    {"group[].member[].weight", [](Config& c) { c.groups[0].members[1].weight = 2; }},
+    {"group[].member[].priority", [](Config& c) { c.groups[0].members[1].priority = 1; }},
+    {"group[].rule", [](Config& c) { c.groups[0].rules.push_back(c.groups[0].rules[0]); }},
+    {"group[].rule[].vip", [](Config& c) { c.groups[0].rules[0].vip = 0; }},
+    {"group[].rule[].proto", [](Config& c) { c.groups[0].rules[0].proto = Proto::kUdp; }},
+    {"group[].rule[].ports",
+     [](Config& c) {
+       c.groups[0].rules[0].ports.push_back({443, 443});
+     }},
+    {"group[].rule[].dst",
+     [](Config& c) { c.groups[0].rules[0].dst.push_back(prefix("10.0.0.0/8")); }},
+    {"group[].rule[].key", [](Config& c) { c.groups[0].rules[0].key = KeyKind::kFiveTuple; }},
+    {"group[].rule[].prefix", [](Config& c) { c.groups[0].rules[0].prefix = 16; }},
+    {"group[].rule[].prefix6", [](Config& c) { c.groups[0].rules[0].prefix6 = 48; }},
+    {"dataplane.uplink", [](Config& c) { c.dataplane.ports[0].uplink = "net_null1"; }},
+    {"dataplane.port", [](Config& c) { c.dataplane.ports[0].name = "inside"; }},
+    {"dataplane.port[].name", [](Config& c) { c.dataplane.ports[0].name = "inside"; }},
+    {"dataplane.port[].uplink", [](Config& c) { c.dataplane.ports[0].uplink = "net_null1"; }},
+    {"dataplane.port[].exception", [](Config& c) { c.dataplane.ports[0].exception = "tap1"; }},
+    {"dataplane.port[].address",
+     [](Config& c) { c.dataplane.ports[0].addresses.push_back(prefix("203.0.113.1/24")); }},
+    {"dataplane.eal_args", [](Config& c) { c.dataplane.eal_args.push_back("--no-huge"); }},
+    {"dataplane.workers", [](Config& c) { c.dataplane.workers = 2; }},
+    {"dataplane.poll", [](Config& c) { c.dataplane.poll = Poll::kAdaptive; }},
+    {"dataplane.burst", [](Config& c) { c.dataplane.burst = 16; }},
+    {"dataplane.garp_interval", [](Config& c) { c.dataplane.garp_interval_s = 30; }},
+    {"dataplane.garp_duration", [](Config& c) { c.dataplane.garp_duration_s = 0; }},
+    {"exception.name", [](Config& c) { c.exception.name = "tap1"; }},
+    {"exception.prefix", [](Config& c) { c.exception.prefix = 16; }},
+    {"exception.prefix6", [](Config& c) { c.exception.prefix6 = 48; }},
+    {"exception.ring_size", [](Config& c) { c.exception.ring_size = 1024; }},
+    {"api.socket", [](Config& c) { c.api.socket = "/run/vipfarm/other.sock"; }},
+    {"metrics.listen", [](Config& c) { c.metrics.listen = ""; }},
+    {"membership", [](Config& c) { c.membership.present = false; }},
+    {"membership.port", [](Config& c) { ++c.membership.port; }},
+    // kMembership's 50 ms x 6 to 100 ms x 6, or to 50 ms x 7: steps the peers can follow.
+    {"membership.interval_ms", [](Config& c) { c.membership.interval_ms = 100; }},
+    {"membership.dead_after", [](Config& c) { ++c.membership.dead_after; }},
+    {"membership.agreement_timeout_ms", [](Config& c) { ++c.membership.agreement_timeout_ms; }},
+    {"membership.split_brain", [](Config& c) { c.membership.split_brain = SplitBrain::kServe; }},
+    {"membership.witness", [](Config& c) { c.membership.witness = ip("192.0.2.253"); }},
+    {"membership.witness_port", [](Config& c) { ++c.membership.witness_port; }},
+    {"membership.flap_limit", [](Config& c) { ++c.membership.flap_limit; }},
+    {"membership.flap_window", [](Config& c) { ++c.membership.flap_window_s; }},
+    {"membership.hold_down", [](Config& c) { ++c.membership.hold_down_s; }},
+    {"membership.lease_ms", [](Config& c) { ++c.membership.lease_ms; }},
+    {"membership.key", [](Config& c) { c.membership.keys.pop_back(); }},
+    {"membership.key[].id", [](Config& c) { c.membership.keys[1].id = 3; }},
+    {"membership.key[].file", [](Config& c) { c.membership.keys[1].file = "/etc/vipfarm/3.key"; }},
+    {"membership.send_key", [](Config& c) { c.membership.send_key = 1; }},
+    {"membership.lan", [](Config& c) { c.membership.lans.clear(); }},
+    {"membership.lan[].name", [](Config& c) { c.membership.lans[0].name = "storage"; }},
+    {"membership.lan[].node", [](Config& c) { c.membership.lans[0].addresses.pop_back(); }},
+    {"membership.lan[].node[].id",
+     [](Config& c) { c.membership.lans[0].addresses[1].first = NodeId{3}; }},
+    {"membership.lan[].node[].address",
+     [](Config& c) { c.membership.lans[0].addresses[1].second = ip("fd00:9::3"); }},
+    {"flows.handoff", [](Config& c) { c.flows.handoff = false; }},
+    {"flows.capacity", [](Config& c) { c.flows.capacity = 4096; }},
+    {"flows.window", [](Config& c) { c.flows.window_s = 60; }},
+    {"flows.syn_timeout_ms", [](Config& c) { c.flows.syn_timeout_ms = 1000; }},
+    {"flows.established_timeout", [](Config& c) { c.flows.established_timeout_s = 60; }},
+    {"flows.closing_timeout_ms", [](Config& c) { c.flows.closing_timeout_ms = 1000; }},
+    {"flows.udp_timeout", [](Config& c) { c.flows.udp_timeout_s = 60; }},
+    {"checker", [](Config& c) { c.checkers.clear(); }},
+    {"checker[].name", [](Config& c) { c.checkers[0].name = "api"; }},
+    {"checker[].kind", [](Config& c) { c.checkers[0].kind = CheckerKind::kPing; }},
+    {"checker[].target", [](Config& c) { c.checkers[0].target = "127.0.0.1:8080"; }},
+    {"checker[].interval_ms", [](Config& c) { c.checkers[0].interval_ms = 1000; }},
+    {"checker[].timeout_ms", [](Config& c) { c.checkers[0].timeout_ms = 900; }},
+    {"checker[].rise", [](Config& c) { c.checkers[0].rise = 3; }},
+    {"checker[].fall", [](Config& c) { c.checkers[0].fall = 3; }},
+    {"checker[].group", [](Config& c) { c.checkers[0].group = 0; }},
+    {"checker[].user", [](Config& c) { c.checkers[0].user = "daemon"; }},
+    {"checker[].env", [](Config& c) { c.checkers[0].env.push_back("LANG=C"); }},
+};
+
+// Each key changed alone is named alone, by itself or by the key whose comparison covers it
+// (a table array's field), and reload refuses it exactly when its schema row says kRestart.
+TEST(Reload, EachSchemaKeyChangedAloneIsNamedAndRefusedAsItsRowSays) {
+  const Config base = loaded(kEveryTable);
+  ASSERT_EQ(base.dataplane.ports.size(), 1u);
+  ASSERT_EQ(base.membership.lans.size(), 1u);
+  ASSERT_EQ(base.groups[0].rules[0].key, KeyKind::kClientNet);
+  for (const KeySpec& spec : schema()) {
+    SCOPED_TRACE(spec.path);
+    if (spec.compare.differs == nullptr && spec.compare.within.empty()) {
+      EXPECT_EQ(spec.type, ValueType::kTable) << "only a plain table may go without a Compare";
+      continue;
+    }
+    const auto change = std::find_if(kKeyChanges.begin(), kKeyChanges.end(),
+                                     [&spec](const KeyChange& c) { return c.key == spec.path; });
+    ASSERT_NE(change, kKeyChanges.end()) << "no case in kKeyChanges";
+    Config next = base;
+    change->change(next);
+    const std::string named(spec.compare.within.empty() ? spec.path : spec.compare.within);
+    EXPECT_EQ(changed_keys(base, next), std::vector<std::string>{named});
+    const std::string refusal = reload_refusal(base, next);
+    if (spec.reload == Reload::kRestart) {
+      EXPECT_EQ(
+          refusal,
+          "these changes need a restart (or the rolling procedure in docs/handoff.md): " + named);
+    } else {
+      EXPECT_EQ(refusal, "");
+    }
+  }
+  for (const KeyChange& c : kKeyChanges) EXPECT_NE(find_key(c.key), nullptr) << c.key;
+}
+
+// A field compared within another key reloads as that key does, and that key has a
+// comparison of its own: the refusal names it, and refuses exactly what the field's row says.
+TEST(Reload, FieldsComparedWithinAKeyReloadAsItDoes) {
+  for (const KeySpec& spec : schema()) {
+    if (spec.compare.within.empty()) continue;
+    SCOPED_TRACE(spec.path);
+    EXPECT_EQ(spec.compare.differs, nullptr);
+    const KeySpec* whole = find_key(spec.compare.within);
+    ASSERT_NE(whole, nullptr);
+    EXPECT_NE(whole->compare.differs, nullptr);
+    EXPECT_EQ(whole->reload, spec.reload);
+  }
+}
+
+// Several keys changed at once are named in schema order, restart-only ones alone refused.
+TEST(Reload, SeveralChangesAreNamedInSchemaOrder) {
+  const Config base = loaded(kEveryTable);
+  Config next = base;
+  next.checkers[0].rise = 3;
+  next.flows.capacity = 4096;
+  next.cluster_name = "mail";
+  next.groups[0].members[0].weight = 2;
+  EXPECT_EQ(changed_keys(base, next),
+            (std::vector<std::string>{"cluster.name", "group[].member[].weight", "flows.capacity",
+                                      "checker"}));
+  EXPECT_EQ(reload_refusal(base, next),
+            "these changes need a restart (or the rolling procedure in docs/handoff.md): "
+            "cluster.name, flows.capacity");
+}
+
 // Issue 16: net_af_packet hands the data plane IPv4 fragments reassembled and cut at the mbuf
 // size; a config with a rule that takes UDP, ICMP or every protocol gets a warning naming
 // the uplink's key and the alternative.

@@ -75,6 +75,7 @@ struct Vip {
   // destination address; a service VIP takes the frames sent to `address`.
   bool gateway = false;
   std::size_t port = 0;  // index into Dataplane::ports: the uplink it lives on
+  friend bool operator==(const Vip&, const Vip&) = default;
 };
 
 struct ClusterNode {
@@ -83,6 +84,7 @@ struct ClusterNode {
   IpAddr address;
   // Its uplink MAC when known ahead (directed VIPs forward to it; heartbeats tell the rest).
   std::optional<MacAddr> mac;
+  friend bool operator==(const ClusterNode&, const ClusterNode&) = default;
 };
 
 enum class Poll : std::uint8_t { kBusy, kAdaptive };
@@ -136,11 +138,13 @@ struct HeartbeatLan {
   std::string name;
   std::vector<std::pair<NodeId, IpAddr>> addresses;  // every node's address on it
   const IpAddr* find(NodeId id) const noexcept;
+  friend bool operator==(const HeartbeatLan&, const HeartbeatLan&) = default;
 };
 
 struct ClusterKey {
   std::uint8_t id;
   std::string file;  // the key's bytes (at least 32); not group/world readable
+  friend bool operator==(const ClusterKey&, const ClusterKey&) = default;
 };
 
 using membership::SplitBrain;
@@ -266,16 +270,22 @@ assignment::Input assignment_input(const Config& config, std::size_t group, View
 // travel in heartbeats) and rules.
 std::string fingerprint(const Config& config);
 
-// The schema keys (find_key() knows each) whose values differ between `a` and `b`: what a
-// reload would change. A table array counts as one key when its entries are added,
-// removed or reordered (cluster.node, vip, group, membership.key, membership.lan, checker);
-// within the same groups, group[].mode, group[].member (who, with which priority),
-// group[].member[].weight and group[].rule are told apart.
+// A rule as text, its VIP by address: "vip=198.51.100.50 proto=tcp ports=80,443 key=on_addr",
+// client_net with /prefix/prefix6, gateway rules with dst=. Rules of two configs take the
+// same traffic the same way exactly when their texts are equal.
+std::string describe_rule(const Config& config, const Rule& rule);
+
+// The schema keys whose values differ between `a` and `b`, in schema order: what a reload
+// would change. Each key's Compare (schema.cpp) says how it is found. A table array counts as
+// one key when its entries are added, removed, reordered or changed (cluster.node, vip, group,
+// membership.key, membership.lan, checker); within the same groups, group[].mode,
+// group[].member (who, with which priority), group[].member[].weight and group[].rule are
+// told apart.
 std::vector<std::string> changed_keys(const Config& a, const Config& b);
 // Why the running daemon (`running`) cannot take `next` by hot reload, empty when it can:
-// a restart-only key changed (named), or a heartbeat timer change that the peers still on
-// the current timers could not follow (each side's interval must stay within half the
-// other side's failure-detection time, interval x dead_after; docs/membership.md).
+// a key the schema marks Reload::kRestart changed (named), or a heartbeat timer change that the
+// peers still on the current timers could not follow (each side's interval must stay within half
+// the other side's failure-detection time, interval x dead_after; docs/membership.md).
 std::string reload_refusal(const Config& running, const Config& next);
 
 // A short human-readable description: nodes, VIPs, groups and rules.
