@@ -556,14 +556,14 @@ void MembershipService::Impl::start_witness() {
     }
     return;
   }
-  const config::Checker ping{"witness",
-                             config::CheckerKind::kPing,
-                             config.membership.witness->to_string(),
-                             500,
-                             400,
-                             1,
-                             2,
-                             std::nullopt};
+  config::Checker ping;
+  ping.name = "witness";
+  ping.kind = config::CheckerKind::kPing;
+  ping.target = config.membership.witness->to_string();
+  ping.interval_ms = 500;
+  ping.timeout_ms = 400;
+  ping.rise = 1;
+  ping.fall = 2;
   witness = std::make_unique<health::Checkers>(io, std::vector{ping}, [weak] {
     if (auto self = weak.lock(); self && self->running) {
       std::lock_guard lock(self->mutex);

@@ -51,8 +51,8 @@ extern "C" void on_hup(int) { g_reload.store(true, std::memory_order_relaxed); }
 // timeouts; the MembershipService the heartbeat timers and policies, the witness, the cluster
 // keys and the checkers. Otherwise it is refused, naming the keys, and nothing is applied: an
 // invalid or partly applicable file never half-applies.
-nlohmann::json reload(config::Config& running, ownership::Ledger& ledger,
-                      control::MembershipService* membership) {
+nlohmann::json reload(ownership::Ledger& ledger, control::MembershipService* membership) {
+  const config::Config running = ledger.farm();  // the start-up file plus what reloads applied
   config::LoadResult loaded = config::load_file(running.source);
   auto refuse = [](const std::string& why) {
     std::cerr << "vipfarmd: reload refused: " << why << "; the running configuration stays\n";
@@ -82,7 +82,6 @@ nlohmann::json reload(config::Config& running, ownership::Ledger& ledger,
     ledger.set_static_view(ledger.view(), std::chrono::steady_clock::now());
     ledger.commit();
   }
-  running = std::move(next);
   std::string names;
   for (const std::string& key : changed) names += (names.empty() ? "" : ", ") + key;
   std::cerr << "vipfarmd: reload applied: " << (names.empty() ? "no change" : names) << "\n";
@@ -258,8 +257,6 @@ int run_daemon(const config::Config& config, const std::string& program,
   }
   ownership::Ledger ledger(config, dp, dp.uplink_mac());
   control::Control control(ledger, dp);
-  // What reload compares a new file with: the start-up config plus what reloads applied.
-  config::Config running = config;
   // With [membership] the node owns nothing until it has agreed a view with its peers;
   // without it the view is every configured node, and the admin API can change it.
   ledger.set_static_view(config.membership.present ? 0 : config::all_nodes(config),
@@ -282,7 +279,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   commands.on("buckets", [&](const nlohmann::json&) { return control.buckets(); });
   commands.on("owner", [&](const nlohmann::json& r) { return control.owner(r); });
   commands.on("reload", [&](const nlohmann::json&) {
-    return reload(running, ledger, membership ? &*membership : nullptr);
+    return reload(ledger, membership ? &*membership : nullptr);
   });
   if (membership) {
     control::MembershipService& m = *membership;
@@ -493,7 +490,7 @@ int run_daemon(const config::Config& config, const std::string& program,
   dp.run(g_stop, [&] {
     const auto now = Clock::now();
     if (g_reload.exchange(false, std::memory_order_relaxed)) {
-      boost::asio::post(io, [&] { reload(running, ledger, membership ? &*membership : nullptr); });
+      boost::asio::post(io, [&] { reload(ledger, membership ? &*membership : nullptr); });
     }
     if (ledger.announce_requested.exchange(false, std::memory_order_acq_rel)) {
       dp.announce(answers);  // an ownership change: tell the switches and clients again

@@ -135,19 +135,12 @@ std::uint32_t Ledger::set_static_view(config::ViewMask view, Clock::time_point n
 
 void Ledger::set_farm(const config::Config& next) {
   std::lock_guard lock(mutex_);
-  config_.unmatched = next.unmatched;
-  config_.icmp_echo = next.icmp_echo;
-  for (std::size_t g = 0; g < config_.groups.size() && g < next.groups.size(); ++g) {
-    config_.groups[g].mode = next.groups[g].mode;
-    config_.groups[g].members = next.groups[g].members;
-    config_.groups[g].rules = next.groups[g].rules;
-  }
-  config_.flows.window_s = next.flows.window_s;
-  config_.flows.syn_timeout_ms = next.flows.syn_timeout_ms;
-  config_.flows.established_timeout_s = next.flows.established_timeout_s;
-  config_.flows.closing_timeout_ms = next.flows.closing_timeout_ms;
-  config_.flows.udp_timeout_s = next.flows.udp_timeout_s;
-  dirty_ = true;  // the workers classify with the new rules from the next commit
+  // A reload applies only when every key that changed is reloadable (reload_refusal): `next`
+  // is the running config with its reloadable keys changed. The workers classify with the new
+  // rules from the next commit; the assignment follows at the next view change, follow() or
+  // set_static_view().
+  config_ = next;
+  dirty_ = true;
 }
 
 void Ledger::reassign() {

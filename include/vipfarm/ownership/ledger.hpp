@@ -91,10 +91,10 @@ class Ledger {
   // A view as is: without [membership] (every configured node, or the admin's `view set`).
   std::uint32_t set_static_view(config::ViewMask view, Clock::time_point now);
 
-  // Hot reload: the reloadable farm keys of `next` (cluster.unmatched, cluster.icmp_echo, each
-  // group's mode, members, weights and rules; the groups themselves are the same) and its
-  // [flows] window and timeouts. The assignment follows at the next view change, follow()
-  // or set_static_view().
+  // Hot reload: `next` becomes the running config (vipfarmd refuses a file that changes a
+  // restart-only key, config::reload_refusal). What it changes reaches the workers at the next
+  // commit (rules, unmatched, icmp_echo, flow timeouts and window); the assignment (groups'
+  // modes, members, weights) follows at the next view change, follow() or set_static_view().
   void set_farm(const config::Config& next);
   // Derive the assignment again at the next follow() (a reload on a node alone: with live
   // peers, the farm fingerprint's change makes a new view instead, docs/handoff.md).
@@ -136,7 +136,8 @@ class Ledger {
   // Whether this node answers `requester`'s ARP / neighbour solicitations for directed VIP
   // `vip` under the published ownership (docs/directed.md).
   bool answers_requester(std::uint16_t vip, const IpAddr& requester) const;
-  // The running farm config (reloads applied).
+  // The running config: the start-up file plus what reloads applied. The one copy that
+  // reload compares a new file with.
   config::Config farm() const;
 
   // Set on every publication; the main lcore announces the VIPs and clears it.
@@ -152,7 +153,7 @@ class Ledger {
   SnapshotSink& sink_;
   const bool directed_;  // some VIP is directed: the snapshot carries owners and MACs
   mutable std::mutex mutex_;
-  config::Config config_;  // reloadable keys change on reload (set_farm)
+  config::Config config_;  // the running config (set_farm)
   config::ViewMask view_ = 0;
   std::uint64_t generation_ = 0;
   bool dirty_ = false;                           // changed since the last commit()
