@@ -246,11 +246,16 @@ std::uint64_t Membership::prune(std::uint64_t candidates) const noexcept {
   }
   std::uint64_t set = candidates;
   // On a tie, a node not heard for two intervals goes first (a dying node's row is the stale
-  // one: its peers drop it at slightly different times), then the higher id: the same choice
-  // on every node while the rows agree.
+  // one: its peers drop it at slightly different times), then a node outside the installed
+  // view (a node joining or returning, not yet mutual with every member: dropping an
+  // incumbent instead would make it step aside, its buckets unserved, until the newcomer's
+  // links are whole), then the higher id: the same choice on every node while the rows and
+  // the installed view agree.
   const Nanos now = last_tick_;
-  auto heard = [&](unsigned id) {
-    return id != self_ && now - peers_[id].last_heard > 2 * settings_.interval ? 0 : 1;
+  const std::uint64_t installed = view().members;
+  auto keep = [&](unsigned id) {
+    const int heard = id != self_ && now - peers_[id].last_heard > 2 * settings_.interval ? 0 : 1;
+    return std::pair(heard, (installed & bit(id)) != 0 ? 1 : 0);
   };
   for (;;) {
     unsigned worst = 0;
@@ -259,7 +264,7 @@ std::uint64_t Membership::prune(std::uint64_t candidates) const noexcept {
       if ((set & bit(a)) == 0) continue;
       const int missing = std::popcount(set & ~bit(a) & ~adjacent[a]);
       if (missing == 0 || missing < worst_missing) continue;
-      if (missing > worst_missing || worst == 0 || heard(a) <= heard(worst)) {
+      if (missing > worst_missing || worst == 0 || keep(a) <= keep(worst)) {
         worst = a;
         worst_missing = missing;
       }
