@@ -204,24 +204,7 @@ void dispatch(Impl& d, const Impl::Port& port, std::uint16_t queue, const Snapsh
           drop[s.nd++] = m;
         }
         break;
-      case packet::Verdict::kArpVip: {
-        MacAddr answer = d.vips[r.vip].mac;
-        if (r.directed &&
-            !d.directed_answer(port, snap, r, m, s.leased, queue, s.clock_ms, c, answer)) {
-          ++c.directed_silent;
-          drop[s.nd++] = m;
-          break;
-        }
-        if (packet::make_arp_reply({rte_pktmbuf_mtod(m, std::byte*), rte_pktmbuf_data_len(m)},
-                                   port.mac, answer)) {
-          ++c.arp_replies;
-          reply[s.nr++] = m;
-        } else {
-          ++c.reply_failures;
-          drop[s.nd++] = m;
-        }
-        break;
-      }
+      case packet::Verdict::kArpVip:
       case packet::Verdict::kNdVip: {
         MacAddr answer = d.vips[r.vip].mac;
         if (r.directed &&
@@ -230,15 +213,24 @@ void dispatch(Impl& d, const Impl::Port& port, std::uint16_t queue, const Snapsh
           drop[s.nd++] = m;
           break;
         }
-        const std::size_t capacity = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
-        const std::size_t len =
-            m->nb_segs == 1 ? packet::make_na_reply({rte_pktmbuf_mtod(m, std::byte*), capacity},
-                                                    rte_pktmbuf_data_len(m), port.mac, answer)
-                            : 0;
+        const bool arp = r.verdict == packet::Verdict::kArpVip;
+        std::size_t len = 0;  // the answer's length (it replaces the request); 0: none
+        if (arp) {
+          len = packet::make_arp_reply({rte_pktmbuf_mtod(m, std::byte*), rte_pktmbuf_data_len(m)},
+                                       port.mac, answer)
+                    ? rte_pktmbuf_data_len(m)
+                    : 0;
+        } else if (m->nb_segs == 1) {
+          const std::size_t capacity = rte_pktmbuf_data_len(m) + rte_pktmbuf_tailroom(m);
+          len = packet::make_na_reply({rte_pktmbuf_mtod(m, std::byte*), capacity},
+                                      rte_pktmbuf_data_len(m), port.mac, answer);
+        }
         if (len != 0) {
-          m->data_len = static_cast<std::uint16_t>(len);
-          m->pkt_len = static_cast<std::uint32_t>(len);
-          ++c.nd_replies;
+          if (!arp) {  // an NA is longer than the solicitation it answers
+            m->data_len = static_cast<std::uint16_t>(len);
+            m->pkt_len = static_cast<std::uint32_t>(len);
+          }
+          ++(arp ? c.arp_replies : c.nd_replies);
           reply[s.nr++] = m;
         } else {
           ++c.reply_failures;
