@@ -10,8 +10,10 @@
 #include <boost/asio/ip/udp.hpp>
 #include <boost/asio/post.hpp>
 #include <boost/asio/signal_set.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/program_options.hpp>
 #include <chrono>
+#include <functional>
 #include <future>
 #include <iostream>
 #include <optional>
@@ -266,6 +268,21 @@ int run_daemon(const config::Config& config, const std::string& program,
   boost::asio::io_context io;
   std::optional<control::MembershipService> membership;
   if (config.membership.present) membership.emplace(io, config, ledger, dp.uplink_mac());
+  // Without membership no peer reports its handoff: every 100 ms the buckets given up by a
+  // `view set` are released once their flows end. A bucket left "releasing" would send every
+  // farm frame through the flow table for good.
+  boost::asio::steady_timer static_handoff(io);
+  std::function<void()> progress_static_handoff = [&] {
+    ledger.progress_handoff({}, std::chrono::steady_clock::now());
+    ledger.commit();
+    static_handoff.expires_after(std::chrono::milliseconds(100));
+    static_handoff.async_wait([&](boost::system::error_code ec) {
+      if (!ec) progress_static_handoff();
+    });
+  };
+  if (!config.membership.present && config.flows.handoff) {
+    boost::asio::post(io, progress_static_handoff);
+  }
   control::HostPath host_path(io, dp);
   std::optional<api::ApiServer> api;
   // Every admin command declared in api/commands.hpp, answered by the part that owns it.

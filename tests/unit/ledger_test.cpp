@@ -324,6 +324,31 @@ TEST(Ledger, TakenBucketsBecomeWholeWhenTheWindowPasses) {
   EXPECT_EQ(p.whole, taking);
 }
 
+// Without membership (`view set`): no peer reports its handoff. The buckets given up are
+// released as their flows end (a bucket left releasing would send every farm frame through
+// the flow table for good: issue 18's drop path).
+TEST(Ledger, AStaticViewsHandoffEndsWithoutPeers) {
+  Farm f(1);
+  f.ledger.set_static_view(mask({1, 2, 3}), f.t0);
+  f.ledger.set_static_view(mask({2, 3}), f.t0);
+  const std::vector<Bucket> given = f.buckets(false);
+  ASSERT_FALSE(given.empty());
+  f.sink.flows[given.front()] = 1;
+  HandoffProgress p = f.ledger.progress_handoff({}, f.t0 + std::chrono::milliseconds(100));
+  EXPECT_EQ(p.released, given.size() - 1);
+  EXPECT_EQ(p.held, 1u);
+  f.sink.flows.clear();
+  p = f.ledger.progress_handoff({}, f.t0 + std::chrono::milliseconds(200));
+  EXPECT_EQ(p.released, 1u);
+  f.ledger.commit();
+  EXPECT_FALSE(f.sink.last().releasing_any) << "every farm frame would be looked up";
+  // Back to {1,2,3}: no node is known alive, so what node 1 takes back is whole at once.
+  f.ledger.set_static_view(mask({1, 2, 3}), f.t0 + std::chrono::seconds(1));
+  EXPECT_TRUE(f.buckets(true).empty());
+  f.ledger.commit();
+  for (const Bucket& b : given) EXPECT_TRUE(f.sink.last().ownership.owns(0, b.second));
+}
+
 TEST(Ledger, AWeightChangesGainsWaitUntilEveryMemberHeardIt) {
   Farm f(1);
   ViewInput in = input(mask({1, 2, 3}), mask({1, 2, 3}));

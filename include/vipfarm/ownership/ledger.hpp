@@ -89,6 +89,8 @@ class Ledger {
   // (weights are not agreed like views: each node applies a change when it hears it).
   Change follow(const ViewInput& view, Clock::time_point now);
   // A view as is: without [membership] (every configured node, or the admin's `view set`).
+  // No node is known alive then: the buckets gained are served whole at once, and those
+  // given up are released by progress_handoff() as their flows end.
   std::uint32_t set_static_view(config::ViewMask view, Clock::time_point now);
 
   // Hot reload: `next` becomes the running config (vipfarmd refuses a file that changes a
