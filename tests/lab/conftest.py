@@ -50,16 +50,17 @@ def pytest_terminal_summary(terminalreporter):
 
 @pytest.fixture
 def farm(request):
-    """farm(n=3, split_brain="serve", **overrides) -> a started labfarm.Farm, converged on
-    the view of all its nodes; overrides are config keys as section__key=value. Every farm
-    made is torn down when the test ends, however it ends."""
+    """farm(n=3, split_brain="serve", start=True, **overrides) -> a started labfarm.Farm,
+    converged on the view of all its nodes (start=False: built, nothing started); overrides
+    are config keys as section__key=value. Every farm made is torn down when the test ends,
+    however it ends."""
     made = []
     request.node._lab_farms = made
 
-    def make(n=3, split_brain="serve", **overrides):
+    def make(n=3, split_brain="serve", start=True, **overrides):
         f = labfarm.Farm(n=n, split_brain=split_brain, **overrides)
         made.append(f)
-        f.up()
+        f.up(start=start)
         return f
 
     try:

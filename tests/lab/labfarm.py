@@ -129,8 +129,11 @@ def in_netns(ns, fn, *args):
     return t.result()
 
 
-def client_addr(i):
-    """The i-th (1-based) extra client source address, as lib.sh's lab_client_addrs."""
+def client_addr(i, family=4):
+    """The i-th (1-based) extra client source address of the family (4 or 6), as lib.sh's
+    lab_client_addrs."""
+    if family == 6:
+        return "fd77::1:%x" % i
     return "10.77.%d.%d" % (1 + i // 256, i % 256)
 
 
@@ -309,7 +312,8 @@ class Farm:
         self.nginx = {}          # k -> Popen of nginx's master
         self.spawned = []        # other processes (prober, flooder)
         self.freezes = []        # ThreadFreeze objects still holding a thread
-        self.client_addrs = []
+        self.client_addrs = []   # added by add_client_addrs, IPv4
+        self.client_addrs6 = []  # and IPv6
         self._netns = []         # created, in creation order
         self._strays = []        # PIDs down() found still inside the namespaces
         self._started = []       # PID of every process started, for leftovers()
@@ -501,14 +505,15 @@ class Farm:
             return {}
         return parse_prometheus(text)
 
-    def owner(self, source, sport=1234, view=None, vip=VIP4):
-        """The node `vipfarmctl owner` predicts for TCP source:sport -> vip:80 (0: none)."""
+    def owner(self, source, sport=1234, view=None, vip=VIP4, proto="tcp", dport=80):
+        """The node `vipfarmctl owner` predicts for proto source:sport -> vip:dport (0:
+        none)."""
         cmd = [self.vipfarmctl, "owner", "--config", self.node_conf[1]]
         if view is not None:
             cmd += ["--view", ",".join(map(str, view))]
         def endpoint(addr, port):
             return f"[{addr}]:{port}" if ":" in addr else f"{addr}:{port}"
-        cmd += ["tcp", endpoint(source, sport), endpoint(vip, 80), "--json"]
+        cmd += [proto, endpoint(source, sport), endpoint(vip, dport), "--json"]
         return json.loads(run(*cmd)).get("owner", 0)
 
     # --- processes -----------------------------------------------------------------------
@@ -622,13 +627,16 @@ class Farm:
         self._started.append(p.pid)
         return p
 
-    def add_client_addrs(self, count):
-        """count more client source addresses (lab_client_addrs' numbering); returns them."""
-        have = len(self.client_addrs)
-        added = [client_addr(i) for i in range(have + 1, have + count + 1)]
-        batch = "".join(f"address add {a}/16 dev {CLIENT_IF}\n" for a in added)
+    def add_client_addrs(self, count, family=4):
+        """count more client source addresses of the family, 4 or 6 (lab_client_addrs'
+        numbering); returns them."""
+        addrs = self.client_addrs6 if family == 6 else self.client_addrs
+        have = len(addrs)
+        added = [client_addr(i, family) for i in range(have + 1, have + count + 1)]
+        how = "/64 dev %s nodad" if family == 6 else "/16 dev %s"
+        batch = "".join(f"address add {a}{how % CLIENT_IF}\n" for a in added)
         run("ip", "-n", self.client_ns, "-batch", "-", input=batch)
-        self.client_addrs += added
+        addrs += added
         return added
 
     def vip_mac(self, timeout=5):
