@@ -99,6 +99,19 @@ class Dataplane {
                     const std::vector<std::string>& extra_eal,
                     ExceptionPort exception = ExceptionPort::kTap);
 
+  // The same with ports the caller makes once EAL is up, in place of the config's uplink
+  // vdevs and the TAPs: tests/dataplane/ hands over net_ring ports over rings it owns, to
+  // push fixture frames in and read what the workers and the exception path send. Called
+  // after rte_eal_init, `make_ports` returns one (uplink, exception) pair of port ids per
+  // config port, or an error message; start() configures, starts and finally closes them.
+  struct PortIds {
+    std::uint16_t uplink = 0;
+    std::uint16_t exception = 0;
+  };
+  using MakePorts = std::function<std::string(std::vector<PortIds>& ports)>;
+  std::string start(const config::Config& config, const std::string& program,
+                    const std::vector<std::string>& extra_eal, const MakePorts& make_ports);
+
   // Makes `next` the snapshot every worker uses; returns once no worker can still be
   // reading the previous one (RCU grace period), which is then freed.
   void publish(std::unique_ptr<Snapshot> next);
@@ -148,6 +161,10 @@ class Dataplane {
   struct Impl;
 
  private:
+  // Both start()s: the exception port is `exception` unless `make_ports` gives the ports.
+  std::string bring_up(const config::Config& config, const std::string& program,
+                       const std::vector<std::string>& extra_eal, ExceptionPort exception,
+                       const MakePorts& make_ports);
   std::unique_ptr<Impl> impl_;
 };
 
