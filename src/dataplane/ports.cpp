@@ -124,6 +124,18 @@ void Dataplane::shutdown() {
 
 std::string Dataplane::start(const config::Config& config, const std::string& program,
                              const std::vector<std::string>& extra_eal, ExceptionPort exception) {
+  return bring_up(config, program, extra_eal, exception, {});
+}
+
+std::string Dataplane::start(const config::Config& config, const std::string& program,
+                             const std::vector<std::string>& extra_eal,
+                             const MakePorts& make_ports) {
+  return bring_up(config, program, extra_eal, ExceptionPort::kNull, make_ports);
+}
+
+std::string Dataplane::bring_up(const config::Config& config, const std::string& program,
+                                const std::vector<std::string>& extra_eal, ExceptionPort exception,
+                                const MakePorts& make_ports) {
   Impl& d = *impl_;
   d.config = config;
   d.self_bit = std::uint64_t{1} << (to_int(config.node_id) - 1);
@@ -153,9 +165,9 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
     args.push_back("-l");
     args.push_back("0-" + std::to_string(d.workers));
   }
-  const bool tap = exception == ExceptionPort::kTap;
+  const bool tap = exception == ExceptionPort::kTap && !make_ports;
   std::vector<std::string> uplink_names, exception_names;
-  for (std::size_t p = 0; p < ports.size(); ++p) {
+  for (std::size_t p = 0; p < ports.size() && !make_ports; ++p) {
     std::string uplink = ports[p].uplink;
     const bool vdev = uplink.starts_with("net_");
     // af_packet: one queue pair (one socket in a fanout group) per worker.
@@ -183,6 +195,14 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
     return "EAL gave " + std::to_string(rte_lcore_count()) + " lcores; need " +
            std::to_string(d.workers + 1) + " (main + workers)";
   }
+  std::vector<PortIds> given;
+  if (make_ports) {
+    if (std::string error = make_ports(given); !error.empty()) return error;
+    if (given.size() != ports.size()) {
+      return "the caller made " + std::to_string(given.size()) + " port pairs for " +
+             std::to_string(ports.size()) + " [dataplane] ports";
+    }
+  }
 
   const bool af_xdp = std::any_of(ports.begin(), ports.end(), [](const config::Port& port) {
     return port.uplink.starts_with("net_af_xdp");
@@ -200,10 +220,12 @@ std::string Dataplane::start(const config::Config& config, const std::string& pr
     Impl::Port port;
     port.name = ports[p].name;
     const std::string what = ports.size() > 1 ? " of port " + port.name : std::string();
-    if (rte_eth_dev_get_port_by_name(uplink_names[p].c_str(), &port.uplink) != 0) {
+    if (make_ports) {
+      port.uplink = given[p].uplink;
+      port.tap = given[p].exception;
+    } else if (rte_eth_dev_get_port_by_name(uplink_names[p].c_str(), &port.uplink) != 0) {
       return "uplink \"" + uplink_names[p] + "\"" + what + " not found";
-    }
-    if (rte_eth_dev_get_port_by_name(exception_names[p].c_str(), &port.tap) != 0) {
+    } else if (rte_eth_dev_get_port_by_name(exception_names[p].c_str(), &port.tap) != 0) {
       return "exception port " + exception_names[p] + " not created";
     }
     const std::string suffix = std::to_string(p);

@@ -70,6 +70,19 @@ class Dataplane final : public ownership::SnapshotSink {
                     const std::vector<std::string>& extra_eal,
                     ExceptionPort exception = ExceptionPort::kTap);
 
+  // The same with ports the caller makes once EAL is up, in place of the config's uplink
+  // vdevs and the TAPs: tests/dataplane/ hands over net_ring ports over rings it owns, to
+  // push fixture frames in and read what the workers and the exception path send. Called
+  // after rte_eal_init, `make_ports` returns one (uplink, exception) pair of port ids per
+  // config port, or an error message; start() configures, starts and finally closes them.
+  struct PortIds {
+    std::uint16_t uplink = 0;
+    std::uint16_t exception = 0;
+  };
+  using MakePorts = std::function<std::string(std::vector<PortIds>& ports)>;
+  std::string start(const config::Config& config, const std::string& program,
+                    const std::vector<std::string>& extra_eal, const MakePorts& make_ports);
+
   // SnapshotSink. publish() swaps the workers' snapshot and returns; the previous one waits
   // on a retired list with an RCU token (rte_rcu_qsbr_start) and is freed by reclaim() once
   // every worker has passed a quiescent point since (rte_rcu_qsbr_check, never blocking).
@@ -118,6 +131,10 @@ class Dataplane final : public ownership::SnapshotSink {
   struct Impl;
 
  private:
+  // Both start()s: the exception port is `exception` unless `make_ports` gives the ports.
+  std::string bring_up(const config::Config& config, const std::string& program,
+                       const std::vector<std::string>& extra_eal, ExceptionPort exception,
+                       const MakePorts& make_ports);
   std::unique_ptr<Impl> impl_;
 };
 
