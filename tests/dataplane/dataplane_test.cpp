@@ -615,7 +615,8 @@ TEST_F(DataplaneTest, LapsedLeaseAcceptsNoVipTraffic) {
   EXPECT_EQ(since(Verdict::kNotOwner), lapsed.all.size());
   EXPECT_EQ(since(Verdict::kPass), 1U);
   // Every farm frame is counted today, not only those of owned buckets (as its help says).
-  EXPECT_GE(since(&dataplane::LcoreCounters::lease_expired), lapsed.owned.size());
+  EXPECT_GE(since(&dataplane::LcoreCounters::lease_expired), lapsed.owned.size())
+      << "every farm frame counts while the lease has lapsed, the owned ones included";
   EXPECT_TRUE(same_frames(h->to_kernel(), {host}));
 
   rebase();

@@ -34,11 +34,11 @@
   X(kernel_rewrites, "/kernel_rewrites", "vipfarm_kernel_rewrites_total",                          \
     "Kernel ARP/ND frames naming a VIP given the virtual MAC.")                                    \
   X(lease_expired, "/lease_expired", "vipfarm_lease_expired_total",                                \
-    "Packets of owned buckets dropped because the ownership lease had lapsed (stalled control "    \
-    "thread).")                                                                                    \
+    "Farm packets (any bucket's) refused because the ownership lease had lapsed (stalled "         \
+    "control thread).")                                                                            \
   X(exception_stalled, "/exception_stalled", "vipfarm_exception_stalled_total",                    \
-    "Packets of owned buckets dropped because the exception path (the main lcore) had not run "    \
-    "for 100 ms.")                                                                                 \
+    "Farm packets (any bucket's) refused because the exception path (the main lcore) had not "     \
+    "run for 100 ms.")                                                                             \
   X(exception_stale, "/exception_stale", "vipfarm_exception_stale_total",                          \
     "Frames that waited for the kernel while the exception path was stalled, dropped when it ran " \
     "again.")                                                                                      \
