@@ -22,6 +22,17 @@ Ledger::Ledger(const config::Config& config, SnapshotSink& sink, const MacAddr& 
   node_macs_[to_int(config_.node_id)] = mac48(own_mac);
 }
 
+std::vector<Bucket> Ledger::buckets_of(const packet::Ownership& set) const {
+  std::vector<Bucket> out;
+  for (std::size_t g = 0; g < config_.groups.size() && !set.empty(); ++g) {
+    for (BucketId b = 0; b < config_.buckets; ++b) {
+      const auto group = static_cast<std::uint16_t>(g);
+      if (set.owns(group, b)) out.emplace_back(group, b);
+    }
+  }
+  return out;
+}
+
 std::vector<std::vector<NodeId>> Ledger::assign(config::ViewMask members,
                                                 const NodeWeights& weights) const {
   std::vector<std::vector<NodeId>> out;
@@ -162,13 +173,8 @@ HandoffProgress Ledger::progress_handoff(const std::vector<PeerHandoff>& peers,
   HandoffProgress p;
   if (taking_.empty()) return p;
   p.expired = now >= handoff_deadline_;
-  std::vector<Bucket> releasing, held;
-  for (std::size_t g = 0; g < config_.groups.size(); ++g) {
-    for (BucketId b = 0; b < config_.buckets; ++b) {
-      if (releasing_.owns(static_cast<std::uint16_t>(g), b))
-        releasing.emplace_back(static_cast<std::uint16_t>(g), b);
-    }
-  }
+  const std::vector<Bucket> releasing = buckets_of(releasing_);
+  std::vector<Bucket> held;
   const std::vector<std::uint64_t> flows = sink_.flows_in(releasing);
   for (std::size_t i = 0; i < releasing.size(); ++i) {
     if (flows[i] == 0 || p.expired) {
@@ -201,24 +207,20 @@ HandoffProgress Ledger::progress_handoff(const std::vector<PeerHandoff>& peers,
       dirty_ = true;
     }
   }
-  for (std::size_t g = 0; g < config_.groups.size(); ++g) {
-    for (BucketId b = 0; b < config_.buckets; ++b) {
-      const auto group = static_cast<std::uint16_t>(g);
-      if (!taking_.owns(group, b)) continue;
-      // While a weight change's gains wait, the peers may not have heard of it yet: nothing
-      // is taken whole before the hold ends.
-      bool free = !holding_weights_;
-      for (const PeerHandoff& peer : peers) {
-        if (!free || peer.id == config_.node_id || !peer.alive) continue;
-        free = peer.has_view && !membership::releases(peer.releasing, g, b, config_.buckets);
-      }
-      if (free || p.expired) {
-        taking_.set(group, b, false);
-        ++p.whole;
-        dirty_ = true;
-      } else {
-        ++p.waiting;
-      }
+  for (const auto& [group, bucket] : buckets_of(taking_)) {
+    // While a weight change's gains wait, the peers may not have heard of it yet: nothing
+    // is taken whole before the hold ends.
+    bool free = !holding_weights_;
+    for (const PeerHandoff& peer : peers) {
+      if (!free || peer.id == config_.node_id || !peer.alive) continue;
+      free = peer.has_view && !membership::releases(peer.releasing, group, bucket, config_.buckets);
+    }
+    if (free || p.expired) {
+      taking_.set(group, bucket, false);
+      ++p.whole;
+      dirty_ = true;
+    } else {
+      ++p.waiting;
     }
   }
   return p;
@@ -227,13 +229,7 @@ HandoffProgress Ledger::progress_handoff(const std::vector<PeerHandoff>& peers,
 std::uint64_t Ledger::release_all() {
   std::lock_guard lock(mutex_);
   if (releasing_.empty()) return 0;
-  std::vector<Bucket> releasing;
-  for (std::size_t g = 0; g < config_.groups.size(); ++g) {
-    for (BucketId b = 0; b < config_.buckets; ++b) {
-      if (releasing_.owns(static_cast<std::uint16_t>(g), b))
-        releasing.emplace_back(static_cast<std::uint16_t>(g), b);
-    }
-  }
+  const std::vector<Bucket> releasing = buckets_of(releasing_);
   std::uint64_t cut = 0;
   for (const std::uint64_t n : sink_.flows_in(releasing)) cut += n;
   for (const auto& [group, bucket] : releasing) releasing_.set(group, bucket, false);
@@ -268,11 +264,7 @@ bool Ledger::commit() {
       .known_macs = {},
       .releasers = releasers_,
   });
-  for (std::size_t g = 0; g < config_.groups.size() && !releasing_.empty(); ++g) {
-    for (BucketId b = 0; b < config_.buckets && !snapshot->releasing_any; ++b) {
-      snapshot->releasing_any = releasing_.owns(static_cast<std::uint16_t>(g), b);
-    }
-  }
+  snapshot->releasing_any = !buckets_of(releasing_).empty();
   for (const std::uint64_t m : node_macs_) {
     if (m != 0) snapshot->known_macs.push_back(m);
   }
@@ -333,16 +325,7 @@ std::optional<NodeId> Ledger::owner(std::uint16_t group, BucketId bucket) const 
 
 Ledger::Handoff Ledger::handoff() const {
   std::lock_guard lock(mutex_);
-  Handoff h;
-  h.deadline = handoff_deadline_;
-  for (std::size_t g = 0; g < config_.groups.size() && !taking_.empty(); ++g) {
-    for (BucketId b = 0; b < config_.buckets; ++b) {
-      const auto group = static_cast<std::uint16_t>(g);
-      if (taking_.owns(group, b)) h.taking.emplace_back(group, b);
-      if (releasing_.owns(group, b)) h.releasing.emplace_back(group, b);
-    }
-  }
-  return h;
+  return {buckets_of(taking_), buckets_of(releasing_), handoff_deadline_};
 }
 
 std::optional<MacAddr> Ledger::node_mac(NodeId node) const {

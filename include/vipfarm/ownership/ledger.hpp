@@ -146,6 +146,8 @@ class Ledger {
   std::atomic<bool> announce_requested{false};
 
  private:
+  // The (group, bucket) pairs in `set` (taking_ or releasing_; none when it is empty).
+  std::vector<Bucket> buckets_of(const packet::Ownership& set) const;
   std::vector<std::vector<NodeId>> assign(config::ViewMask members,
                                           const NodeWeights& weights) const;
   std::uint32_t apply_locked(config::ViewMask view, const NodeWeights& weights,
