@@ -132,7 +132,6 @@ class Ledger {
     Clock::time_point deadline;     // the window's end
   };
   Handoff handoff() const;
-  bool directed() const noexcept { return directed_; }
   // The MAC directed VIPs forward to for `node` (its heartbeats', else the configured one).
   std::optional<MacAddr> node_mac(NodeId node) const;
   // Whether this node answers `requester`'s ARP / neighbour solicitations for directed VIP
